@@ -1,0 +1,38 @@
+# reloc_ros: `make demo` runs the main job on an embedded default, `make test` runs the test suite.
+# Both create or refresh the virtual environment .venv (Python 3.11) with everything they need.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.reloc_ros-installed
+# Every ROS process started from here stays on this machine, in its own domain, with its own logs.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export ROS_DOMAIN_ID ?= $(shell echo $$(( $$$$ % 200 + 20 )))
+export AMENT_PREFIX_PATH := $(abspath $(VENV))
+PIP_QUIET := -q --disable-pip-version-check
+
+.PHONY: venv test demo clean-venv help
+
+help:
+	@echo "make demo   - set up .venv and run the demo (synthetic scene -> map -> localization, accuracy + latency)"
+	@echo "make test   - set up .venv and run the test suite"
+
+venv: $(STAMP)
+
+$(STAMP): setup.py Makefile tools/build_tf2_msgs.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip wheel setuptools 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install $(PIP_QUIET) -e '.[cpu,ros,synth,test]' colcon-common-extensions 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) tools/build_tf2_msgs.py --venv $(VENV)
+	@touch $(STAMP)
+
+test: venv
+	ROS_LOG_DIR=$$(mktemp -d) $(PY) -m pytest -q test
+
+demo: venv
+	ROS_LOG_DIR=$$(mktemp -d) $(PY) -m reloc_ros.demo --out demo_output
+
+clean-venv:
+	rm -rf $(VENV)

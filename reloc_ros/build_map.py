@@ -1,0 +1,109 @@
+"""Build a map (keyframes + 3D points + retrieval index) from posed images."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reloc_ros.core.features import ExtractorError, FeatureExtractor
+from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase
+from reloc_ros.core.points import TriangulationConfig, points_from_depth, triangulate_keyframes
+from reloc_ros.datasets.base import DatasetError, Frame, load_depth, load_image
+from reloc_ros.progress import progress_bar
+
+__all__ = ["build_map", "POINT_MODES"]
+
+POINT_MODES = ("depth", "triangulate", "learned")
+
+
+def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path, overwrite: bool = False,
+              info: dict | None = None, tri_cfg: TriangulationConfig = TriangulationConfig(),
+              show_progress: bool = True, index_kind: str = "flat") -> MapDatabase:
+    """Extract features of ``frames``, give their keypoints 3D points, and write the map to ``out``.
+
+    Args:
+        frames: the map images with poses (the dataset's world frame becomes the map frame).
+        extractor: feature extractor (its identity and state are stored in the manifest / HDF5).
+        points: where 3D comes from: ``depth`` (depth images), ``triangulate`` (multi-view with the known
+            poses) or ``learned`` (the extractor's depth head, Perspective-n-Learned-Point).
+        out: map directory (written atomically; an existing one needs ``overwrite``).
+        info: extra manifest entries (e.g. the build command).
+
+    Raises:
+        DatasetError / ExtractorError: unusable input, with what to do.
+    """
+    if points not in POINT_MODES:
+        raise ValueError(f"unknown --points {points!r}; choose one of {POINT_MODES}")
+    if not frames:
+        raise DatasetError("no map frames selected: check --map-every or the dataset's TrainSplit.txt")
+    if points == "depth" and any(f.depth_path is None for f in frames):
+        missing = next(f.name for f in frames if f.depth_path is None)
+        raise DatasetError(f"--points depth needs a depth image for every map frame; {missing} has none "
+                           "(use --points triangulate)")
+    t_start = time.perf_counter()
+    feats, kp_ideal = [], []
+    for f in progress_bar(frames, "extract", show_progress):
+        fe = extractor.extract(load_image(f))
+        if fe.image_size != f.camera.size:
+            raise DatasetError(f"{f.image_path} is {fe.image_size[0]}x{fe.image_size[1]} but its camera says "
+                               f"{f.camera.width}x{f.camera.height}")
+        feats.append(fe)
+        kp_ideal.append(f.camera.undistort_points(fe.keypoints).astype(np.float32))
+    if extractor.needs_fit:
+        extractor.fit(feats)
+    globals_ = [extractor.describe_global(fe) for fe in feats]
+    poses = np.stack([f.T_world_from_cam for f in frames])
+    cams = [f.camera.undistorted() for f in frames]
+
+    pts, confs, stats = [], [], {}
+    if points == "depth":
+        for f, fe, kpi in zip(progress_bar(frames, "depth points", show_progress), feats, kp_ideal):
+            p = points_from_depth(fe.keypoints, kpi, f.camera, load_depth(f), f.T_world_from_cam)
+            pts.append(p)
+            confs.append(np.where(np.isfinite(p[:, 0]), 1.0, 0.0).astype(np.float32))
+    elif points == "triangulate":
+        bar = progress_bar(None, "triangulate", show_progress)
+        pts, confs, stats = triangulate_keyframes(kp_ideal, [fe.descriptors for fe in feats], poses, cams,
+                                                  np.stack(globals_), tri_cfg, progress=bar.update_to)
+        bar.close()
+    else:  # learned
+        for f, fe, kpi in zip(frames, feats, kp_ideal):
+            if fe.depth is None:
+                raise ExtractorError(f"--points learned needs an extractor with a depth head; "
+                                     f"{extractor.name} predicts no depth (use --points triangulate)")
+            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth, f.T_world_from_cam)
+            pts.append(p)
+            c = np.ones(len(p), np.float32) if fe.depth_conf is None else _sample_conf(fe, f)
+            confs.append(np.where(np.isfinite(p[:, 0]), c, 0.0).astype(np.float32))
+
+    src_code = POINT_SOURCES[points]
+    keyframes = []
+    for f, fe, kpi, g, p, c, cam in zip(frames, feats, kp_ideal, globals_, pts, confs, cams):
+        has = np.isfinite(p[:, 0])
+        keyframes.append(Keyframe(
+            name=f.name, T_map_from_cam=f.T_world_from_cam, camera=cam, keypoints=kpi,
+            descriptors=fe.descriptors, scores=fe.scores, points3d=p.astype(np.float32),
+            point_source=np.where(has, src_code, 0).astype(np.uint8), point_conf=np.asarray(c, np.float32),
+            global_desc=g))
+    manifest_info = {"points": points, "build": dict(info or {})}
+    manifest_info["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
+    if stats:
+        manifest_info["build"]["triangulation"] = stats
+    db = MapDatabase.from_keyframes(keyframes, extractor.identity(), extractor.state(), manifest_info)
+    db.save(Path(out), overwrite=overwrite, index_kind=index_kind)
+    return db
+
+
+def _sample_conf(fe, frame: Frame) -> np.ndarray:
+    h, w = fe.depth_conf.shape
+    W, H = frame.camera.size
+    x = np.clip(np.round((fe.keypoints[:, 0] + 0.5) * w / W - 0.5).astype(int), 0, w - 1)
+    y = np.clip(np.round((fe.keypoints[:, 1] + 0.5) * h / H - 0.5).astype(int), 0, h - 1)
+    return fe.depth_conf[y, x].astype(np.float32)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `reloc map build`")

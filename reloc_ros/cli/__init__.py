@@ -1,0 +1,1 @@
+"""Thin command-line wrappers around the core."""

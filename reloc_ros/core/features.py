@@ -1,0 +1,115 @@
+"""The feature-extractor interface: one call gives everything the localizer needs from an image.
+
+An extractor returns, for one image: a global descriptor (retrieval), keypoints with descriptors and
+scores (matching) and, optionally, a dense depth map (3D for maps without depth sensors).
+The SIFT baseline (``reloc_ros.core.sift``) and the learned network implement it; the map builder,
+the localizer and the node only talk to this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Features", "FeatureExtractor", "ExtractorError", "create_extractor", "EXTRACTORS", "array_digest"]
+
+
+class ExtractorError(RuntimeError):
+    """An extractor that cannot run (missing model file, wrong input, unfitted vocabulary, ...)."""
+
+
+@dataclass
+class Features:
+    """Everything one image yields.
+
+    Attributes:
+        keypoints: ``[N x 2] float32`` pixel coordinates in the input image (OpenCV convention).
+        descriptors: ``[N x D] float32``, each row L2-normalised (inner product = cosine similarity).
+        scores: ``[N] float32`` detection confidence in [0, 1].
+        global_desc: ``[G] float32`` L2-normalised global descriptor, or None before it is computed.
+        depth: optional ``[h x w] float32`` metric depth predicted for the image (any resolution; it covers the
+            whole image, so pixel (u, v) maps to ``((u + 0.5) * w / W - 0.5, (v + 0.5) * h / H - 0.5)``).
+        depth_conf: optional ``[h x w] float32`` confidence of ``depth`` in [0, 1].
+        image_size: (width, height) of the input image.
+    """
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    scores: np.ndarray
+    global_desc: np.ndarray | None
+    image_size: tuple[int, int]
+    depth: np.ndarray | None = None
+    depth_conf: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+class FeatureExtractor(abc.ABC):
+    """Interface of all extractors.
+
+    Subclasses set ``name`` and implement :meth:`extract` and :meth:`identity`. Extractors whose global
+    descriptor needs data-dependent state (e.g. a VLAD vocabulary trained on the map images) implement
+    :meth:`fit` / :meth:`state` / :meth:`load_state`; the map stores that state, so queries use the same.
+    """
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def extract(self, image: np.ndarray) -> Features:
+        """Features of one image (``[H x W x 3] uint8 RGB`` or ``[H x W] uint8`` grey)."""
+
+    @abc.abstractmethod
+    def identity(self) -> dict:
+        """What must agree between a map and the extractor that queries it (name, weights hash, dims, ...)."""
+
+    @property
+    def needs_fit(self) -> bool:
+        """True when :meth:`fit` must run on the map's features before global descriptors exist."""
+        return False
+
+    def fit(self, features: list[Features]) -> None:  # pragma: no cover - trivial default
+        """Learn data-dependent state (e.g. a vocabulary) from the map images' features."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays to store in the map so that queries are described with the same state."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned."""
+
+    def describe_global(self, feats: Features) -> np.ndarray:
+        """The global descriptor of already extracted features (after :meth:`fit`)."""
+        if feats.global_desc is None:
+            raise ExtractorError(f"extractor {self.name} produced no global descriptor")
+        return feats.global_desc
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    """A short sha256 of array contents (used to identify vocabularies and weights)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+# name -> "module:Class"; imported lazily so that, e.g., SIFT works without onnxruntime installed.
+EXTRACTORS = {
+    "sift": "reloc_ros.core.sift:SiftVladExtractor",
+}
+
+
+def create_extractor(name: str, **kwargs) -> FeatureExtractor:
+    """Instantiate an extractor by name (``sift``; ``learned`` once the network is installed)."""
+    if name not in EXTRACTORS:
+        raise ExtractorError(f"unknown extractor {name!r}; available: {sorted(EXTRACTORS)}")
+    import importlib
+
+    mod, cls = EXTRACTORS[name].split(":")
+    return getattr(importlib.import_module(mod), cls)(**kwargs)

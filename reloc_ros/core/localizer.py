@@ -1,0 +1,277 @@
+"""The localizer: image -> features -> retrieval -> matching -> aggregation -> PnP -> gated result.
+
+A result always has a status: LOCALIZED, or FAILED with the reason. A failure never carries a pose.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
+from reloc_ros.core.camera import Camera
+from reloc_ros.core.features import FeatureExtractor, Features, create_extractor
+from reloc_ros.core.geometry import invert_T
+from reloc_ros.core.mapdb import MapDatabase, MapError
+from reloc_ros.core.matching import match_mutual_nn
+from reloc_ros.core.pnp import PnPConfig, solve_pnp
+from reloc_ros.core.retrieval import GlobalIndex, PosePrior
+
+__all__ = ["Status", "LocalizerConfig", "LocalizationResult", "Localizer", "extractor_for_map", "config_from_dict"]
+
+
+class Status(str, enum.Enum):
+    LOCALIZED = "LOCALIZED"
+    FAILED = "FAILED"
+
+
+@dataclass
+class LocalizerConfig:
+    top_k: int = 5  # keyframes retrieved per query
+    ratio: float = 0.8  # Lowe ratio test for query-keyframe matching
+    mutual: bool = True  # require mutual nearest neighbours
+    aggregation: bool = True  # merge 2D-3D matches of all top-K keyframes (DeViLoc); False: best single keyframe
+    agg_cell_px: float = 0.0  # quantisation cell for aggregation (0: by query keypoint)
+    agg_rel_tol: float = 0.05  # 3D points agree within this fraction of their viewing distance
+    min_matches: int = 12  # fewer 2D-3D correspondences than this: FAILED(too few matches)
+    pnp_backend: str = "poselib"  # "poselib" or "opencv"
+    ransac_reproj_px: float = 8.0  # RANSAC inlier threshold (pixels at the query resolution)
+    ransac_iterations: int = 10000  # RANSAC iteration cap
+    min_inliers: int = 15  # fewer PnP inliers: FAILED(too few inliers)
+    min_inlier_ratio: float = 0.10  # inliers / correspondences below this: FAILED (PNLP's 10 % rule)
+    max_median_reproj_px: float = 4.0  # median inlier reprojection error above this: FAILED
+    max_position_sigma_m: float = 2.0  # position std-dev (from the covariance) above this: FAILED
+    covariance_scale: float = 1.0  # multiplies the PnP covariance (calibration)
+    prior_sigma_m: float = 5.0  # std-dev of a pose prior's position used for re-ranking
+
+
+def config_from_dict(cls, d: dict | None):
+    """Build a config dataclass from a dict; unknown keys are an error that lists the valid ones."""
+    d = dict(d or {})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
+    return cls(**d)
+
+
+@dataclass
+class LocalizationResult:
+    """Outcome of one query.
+
+    Attributes:
+        status: LOCALIZED or FAILED.
+        reason: why it failed ("" when localized).
+        T_map_from_cam: 4x4 camera pose in the map frame, None unless LOCALIZED.
+        covariance: 6x6 (x, y, z, rot x, rot y, rot z) in the map frame, None unless LOCALIZED.
+        num_matches: 2D-3D correspondences given to PnP.
+        num_inliers: PnP inliers.
+        median_reproj_px: median reprojection error of the inliers.
+        candidates: retrieved keyframe indices, best first.
+        coarse_T_map_from_cam: pose of the best retrieved keyframe (a coarse fallback, never a localization).
+        inlier_xyz: ``[I x 3]`` map points of the inliers (for visualisation).
+        timings_ms: per-stage wall time.
+    """
+
+    status: Status
+    reason: str = ""
+    T_map_from_cam: np.ndarray | None = None
+    covariance: np.ndarray | None = None
+    num_matches: int = 0
+    num_inliers: int = 0
+    median_reproj_px: float = float("nan")
+    candidates: list = field(default_factory=list)
+    coarse_T_map_from_cam: np.ndarray | None = None
+    inlier_xyz: np.ndarray | None = None
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.LOCALIZED
+
+
+def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
+    """The extractor recorded in a map's manifest, with the map's stored state (e.g. VLAD vocabulary)."""
+    ident = db.extractor_identity
+    name = ident.get("name")
+    if not name:
+        raise MapError(f"{db.path}: manifest has no extractor name; rebuild the map")
+    params = {k: ident[k] for k in ("n_features", "n_words", "max_side") if k in ident and name == "sift"}
+    params.update(kwargs)
+    ex = create_extractor(name, **params)
+    ex.load_state(db.extractor_state)
+    check_extractor(db, ex)
+    return ex
+
+
+def check_extractor(db: MapDatabase, ex: FeatureExtractor) -> None:
+    """Refuse an extractor whose identity (name, weights hash, dims) disagrees with the map's."""
+    want, have = db.extractor_identity, ex.identity()
+    diff = {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
+    if diff:
+        details = ", ".join(f"{k}: map={a!r} vs extractor={b!r}" for k, a, b in
+                            ((k, *v) for k, v in sorted(diff.items())))
+        raise MapError(f"map {db.path} was built with another extractor ({details}): rebuild the map with "
+                       f"`reloc map build ... --extractor {have.get('name')}` or use the model it was built with")
+
+
+class Localizer:
+    """Localize single images against a map.
+
+    Args:
+        db: a loaded :class:`MapDatabase`.
+        extractor: the extractor the map was built with (see :func:`extractor_for_map`).
+        config: thresholds and switches.
+    """
+
+    def __init__(self, db: MapDatabase, extractor: FeatureExtractor, config: LocalizerConfig = LocalizerConfig()):
+        check_extractor(db, extractor)
+        self.db = db
+        self.extractor = extractor
+        self.config = config
+        self.index = GlobalIndex(db.index, db.centers)
+        # Per keyframe: only keypoints with a 3D point take part in matching (contiguous copies, made once).
+        self._kf_desc, self._kf_xyz, self._kf_conf = [], [], []
+        for i in range(len(db)):
+            s = db.keyframe_slice(i)
+            has = np.isfinite(db.points3d[s][:, 0])
+            self._kf_desc.append(np.ascontiguousarray(db.descriptors[s][has], np.float32))
+            self._kf_xyz.append(np.ascontiguousarray(db.points3d[s][has], np.float64))
+            self._kf_conf.append(np.ascontiguousarray(np.maximum(db.point_conf[s][has], 1e-3), np.float64))
+
+    @classmethod
+    def from_map(cls, map_path, config: LocalizerConfig = LocalizerConfig(), **extractor_kwargs) -> "Localizer":
+        db = MapDatabase.load(Path(map_path))
+        return cls(db, extractor_for_map(db, **extractor_kwargs), config)
+
+    # ---------------------------------------------------------------------------------------------
+    def localize(self, image: np.ndarray, camera: Camera, prior: PosePrior | None = None,
+                 features: Features | None = None) -> LocalizationResult:
+        """Localize one image.
+
+        Args:
+            image: ``[H x W x 3] uint8`` RGB or ``[H x W] uint8`` grey, as delivered by the camera.
+            camera: its intrinsics (size must equal the image's).
+            prior: optional rough position for retrieval re-ranking.
+            features: precomputed features of ``image`` (skips extraction).
+        """
+        cfg = self.config
+        t = {}
+        t0 = time.perf_counter()
+        if image is not None and (image.shape[1], image.shape[0]) != camera.size:
+            return LocalizationResult(Status.FAILED, f"image is {image.shape[1]}x{image.shape[0]} but the camera "
+                                      f"info says {camera.width}x{camera.height}")
+        if features is None:
+            features = self.extractor.extract(image)
+        if features.global_desc is None:
+            features.global_desc = self.extractor.describe_global(features)
+        t["extract"] = _ms(t0)
+
+        t1 = time.perf_counter()
+        cand, _ = self.index.search(features.global_desc, cfg.top_k, prior)
+        t["retrieval"] = _ms(t1)
+        res = LocalizationResult(Status.FAILED, candidates=cand.tolist(), timings_ms=t)
+        if len(cand) == 0:
+            res.reason = "no candidates: the map is empty"
+            return self._finish(res, t0)
+        res.coarse_T_map_from_cam = self.db.T_map_from_cam[cand[0]].copy()
+        if len(features) < 4:
+            res.reason = f"too few keypoints in the image ({len(features)}): too dark, blurred or textureless?"
+            return self._finish(res, t0)
+
+        t2 = time.perf_counter()
+        kpts_ideal = camera.undistort_points(features.keypoints)
+        per_kf = []
+        for k in cand:
+            m, s = match_mutual_nn(features.descriptors, self._kf_desc[k], cfg.ratio, cfg.mutual)
+            per_kf.append((k, m, s))
+        t["matching"] = _ms(t2)
+
+        t3 = time.perf_counter()
+        K = camera.K
+        if cfg.aggregation:
+            corr = self._aggregate(per_kf, kpts_ideal)
+            t["aggregation"] = _ms(t3)
+            t4 = time.perf_counter()
+            best = self._pnp(corr, K, camera.size)
+        else:
+            t["aggregation"] = 0.0
+            best = None
+            for k, m, s in per_kf:  # best single keyframe by inlier count (PNLP)
+                corr = self._aggregate([(k, m, s)], kpts_ideal)
+                cand_res = self._pnp(corr, K, camera.size)
+                if best is None or _inliers(cand_res[0]) > _inliers(best[0]):
+                    best = cand_res
+            t4 = time.perf_counter()
+        t["pnp"] = _ms(t4) if cfg.aggregation else _ms(t3)
+        pnp, n_corr, corr = best if best is not None else (None, 0, None)
+        res.num_matches = n_corr
+        if n_corr < cfg.min_matches:
+            res.reason = f"too few matches ({n_corr} < min_matches {cfg.min_matches})"
+            return self._finish(res, t0)
+        if pnp is None or not pnp.success:
+            res.reason = "PnP RANSAC found no pose"
+            return self._finish(res, t0)
+        n_inl = pnp.num_inliers
+        res.num_inliers = n_inl
+        res.median_reproj_px = float(np.median(pnp.reproj_px[pnp.inliers]))
+        cov = pnp.covariance * cfg.covariance_scale
+        pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))) if np.all(np.isfinite(cov)) else np.inf
+        if n_inl < cfg.min_inliers:
+            res.reason = f"too few inliers ({n_inl} < min_inliers {cfg.min_inliers})"
+        elif n_inl < cfg.min_inlier_ratio * n_corr:
+            res.reason = f"inlier ratio {n_inl / n_corr:.2f} < min_inlier_ratio {cfg.min_inlier_ratio}"
+        elif res.median_reproj_px > cfg.max_median_reproj_px:
+            res.reason = f"median reprojection error {res.median_reproj_px:.1f} px > {cfg.max_median_reproj_px} px"
+        elif pos_sigma > cfg.max_position_sigma_m:
+            res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
+        else:
+            res.status = Status.LOCALIZED
+            res.T_map_from_cam = invert_T(pnp.T_cam_from_world)
+            res.covariance = cov
+            res.inlier_xyz = corr.xyz[pnp.inliers]
+        return self._finish(res, t0)
+
+    # ---------------------------------------------------------------------------------------------
+    def _aggregate(self, per_kf, kpts_ideal) -> Correspondences:
+        cfg = self.config
+        q, xyz, conf, ctr = [], [], [], []
+        for k, m, s in per_kf:
+            if len(m) == 0:
+                continue
+            q.append(m[:, 0])
+            xyz.append(self._kf_xyz[k][m[:, 1]])
+            conf.append(s.astype(np.float64) * self._kf_conf[k][m[:, 1]] + 1e-6)
+            ctr.append(np.repeat(self.db.centers[k][None], len(m), axis=0))
+        if not q:
+            return aggregate_correspondences(np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros((0, 3)),
+                                             np.zeros(0), np.zeros((0, 3)))
+        q = np.concatenate(q)
+        return aggregate_correspondences(kpts_ideal[q], q, np.concatenate(xyz), np.concatenate(conf),
+                                         np.concatenate(ctr), cfg.agg_cell_px, cfg.agg_rel_tol)
+
+    def _pnp(self, corr: Correspondences, K, size):
+        cfg = self.config
+        if len(corr) < max(4, cfg.min_matches):
+            return None, len(corr), corr
+        pnp = solve_pnp(corr.uv, corr.xyz, K, size,
+                        PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px,
+                                  max_iterations=cfg.ransac_iterations))
+        return pnp, len(corr), corr
+
+    @staticmethod
+    def _finish(res: LocalizationResult, t0: float) -> LocalizationResult:
+        res.timings_ms["total"] = _ms(t0)
+        return res
+
+
+def _inliers(pnp) -> int:
+    return pnp.num_inliers if pnp is not None and pnp.success else -1
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

@@ -1,0 +1,358 @@
+"""The map database: a versioned directory with a manifest, HDF5 keyframes and a faiss index.
+
+Layout (``MAP/``)::
+
+    manifest.yaml   format version, extractor identity (model id + weights hash + dims), frame ids, counts,
+                    build command, sha256 of every data file
+    keyframes.h5    per keyframe: name, pose T_map_from_cam, camera, keypoints (ideal pixels), descriptors,
+                    scores, 3D points (map frame, NaN where none), point source and confidence, depth stats;
+                    plus the extractor state (e.g. the VLAD vocabulary) under /extractor_state
+    global.faiss    retrieval index over the keyframes' global descriptors
+    points.ply      map points for RViz (optional)
+
+Writes are atomic: the map is built in a temporary directory beside the target and swapped in
+(``renameat2(RENAME_EXCHANGE)`` where the kernel has it), so an interrupted build leaves an existing map
+intact. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import h5py
+import numpy as np
+import yaml
+
+from reloc_ros import __version__
+from reloc_ros.core.camera import Camera
+
+__all__ = ["MapError", "Keyframe", "MapDatabase", "FORMAT_VERSION", "POINT_SOURCES", "write_map_atomic"]
+
+FORMAT_VERSION = 1
+# Point source codes stored per keypoint.
+POINT_SOURCES = {"none": 0, "depth": 1, "triangulate": 2, "learned": 3}
+
+
+class MapError(RuntimeError):
+    """A map directory that cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class Keyframe:
+    """One map image.
+
+    Attributes:
+        name: dataset frame name.
+        T_map_from_cam: 4x4 pose of the camera optical frame in the map frame.
+        camera: ideal pinhole camera of ``keypoints`` (distortion already removed).
+        keypoints: ``[N x 2] float32`` ideal pixel coordinates.
+        descriptors: ``[N x D] float32`` (stored as float16 on disk).
+        scores: ``[N] float32``.
+        points3d: ``[N x 3] float32`` map-frame points, NaN where the keypoint has none.
+        point_source: ``[N] uint8`` codes of :data:`POINT_SOURCES`.
+        point_conf: ``[N] float32`` confidence of each 3D point in [0, 1].
+        global_desc: ``[G] float32``.
+    """
+
+    name: str
+    T_map_from_cam: np.ndarray
+    camera: Camera
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    scores: np.ndarray
+    points3d: np.ndarray
+    point_source: np.ndarray
+    point_conf: np.ndarray
+    global_desc: np.ndarray
+
+    @property
+    def has_point(self) -> np.ndarray:
+        return np.isfinite(self.points3d[:, 0])
+
+
+@dataclass
+class MapDatabase:
+    """A loaded map: contiguous arrays over all keyframes plus the retrieval index.
+
+    Keypoint arrays of all keyframes are concatenated; keyframe ``i`` owns rows
+    ``kp_offsets[i]:kp_offsets[i+1]``.
+    """
+
+    path: Path | None
+    manifest: dict
+    names: list[str]
+    T_map_from_cam: np.ndarray  # [K x 4 x 4]
+    cameras: list[Camera]
+    kp_offsets: np.ndarray  # [K + 1]
+    keypoints: np.ndarray  # [N x 2]
+    descriptors: np.ndarray  # [N x D] float32
+    scores: np.ndarray  # [N]
+    points3d: np.ndarray  # [N x 3]
+    point_source: np.ndarray  # [N]
+    point_conf: np.ndarray  # [N]
+    global_desc: np.ndarray  # [K x G]
+    extractor_state: dict = field(default_factory=dict)
+    index: faiss.Index | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def centers(self) -> np.ndarray:
+        return self.T_map_from_cam[:, :3, 3]
+
+    @property
+    def extractor_identity(self) -> dict:
+        return self.manifest.get("extractor", {})
+
+    def keyframe_slice(self, i: int) -> slice:
+        return slice(int(self.kp_offsets[i]), int(self.kp_offsets[i + 1]))
+
+    def valid_points(self) -> np.ndarray:
+        """``[P x 3]`` all map points with 3D (for RViz / PLY)."""
+        return self.points3d[np.isfinite(self.points3d[:, 0])]
+
+    # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_keyframes(cls, keyframes: list[Keyframe], extractor_identity: dict, extractor_state: dict,
+                       info: dict | None = None) -> "MapDatabase":
+        if not keyframes:
+            raise MapError("a map needs at least one keyframe")
+        offs = np.cumsum([0] + [len(k.keypoints) for k in keyframes]).astype(np.int64)
+        D = keyframes[0].descriptors.shape[1] if len(keyframes[0].descriptors.shape) == 2 else 0
+
+        def cat(attr, shape, dtype):
+            arrs = [getattr(k, attr) for k in keyframes]
+            return np.concatenate(arrs).astype(dtype) if offs[-1] else np.zeros(shape, dtype)
+
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "reloc_ros_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "extractor": dict(extractor_identity),
+            "map_frame": "map",
+        }
+        manifest.update(info or {})
+        db = cls(
+            path=None, manifest=manifest, names=[k.name for k in keyframes],
+            T_map_from_cam=np.stack([k.T_map_from_cam for k in keyframes]).astype(np.float64),
+            cameras=[k.camera for k in keyframes], kp_offsets=offs,
+            keypoints=cat("keypoints", (0, 2), np.float32), descriptors=cat("descriptors", (0, D), np.float32),
+            scores=cat("scores", (0,), np.float32), points3d=cat("points3d", (0, 3), np.float32),
+            point_source=cat("point_source", (0,), np.uint8), point_conf=cat("point_conf", (0,), np.float32),
+            global_desc=np.stack([k.global_desc for k in keyframes]).astype(np.float32),
+            extractor_state=dict(extractor_state),
+        )
+        db._update_counts()
+        return db
+
+    def _update_counts(self) -> None:
+        src = self.point_source
+        self.manifest["counts"] = {
+            "keyframes": len(self.names),
+            "keypoints": int(len(self.keypoints)),
+            "points": {name: int((src == code).sum()) for name, code in POINT_SOURCES.items() if name != "none"},
+        }
+        self.manifest["descriptor_dims"] = {"local": int(self.descriptors.shape[1]),
+                                            "global": int(self.global_desc.shape[1])}
+
+    # ---------------------------------------------------------------------------------------------
+    def save(self, out: Path, overwrite: bool = False, index_kind: str = "flat", write_ply: bool = True) -> Path:
+        """Write the map atomically to ``out`` (see module docstring)."""
+        from reloc_ros.core.retrieval import build_index
+
+        self.index = build_index(self.global_desc, index_kind)
+        self.manifest["index"] = {"kind": index_kind}
+
+        def write(tmp: Path) -> None:
+            _write_h5(tmp / "keyframes.h5", self)
+            faiss.write_index(self.index, str(tmp / "global.faiss"))
+            files = ["keyframes.h5", "global.faiss"]
+            if write_ply:
+                _write_ply(tmp / "points.ply", self.valid_points())
+                files.append("points.ply")
+            self.manifest["files"] = {f: _sha256(tmp / f) for f in files}
+            with open(tmp / "manifest.yaml", "w") as fh:
+                yaml.safe_dump(self.manifest, fh, sort_keys=False)
+
+        path = write_map_atomic(Path(out), write, overwrite)
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path, verify: bool = True) -> "MapDatabase":
+        """Load and check a map directory.
+
+        Raises:
+            MapError: missing files, a newer or older format, hash mismatch (corrupt or edited files),
+                truncated HDF5, or an index that disagrees with the keyframes.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise MapError(f"map directory not found: {path} (build one with `reloc map build ... --out {path}`)")
+        man_path = path / "manifest.yaml"
+        if not man_path.is_file():
+            raise MapError(f"{path} is not a reloc_ros map: no manifest.yaml (build one with `reloc map build`)")
+        try:
+            manifest = yaml.safe_load(man_path.read_text())
+        except yaml.YAMLError as e:
+            raise MapError(f"{man_path} is not valid YAML ({e}); rebuild the map") from e
+        if not isinstance(manifest, dict) or "format_version" not in manifest:
+            raise MapError(f"{man_path} has no format_version: not a reloc_ros map manifest; rebuild the map")
+        ver = manifest["format_version"]
+        if not isinstance(ver, int) or ver > FORMAT_VERSION:
+            raise MapError(f"{path} has map format {ver}, newer than this reloc_ros supports ({FORMAT_VERSION}): "
+                           "upgrade reloc_ros or rebuild the map with this version")
+        if ver < FORMAT_VERSION:
+            raise MapError(f"{path} has old map format {ver} (this reloc_ros reads {FORMAT_VERSION}): rebuild it")
+        files = manifest.get("files") or {}
+        for name in ("keyframes.h5", "global.faiss"):
+            f = path / name
+            if not f.is_file():
+                raise MapError(f"{path} is missing {name}: the map is incomplete; rebuild it")
+            if verify and files.get(name) and _sha256(f) != files[name]:
+                raise MapError(f"{f} does not match the sha256 in manifest.yaml (corrupt or modified file): "
+                               "rebuild the map")
+        try:
+            db = _read_h5(path / "keyframes.h5", manifest)
+        except MapError:
+            raise
+        except (OSError, KeyError, ValueError) as e:
+            raise MapError(f"cannot read {path / 'keyframes.h5'} ({e}): truncated or corrupt; rebuild the map") from e
+        db.path = path
+        try:
+            db.index = faiss.read_index(str(path / "global.faiss"))
+        except RuntimeError as e:
+            raise MapError(f"cannot read {path / 'global.faiss'}: {str(e).splitlines()[0]}; rebuild the map") from e
+        if db.index.ntotal != len(db):
+            raise MapError(f"{path}: global.faiss holds {db.index.ntotal} descriptors but keyframes.h5 has "
+                           f"{len(db)} keyframes; the map is inconsistent: rebuild it")
+        if db.index.d != db.global_desc.shape[1]:
+            raise MapError(f"{path}: global.faiss has dimension {db.index.d}, keyframes have "
+                           f"{db.global_desc.shape[1]}; rebuild the map")
+        return db
+
+
+# -------------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_h5(path: Path, db: MapDatabase) -> None:
+    with h5py.File(path, "w") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.create_dataset("names", data=np.array(db.names, dtype=h5py.string_dtype()))
+        f.create_dataset("T_map_from_cam", data=db.T_map_from_cam)
+        cams = np.array([[c.width, c.height, c.fx, c.fy, c.cx, c.cy] for c in db.cameras], np.float64)
+        f.create_dataset("cameras", data=cams)
+        f.create_dataset("kp_offsets", data=db.kp_offsets)
+        f.create_dataset("keypoints", data=db.keypoints.astype(np.float32))
+        f.create_dataset("descriptors", data=db.descriptors.astype(np.float16))
+        f.create_dataset("scores", data=db.scores.astype(np.float32))
+        f.create_dataset("points3d", data=db.points3d.astype(np.float32))
+        f.create_dataset("point_source", data=db.point_source.astype(np.uint8))
+        f.create_dataset("point_conf", data=db.point_conf.astype(np.float32))
+        f.create_dataset("global_desc", data=db.global_desc.astype(np.float32))
+        g = f.create_group("extractor_state")
+        for k, v in db.extractor_state.items():
+            g.create_dataset(k, data=np.asarray(v))
+
+
+def _read_h5(path: Path, manifest: dict) -> MapDatabase:
+    with h5py.File(path, "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
+        cams = f["cameras"][()]
+        db = MapDatabase(
+            path=None, manifest=manifest, names=names, T_map_from_cam=f["T_map_from_cam"][()],
+            cameras=[Camera(int(c[0]), int(c[1]), *map(float, c[2:6])) for c in cams],
+            kp_offsets=f["kp_offsets"][()].astype(np.int64), keypoints=f["keypoints"][()],
+            descriptors=f["descriptors"][()].astype(np.float32), scores=f["scores"][()],
+            points3d=f["points3d"][()], point_source=f["point_source"][()], point_conf=f["point_conf"][()],
+            global_desc=f["global_desc"][()],
+            extractor_state={k: f["extractor_state"][k][()] for k in f["extractor_state"]},
+        )
+    K, N = len(db.names), len(db.keypoints)
+    checks = [
+        (db.T_map_from_cam.shape == (K, 4, 4), "T_map_from_cam"), (len(db.cameras) == K, "cameras"),
+        (db.kp_offsets.shape == (K + 1,) and db.kp_offsets[-1] == N, "kp_offsets"),
+        (len(db.descriptors) == N and len(db.points3d) == N and len(db.scores) == N, "per-keypoint arrays"),
+        (len(db.point_source) == N and len(db.point_conf) == N, "point arrays"),
+        (db.global_desc.shape[0] == K, "global_desc"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise MapError(f"{path}: {what} disagrees with the keyframe count; the map is inconsistent: rebuild it")
+    return db
+
+
+def _write_ply(path: Path, pts_N3: np.ndarray) -> None:
+    pts = np.ascontiguousarray(pts_N3, dtype="<f4")
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n")
+    with open(path, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        fh.write(pts.tobytes())
+
+
+# -------------------------------------------------------------------------------------------------
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD = -100
+    rc = fn(AT_FDCWD, os.fsencode(str(a)), AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
+    """Run ``write_fn(tmp_dir)`` and move the result to ``out`` atomically.
+
+    Raises:
+        MapError: ``out`` exists and ``overwrite`` is False, or ``out`` is not a map directory.
+    """
+    out = Path(out).absolute()
+    if out.exists():
+        if not overwrite:
+            raise MapError(f"{out} already exists: pass --overwrite to replace it (the old map stays until the "
+                           "new one is complete)")
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.yaml").is_file()):
+            raise MapError(f"{out} exists and is not a reloc_ros map: refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write_fn(tmp)
+        for fh_path in tmp.iterdir():  # make the data durable before the swap
+            with open(fh_path, "rb") as fh:
+                os.fsync(fh.fileno())
+        if out.exists():
+            if _exchange(tmp, out):
+                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old map
+                return out
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+        return out
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,158 @@
+"""Map database: save/load round trip, atomic replacement, and refusal of corrupt or mismatched maps."""
+
+import faiss
+import numpy as np
+import pytest
+import yaml
+
+from reloc_ros.core.camera import Camera
+from reloc_ros.core.geometry import look_at
+from reloc_ros.core.localizer import Localizer, check_extractor, extractor_for_map
+from reloc_ros.core.mapdb import FORMAT_VERSION, Keyframe, MapDatabase, MapError
+from reloc_ros.core.sift import SiftVladExtractor
+
+
+def _random_db(rng, n_kf=4, n_kp=50):
+    cam = Camera(640, 480, 500, 500, 319.5, 239.5)
+    kfs = []
+    for i in range(n_kf):
+        pts = rng.normal(size=(n_kp, 3)).astype(np.float32)
+        pts[::3] = np.nan
+        d = rng.normal(size=(n_kp, 128)).astype(np.float32)
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        g = rng.normal(size=64 * 128).astype(np.float32)
+        kfs.append(Keyframe(f"kf{i}", look_at([i, 0, 1], [i, 5, 1]), cam,
+                            rng.uniform(0, 480, (n_kp, 2)).astype(np.float32), d,
+                            rng.uniform(size=n_kp).astype(np.float32), pts,
+                            np.where(np.isfinite(pts[:, 0]), 2, 0).astype(np.uint8),
+                            rng.uniform(size=n_kp).astype(np.float32), g / np.linalg.norm(g)))
+    ex = SiftVladExtractor()
+    ex._set_vocab(rng.normal(size=(64, 128)).astype(np.float32))
+    return MapDatabase.from_keyframes(kfs, ex.identity(), ex.state(), {"points": "triangulate"}), ex
+
+
+def test_round_trip(tmp_path):
+    db, ex = _random_db(np.random.default_rng(0))
+    db.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["global.faiss", "keyframes.h5", "manifest.yaml",
+                                                                 "points.ply"]
+    db2 = MapDatabase.load(tmp_path / "m")
+    assert db2.names == db.names
+    assert np.allclose(db2.T_map_from_cam, db.T_map_from_cam)
+    assert np.array_equal(db2.kp_offsets, db.kp_offsets)
+    assert np.allclose(db2.descriptors, db.descriptors, atol=1e-3)  # stored as float16
+    assert np.array_equal(np.isnan(db2.points3d), np.isnan(db.points3d))
+    assert np.allclose(db2.points3d[np.isfinite(db2.points3d)], db.points3d[np.isfinite(db.points3d)])
+    assert db2.index.ntotal == 4 and db2.manifest["format_version"] == FORMAT_VERSION
+    assert db2.manifest["counts"]["points"]["triangulate"] == int(np.isfinite(db.points3d[:, 0]).sum())
+    ex2 = extractor_for_map(db2)
+    assert np.array_equal(ex2.vocab, ex.vocab)
+    Localizer(db2, ex2)  # accepted
+
+
+def test_existing_map_needs_overwrite_and_failed_build_keeps_old(tmp_path):
+    rng = np.random.default_rng(1)
+    db, _ = _random_db(rng)
+    db.save(tmp_path / "m")
+    with pytest.raises(MapError, match="--overwrite"):
+        db.save(tmp_path / "m")
+    db_new, _ = _random_db(rng, n_kf=6)
+
+    class Boom(RuntimeError):
+        pass
+
+    import reloc_ros.core.mapdb as mapdb
+
+    orig = mapdb._write_ply
+
+    def failing(*a, **k):
+        raise Boom("interrupted")
+
+    mapdb._write_ply = failing
+    try:
+        with pytest.raises(Boom):
+            db_new.save(tmp_path / "m", overwrite=True)
+    finally:
+        mapdb._write_ply = orig
+    assert len(MapDatabase.load(tmp_path / "m")) == 4  # old map intact
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temp dir left behind
+    db_new.save(tmp_path / "m", overwrite=True)
+    assert len(MapDatabase.load(tmp_path / "m")) == 6
+
+
+def test_refuses_to_overwrite_non_map(tmp_path):
+    (tmp_path / "notamap").mkdir()
+    (tmp_path / "notamap" / "precious.txt").write_text("x")
+    db, _ = _random_db(np.random.default_rng(2))
+    with pytest.raises(MapError, match="not a reloc_ros map"):
+        db.save(tmp_path / "notamap", overwrite=True)
+    assert (tmp_path / "notamap" / "precious.txt").exists()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    db, _ = _random_db(np.random.default_rng(3))
+    return db.save(tmp_path / "m")
+
+
+def _edit_manifest(path, fn):
+    m = yaml.safe_load((path / "manifest.yaml").read_text())
+    fn(m)
+    (path / "manifest.yaml").write_text(yaml.safe_dump(m))
+
+
+def test_missing_and_not_a_map(tmp_path):
+    with pytest.raises(MapError, match="not found"):
+        MapDatabase.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MapError, match="no manifest.yaml"):
+        MapDatabase.load(tmp_path / "empty")
+
+
+def test_newer_format_refused(saved):
+    _edit_manifest(saved, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(MapError, match="newer than this reloc_ros"):
+        MapDatabase.load(saved)
+
+
+def test_corrupt_file_refused_by_hash(saved):
+    data = bytearray((saved / "keyframes.h5").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (saved / "keyframes.h5").write_bytes(bytes(data))
+    with pytest.raises(MapError, match="sha256"):
+        MapDatabase.load(saved)
+
+
+def test_truncated_h5_refused(saved):
+    data = (saved / "keyframes.h5").read_bytes()
+    (saved / "keyframes.h5").write_bytes(data[: len(data) // 3])
+    _edit_manifest(saved, lambda m: m["files"].pop("keyframes.h5"))  # skip the hash: reach the reader
+    with pytest.raises(MapError, match="truncated or corrupt"):
+        MapDatabase.load(saved)
+
+
+def test_index_count_mismatch_refused(saved):
+    idx = faiss.IndexFlatIP(64 * 128)
+    idx.add(np.zeros((3, 64 * 128), np.float32))
+    faiss.write_index(idx, str(saved / "global.faiss"))
+    _edit_manifest(saved, lambda m: m["files"].pop("global.faiss"))
+    with pytest.raises(MapError, match="3 descriptors but keyframes.h5 has 4"):
+        MapDatabase.load(saved)
+
+
+def test_missing_file_refused(saved):
+    (saved / "global.faiss").unlink()
+    with pytest.raises(MapError, match="missing global.faiss"):
+        MapDatabase.load(saved)
+
+
+def test_other_extractor_refused(saved):
+    db = MapDatabase.load(saved)
+    other = SiftVladExtractor(n_features=500)
+    other.load_state(db.extractor_state)
+    with pytest.raises(MapError, match="another extractor.*n_features"):
+        check_extractor(db, other)
+    _edit_manifest(saved, lambda m: m["extractor"].update(name="learned", weights_sha256="abc"))
+    db = MapDatabase.load(saved, verify=False)
+    with pytest.raises(Exception, match="unknown extractor|another extractor"):
+        extractor_for_map(db)

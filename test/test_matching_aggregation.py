@@ -1,0 +1,75 @@
+import numpy as np
+
+from reloc_ros.core.aggregation import aggregate_correspondences
+from reloc_ros.core.matching import match_mutual_nn
+from reloc_ros.core.retrieval import GlobalIndex, PosePrior, build_index
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_mutual_nn_ratio_recovers_permutation():
+    rng = np.random.default_rng(0)
+    ref = _unit(rng.normal(size=(300, 64)).astype(np.float32))
+    perm = rng.permutation(300)[:200]
+    q = _unit(ref[perm] + 0.05 * rng.normal(size=(200, 64)).astype(np.float32))
+    m, s = match_mutual_nn(q, ref, ratio=0.8)
+    assert len(m) >= 190
+    assert np.mean(perm[m[:, 0]] == m[:, 1]) == 1.0
+    assert np.all((s >= 0) & (s <= 1))
+
+
+def test_ratio_test_rejects_ambiguous():
+    rng = np.random.default_rng(1)
+    ref = _unit(rng.normal(size=(2, 32))).astype(np.float32)
+    a = _unit(ref[:1] + ref[1:] + 1e-3 * rng.normal(size=(1, 32))).astype(np.float32)
+    m, _ = match_mutual_nn(a, ref, ratio=0.8)
+    assert len(m) == 0  # equally close to two references: ambiguous
+    m, _ = match_mutual_nn(a, ref, ratio=1.0, mutual=False)
+    assert len(m) == 1
+
+
+def test_matching_empty_inputs():
+    m, s = match_mutual_nn(np.zeros((0, 8), np.float32), np.ones((5, 8), np.float32))
+    assert m.shape == (0, 2) and s.shape == (0,)
+
+
+def test_aggregation_merges_agreeing_and_drops_disagreeing_points():
+    # Query keypoint 0 seen in 3 keyframes: two agree (near (0,0,10)), one is a wrong match far away.
+    uv = np.array([[10.0, 10.0]] * 3 + [[50.0, 50.0]])
+    q = np.array([0, 0, 0, 1])
+    xyz = np.array([[0.0, 0.0, 10.0], [0.1, 0.0, 10.0], [5.0, 5.0, 3.0], [1.0, 1.0, 8.0]])
+    conf = np.array([0.9, 0.3, 0.5, 0.7])
+    centers = np.zeros((4, 3))
+    c = aggregate_correspondences(uv, q, xyz, conf, centers, rel_tol=0.05)
+    assert len(c) == 2
+    i0 = int(np.flatnonzero(c.query_idx == 0)[0])
+    # confidence-weighted mean of the two agreeing points
+    assert np.allclose(c.xyz[i0], (0.9 * xyz[0] + 0.3 * xyz[1]) / 1.2)
+    assert c.support[i0] == 2 and np.isclose(c.conf[i0], 1.2)
+    i1 = int(np.flatnonzero(c.query_idx == 1)[0])
+    assert np.allclose(c.xyz[i1], xyz[3]) and c.support[i1] == 1
+
+
+def test_aggregation_quantisation_cell():
+    uv = np.array([[10.2, 10.1], [10.6, 10.3], [30.0, 30.0]])
+    c = aggregate_correspondences(uv, np.array([0, 1, 2]), np.array([[0, 0, 5.0], [0, 0, 5.01], [1, 1, 5]]),
+                                  np.ones(3), np.zeros((3, 3)), cell_px=4.0)
+    assert len(c) == 2
+
+
+def test_retrieval_with_prior_reranks():
+    rng = np.random.default_rng(2)
+    G = _unit(rng.normal(size=(50, 16)).astype(np.float32))
+    centers = np.c_[np.arange(50.0), np.zeros(50), np.zeros(50)]
+    gi = GlobalIndex(build_index(G), centers)
+    ids, sims = gi.search(G[7], 3)
+    assert ids[0] == 7 and sims[0] > 0.99
+    # A query similar to keyframes 7 and 40 equally; the prior near x=40 picks 40 first.
+    q = _unit((G[7] + G[40])[None])[0]
+    ids, _ = gi.search(q, 2, PosePrior(np.array([40.0, 0, 0]), sigma_m=2.0))
+    assert ids[0] == 40
+    for kind in ("hnsw", "ivf"):
+        ids, _ = GlobalIndex(build_index(G, kind), centers).search(G[3], 1)
+        assert ids[0] == 3
