@@ -29,22 +29,19 @@ def match_mutual_nn(desc_q_ND: np.ndarray, desc_r_MD: np.ndarray, ratio: float =
         return np.zeros((0, 2), np.int64), np.zeros((0,), np.float32)
     S = desc_q_ND.astype(np.float32, copy=False) @ desc_r_MD.astype(np.float32, copy=False).T  # [N x M]
     rows = np.arange(N)
+    nn = np.argmax(S, axis=1)
+    s1 = S[rows, nn]
+    col_best = np.argmax(S, axis=0) if mutual else None
     if M >= 2:
-        top2 = np.argpartition(-S, 1, axis=1)[:, :2]
-        s_a, s_b = S[rows, top2[:, 0]], S[rows, top2[:, 1]]
-        swap = s_b > s_a
-        nn = np.where(swap, top2[:, 1], top2[:, 0])
-        s1 = np.maximum(s_a, s_b)
-        s2 = np.minimum(s_a, s_b)
+        S[rows, nn] = -np.inf  # S is our own product: reuse it to find the second best
+        s2 = S.max(axis=1)
     else:
-        nn = np.zeros(N, np.int64)
-        s1 = S[:, 0]
         s2 = np.full(N, -1.0, np.float32)
     d1 = np.sqrt(np.maximum(2.0 - 2.0 * s1, 0.0))
     d2 = np.sqrt(np.maximum(2.0 - 2.0 * s2, 0.0))
     keep = (d1 <= ratio * d2) & (s1 >= min_sim)
     if mutual:
-        keep &= np.argmax(S, axis=0)[nn] == rows
+        keep &= col_best[nn] == rows
     qi = rows[keep]
     ri = nn[keep]
     conf = (1.0 - d1[keep] / np.maximum(d2[keep], 1e-6)) if M >= 2 else np.clip(s1[keep], 0, 1)

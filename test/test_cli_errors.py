@@ -1,0 +1,67 @@
+"""Bad paths and malformed files give one-line errors that say what is wrong (exit code 2, no traceback)."""
+
+import pytest
+
+from reloc_ros.cli.main import main
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_missing_dataset(capsys, tmp_path):
+    code, err = _run(capsys, ["-q", "map", "build", "--dataset", str(tmp_path / "nope"), "--format", "posed_images",
+                              "--map-every", "4", "--out", str(tmp_path / "m")])
+    assert code == 2 and "dataset folder not found" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_map(capsys, tmp_path):
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path / "nomap"), "--dataset", str(tmp_path / "ds"),
+                              "--format", "posed_images", "--map-every", "4"])
+    assert code == 2 and "map directory not found" in err and "reloc map build" in err
+
+
+def test_no_split_without_map_every(capsys, tmp_path):
+    import cv2
+    import numpy as np
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "cameras").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "images" / f"{i:04d}.png"), np.zeros((48, 64, 3), np.uint8))
+        (tmp_path / "cameras" / f"{i:04d}.txt").write_text(
+            "# K R C wh\n50 0 32\n0 50 24\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n0 0 0\n64 48\n")
+    code, err = _run(capsys, ["-q", "map", "build", "--dataset", str(tmp_path), "--format", "posed_images",
+                              "--out", str(tmp_path / "m")])
+    assert code == 2 and "--map-every" in err
+
+
+def test_unknown_extractor_and_bad_config(capsys, tmp_path):
+    import cv2
+    import numpy as np
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "cameras").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "images" / f"{i:04d}.png"), np.zeros((48, 64, 3), np.uint8))
+        (tmp_path / "cameras" / f"{i:04d}.txt").write_text(
+            "# K R C wh\n50 0 32\n0 50 24\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n0 0 0\n64 48\n")
+    code, err = _run(capsys, ["-q", "map", "build", "--dataset", str(tmp_path), "--format", "posed_images",
+                              "--map-every", "2", "--extractor", "orb", "--out", str(tmp_path / "m")])
+    assert code == 2 and "unknown extractor 'orb'" in err
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("top_k: 3\nbogus_key: 1\n")
+    code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path / "m"), "--dataset", str(tmp_path),
+                              "--format", "posed_images", "--map-every", "2", "--config", str(cfg)])
+    assert code == 2 and "bogus_key" in err and "valid keys" in err
+
+
+def test_bad_format_choice(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--map", "x", "--dataset", "y", "--format", "kitti"])
+    assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
