@@ -1,0 +1,118 @@
+"""4x4 transforms and covariances <-> ROS messages, stamps <-> nanoseconds, points -> PointCloud2.
+
+Quaternion order is converted only by :func:`reloc_ros.core.geometry.quat_from_matrix` /
+:func:`~reloc_ros.core.geometry.matrix_from_quat` (ROS messages are ``xyzw``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose, PoseStamped, PoseWithCovariance, PoseWithCovarianceStamped, Transform, \
+    TransformStamped
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import Header
+
+from reloc_ros.core.geometry import make_T, matrix_from_quat, quat_from_matrix, skew
+
+__all__ = [
+    "stamp_to_ns", "ns_to_stamp", "header",
+    "pose_from_T", "T_from_pose", "transform_from_T", "T_from_transform",
+    "pose_stamped", "transform_stamped", "pose_with_covariance_stamped", "covariance_of_composed",
+    "pointcloud2_xyz", "pointcloud2_to_xyz",
+]
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    ns = int(ns)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def header(frame_id: str, stamp_ns: int) -> Header:
+    return Header(frame_id=frame_id, stamp=ns_to_stamp(stamp_ns))
+
+
+def pose_from_T(T: np.ndarray) -> Pose:
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = (float(v) for v in T[:3, 3])
+    q = quat_from_matrix(T[:3, :3], "xyzw")
+    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = (float(v) for v in q)
+    return p
+
+
+def T_from_pose(p: Pose) -> np.ndarray:
+    """4x4 of a Pose (raises ValueError for a zero or non-finite quaternion)."""
+    q = [p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]
+    return make_T(matrix_from_quat(q, "xyzw"), [p.position.x, p.position.y, p.position.z])
+
+
+def transform_from_T(T: np.ndarray) -> Transform:
+    t = Transform()
+    t.translation.x, t.translation.y, t.translation.z = (float(v) for v in T[:3, 3])
+    q = quat_from_matrix(T[:3, :3], "xyzw")
+    t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w = (float(v) for v in q)
+    return t
+
+
+def T_from_transform(t: Transform) -> np.ndarray:
+    q = [t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w]
+    return make_T(matrix_from_quat(q, "xyzw"), [t.translation.x, t.translation.y, t.translation.z])
+
+
+def pose_stamped(T_frame_from_body: np.ndarray, frame_id: str, stamp_ns: int) -> PoseStamped:
+    return PoseStamped(header=header(frame_id, stamp_ns), pose=pose_from_T(T_frame_from_body))
+
+
+def transform_stamped(T_parent_from_child: np.ndarray, parent: str, child: str, stamp_ns: int) -> TransformStamped:
+    return TransformStamped(header=header(parent, stamp_ns), child_frame_id=child,
+                            transform=transform_from_T(T_parent_from_child))
+
+
+def pose_with_covariance_stamped(T_frame_from_body: np.ndarray, cov_66: np.ndarray, frame_id: str,
+                                 stamp_ns: int) -> PoseWithCovarianceStamped:
+    """PoseWithCovarianceStamped; ``cov_66`` is (x, y, z, rot x, rot y, rot z) in ``frame_id`` (ROS order)."""
+    cov = np.asarray(cov_66, dtype=np.float64).reshape(6, 6)
+    cov = 0.5 * (cov + cov.T)  # exact symmetry for consumers that check it
+    msg = PoseWithCovarianceStamped(header=header(frame_id, stamp_ns))
+    msg.pose = PoseWithCovariance(pose=pose_from_T(T_frame_from_body), covariance=cov.reshape(36).tolist())
+    return msg
+
+
+def covariance_of_composed(cov_cam_66: np.ndarray, T_map_from_cam: np.ndarray,
+                           T_cam_from_body: np.ndarray) -> np.ndarray:
+    """Covariance of ``T_map_from_body = T_map_from_cam @ T_cam_from_body`` from that of ``T_map_from_cam``.
+
+    Both covariances are (x, y, z, rot x, rot y, rot z) with rotations as small left (map-frame) perturbations,
+    so the rotation block is unchanged and the body position picks up ``-[R_map_from_cam t_cam_body]_x`` times
+    the rotation error.
+    """
+    lever = T_map_from_cam[:3, :3] @ T_cam_from_body[:3, 3]
+    J = np.eye(6)
+    J[:3, 3:] = -skew(lever)
+    return J @ np.asarray(cov_cam_66, dtype=np.float64) @ J.T
+
+
+def pointcloud2_xyz(xyz_N3: np.ndarray, frame_id: str, stamp_ns: int) -> PointCloud2:
+    """An unorganised ``PointCloud2`` with float32 fields x, y, z."""
+    pts = np.ascontiguousarray(np.asarray(xyz_N3, dtype=np.float32).reshape(-1, 3))
+    msg = PointCloud2(header=header(frame_id, stamp_ns))
+    msg.height, msg.width = 1, int(len(pts))
+    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                  for i, n in enumerate("xyz")]
+    msg.is_bigendian = False
+    msg.point_step = 12
+    msg.row_step = 12 * len(pts)
+    msg.is_dense = bool(np.all(np.isfinite(pts)))
+    msg.data = pts.astype("<f4").tobytes()
+    return msg
+
+
+def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
+    """``[N x 3] float32`` of a cloud written by :func:`pointcloud2_xyz` (x, y, z float32 at offsets 0, 4, 8)."""
+    n = int(msg.width) * int(msg.height)
+    raw = np.frombuffer(msg.data, dtype=np.uint8).reshape(n, int(msg.point_step))
+    return np.ascontiguousarray(raw[:, :12]).view("<f4").reshape(n, 3).astype(np.float32)

@@ -1,0 +1,827 @@
+"""``reloc_node``: the relocalization node (an rclpy lifecycle node).
+
+Lifecycle: ``configure`` loads the map (and model), creates publishers, TF and the service; ``activate``
+subscribes and starts the worker; ``deactivate`` / ``cleanup`` undo that. With ``autostart`` (default) the node
+configures and activates itself, so it also runs standalone: ``reloc_node --ros-args -p map_path:=MAP``.
+
+Threads: the executor thread runs all callbacks, which only store messages (never wait on inference); one
+worker thread takes the newest image (a queue of one: older images not yet started are dropped and counted),
+converts it, localizes it, looks up TF at the image stamp and publishes. Map reloads run in their own thread.
+
+Frames (REP-105): with odometry (``tf_mode: map_odom``) the node publishes
+``T_map_from_odom = T_map_from_cam @ inv(T_odom_from_base(t_image) @ T_base_from_cam)``; without
+(``map_base``) ``T_map_from_base``. A FAILED result is never published as a pose or TF.
+
+Run ``reloc_node --help`` for parameters and topics.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+import rclpy.exceptions
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Path
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import ColorRGBA
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from reloc_ros.core.camera import Camera
+from reloc_ros.core.geometry import invert_T
+from reloc_ros.core.localizer import LocalizationResult, Localizer, extractor_for_map
+from reloc_ros.core.mapdb import MapDatabase
+from reloc_ros.core.retrieval import PosePrior
+from reloc_ros.ros import conversions as conv
+from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info, camera_info_key, check_image_size
+from reloc_ros.ros.frame_slot import LatestSlot
+from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
+from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, localizer_config_from, \
+    parse_base_from_camera, usage, validate
+from reloc_ros.ros.tf_buffer import TfClient, TfError, TfUnavailableError
+
+__all__ = ["RelocNode", "main", "PARAMETERS", "NODE_NAME"]
+
+NODE_NAME = "reloc_node"
+NS = 1_000_000_000
+
+_RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+_LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+@dataclass
+class _Frame:
+    msg: Image
+    stamp_ns: int
+    t_recv: float  # time.monotonic() at reception
+
+
+@dataclass
+class _Stats:
+    received: int = 0
+    processed: int = 0
+    localized: int = 0
+    failed: int = 0
+    rate_skipped: int = 0
+    out_of_order: int = 0
+    input_errors: int = 0
+    tf_errors: int = 0
+    resets: int = 0
+    last_status: str = "waiting for images"
+    last_reason: str = ""
+    last_input_error: str = ""
+    last_tf_error: str = ""
+    last_prior: str = ""  # prior of the last frame: none, initialpose or last_pose
+    num_inliers: int = 0
+    num_matches: int = 0
+    timings_ms: dict = field(default_factory=dict)
+    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+
+class RelocNode(LifecycleNode):
+    """The relocalization lifecycle node (see the module docstring)."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._lock = threading.RLock()
+        self._ready = False
+        self._p: dict = {}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        for spec in PARAMETERS:
+            desc = ParameterDescriptor(name=spec.name, type=_PARAM_TYPES[type(spec.default)],
+                                       description=spec.description, additional_constraints=spec.range_text(),
+                                       dynamic_typing=isinstance(spec.default, float))
+            self.declare_parameter(spec.name, spec.default, desc)
+        self._p = {s.name: self._coerce(s.name, self.get_parameter(s.name).value) for s in PARAMETERS}
+
+        self.stats = _Stats()
+        self._localizer: Localizer | None = None
+        self._loaded = {"map_path": "", "model_path": "", "inference_provider": ""}
+        self._map_error = ""
+        self._reload_gen = 0
+        self._state_label = "unconfigured"
+        self._tf: TfClient | None = None
+        self._tf_unavailable = ""
+        self._pubs: dict = {}
+        self._subs: list = []
+        self._srv = None
+        self._tf_timer = None
+        self._slot = LatestSlot()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        # state reset on a time jump
+        self._camera_infos: collections.deque = collections.deque(maxlen=30)  # (stamp_ns, CameraInfo)
+        self._camera_cache: tuple | None = None  # (key, Camera or CameraInfoError)
+        self._first_image_wall: float | None = None
+        self._last_stamp_ns: int | None = None
+        self._last_accepted_ns: int | None = None
+        self._last_good: tuple | None = None  # (stamp_ns, camera centre [3])
+        self._initial_prior: PosePrior | None = None
+        self._ignore_prior_once = False
+        self._map_from_odom: tuple | None = None  # (T, parent, child)
+        self._last_tf_stamp_ns = -1  # newest stamp of a periodic republication
+        self._sent_tf_stamps: collections.deque = collections.deque(maxlen=256)  # stamps we sent on /tf
+        self._path = Path()
+        self._last_T_base_from_cam: np.ndarray | None = None
+        self._done_stamp_ns: int | None = None  # stamp of the last frame fully handled (published or reported)
+        self._autostart_timer = None
+
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", _RELIABLE_10)
+        self._diag_timer = None
+        self._restart_diag_timer()
+        self._ready = True
+
+    # =============================================================================================
+    # parameters
+    @staticmethod
+    def _coerce(name: str, value):
+        spec = PARAMS_BY_NAME.get(name)
+        if spec is not None and isinstance(spec.default, float) and isinstance(value, int):
+            return float(value)
+        return value
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            why = validate(p.name, p.value)
+            if why:
+                return SetParametersResult(successful=False, reason=why)
+        return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, params) -> None:
+        if not self._ready:
+            return
+        changed = {p.name: self._coerce(p.name, p.value) for p in params if p.name in PARAMS_BY_NAME}
+        with self._lock:
+            self._p.update(changed)
+            loc = self._localizer
+        if loc is not None:
+            loc.config = localizer_config_from(self._p, loc.config)  # one attribute swap: the worker sees old or new
+        if "diagnostics_rate_hz" in changed:
+            self._restart_diag_timer()
+        if "tf_publish_rate_hz" in changed and self._state_label == "active":
+            self._restart_tf_timer()
+        if any(k in changed for k in RELOAD_PARAMS):
+            want = {k: self._p[k] for k in RELOAD_PARAMS}
+            if self._state_label in ("inactive", "active") and want != self._loaded:
+                self._start_reload(want)
+            elif self._state_label == "unconfigured" and self._p["autostart"] and self._autostart_timer is None:
+                # A map given after a failed start: configure and activate from the executor thread.
+                self._autostart_timer = self.create_timer(0.01, self._autostart_once)
+        frames = ("tf_mode", "pose_frame", "map_frame", "odom_frame", "base_frame", "camera_frame", "base_from_camera")
+        if any(k in changed for k in frames):
+            with self._lock:
+                self._map_from_odom = None  # stop republishing a transform computed with the old frames
+                self._path = Path()
+            self.get_logger().info(f"frames: tf_mode={self._p['tf_mode']} pose_frame={self._p['pose_frame']}")
+
+    # =============================================================================================
+    # map loading
+    def _load_localizer(self, want: dict) -> Localizer:
+        """Load the map and the extractor recorded in it (a learned one gets model_path and provider)."""
+        if not want["map_path"]:
+            raise ValueError("map_path is empty: set it (-p map_path:=DIR, a map built with `reloc map build`)")
+        t0 = time.perf_counter()
+        db = MapDatabase.load(want["map_path"])
+        name = db.extractor_identity.get("name", "")
+        kwargs = {}
+        if name == "sift":
+            if want["model_path"]:
+                self.get_logger().warning(f"map {want['map_path']} was built with SIFT: model_path "
+                                          f"{want['model_path']!r} is not used")
+        else:
+            kwargs["provider"] = want["inference_provider"]
+            if want["model_path"]:
+                kwargs["model_path"] = want["model_path"]
+        loc = Localizer(db, extractor_for_map(db, **kwargs), localizer_config_from(self._p))
+        self.get_logger().info(f"loaded map {want['map_path']} ({len(db)} keyframes, {len(db.valid_points())} "
+                               f"points, extractor {name}) in {time.perf_counter() - t0:.2f} s")
+        return loc
+
+    def _start_reload(self, want: dict) -> None:
+        with self._lock:
+            self._reload_gen += 1
+            gen = self._reload_gen
+        self.get_logger().info(f"loading map {want['map_path']} in the background (current map stays until then)")
+        threading.Thread(target=self._reload, args=(want, gen), name="reloc_map_reload", daemon=True).start()
+
+    def _reload(self, want: dict, gen: int) -> None:
+        try:
+            loc = self._load_localizer(want)
+        except Exception as e:  # MapError, ExtractorError, OSError, ...
+            msg = f"reloading {want['map_path']!r} failed, keeping {self._loaded['map_path']!r}: {e}"
+            with self._lock:
+                if gen == self._reload_gen:
+                    self._map_error = msg
+            self.get_logger().error(msg)
+            self._publish_diagnostics()
+            return
+        with self._lock:
+            if gen != self._reload_gen:
+                return  # a newer request superseded this one
+            self._localizer = loc
+            self._loaded = dict(want)
+            self._map_error = ""
+            self._last_good = None
+            self._initial_prior = None
+            self._map_from_odom = None  # the new map may have another origin
+            self._path = Path()
+        self._publish_map_points()
+        self._publish_diagnostics()
+
+    # =============================================================================================
+    # lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            want = {k: self._p[k] for k in RELOAD_PARAMS}
+            try:
+                loc = self._load_localizer(want)
+            except Exception as e:
+                self._map_error = f"cannot load map: {e}"
+                self.get_logger().error(self._map_error)
+                self._publish_diagnostics()
+                return TransitionCallbackReturn.FAILURE
+            with self._lock:
+                self._localizer, self._loaded, self._map_error = loc, want, ""
+            self._pubs = {
+                "pose": self.create_publisher(PoseStamped, "~/pose", _RELIABLE_10),
+                "pose_cov": self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", _RELIABLE_10),
+                "pose_coarse": self.create_publisher(PoseWithCovarianceStamped, "~/pose_coarse", _RELIABLE_10),
+                "path": self.create_publisher(Path, "~/path", _RELIABLE_10),
+                "markers": self.create_publisher(MarkerArray, "~/markers", _RELIABLE_10),
+                "map_points": self.create_publisher(PointCloud2, "~/map_points", _LATCHED),
+            }
+            try:
+                self._tf = TfClient(self)
+                self._tf_unavailable = ""
+                self.get_logger().info(f"TF backend: {self._tf.backend}")
+            except TfUnavailableError as e:
+                self._tf = None
+                self._tf_unavailable = str(e)
+                self.get_logger().warning(f"TF disabled: {e}")
+            self._srv = self.create_service(Trigger, "~/relocalize", self._on_relocalize)
+            self._publish_map_points()
+            self._state_label = "inactive"
+            return TransitionCallbackReturn.SUCCESS
+        except Exception:
+            self.get_logger().error("configure failed:\n" + traceback.format_exc())
+            return TransitionCallbackReturn.ERROR
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._subs = [
+                self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data),
+                self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data),
+                self.create_subscription(PoseWithCovarianceStamped, "/initialpose", self._on_initialpose, _RELIABLE_10),
+            ]
+            self._stop.clear()
+            self._slot = LatestSlot()
+            self._worker = threading.Thread(target=self._worker_loop, name="reloc_worker", daemon=True)
+            self._worker.start()
+            self._state_label = "active"
+            self._restart_tf_timer()
+            self.get_logger().info(f"active: localizing images from {self.resolve_topic_name('image')}")
+            return super().on_activate(state)
+        except Exception:
+            self.get_logger().error("activate failed:\n" + traceback.format_exc())
+            return TransitionCallbackReturn.ERROR
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_active()
+        self._state_label = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_active()
+        self._destroy_configured()
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_active()
+        self._destroy_configured()
+        self._state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_active()
+        self._destroy_configured()
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_active(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        if self._tf_timer is not None:
+            self.destroy_timer(self._tf_timer)
+            self._tf_timer = None
+
+    def _destroy_configured(self) -> None:
+        for p in self._pubs.values():
+            self.destroy_publisher(p)
+        self._pubs = {}
+        if self._tf is not None:
+            self._tf.destroy()
+            self._tf = None
+        if self._srv is not None:
+            self.destroy_service(self._srv)
+            self._srv = None
+        with self._lock:
+            self._localizer = None
+            self._loaded = {"map_path": "", "model_path": "", "inference_provider": ""}
+
+    def autostart(self) -> bool:
+        """Configure and activate when the ``autostart`` parameter is true; True when the node is active."""
+        if self._p["autostart"] and self._state_label == "unconfigured":
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+        return self._state_label == "active"
+
+    def shutdown_worker(self) -> None:
+        """Stop the worker thread (called before the node is destroyed)."""
+        self._stop_active()
+
+    def _autostart_once(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        self._autostart_timer = None
+        self.autostart()
+
+    def _restart_diag_timer(self) -> None:
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        rate = float(self._p.get("diagnostics_rate_hz", 1.0))
+        if rate > 0:
+            self._diag_timer = self.create_timer(1.0 / rate, self._publish_diagnostics)
+
+    def _restart_tf_timer(self) -> None:
+        if self._tf_timer is not None:
+            self.destroy_timer(self._tf_timer)
+            self._tf_timer = None
+        rate = float(self._p["tf_publish_rate_hz"])
+        if rate > 0:
+            self._tf_timer = self.create_timer(1.0 / rate, self._republish_tf)
+
+    # =============================================================================================
+    # callbacks (executor thread; never wait on inference)
+    def _on_image(self, msg: Image) -> None:
+        stamp = conv.stamp_to_ns(msg.header.stamp)
+        with self._lock:
+            self.stats.received += 1
+            if self._first_image_wall is None:
+                self._first_image_wall = time.monotonic()
+            rate = self._p["max_rate_hz"]
+            last = self._last_accepted_ns
+            if rate > 0 and last is not None and 0 <= stamp - last < NS / rate:
+                self.stats.rate_skipped += 1
+                return
+            self._last_accepted_ns = stamp
+        self._slot.put(_Frame(msg, stamp, time.monotonic()))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._camera_infos.append((conv.stamp_to_ns(msg.header.stamp), msg))
+
+    def _on_initialpose(self, msg: PoseWithCovarianceStamped) -> None:
+        p = self._p
+        frame = msg.header.frame_id.lstrip("/")
+        try:
+            T = conv.T_from_pose(msg.pose.pose)
+        except ValueError as e:
+            self.get_logger().warning(f"/initialpose ignored: {e}")
+            return
+        if frame and frame != p["map_frame"]:
+            self.get_logger().warning(f"/initialpose ignored: it is in frame {frame!r}, not the map frame "
+                                      f"{p['map_frame']!r}")
+            return
+        cov = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)
+        sigma = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2], 0.0)))
+        sigma = sigma if sigma > 1e-3 else p["prior_sigma_m"]
+        # The pose is the base's (RViz "2D Pose Estimate"); the prior is the camera centre's.
+        T_base_from_cam = parse_base_from_camera(p["base_from_camera"])
+        if T_base_from_cam is None:
+            T_base_from_cam = self._last_T_base_from_cam  # from TF, as last used by the worker
+        pos = (T @ T_base_from_cam)[:3, 3] if T_base_from_cam is not None else T[:3, 3]
+        with self._lock:
+            self._initial_prior = PosePrior(position=pos, sigma_m=max(sigma, 0.1))
+            self._last_good = None
+        self.get_logger().info(f"prior from /initialpose at {np.round(pos, 2).tolist()} (sigma {sigma:.2f} m)")
+
+    def _on_relocalize(self, request, response):
+        with self._lock:
+            self._ignore_prior_once = True
+            self._last_good = None
+            self._initial_prior = None
+        response.success = True
+        response.message = "the next frame is localized without a prior"
+        self.get_logger().info("relocalize requested: " + response.message)
+        return response
+
+    def _republish_tf(self) -> None:
+        with self._lock:
+            m = self._map_from_odom
+        if m is None or self._tf is None:
+            return
+        T, parent, child = m
+        now = self.get_clock().now().nanoseconds
+        stamp = now + int(self._p["transform_tolerance"] * NS)
+        if stamp <= self._last_tf_stamp_ns or stamp in self._sent_tf_stamps:
+            return  # clock paused (sim time): nothing new to say
+        self._last_tf_stamp_ns = stamp
+        self._send_tf(T, parent, child, stamp)
+
+    def _send_tf(self, T: np.ndarray, parent: str, child: str, stamp: int) -> int:
+        """Send one transform; a stamp already sent is moved by 1 ns (tf2 ignores repeated stamps)."""
+        with self._lock:
+            while stamp in self._sent_tf_stamps:
+                stamp += 1
+            self._sent_tf_stamps.append(stamp)
+        self._tf.send([conv.transform_stamped(T, parent, child, stamp)])
+        return stamp
+
+    # =============================================================================================
+    # worker thread
+    def _worker_loop(self) -> None:
+        slot = self._slot
+        while not self._stop.is_set():
+            frame = slot.get(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self._process(frame)
+            except Exception:
+                with self._lock:
+                    self.stats.input_errors += 1
+                    self.stats.last_status = "INPUT_ERROR"
+                    self.stats.last_input_error = "internal error: " + traceback.format_exc(limit=3)
+                self.get_logger().error("frame processing failed:\n" + traceback.format_exc())
+            with self._lock:
+                self._done_stamp_ns = frame.stamp_ns
+            self._publish_diagnostics()
+
+    def _input_error(self, what: str) -> None:
+        with self._lock:
+            self.stats.input_errors += 1
+            self.stats.last_input_error = what
+            self.stats.last_status = "INPUT_ERROR"
+        self.get_logger().error(what, throttle_duration_sec=5.0)
+
+    def _reset_state(self, why: str) -> None:
+        with self._lock:
+            self.stats.resets += 1
+            self._last_good = None
+            self._initial_prior = None
+            self._map_from_odom = None
+            self._last_tf_stamp_ns = -1
+            self._sent_tf_stamps.clear()
+            self._path = Path()
+            self._last_accepted_ns = None
+        if self._tf is not None:
+            self._tf.clear()
+        self.get_logger().warning(f"state reset: {why}")
+
+    def _camera_for(self, stamp_ns: int) -> Camera:
+        """The camera of the image at ``stamp_ns`` (CameraInfo with the same stamp, else the latest)."""
+        tol = int(self._p["camera_info_tolerance"] * NS)
+        with self._lock:
+            infos = list(self._camera_infos)
+        if not infos:
+            raise CameraInfoError(f"no CameraInfo received on {self.resolve_topic_name('camera_info')}")
+        best = min(infos, key=lambda si: abs(si[0] - stamp_ns))
+        msg = best[1] if abs(best[0] - stamp_ns) <= tol else infos[-1][1]
+        key = camera_info_key(msg)
+        if self._camera_cache is not None and self._camera_cache[0] == key:
+            cam = self._camera_cache[1]
+        else:
+            try:
+                cam = camera_from_info(msg)
+            except CameraInfoError as e:
+                cam = e
+            self._camera_cache = (key, cam)
+        if isinstance(cam, Exception):
+            raise cam
+        return cam
+
+    def _wait_camera_info(self, stamp_ns: int) -> Camera | None:
+        deadline = (self._first_image_wall or time.monotonic()) + self._p["camera_info_timeout"]
+        while True:
+            try:
+                return self._camera_for(stamp_ns)
+            except CameraInfoError as e:
+                if self._camera_infos or time.monotonic() >= deadline or self._stop.is_set():
+                    self._input_error(f"{e} within {self._p['camera_info_timeout']:.1f} s"
+                                      if not self._camera_infos else str(e))
+                    return None
+            time.sleep(0.02)
+
+    def _choose_prior(self, stamp_ns: int) -> tuple[PosePrior | None, str]:
+        """The retrieval prior of the next frame and where it comes from (none, initialpose, last_pose)."""
+        p = self._p
+        with self._lock:
+            if self._ignore_prior_once:
+                self._ignore_prior_once = False
+                return None, "none"
+            if self._initial_prior is not None:
+                return self._initial_prior, "initialpose"
+            if p["use_prior"] and self._last_good is not None:
+                t, pos = self._last_good
+                if 0 <= stamp_ns - t <= p["prior_timeout_s"] * NS:
+                    return PosePrior(position=pos, sigma_m=p["prior_sigma_m"]), "last_pose"
+        return None, "none"
+
+    def _process(self, frame: _Frame) -> None:
+        p = dict(self._p)
+        stamp = frame.stamp_ns
+        last = self._last_stamp_ns
+        if last is not None and stamp < last:
+            if last - stamp > p["time_jump_reset_s"] * NS:
+                self._reset_state(f"image time jumped back by {(last - stamp) / NS:.2f} s (bag loop?)")
+            else:
+                with self._lock:
+                    self.stats.out_of_order += 1
+                return
+        self._last_stamp_ns = stamp
+        loc = self._localizer
+        if loc is None:
+            self._input_error(self._map_error or "no map loaded")
+            return
+        cam = self._wait_camera_info(stamp)
+        if cam is None:
+            return
+        try:
+            image = image_msg_to_localizer_input(frame.msg)
+            check_image_size(cam, image.shape[1], image.shape[0])
+        except (ImageConversionError, CameraInfoError) as e:
+            self._input_error(str(e))
+            return
+        prior, prior_src = self._choose_prior(stamp)
+        res = loc.localize(image, cam, prior)
+        with self._lock:
+            s = self.stats
+            s.processed += 1
+            s.last_prior = prior_src
+            s.num_inliers, s.num_matches = res.num_inliers, res.num_matches
+            s.timings_ms = dict(res.timings_ms)
+            s.last_status, s.last_reason = res.status.value, res.reason
+            s.last_input_error = ""
+            if res.ok:
+                s.localized += 1
+            else:
+                s.failed += 1
+        if res.ok:
+            self._publish_result(res, frame, p)
+        elif p["publish_coarse"] and res.coarse_T_map_from_cam is not None:
+            self._publish_coarse(res, frame, p)
+        if p["publish_markers"]:
+            self._publish_markers(res, loc, frame.stamp_ns, p)
+        with self._lock:
+            self.stats.latency_ms.append((time.monotonic() - frame.t_recv) * 1000.0)
+            self.stats.done_times.append(time.monotonic())
+
+    # ---------------------------------------------------------------------------------------------
+    def _T_base_from_cam(self, cam_frame: str, stamp: int, p: dict) -> np.ndarray:
+        T = parse_base_from_camera(p["base_from_camera"])
+        if T is not None:
+            return T
+        if self._tf is None:
+            raise TfError(f"base->camera is unknown: {self._tf_unavailable}; or set base_from_camera")
+        if not cam_frame:
+            raise TfError("the image has no header.frame_id: set the camera_frame parameter")
+        T = self._tf.lookup(p["base_frame"], cam_frame, stamp, p["tf_timeout"])
+        self._last_T_base_from_cam = T
+        return T
+
+    def _tf_error(self, what: str) -> None:
+        with self._lock:
+            self.stats.tf_errors += 1
+            self.stats.last_tf_error = what
+        self.get_logger().warning(what, throttle_duration_sec=5.0)
+
+    def _publish_result(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
+        stamp = frame.stamp_ns
+        map_frame = p["map_frame"]
+        T_map_from_cam = res.T_map_from_cam
+        cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
+        with self._lock:  # a good pose is the next frame's prior, whether or not TF lets us publish it
+            self._last_good = (stamp, T_map_from_cam[:3, 3].copy())
+            self._initial_prior = None
+        T_base_from_cam = None
+        if p["pose_frame"] == "base" or p["tf_mode"] != "none":
+            try:
+                T_base_from_cam = self._T_base_from_cam(cam_frame, stamp, p)
+            except TfError as e:
+                self._tf_error(f"localized, but base->camera is unavailable: {e}")
+        if p["pose_frame"] == "base":
+            if T_base_from_cam is None:
+                return  # reported above; never publish the camera pose as if it were the base's
+            T_cam_from_base = invert_T(T_base_from_cam)
+            T_pose = T_map_from_cam @ T_cam_from_base
+            cov = conv.covariance_of_composed(res.covariance, T_map_from_cam, T_cam_from_base)
+        else:
+            T_pose, cov = T_map_from_cam, res.covariance
+
+        ps = conv.pose_stamped(T_pose, map_frame, stamp)
+        self._pubs["pose"].publish(ps)
+        self._pubs["pose_cov"].publish(conv.pose_with_covariance_stamped(T_pose, cov, map_frame, stamp))
+        with self._lock:
+            self._path.header = conv.header(map_frame, stamp)
+            self._path.poses.append(ps)
+            n = p["path_max_length"]
+            if len(self._path.poses) > n:
+                del self._path.poses[: len(self._path.poses) - n]
+            path = Path(header=self._path.header, poses=list(self._path.poses))
+        self._pubs["path"].publish(path)
+
+        if p["tf_mode"] == "none" or T_base_from_cam is None or self._tf is None:
+            return
+        T_map_from_base = T_map_from_cam @ invert_T(T_base_from_cam)
+        if p["tf_mode"] == "map_base":
+            T, parent, child = T_map_from_base, map_frame, p["base_frame"]
+        else:
+            try:
+                T_odom_from_base = self._tf.lookup(p["odom_frame"], p["base_frame"], stamp, p["tf_timeout"])
+            except TfError as e:
+                self._tf_error(f"localized, but no odom->base at the image stamp (map->odom not updated): {e}")
+                return
+            T, parent, child = T_map_from_base @ invert_T(T_odom_from_base), map_frame, p["odom_frame"]
+        with self._lock:
+            self._map_from_odom = (T, parent, child)
+        # At the image stamp (exact for data of that time); if a future-dated republication already used this
+        # stamp, 1 ns later, so that tf2 does not drop the new value as repeated data.
+        self._send_tf(T, parent, child, stamp)
+
+    def _publish_coarse(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
+        cov = np.diag([p["coarse_sigma_m"] ** 2] * 3 + [p["coarse_sigma_rad"] ** 2] * 3)
+        T = res.coarse_T_map_from_cam
+        if p["pose_frame"] == "base":
+            cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
+            try:
+                T = T @ invert_T(self._T_base_from_cam(cam_frame, frame.stamp_ns, p))
+            except TfError:
+                return
+        self._pubs["pose_coarse"].publish(conv.pose_with_covariance_stamped(T, cov, p["map_frame"], frame.stamp_ns))
+
+    def _publish_markers(self, res: LocalizationResult, loc: Localizer, stamp: int, p: dict) -> None:
+        hdr = conv.header(p["map_frame"], stamp)
+        pts = Marker(header=hdr, ns="matched_points", id=0)
+        if res.ok and res.inlier_xyz is not None and len(res.inlier_xyz):
+            pts.type, pts.action = Marker.POINTS, Marker.ADD
+            pts.scale.x = pts.scale.y = 0.03
+            pts.color = ColorRGBA(r=0.1, g=0.9, b=0.2, a=1.0)
+            pts.pose.orientation.w = 1.0
+            pts.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in np.asarray(res.inlier_xyz)[:2000]]
+        else:
+            pts.action = Marker.DELETE
+        kfs = Marker(header=hdr, ns="retrieved_keyframes", id=0)
+        if res.candidates:
+            kfs.type, kfs.action = Marker.SPHERE_LIST, Marker.ADD
+            kfs.scale.x = kfs.scale.y = kfs.scale.z = 0.08
+            kfs.color = ColorRGBA(r=1.0, g=0.6, b=0.0, a=0.9) if res.ok else ColorRGBA(r=0.9, g=0.1, b=0.1, a=0.9)
+            kfs.pose.orientation.w = 1.0
+            centers = loc.db.centers
+            kfs.points = [Point(x=float(c[0]), y=float(c[1]), z=float(c[2]))
+                          for c in centers[[k for k in res.candidates if 0 <= k < len(centers)]]]
+        else:
+            kfs.action = Marker.DELETE
+        self._pubs["markers"].publish(MarkerArray(markers=[pts, kfs]))
+
+    def _publish_map_points(self) -> None:
+        pub = self._pubs.get("map_points")
+        loc = self._localizer
+        if pub is None or loc is None:
+            return
+        xyz = loc.db.valid_points()
+        n_max = int(self._p["map_points_max"])
+        if len(xyz) > n_max:
+            xyz = xyz[np.linspace(0, len(xyz) - 1, n_max).astype(np.int64)]
+        pub.publish(conv.pointcloud2_xyz(xyz, self._p["map_frame"], self.get_clock().now().nanoseconds))
+
+    # ---------------------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        try:
+            self._diag_pub.publish(self._diagnostics())
+        except Exception:  # publisher destroyed during shutdown
+            pass
+
+    def _diagnostics(self) -> DiagnosticArray:
+        with self._lock:
+            s = self.stats
+            lat = np.array(s.latency_ms) if s.latency_ms else np.zeros(0)
+            done = list(s.done_times)
+            rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+            values = {
+                "lifecycle_state": self._state_label,
+                "status": s.last_status,
+                "reason": s.last_reason,
+                "prior": s.last_prior,
+                "last_done_stamp_ns": self._done_stamp_ns if self._done_stamp_ns is not None else "",
+                "input_error": s.last_input_error,
+                "tf_error": s.last_tf_error,
+                "map_error": self._map_error,
+                "map_path": self._loaded["map_path"],
+                "map_keyframes": len(self._localizer.db) if self._localizer is not None else 0,
+                "num_inliers": s.num_inliers,
+                "num_matches": s.num_matches,
+                "frames_received": s.received,
+                "frames_processed": s.processed,
+                "frames_localized": s.localized,
+                "frames_failed": s.failed,
+                "frames_dropped": self._slot.dropped,
+                "frames_rate_skipped": s.rate_skipped,
+                "frames_out_of_order": s.out_of_order,
+                "input_errors": s.input_errors,
+                "tf_errors": s.tf_errors,
+                "resets": s.resets,
+                "output_rate_hz": round(rate, 3),
+                "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",
+                "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else "",
+                "tf": self._tf.backend if self._tf is not None else (self._tf_unavailable or "not configured"),
+            }
+            for k, v in s.timings_ms.items():
+                values[f"{k}_ms"] = round(float(v), 2)
+            if self._localizer is None and self._state_label != "finalized":
+                level, message = DiagnosticStatus.ERROR, (self._map_error or f"{self._state_label}: no map loaded")
+            elif s.last_status == "INPUT_ERROR":
+                level, message = DiagnosticStatus.ERROR, s.last_input_error
+            elif self._map_error:
+                level, message = DiagnosticStatus.WARN, self._map_error
+            elif s.last_status == "FAILED":
+                level, message = DiagnosticStatus.WARN, f"FAILED: {s.last_reason}"
+            elif s.last_status == "LOCALIZED":
+                level, message = DiagnosticStatus.OK, f"LOCALIZED ({s.num_inliers} inliers)"
+            else:
+                level, message = DiagnosticStatus.OK, s.last_status
+        st = DiagnosticStatus(level=level, name=f"{self.get_name()}: relocalization", message=message,
+                              hardware_id=self.get_fully_qualified_name())
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        return arr
+
+    @property
+    def lifecycle_state(self) -> str:
+        return self._state_label
+
+
+# =================================================================================================
+def _split_args(argv: list[str]) -> list[str]:
+    """The arguments before ``--ros-args`` (ROS arguments are rclpy's business)."""
+    return argv[: argv.index("--ros-args")] if "--ros-args" in argv else list(argv)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``reloc_node``. ``-h`` / ``--help`` prints usage without initialising ROS."""
+    argv = list(sys.argv[1:] if args is None else args)
+    user = _split_args(argv)
+    if "-h" in user or "--help" in user:
+        sys.stdout.write(usage())
+        return 0
+    unknown = [a for a in user if a not in ("--", )]
+    if unknown:
+        sys.stderr.write(f"reloc_node: unknown arguments {unknown} (ROS arguments go after --ros-args)\n\n" + usage())
+        return 2
+    rclpy.init(args=[sys.argv[0]] + argv)
+    node = None
+    rc = 0
+    try:
+        node = RelocNode()
+        node.autostart()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (rclpy.exceptions.InvalidParameterValueException, rclpy.exceptions.InvalidParameterTypeException) as e:
+        sys.stderr.write(f"reloc_node: invalid parameter: {e}\n")
+        rc = 2
+    finally:
+        if node is not None:
+            node.shutdown_worker()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

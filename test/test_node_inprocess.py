@@ -1,0 +1,342 @@
+"""In-process tests of :class:`reloc_ros.ros.node.RelocNode` with real rclpy, driven by ``spin_once``.
+
+The map is a textured plane (z = 0 in the map frame) seen from a few camera poses; images are rendered exactly
+by a homography, so a query from a random new pose has a known ground truth. Covers the lifecycle
+(configure / activate / deactivate / cleanup, a failing configure), parameter validation, the three TF modes
+and the composition ``map->odom = T_map_from_cam inv(T_odom_from_base T_base_from_cam)``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from ros_helpers import ShmJanitor, configure_ros_env, use_ros_env, wait_until
+
+ENV = configure_ros_env("test_node_inprocess")
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (pip install ros-rclpy ros-rmw-fastrtps-cpp ...)")
+try:
+    import tf2_msgs.msg  # noqa: F401
+except ImportError:
+    pytest.skip("tf2_msgs is not importable: build it with `python tools/build_tf2_msgs.py` (the Makefile does)",
+                allow_module_level=True)
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
+
+from reloc_ros.core.camera import Camera  # noqa: E402
+from reloc_ros.core.features import create_extractor  # noqa: E402
+from reloc_ros.core.geometry import invert_T, look_at, make_T, pose_errors, so3_exp  # noqa: E402
+from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase  # noqa: E402
+from reloc_ros.ros import conversions as conv  # noqa: E402
+from reloc_ros.ros.image_conversion import numpy_to_image  # noqa: E402
+from reloc_ros.ros.node import RelocNode  # noqa: E402
+
+NS = 1_000_000_000
+CAM = Camera(320, 240, 260.0, 260.0, 159.5, 119.5)
+PLANE_HALF = 1.5  # the textured plane spans [-1.5, 1.5]^2 m at z = 0
+T_BASE_CAM = make_T(np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float), [0.2, 0.0, 0.4])  # optical, forward
+
+
+def _texture(seed=0, size=1024) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), 128, np.uint8)
+    for _ in range(900):
+        c = tuple(int(v) for v in rng.integers(0, 256, 3))
+        x, y = (int(v) for v in rng.integers(0, size, 2))
+        if rng.random() < 0.5:
+            cv2.circle(img, (x, y), int(rng.integers(4, 30)), c, -1)
+        else:
+            w, h = (int(v) for v in rng.integers(6, 50, 2))
+            cv2.rectangle(img, (x, y), (x + w, y + h), c, -1)
+    return cv2.GaussianBlur(img, (3, 3), 0)
+
+
+def _render(tex: np.ndarray, T_map_cam: np.ndarray) -> np.ndarray:
+    """Exact image of the plane z = 0 (homography from texture pixels to image pixels)."""
+    n = tex.shape[0]
+    A = np.array([[2 * PLANE_HALF / n, 0, -PLANE_HALF], [0, 2 * PLANE_HALF / n, -PLANE_HALF], [0, 0, 1]])
+    T = invert_T(T_map_cam)
+    H = CAM.K @ np.stack([T[:3, 0], T[:3, 1], T[:3, 3]], axis=1) @ A
+    return cv2.warpPerspective(tex, H, CAM.size, flags=cv2.INTER_LINEAR, borderValue=(90, 90, 90))
+
+
+def _plane_points(kpts_N2: np.ndarray, T_map_cam: np.ndarray) -> np.ndarray:
+    rays = np.linalg.solve(CAM.K, np.c_[kpts_N2, np.ones(len(kpts_N2))].T).T @ T_map_cam[:3, :3].T
+    o = T_map_cam[:3, 3]
+    s = -o[2] / rays[:, 2]
+    X = o + s[:, None] * rays
+    X[(s <= 0) | (np.abs(X[:, 0]) > PLANE_HALF) | (np.abs(X[:, 1]) > PLANE_HALF)] = np.nan
+    return X.astype(np.float32)
+
+
+def _pose(x, y, tx, ty, h=1.6) -> np.ndarray:
+    return look_at([x, y, h], [tx, ty, 0.0], (0.0, 1.0, 0.0))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clean_shared_memory():
+    janitor = ShmJanitor()
+    yield
+    janitor.cleanup()  # Fast DDS files left by this module, if a participant was not shut down cleanly
+
+
+@pytest.fixture(scope="module")
+def plane_map(tmp_path_factory):
+    tex = _texture()
+    poses = [_pose(x, y, 0.3 * x, 0.3 * y) for x in (-0.6, 0.0, 0.6) for y in (-0.5, 0.5)]
+    ex = create_extractor("sift", n_features=1000, n_words=16)
+    feats = [ex.extract(_render(tex, T)) for T in poses]
+    ex.fit(feats)
+    kfs = []
+    for i, (T, f) in enumerate(zip(poses, feats, strict=True)):
+        xyz = _plane_points(f.keypoints, T)
+        has = np.isfinite(xyz[:, 0])
+        kfs.append(Keyframe(f"kf{i}", T, CAM, f.keypoints, f.descriptors, f.scores, xyz,
+                            np.where(has, POINT_SOURCES["depth"], 0).astype(np.uint8), has.astype(np.float32),
+                            ex.describe_global(f)))
+    out = tmp_path_factory.mktemp("plane") / "map"
+    MapDatabase.from_keyframes(kfs, ex.identity(), ex.state()).save(out)
+    bad = out.parent / "map_bad"
+    import shutil
+    shutil.copytree(out, bad)
+    (bad / "global.faiss").write_bytes(b"not an index")
+    return {"map": out, "bad": bad, "tex": tex}
+
+
+class Harness:
+    """The node under test and a helper node in one context, spun with ``spin_once``."""
+
+    def __init__(self, overrides: dict):
+        use_ros_env(ENV)
+        self.ctx = rclpy.context.Context()
+        rclpy.init(context=self.ctx)
+        params = [Parameter(k, value=v) for k, v in overrides.items()]
+        self.node = RelocNode(context=self.ctx, parameter_overrides=params)
+        self.node.autostart()  # what main() does (when the autostart parameter is true)
+        self.helper = rclpy.create_node("inprocess_helper", context=self.ctx)
+        h = self.helper
+        self.pub_image = h.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.pub_info = h.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+        self.pub_tf = h.create_publisher(TFMessage, "/tf", 100)
+        self.pub_tf_static = h.create_publisher(TFMessage, "/tf_static", QoSProfile(
+            depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.pub_initialpose = h.create_publisher(PoseWithCovarianceStamped, "/initialpose", 10)
+        self.poses, self.poses_cov, self.tf, self.diags, self.clouds = [], [], [], [], []
+        h.create_subscription(PoseStamped, "/reloc_node/pose", self.poses.append, 10)
+        h.create_subscription(PoseWithCovarianceStamped, "/reloc_node/pose_with_covariance", self.poses_cov.append, 10)
+        h.create_subscription(TFMessage, "/tf", lambda m: self.tf.extend(m.transforms), 100)
+        h.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diags.extend(m.status), 50)
+        h.create_subscription(PointCloud2, "/reloc_node/map_points", self.clouds.append, QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.executor.add_node(h)
+
+    def spin(self):
+        self.executor.spin_once(timeout_sec=0.02)
+
+    def wait(self, predicate, what, timeout=20.0):
+        wait_until(predicate, timeout, spin=self.spin, what=what)
+
+    def send(self, image: np.ndarray, stamp_ns: int, frame_id="camera_optical", info: CameraInfo | None = None):
+        hdr = conv.header(frame_id, stamp_ns)
+        info = info or CameraInfo(width=CAM.width, height=CAM.height, k=CAM.K.reshape(9).tolist(),
+                                  distortion_model="plumb_bob", d=[0.0] * 5)
+        info.header = hdr
+        self.pub_info.publish(info)
+        self.pub_image.publish(numpy_to_image(image, "rgb8", hdr))
+
+    def close(self):
+        self.node.shutdown_worker()
+        self.node.destroy_node()
+        self.helper.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def harness_factory():
+    made = []
+
+    def make(**overrides):
+        h = Harness(overrides)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def _query(seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(-0.5, 0.5, 2)
+    T = _pose(x, y, rng.uniform(-0.2, 0.2), rng.uniform(-0.2, 0.2), h=rng.uniform(1.4, 1.8))
+    return T @ make_T(so3_exp(rng.normal(size=3) * 0.03), [0, 0, 0])
+
+
+# --------------------------------------------------------------------------------------------------
+def test_lifecycle_and_camera_pose(plane_map, harness_factory):
+    h = harness_factory(map_path=str(plane_map["map"]), autostart=False, tf_mode="none", pose_frame="camera")
+    node = h.node
+    assert node.lifecycle_state == "unconfigured"
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.lifecycle_state == "inactive"
+    h.wait(lambda: len(h.clouds) > 0, "latched map points")
+    assert h.clouds[-1].width == len(node._localizer.db.valid_points())
+    # inactive: no subscription, images are ignored
+    assert h.pub_image.get_subscription_count() == 0
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
+
+    errs = []
+    for k in range(3):
+        T_gt = _query(10 + k)
+        h.send(_render(plane_map["tex"], T_gt), (100 + k) * NS)
+        h.wait(lambda k=k: len(h.poses) > k, f"pose {k}")
+        p = h.poses[-1]
+        assert conv.stamp_to_ns(p.header.stamp) == (100 + k) * NS and p.header.frame_id == "map"
+        errs.append(pose_errors(conv.T_from_pose(p.pose), T_gt))
+    errs = np.array(errs)
+    assert errs[:, 0].max() < 0.03 and errs[:, 1].max() < 1.0, errs
+    assert not h.tf, "tf_mode none publishes no TF"
+    h.wait(lambda: len(h.poses_cov) >= 3, "poses with covariance")
+    cov = np.array(h.poses_cov[-1].pose.covariance).reshape(6, 6)
+    assert np.all(np.diag(cov) > 0) and np.sqrt(cov[0, 0]) < 0.5
+
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.lifecycle_state == "inactive"
+    h.wait(lambda: h.pub_image.get_subscription_count() == 0, "the image subscription to go")
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.lifecycle_state == "unconfigured" and node._localizer is None
+
+
+def test_configure_fails_cleanly_on_a_corrupt_map(plane_map, harness_factory):
+    h = harness_factory(map_path=str(plane_map["bad"]), autostart=False)
+    assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert h.node.lifecycle_state == "unconfigured"
+    h.node._publish_diagnostics()
+    h.wait(lambda: any(s.level == DiagnosticStatus.ERROR and "cannot load map" in s.message for s in h.diags),
+           "an ERROR diagnostic naming the map problem")
+    # autostart: setting a good map later configures and activates the node
+    assert h.node.set_parameters([Parameter("autostart", value=True)])[0].successful
+    assert h.node.set_parameters([Parameter("map_path", value=str(plane_map["map"]))])[0].successful
+    h.wait(lambda: h.node.lifecycle_state == "active", "autostart after a good map_path")
+
+
+def test_parameter_validation_updates_localizer_config(plane_map, harness_factory):
+    h = harness_factory(map_path=str(plane_map["map"]), autostart=False)
+    node = h.node
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    r = node.set_parameters([Parameter("min_inlier_ratio", value=1.5)])[0]
+    assert not r.successful and "out of range [0, 1]" in r.reason
+    r = node.set_parameters([Parameter("inference_provider", value="opencl")])[0]
+    assert not r.successful and "cpu, cuda, tensorrt" in r.reason
+    r = node.set_parameters([Parameter("base_from_camera", value="1 2")])[0]
+    assert not r.successful and "7 numbers" in r.reason
+    assert node.set_parameters([Parameter("top_k", value=2), Parameter("ransac_reproj_px", value=4)])[0].successful
+    assert node._localizer.config.top_k == 2 and node._localizer.config.ransac_reproj_px == 4.0
+    assert node.get_parameter("top_k").value == 2
+
+
+@pytest.mark.parametrize("mode", ["map_odom", "map_base"])
+def test_tf_modes_compose_odometry_and_mount(plane_map, harness_factory, mode):
+    """map->odom (or map->base) from the localized camera pose, TF odometry at the image stamp and the mount."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode=mode, pose_frame="base", tf_publish_rate_hz=0.0)
+    node = h.node
+    assert node.lifecycle_state == "active"
+    mount = conv.transform_stamped(T_BASE_CAM, "base_link", "camera_optical", 0)
+    h.pub_tf_static.publish(TFMessage(transforms=[mount]))
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0 and h.pub_tf.get_subscription_count() > 0, "matching")
+    rng = np.random.default_rng(7)
+    T_map_odom_true = make_T(so3_exp([0, 0, 0.3]), [0.5, -0.2, 0.0])
+    T_gt = _query(20)
+    T_map_base = T_gt @ invert_T(T_BASE_CAM)
+    T_odom_base = invert_T(T_map_odom_true) @ T_map_base
+    stamp = 50 * NS
+    # odometry around the image stamp (interpolated by the node's TF buffer)
+    drift = make_T(so3_exp(rng.normal(size=3) * 1e-3), [0.01, 0, 0])
+    for t, T in ((stamp - NS // 10, T_odom_base @ invert_T(drift)), (stamp + NS // 10, T_odom_base @ drift)):
+        h.pub_tf.publish(TFMessage(transforms=[conv.transform_stamped(T, "odom", "base_link", t)]))
+    T_odom_base_at = conv.T_from_transform(conv.transform_from_T(T_odom_base))  # mid-point of the two samples
+    h.send(_render(plane_map["tex"], T_gt), stamp)
+    want_child = "odom" if mode == "map_odom" else "base_link"
+    h.wait(lambda: any(t.child_frame_id == want_child and t.header.frame_id == "map" for t in h.tf), "map TF")
+    t = next(t for t in h.tf if t.child_frame_id == want_child and t.header.frame_id == "map")
+    assert conv.stamp_to_ns(t.header.stamp) == stamp
+    T_pub = conv.T_from_transform(t.transform)
+    T_cam = (T_pub @ T_odom_base_at if mode == "map_odom" else T_pub) @ T_BASE_CAM
+    err = pose_errors(T_cam, T_gt)
+    assert err[0] < 0.03 and err[1] < 1.0, err
+    # ~/pose is the base pose (pose_frame base)
+    h.wait(lambda: h.poses, "the base pose")
+    err = pose_errors(conv.T_from_pose(h.poses[-1].pose), T_map_base)
+    assert err[0] < 0.05 and err[1] < 1.0, err
+
+
+def test_missing_tf_is_reported_not_published(plane_map, harness_factory):
+    """Localized, but no odom->base and no mount: nothing is published as a pose or TF; diagnostics say why."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="map_odom", pose_frame="base", tf_timeout=0.05)
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "matching")
+    h.send(_render(plane_map["tex"], _query(30)), 70 * NS)
+    h.wait(lambda: any("base->camera is unavailable" in kv.value for s in h.diags for kv in s.values), "a TF error")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.3:  # a short look for anything published (there must be nothing)
+        h.spin()
+    assert not h.poses and not [t for t in h.tf if t.header.frame_id == "map"]
+
+
+def test_failure_never_published_coarse_only_on_its_topic(plane_map, harness_factory):
+    """An image of an unmapped surface FAILS: no pose, no TF; with publish_coarse the retrieved keyframe's pose
+    goes to ~/pose_coarse only, with a large covariance."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="map_base", pose_frame="camera",
+                        base_from_camera="0 0 0 0 0 0 1", publish_coarse=True, coarse_sigma_m=3.0)
+    coarse = []
+    h.helper.create_subscription(PoseWithCovarianceStamped, "/reloc_node/pose_coarse", coarse.append, 10)
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "matching")
+    other = _render(_texture(seed=99), _query(40))  # another texture: nothing matches the map
+    h.send(other, 80 * NS)
+    h.wait(lambda: coarse, "a coarse pose")
+    h.wait(lambda: any(kv.key == "status" and kv.value == "FAILED" for s in h.diags for kv in s.values),
+           "diagnostics of the failure")
+    st = next(s for s in h.diags if any(kv.key == "status" and kv.value == "FAILED" for kv in s.values))
+    d = {kv.key: kv.value for kv in st.values}
+    assert d["reason"] and st.level == DiagnosticStatus.WARN and st.message.startswith("FAILED"), d
+    cov = np.array(coarse[-1].pose.covariance).reshape(6, 6)
+    assert np.isclose(cov[0, 0], 9.0) and conv.stamp_to_ns(coarse[-1].header.stamp) == 80 * NS
+    kf_centres = h.node._localizer.db.centers
+    c = conv.T_from_pose(coarse[-1].pose.pose)[:3, 3]
+    assert np.min(np.linalg.norm(kf_centres - c, axis=1)) < 1e-6, "the coarse pose is a keyframe's"
+    assert not h.poses and not h.poses_cov and not [t for t in h.tf if t.header.frame_id == "map"]
+
+
+def test_rate_limit_and_missing_camera_info(plane_map, harness_factory):
+    """max_rate_hz skips frames by image time (counted); images without any CameraInfo are reported after
+    camera_info_timeout and the node goes on."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera", max_rate_hz=2.0,
+                        camera_info_timeout=0.3)
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "matching")
+    img = _render(plane_map["tex"], _query(50))
+    hdr = conv.header("camera_optical", 90 * NS)
+    h.pub_image.publish(numpy_to_image(img, "rgb8", hdr))  # no camera_info at all yet
+
+    def diag_value(key):
+        vals = [kv.value for s in h.diags for kv in s.values if kv.key == key]
+        return vals[-1] if vals else ""
+
+    h.wait(lambda: "no CameraInfo received" in diag_value("input_error"), "the missing CameraInfo error")
+    assert "within 0.3 s" in diag_value("input_error")
+    for k in range(3):  # 0.1 s apart in image time: only the first passes a 2 Hz limit
+        h.send(img, 91 * NS + k * NS // 10)
+    h.wait(lambda: diag_value("frames_rate_skipped") == "2" and diag_value("status") == "LOCALIZED",
+           "two frames skipped by max_rate_hz and one localized")
