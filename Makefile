@@ -24,7 +24,7 @@ venv: $(STAMP)
 $(STAMP): setup.py Makefile tools/build_tf2_msgs.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_QUIET) --upgrade pip wheel setuptools 2>&1 | { grep -v "is ignored" || true; }
-	$(PY) -m pip install $(PIP_QUIET) -e '.[cpu,ros,synth,test]' colcon-common-extensions 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install $(PIP_QUIET) -e '.[cpu,ros,synth,train,test]' colcon-common-extensions 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) tools/build_tf2_msgs.py --venv $(VENV)
 	@touch $(STAMP)
 

@@ -32,7 +32,7 @@ setup(
     extras_require={
         "cpu": ["onnxruntime>=1.17"],
         "gpu": ["onnxruntime-gpu>=1.17"],
-        "train": ["torch==2.13.0"],
+        "train": ["torch==2.13.0", "onnx>=1.16"],
         "synth": ["scikit-image>=0.22"],
         "ros": [
             "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-sensor-msgs", "ros-geometry-msgs", "ros-nav-msgs",

@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="PnP per retrieved keyframe instead of merging all top-K (DeViLoc off)")
     e.add_argument("--top-k", type=int, default=None)
 
+    t = sub.add_parser("train", help="train the shared encoder (needs the [train] extra: torch)")
+    t.add_argument("--config", required=True, type=Path, help="training YAML (see config/train_relocnet.yaml)")
+    x = sub.add_parser("export", help="export a trained checkpoint to ONNX (needs the [train] extra)")
+    x.add_argument("--out", required=True, type=Path, help="ONNX file to write, e.g. models/relocnet_v1.onnx")
+    x.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the shipped training run's)")
+
     d = sub.add_parser("data", help="datasets")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     s = dsub.add_parser("synth", help="generate a synthetic RGB-D scene", add_help=False)
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             return _map_info(args)
         if args.cmd == "eval":
             return _eval(args)
+        if args.cmd in ("train", "export"):
+            return _train_or_export(args)
     except (DatasetError, MapError, ExtractorError, ValueError, FileNotFoundError) as e:
         print(f"reloc: error: {e}", file=sys.stderr)
         return 2
@@ -108,6 +116,22 @@ def _map_build(args, argv) -> int:
     c = db.manifest["counts"]
     print(f"map written to {db.path}: {c['keyframes']} keyframes, {c['keypoints']} keypoints, "
           f"{c['points'][points]} with 3D ({points}), {db.manifest['build']['seconds']:.1f} s")
+    return 0
+
+
+def _train_or_export(args) -> int:
+    try:
+        if args.cmd == "train":
+            from reloc_ros.model.train import main as train_main
+
+            print(f"training finished: {train_main(args.config)}")
+        else:
+            from reloc_ros.model.export import DEFAULT_CHECKPOINT
+            from reloc_ros.model.export import main as export_main
+
+            print(f"exported: {export_main(args.out, args.checkpoint or DEFAULT_CHECKPOINT)}")
+    except ImportError as e:
+        raise ValueError(f"{e}: training and export need torch: pip install 'reloc_ros[train]'") from e
     return 0
 
 

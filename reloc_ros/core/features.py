@@ -102,6 +102,7 @@ def array_digest(*arrays: np.ndarray) -> str:
 # name -> "module:Class"; imported lazily so that, e.g., SIFT works without onnxruntime installed.
 EXTRACTORS = {
     "sift": "reloc_ros.core.sift:SiftVladExtractor",
+    "learned": "reloc_ros.core.learned:LearnedExtractor",
 }
 
 

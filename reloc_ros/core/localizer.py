@@ -100,7 +100,14 @@ def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
     name = ident.get("name")
     if not name:
         raise MapError(f"{db.path}: manifest has no extractor name; rebuild the map")
-    params = {k: ident[k] for k in ("n_features", "n_words", "max_side") if k in ident and name == "sift"}
+    if name == "sift":
+        params = {k: ident[k] for k in ("n_features", "n_words", "max_side") if k in ident}
+    elif name == "learned":
+        from reloc_ros.core.learned import LearnedExtractor
+
+        params = LearnedExtractor.params_from_identity(ident)
+    else:
+        params = {}
     params.update(kwargs)
     ex = create_extractor(name, **params)
     ex.load_state(db.extractor_state)

@@ -1,0 +1,361 @@
+"""The learned extractor: one forward pass of RelocNet gives keypoints, descriptors, a global descriptor and depth.
+
+Backends:
+    ``onnx`` (default): ONNX Runtime on the shipped ``models/*.onnx``; providers ``cpu`` / ``cuda`` / ``tensorrt``.
+        This path never imports torch.
+    ``torch``: the PyTorch reference network (needs the ``train`` extra), with the weights read from the same
+        ONNX file, so both backends run identical weights (the parity test compares them).
+
+Input policy: the image is converted to grey (mean of R, G, B), downscaled so that its longer side is at most
+``max_side`` (1024) and both sides are rounded to multiples of 32 (the network's stride); keypoints are mapped back to
+the input image's pixel coordinates. Post-processing (5x5 non-maximum suppression on the keypoint heatmap,
+score = heatmap x reliability, top-N, sub-pixel refinement, bilinear descriptor sampling at 1/8) is vectorised
+numpy/OpenCV.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
+
+__all__ = ["LearnedExtractor", "find_default_model", "preprocess", "detect_keypoints", "sample_descriptors",
+           "PROVIDERS", "INPUT_NAME", "OUTPUT_NAMES", "SUPPORTED_MODEL_VERSIONS"]
+
+INPUT_NAME = "image"
+# Must equal reloc_ros.model.network.OUTPUT_NAMES (checked by test_model.py; not imported: no torch here).
+OUTPUT_NAMES = ("keypoint_heatmap", "reliability", "descriptors", "global_descriptor", "depth", "depth_confidence")
+SUPPORTED_MODEL_VERSIONS = ("1",)
+STRIDE = 32  # input sides must be multiples of this
+DESC_STRIDE = 8  # descriptors / reliability are at 1/8 resolution
+
+# provider parameter -> ONNX Runtime execution providers (in priority order; CPU is always the last fallback)
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model file
+# ---------------------------------------------------------------------------------------------------------------
+def _model_dirs() -> list[Path]:
+    """Where the shipped model may be: the source tree, the install prefix, the ament share directory."""
+    dirs = [Path(__file__).resolve().parents[2] / "models", Path(sys.prefix) / "share" / "reloc_ros" / "models"]
+    try:  # a ROS 2 install (colcon / apt): share/reloc_ros/models
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory("reloc_ros")) / "models")
+    except Exception:  # noqa: BLE001 - not a ROS install, or AMENT_PREFIX_PATH unset
+        pass
+    return dirs
+
+
+def find_default_model() -> Path:
+    """The single shipped ``models/*.onnx`` (first directory of :func:`_model_dirs` that has one)."""
+    searched = []
+    for d in _model_dirs():
+        searched.append(str(d))
+        found = sorted(d.glob("*.onnx")) if d.is_dir() else []
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ExtractorError(f"several ONNX models in {d}: {[p.name for p in found]}; "
+                                 f"choose one with model_path=...")
+    raise ExtractorError(f"no learned model (*.onnx) found in {searched}: pass model_path=... or export one with "
+                         f"`reloc export --out models/relocnet_v1.onnx`")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pre- and post-processing (numpy / OpenCV, shared by both backends)
+# ---------------------------------------------------------------------------------------------------------------
+def network_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(w, h) of the network input: longer side <= ``max_side`` (no upscaling), sides rounded to multiples of 32."""
+    s = min(1.0, max_side / max(width, height))
+    w = max(STRIDE, int(round(width * s / STRIDE)) * STRIDE)
+    h = max(STRIDE, int(round(height * s / STRIDE)) * STRIDE)
+    return w, h
+
+
+def preprocess(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
+    """``[1 x 1 x h x w] float32`` network input of a uint8 image, and the scales (sx, sy) = (w / W, h / H)."""
+    if image.dtype != np.uint8:
+        raise ExtractorError(f"the learned extractor needs uint8 images, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        grey = cv2.transform(image[:, :, :3], np.full((1, 3), 1.0 / 3.0))  # mean(R, G, B), as in training
+    elif image.ndim == 3 and image.shape[2] == 1:
+        grey = image[:, :, 0]
+    elif image.ndim == 2:
+        grey = image
+    else:
+        raise ExtractorError(f"unsupported image shape {image.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
+    H, W = grey.shape
+    w, h = network_size(W, H, max_side)
+    if (w, h) != (W, H):
+        interp = cv2.INTER_AREA if w < W else cv2.INTER_LINEAR
+        grey = cv2.resize(grey, (w, h), interpolation=interp)
+    x = (grey.astype(np.float32) * np.float32(1.0 / 255.0))[None, None]
+    return np.ascontiguousarray(x), w / W, h / H
+
+
+def _bilinear_grid(xy_N2: np.ndarray, h: int, w: int, stride: int):
+    """Corner indices and weights to sample an ``h x w`` map at stride ``stride`` at full-resolution pixels
+    (centres aligned: pixel (u, v) -> cell ((u + 0.5) / stride - 0.5, (v + 0.5) / stride - 0.5))."""
+    u = np.clip((xy_N2[:, 0] + 0.5) / stride - 0.5, 0, w - 1)
+    v = np.clip((xy_N2[:, 1] + 0.5) / stride - 0.5, 0, h - 1)
+    u0 = np.minimum(np.floor(u).astype(np.int64), max(w - 2, 0))
+    v0 = np.minimum(np.floor(v).astype(np.int64), max(h - 2, 0))
+    u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
+    du, dv = (u - u0).astype(np.float32), (v - v0).astype(np.float32)
+    return (v0, u0, v0, u1, v1, u0, v1, u1), ((1 - du) * (1 - dv), du * (1 - dv), (1 - du) * dv, du * dv)
+
+
+def sample_map(map_hw_or_hwc: np.ndarray, xy_N2: np.ndarray, stride: int) -> np.ndarray:
+    """Bilinear samples ``[N]`` or ``[N x C]`` of a channels-last map at full-resolution pixel positions."""
+    h, w = map_hw_or_hwc.shape[:2]
+    (a0, b0, a1, b1, a2, b2, a3, b3), (w0, w1, w2, w3) = _bilinear_grid(xy_N2, h, w, stride)
+    m = map_hw_or_hwc
+    if m.ndim == 3:
+        w0, w1, w2, w3 = (x[:, None] for x in (w0, w1, w2, w3))
+    return m[a0, b0] * w0 + m[a1, b1] * w1 + m[a2, b2] * w2 + m[a3, b3] * w3
+
+
+def sample_descriptors(desc_Chw: np.ndarray, xy_N2: np.ndarray, stride: int = DESC_STRIDE) -> np.ndarray:
+    """``[N x C]`` L2-normalised descriptors bilinearly sampled from a ``[C x h x w]`` map."""
+    if len(xy_N2) == 0:
+        return np.zeros((0, desc_Chw.shape[0]), np.float32)
+    d = sample_map(np.ascontiguousarray(desc_Chw.transpose(1, 2, 0)), xy_N2, stride)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    return d.astype(np.float32)
+
+
+def detect_keypoints(heatmap_HW: np.ndarray, reliability_hw: np.ndarray, max_keypoints: int, nms_radius: int,
+                     threshold: float, subpixel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints ``[N x 2]`` (x, y) float32 and scores ``[N]``, strongest first.
+
+    A pixel is a keypoint if it is the maximum of its ``(2r+1)^2`` window and its heatmap value exceeds
+    ``threshold``; its score is heatmap x reliability (bilinear at 1/8). ``subpixel``: refine each position
+    by a parabola fit through the peak and its neighbours along x and y.
+    """
+    heat = np.ascontiguousarray(heatmap_HW, np.float32)
+    if nms_radius > 0:
+        k = 2 * nms_radius + 1
+        local_max = cv2.dilate(heat, np.ones((k, k), np.uint8))
+        ys, xs = np.nonzero((heat >= local_max) & (heat > threshold))
+    else:
+        ys, xs = np.nonzero(heat > threshold)
+    xy = np.stack([xs, ys], axis=1).astype(np.float32)
+    scores = heat[ys, xs] * sample_map(np.ascontiguousarray(reliability_hw, np.float32), xy, DESC_STRIDE)
+    if len(scores) > max_keypoints:
+        keep = np.argpartition(-scores, max_keypoints - 1)[:max_keypoints]
+        xy, scores = xy[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")
+    xy, scores = xy[order], scores[order].astype(np.float32)
+    if subpixel and len(xy):
+        xy = xy + _subpixel_offsets(heat, xy.astype(np.int64))
+    return xy, scores
+
+
+def _subpixel_offsets(heat_HW: np.ndarray, xy_N2: np.ndarray) -> np.ndarray:
+    """``[N x 2]`` offsets in [-0.5, 0.5] of the vertex of a parabola through each peak and its 2 neighbours
+    (per axis); 0 at the border or where the heatmap is not concave."""
+    H, W = heat_HW.shape
+    x, y = xy_N2[:, 0], xy_N2[:, 1]
+    out = np.zeros(xy_N2.shape, np.float32)
+    for axis, (c, n) in enumerate(((x, W), (y, H))):
+        inner = (c > 0) & (c < n - 1)
+        lo = np.where(inner, c - 1, c)
+        hi = np.where(inner, c + 1, c)
+        if axis == 0:
+            a, b, m = heat_HW[y, lo], heat_HW[y, hi], heat_HW[y, x]
+        else:
+            a, b, m = heat_HW[lo, x], heat_HW[hi, x], heat_HW[y, x]
+        curv = a + b - 2 * m
+        ok = inner & (curv < -1e-12)
+        out[:, axis] = np.where(ok, np.clip(0.5 * (a - b) / np.where(ok, curv, -1.0), -0.5, 0.5), 0.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# backends
+# ---------------------------------------------------------------------------------------------------------------
+class _OnnxBackend:
+    """ONNX Runtime session; checks the model's signature and metadata."""
+
+    def __init__(self, path: Path, provider: str, threads: int):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ExtractorError("the learned extractor needs onnxruntime: pip install 'reloc_ros[cpu]' "
+                                 "(or [gpu] for CUDA / TensorRT)") from e
+        if provider not in PROVIDERS:
+            raise ExtractorError(f"unknown provider {provider!r}; choose one of {sorted(PROVIDERS)}")
+        wanted = PROVIDERS[provider][0]
+        available = ort.get_available_providers()
+        if wanted not in available:
+            raise ExtractorError(f"provider {provider!r} needs ONNX Runtime's {wanted}, but this onnxruntime offers "
+                                 f"{available}: install onnxruntime-gpu (pip install 'reloc_ros[gpu]') with "
+                                 f"matching CUDA/TensorRT libraries, or use provider='cpu'")
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=PROVIDERS[provider])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises several exception types
+            raise ExtractorError(f"cannot load the ONNX model {path} (corrupt or not an ONNX file?): {e}; "
+                                 f"re-export it with `reloc export` or restore the shipped file") from e
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        _check_signature(path, [(i.name, i.shape) for i in self.session.get_inputs()],
+                         [o.name for o in self.session.get_outputs()], self.metadata)
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})))
+
+
+class _TorchBackend:
+    """The PyTorch reference network with the ONNX file's weights (needs torch and onnx: the ``train`` extra)."""
+
+    def __init__(self, path: Path, device: str = "cpu"):
+        try:
+            import torch
+
+            from reloc_ros.model.onnx_weights import relocnet_from_onnx
+        except ImportError as e:
+            raise ExtractorError(f"backend='torch' needs PyTorch and onnx ({e}): pip install 'reloc_ros[train]', "
+                                 f"or use backend='onnx'") from e
+        self.torch = torch
+        self.device = device
+        self.net, self.metadata = relocnet_from_onnx(path)
+        self.net = self.net.to(device).eval()
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        with self.torch.inference_mode():
+            out = self.net(self.torch.from_numpy(x).to(self.device))
+        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES}
+
+
+def _check_signature(path: Path, inputs: list, outputs: list[str], meta: dict) -> None:
+    problems = []
+    if len(inputs) != 1 or inputs[0][0] != INPUT_NAME or len(inputs[0][1]) != 4 or inputs[0][1][1] != 1:
+        problems.append(f"inputs {inputs} (expected one input {INPUT_NAME!r} of shape [B, 1, H, W])")
+    missing = [n for n in OUTPUT_NAMES if n not in outputs]
+    if missing:
+        problems.append(f"outputs {outputs} lack {missing}")
+    if meta.get("reloc_model") != "relocnet":
+        problems.append("no 'reloc_model: relocnet' metadata (not exported by reloc_ros.model.export)")
+    elif meta.get("reloc_model_version") not in SUPPORTED_MODEL_VERSIONS:
+        problems.append(f"model version {meta.get('reloc_model_version')!r}, this code supports "
+                        f"{list(SUPPORTED_MODEL_VERSIONS)}")
+    if problems:
+        raise ExtractorError(f"{path} is not a RelocNet model this version can run: " + "; ".join(problems)
+                             + ". Use the shipped models/*.onnx or re-export with `reloc export`")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the extractor
+# ---------------------------------------------------------------------------------------------------------------
+class LearnedExtractor(FeatureExtractor):
+    """RelocNet features: XFeat-style keypoints + 64-d descriptors, a 256-d global descriptor, metric depth.
+
+    Args:
+        model_path: ONNX file; None: the single shipped ``models/*.onnx`` (source tree, install prefix or
+            ament share directory).
+        backend: ``onnx`` (ONNX Runtime, default) or ``torch`` (PyTorch reference, needs the ``train`` extra).
+        provider: ONNX Runtime device: ``cpu``, ``cuda`` or ``tensorrt`` (an error if this onnxruntime lacks it).
+        threads: ONNX Runtime intra-op threads on CPU.
+        max_side: longer side of the network input in pixels (images are downscaled, never upscaled).
+            1024 by default: on Strecha (1024 x 683) it gave 86-91 % instead of 77-82 % recall at (0.5 m, 5 deg)
+            on castle-P30 compared with 640; a 640 x 480 camera is processed at 640 x 480 either way.
+        max_keypoints: keep at most this many keypoints (the strongest); 2000 as the SIFT baseline. 4096 (XFeat's
+            default) raised castle-P30 recall at (0.5 m, 5 deg) from 86 to 91 % but made matching 3-5x slower.
+        nms_radius: non-maximum suppression radius in network-input pixels (2: a 5x5 window).
+        detection_threshold: minimum keypoint heatmap value.
+        subpixel: refine keypoint positions by a parabola fit on the heatmap (sub-pixel accuracy).
+        device: torch device for ``backend='torch'``.
+    """
+
+    name = "learned"
+    VERSION = 1
+    # identity keys that are also constructor parameters (a map's identity recreates the same extractor)
+    IDENTITY_PARAMS = ("max_side", "max_keypoints", "nms_radius", "detection_threshold", "subpixel")
+
+    def __init__(self, model_path: str | os.PathLike | None = None, backend: str = "onnx", provider: str = "cpu",
+                 threads: int = 2, max_side: int = 1024, max_keypoints: int = 2000, nms_radius: int = 2,
+                 detection_threshold: float = 0.05, subpixel: bool = True, device: str = "cpu"):
+        path = Path(model_path) if model_path else find_default_model()
+        if not path.is_file():
+            raise ExtractorError(f"learned model file not found: {path} (pass model_path=... or restore "
+                                 f"models/*.onnx)")
+        if int(max_side) < STRIDE:
+            raise ExtractorError(f"max_side must be >= {STRIDE}, got {max_side}")
+        self.model_path = path
+        self.model_sha256 = _sha256(path)
+        self.backend_name = backend
+        if backend == "onnx":
+            self._net = _OnnxBackend(path, provider, threads)
+        elif backend == "torch":
+            self._net = _TorchBackend(path, device)
+        else:
+            raise ExtractorError(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
+        self.metadata = self._net.metadata
+        self.max_side = int(max_side)
+        self.max_keypoints = int(max_keypoints)
+        self.nms_radius = int(nms_radius)
+        self.detection_threshold = float(detection_threshold)
+        self.subpixel = bool(subpixel)
+        self.global_dim = int(self.metadata.get("global_dim", 256))
+        self.local_dim = int(self.metadata.get("descriptor_dim", 64))
+
+    @classmethod
+    def params_from_identity(cls, identity: dict) -> dict:
+        """Constructor parameters recorded in a map's extractor identity."""
+        return {k: identity[k] for k in cls.IDENTITY_PARAMS if k in identity}
+
+    def identity(self) -> dict:
+        return {"name": self.name, "version": self.VERSION, "model_sha256": self.model_sha256,
+                "model_version": self.metadata.get("reloc_model_version"), "local_dim": self.local_dim,
+                "global_dim": self.global_dim, "max_side": self.max_side, "input_multiple": STRIDE,
+                "max_keypoints": self.max_keypoints, "nms_radius": self.nms_radius,
+                "detection_threshold": self.detection_threshold, "subpixel": self.subpixel}
+
+    def forward(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
+        """Raw network outputs for one image (batch of 1) and the input scales (sx, sy)."""
+        x, sx, sy = preprocess(image, self.max_side)
+        return self._net(x), sx, sy
+
+    def extract(self, image: np.ndarray) -> Features:
+        H, W = image.shape[:2]
+        out, sx, sy = self.forward(image)
+        kpts, scores = detect_keypoints(out["keypoint_heatmap"][0, 0], out["reliability"][0, 0],
+                                        self.max_keypoints, self.nms_radius, self.detection_threshold,
+                                        self.subpixel)
+        desc = sample_descriptors(out["descriptors"][0], kpts)
+        if len(kpts):
+            kpts = np.stack([(kpts[:, 0] + 0.5) / sx - 0.5, (kpts[:, 1] + 0.5) / sy - 0.5], axis=1)
+        g = out["global_descriptor"][0].astype(np.float32)
+        g /= max(float(np.linalg.norm(g)), 1e-12)
+        return Features(keypoints=kpts.astype(np.float32), descriptors=desc, scores=scores, global_desc=g,
+                        image_size=(W, H), depth=np.ascontiguousarray(out["depth"][0, 0], np.float32),
+                        depth_conf=np.ascontiguousarray(out["depth_confidence"][0, 0], np.float32))
+
+    def describe(self) -> str:
+        return json.dumps({"model": str(self.model_path), "backend": self.backend_name, **self.identity()})

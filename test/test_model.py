@@ -1,0 +1,273 @@
+"""The learned extractor and its network: shapes, input policy, errors, ONNX <-> PyTorch parity.
+
+The ONNX half needs only onnxruntime and the shipped ``models/*.onnx``; the PyTorch half needs the ``train``
+extra (torch + onnx) and is skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from reloc_ros.core.features import ExtractorError
+
+ort = pytest.importorskip("onnxruntime", reason="the learned extractor needs onnxruntime (pip install .[cpu])")
+
+from reloc_ros.core import learned  # noqa: E402
+from reloc_ros.core.learned import LearnedExtractor, detect_keypoints, network_size, sample_descriptors  # noqa: E402
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("onnx") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch reference needs the train extra: "
+                                                       "pip install 'reloc_ros[train]' (torch==2.13.0 CPU, onnx)")
+
+
+def _shipped_model() -> Path:
+    try:
+        return learned.find_default_model()
+    except ExtractorError as e:
+        pytest.skip(f"no shipped model: {e}")
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    return _shipped_model()
+
+
+@pytest.fixture(scope="module")
+def extractor(model_path) -> LearnedExtractor:
+    return LearnedExtractor(model_path)
+
+
+def realish_image(w: int = 640, h: int = 480, seed: int = 0) -> np.ndarray:
+    """A textured RGB scene: smooth shading, rectangles, circles, lines and text (corners and blobs)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([80 + 60 * np.sin(xx / 57.0 + c) * np.cos(yy / 43.0) for c in range(3)], axis=2)
+    img = np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
+    for _ in range(40):
+        p = rng.integers(0, [w, h])
+        col = tuple(int(c) for c in rng.integers(0, 255, 3))
+        kind = rng.integers(3)
+        if kind == 0:
+            cv2.rectangle(img, tuple(int(v) for v in p), tuple(int(v) for v in p + rng.integers(10, 80, 2)), col, -1)
+        elif kind == 1:
+            cv2.circle(img, tuple(int(v) for v in p), int(rng.integers(5, 40)), col, -1)
+        else:
+            cv2.line(img, tuple(int(v) for v in p), tuple(int(v) for v in rng.integers(0, [w, h])), col, 2)
+    cv2.putText(img, "reloc_ros 42", (w // 8, h // 2), cv2.FONT_HERSHEY_SIMPLEX, w / 400, (250, 250, 250), 2)
+    return img
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the extractor (ONNX Runtime only)
+# ---------------------------------------------------------------------------------------------------------
+def test_extract_shapes_and_units(extractor):
+    img = realish_image()
+    f = extractor.extract(img)
+    n = len(f)
+    assert 200 <= n <= extractor.max_keypoints
+    assert f.keypoints.shape == (n, 2) and f.keypoints.dtype == np.float32
+    assert f.descriptors.shape == (n, 64) and f.descriptors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-4)
+    assert f.global_desc.shape == (extractor.global_dim,) and extractor.global_dim <= 256
+    assert abs(float(np.linalg.norm(f.global_desc)) - 1.0) < 1e-4
+    assert f.scores.shape == (n,) and np.all((f.scores >= 0) & (f.scores <= 1))
+    assert np.all(np.diff(f.scores) <= 1e-7), "scores must be sorted, strongest first"
+    assert np.all(f.keypoints >= -0.5) and np.all(f.keypoints[:, 0] <= 639.5) and np.all(f.keypoints[:, 1] <= 479.5)
+    assert f.image_size == (640, 480)
+    assert f.depth.shape == (120, 160) and np.all(np.isfinite(f.depth)) and np.all(f.depth > 0)
+    assert f.depth_conf.shape == (120, 160) and np.all((f.depth_conf >= 0) & (f.depth_conf <= 1))
+
+
+@pytest.mark.parametrize("wh", [(320, 240), (640, 480), (1000, 700), (333, 517)])
+def test_dynamic_sizes_and_keypoints_in_input_coordinates(extractor, wh):
+    W, H = wh
+    img = realish_image(W, H, seed=1)
+    f = extractor.extract(img)
+    nw, nh = network_size(W, H, extractor.max_side)
+    assert nw % 32 == 0 and nh % 32 == 0 and max(nw, nh) <= max(extractor.max_side, 32 * round(max(W, H) / 32))
+    assert f.depth.shape == (nh // 4, nw // 4)
+    assert f.image_size == (W, H)
+    assert len(f) > 20
+    assert np.all(f.keypoints[:, 0] >= -0.5) and np.all(f.keypoints[:, 0] <= W - 0.5)
+    assert np.all(f.keypoints[:, 1] >= -0.5) and np.all(f.keypoints[:, 1] <= H - 0.5)
+
+
+def test_keypoints_follow_the_image_content(extractor):
+    """A 2x larger copy of an image (downscaled back by the input policy) gives keypoints at 2x positions."""
+    small = realish_image(640, 480, seed=2)
+    big = cv2.resize(small, (1280, 960), interpolation=cv2.INTER_LINEAR)
+    a, b = extractor.extract(small), extractor.extract(big)
+    d = np.linalg.norm(a.keypoints[:300, None] * 2 + 0.5 - b.keypoints[None, :, :], axis=2).min(1)
+    assert np.median(d) < 3.0  # pixels of the big image
+
+
+def test_grey_and_rgb_inputs_agree(extractor):
+    img = realish_image(320, 256, seed=3)
+    grey = np.round(img.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    a, b = extractor.extract(img), extractor.extract(grey)
+    assert abs(len(a) - len(b)) <= 0.05 * len(a)
+    assert float(a.global_desc @ b.global_desc) > 0.99
+
+
+def test_identity(extractor, model_path):
+    ident = extractor.identity()
+    assert ident["name"] == "learned" and ident["local_dim"] == 64 and ident["global_dim"] <= 256
+    assert len(ident["model_sha256"]) == 64 and ident["max_side"] == 1024 and ident["input_multiple"] == 32
+    assert LearnedExtractor.params_from_identity(ident)["max_keypoints"] == extractor.max_keypoints
+    assert not extractor.needs_fit
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ExtractorError, match="not found"):
+        LearnedExtractor(tmp_path / "nope.onnx")
+
+
+def test_corrupt_model_file(tmp_path, model_path):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(model_path.read_bytes()[: 4096])
+    with pytest.raises(ExtractorError, match="corrupt"):
+        LearnedExtractor(bad)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a model" * 100)
+    with pytest.raises(ExtractorError, match="cannot load"):
+        LearnedExtractor(garbage)
+
+
+def test_wrong_signature(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="building a foreign ONNX model needs the onnx package")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["output"])], "foreign", [x], [y])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    with pytest.raises(ExtractorError, match="not a RelocNet model"):
+        LearnedExtractor(path)
+
+
+def test_unavailable_provider_is_a_clear_error(model_path):
+    if "TensorrtExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has TensorRT")
+    with pytest.raises(ExtractorError, match="onnxruntime-gpu"):
+        LearnedExtractor(model_path, provider="tensorrt")
+    with pytest.raises(ExtractorError, match="unknown provider"):
+        LearnedExtractor(model_path, provider="tpu")
+
+
+def test_unknown_backend(model_path):
+    with pytest.raises(ExtractorError, match="unknown backend"):
+        LearnedExtractor(model_path, backend="tf")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# post-processing
+# ---------------------------------------------------------------------------------------------------------
+def test_nms_and_topk():
+    heat = np.zeros((64, 96), np.float32)
+    peaks = [(10, 20, 0.9), (11, 21, 0.5), (40, 70, 0.7), (50, 5, 0.3), (30, 30, 0.04)]
+    for y, x, v in peaks:
+        heat[y, x] = v
+    rel = np.ones((8, 12), np.float32)
+    kp, sc = detect_keypoints(heat, rel, max_keypoints=3, nms_radius=2, threshold=0.05)
+    assert kp.tolist() == [[20, 10], [70, 40], [5, 50]]  # (11, 21) suppressed, 0.04 below threshold
+    np.testing.assert_allclose(sc, [0.9, 0.7, 0.3], atol=1e-6)
+
+
+def test_subpixel_refinement_finds_the_vertex():
+    yy, xx = np.mgrid[0:32, 0:40].astype(np.float32)
+    heat = np.exp(-((xx - 17.3) ** 2 + (yy - 9.8) ** 2) / 4.0).astype(np.float32)  # peak at (17.3, 9.8)
+    kp, _ = detect_keypoints(heat, np.ones((4, 5), np.float32), 10, 2, 0.05, subpixel=True)
+    assert len(kp) == 1 and np.abs(kp[0] - [17.3, 9.8]).max() < 0.1
+    kp0, _ = detect_keypoints(heat, np.ones((4, 5), np.float32), 10, 2, 0.05, subpixel=False)
+    assert kp0[0].tolist() == [17.0, 10.0]
+
+
+def test_descriptor_sampling_is_bilinear():
+    h, w = 6, 8
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    desc = np.stack([xx + 1.0, 2 * yy + 1.0])  # linear in the cell coordinates
+    xy = np.array([[12.0, 9.0], [35.5, 20.25]], np.float32)  # full-resolution pixels, stride 8
+    d = sample_descriptors(desc, xy)
+    u, v = (xy[:, 0] + 0.5) / 8 - 0.5, (xy[:, 1] + 0.5) / 8 - 0.5
+    expected = np.stack([u + 1, 2 * v + 1], 1)
+    np.testing.assert_allclose(d, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch reference: parity with ONNX Runtime
+# ---------------------------------------------------------------------------------------------------------
+@needs_torch
+def test_output_names_agree():
+    from reloc_ros.model import network
+
+    assert tuple(network.OUTPUT_NAMES) == learned.OUTPUT_NAMES
+    assert network.INPUT_NAME == learned.INPUT_NAME
+
+
+@needs_torch
+@pytest.mark.parametrize("kind", ["random", "realish"])
+def test_onnx_torch_parity(model_path, extractor, kind):
+    ref = LearnedExtractor(model_path, backend="torch")
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) if kind == "random" else realish_image(640, 480, 4)
+    a, _, _ = extractor.forward(img)
+    b, _, _ = ref.forward(img)
+    tol = {"keypoint_heatmap": 1e-4, "reliability": 1e-4, "descriptors": 1e-4, "global_descriptor": 1e-4,
+           "depth": 1e-3, "depth_confidence": 1e-4}
+    for k, t in tol.items():
+        assert a[k].shape == b[k].shape, k
+        scale = 1.0 if k != "depth" else float(np.abs(b[k]).max())
+        assert float(np.abs(a[k] - b[k]).max()) <= t * max(scale, 1.0), k
+    fa, fb = extractor.extract(img), ref.extract(img)
+    ka, kb = (np.round(f.keypoints * 20).astype(np.int64) for f in (fa, fb))  # 0.05 px grid
+    same = len(np.intersect1d(ka[:, 0] * 100000 + ka[:, 1], kb[:, 0] * 100000 + kb[:, 1]))
+    assert same >= 0.98 * len(fa)
+    assert float(fa.global_desc @ fb.global_desc) > 0.9999
+
+
+@needs_torch
+def test_losses_basic():
+    import torch
+
+    from reloc_ros.model.data import splat_sparse_depth
+    from reloc_ros.model.losses import depth_loss, triplet_loss
+
+    gt = torch.rand(2, 1, 8, 10) * 3 + 0.5
+    gt[0, 0, :2] = 0  # unknown pixels are ignored
+    loss, stats = depth_loss(torch.log(gt.clamp_min(1e-3)), torch.full_like(gt, 0.999), gt)
+    assert stats["si"] < 1e-6 and stats["l1_log"] < 1e-6
+    loss2, _ = depth_loss(torch.log(gt.clamp_min(1e-3)) + 0.5, torch.full_like(gt, 0.5), gt)
+    assert float(loss2) > float(loss)
+    sparse = splat_sparse_depth(np.array([[3.0, 5.0], [100.0, 1.0]]), np.array([2.0, 1.0]), (40, 32), 4)
+    assert sparse.shape == (8, 10) and sparse[1, 0] == 2.0 and (sparse > 0).sum() == 1
+
+    d = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0], [0.9, 0.1, 0], [0, 1.0, 0], [0, 0.9, 0.1]]), dim=1)
+    pos = torch.tensor([1, 0, 3, 2])
+    neg = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    loss, stats = triplet_loss(d, pos, neg, margin=0.1)
+    assert float(loss) == 0.0 and stats["pos_sim"] > 0.9
+    loss, _ = triplet_loss(d, torch.tensor([2, 3, 0, 1]), neg.logical_not() & ~torch.eye(4, dtype=torch.bool))
+    assert float(loss) > 0.5
+
+
+@needs_torch
+def test_network_forward_shapes_and_config_errors():
+    import torch
+
+    from reloc_ros.model.network import RelocNet
+
+    net = RelocNet({"global": {"dim": 128}}).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 1, 96, 128))
+    assert out["keypoint_heatmap"].shape == (1, 1, 96, 128) and out["descriptors"].shape == (1, 64, 12, 16)
+    assert out["global_descriptor"].shape == (1, 128) and out["depth"].shape == (1, 1, 24, 32)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        net(torch.rand(1, 1, 100, 128))
+    with pytest.raises(ValueError, match="unknown model config key"):
+        RelocNet({"globl": {}})
