@@ -29,11 +29,16 @@ __all__ = [
     "checker_texture",
     "wood_texture",
     "books_texture",
+    "brick_texture",
+    "barcode_label",
     "ceiling_tiles_texture",
     "cardboard_texture",
     "door_texture",
     "photo_tile",
+    "seamless_tile",
+    "mirror_tile",
     "poster",
+    "abstract_poster",
     "kelvin_rgb",
 ]
 
@@ -114,6 +119,22 @@ def mirror_tile(img_HWC: np.ndarray) -> np.ndarray:
     """Seamless ``[2H x 2W x C]`` tile made of the image and its mirror images."""
     top = np.concatenate([img_HWC, img_HWC[:, ::-1]], axis=1)
     return np.concatenate([top, top[::-1]], axis=0)
+
+
+def seamless_tile(img_HWC: np.ndarray, blend: int) -> np.ndarray:
+    """Periodic tile of size ``(H - blend) x (W - blend)``: each border cross-faded with the opposite margin."""
+    out = np.asarray(img_HWC, np.float32)
+    for axis in (0, 1):
+        n = out.shape[axis] - blend
+        w = np.linspace(0.0, 1.0, blend, endpoint=False, dtype=np.float32)
+        shape = [1, 1, 1]
+        shape[axis] = blend
+        w = w.reshape(shape)
+        head = np.take(out, np.arange(blend), axis=axis)
+        tail = np.take(out, np.arange(n, n + blend), axis=axis)
+        body = np.take(out, np.arange(blend, n), axis=axis)
+        out = np.concatenate([w * head + (1.0 - w) * tail, body], axis=axis)
+    return out
 
 
 def periodic_noise(rng: np.random.Generator, size: int, beta: float = 2.0, min_freq: float = 1.0) -> np.ndarray:
@@ -210,6 +231,42 @@ def wood_texture(rng, size=256, base=(0.55, 0.36, 0.2), rings=12, planks=4) -> T
     return Texture(_to_u8(img))
 
 
+def brick_texture(rng, lib: "PhotoLibrary | None" = None, size=512, rows=16, cols=6, colour=(0.62, 0.3, 0.22),
+                  mortar=(0.72, 0.7, 0.66), variation=0.12) -> Texture:
+    """Running-bond brick wall (seamless): per-brick tone, mortar joints, grain from a photo (or noise)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    bh, bw = size / rows, size / cols
+    row = np.floor(yy / bh).astype(int)
+    shift = (row % 2) * (bw / 2)
+    col = np.floor(((xx + shift) % size) / bw).astype(int)
+    tone = 1.0 + rng.normal(0, variation, size=(rows, cols)).astype(np.float32)
+    img = np.asarray(colour, np.float32)[None, None] * tone[row, col][:, :, None]
+    if lib is not None:
+        grain = seamless_tile(lib.crop(rng, "gravel", size + 64, size + 64), 64).mean(axis=2)
+    else:
+        grain = periodic_noise(rng, size, 0.8)
+    img *= (0.8 + 0.4 * grain)[:, :, None]
+    j = max(2, int(round(size / 128)))
+    joint = ((yy % bh) < j) | ((((xx + shift) % size) % bw) < j)
+    img[joint] = np.asarray(mortar, np.float32) * (0.85 + 0.3 * grain[joint])[:, None]
+    return Texture(_to_u8(img))
+
+
+def barcode_label(rng, lib: "PhotoLibrary | None", h=48, w=64) -> np.ndarray:
+    """A white shipping label ``[h x w x 3] float32``: printed text (photo crop) above a barcode."""
+    lab = np.full((h, w, 3), 0.92, np.float32)
+    if lib is not None:
+        txt = lib.crop(rng, "text", h // 2 - 4, w - 8, 0.6).mean(axis=2, keepdims=True)
+        lab[3:h // 2 - 1, 4:w - 4] = 0.15 + 0.8 * txt
+    x = 4
+    while x < w - 6:
+        bw = int(rng.integers(1, 4))
+        if rng.random() < 0.55:
+            lab[h // 2 + 2:h - 4, x:x + bw] = 0.05
+        x += bw
+    return lab
+
+
 def books_texture(rng, size=256, shelves=2) -> Texture:
     """Book spines on shelves: random widths, colours, heights and dark shelf boards."""
     img = np.zeros((size, size, 3), np.float32) + 0.12
@@ -248,16 +305,15 @@ def cardboard_texture(rng, labels: "PhotoLibrary | None" = None, size=128) -> Te
     base = np.array([0.62, 0.46, 0.3], np.float32) * rng.uniform(0.85, 1.1)
     img = base[None, None] * (0.85 + 0.25 * periodic_noise(rng, size, 1.0)[:, :, None])
     img[:, size // 2 - 6:size // 2 + 6] *= 1.15  # tape
-    if labels is not None and rng.random() < 0.8:
-        src = labels.crop(rng, str(rng.choice(["text", "page", "coins", "camera", "clock", "checkerboard"])),
-                          48, 64)
+    if rng.random() < 0.8:
         y0, x0 = int(rng.integers(8, size - 56)), int(rng.integers(4, size - 68))
-        img[y0:y0 + 48, x0:x0 + 64] = src
-    else:  # arrows / stencil marks
+        img[y0:y0 + 48, x0:x0 + 64] = barcode_label(rng, labels, 48, 64)
+    if rng.random() < 0.6:  # "this side up" arrows
         c = (0.15, 0.1, 0.08)
         y0 = int(rng.integers(10, size - 40))
-        cv2.arrowedLine(img, (20, y0 + 30), (20, y0), c, 3)
-        cv2.arrowedLine(img, (40, y0 + 30), (40, y0), c, 3)
+        x0 = int(rng.integers(8, size - 40))
+        cv2.arrowedLine(img, (x0, y0 + 30), (x0, y0), c, 3)
+        cv2.arrowedLine(img, (x0 + 20, y0 + 30), (x0 + 20, y0), c, 3)
     return Texture(_to_u8(img), wrap=False)
 
 
@@ -312,13 +368,23 @@ def recolour(rng: np.random.Generator, img: np.ndarray, tint=None, contrast=None
     return np.clip(out, 0, 1)
 
 
-def photo_tile(rng: np.random.Generator, lib: PhotoLibrary, name: str, crop: int = 256, scale: float = 1.0,
-               tint=None, contrast=None, grey_tint=True) -> Texture:
-    """Seamless tile from a photo: random ``crop x crop`` crop, optionally recoloured, mirrored to 2x2."""
-    c = lib.crop(rng, name, crop, crop, scale)
+def photo_tile(rng: np.random.Generator, lib: PhotoLibrary, name: str, size: int = 448, blend: int = 64,
+               scale: float = 1.0, tint=None, contrast=None, grey_tint=True, mirror: bool = False) -> Texture:
+    """Seamless tile from a photo.
+
+    Args:
+        size: tile side (a multiple of :data:`SIZE_QUANTUM`); a ``size + blend`` crop is cross-faded at its
+            borders (``mirror=False``), or a ``size / 2`` crop is mirrored into a 2 x 2 tile (``mirror=True``).
+        tint, contrast: recolouring (grey photos get a random tint unless ``grey_tint=False``).
+    """
+    size = _quantize_size(size)
+    if mirror:
+        c = mirror_tile(lib.crop(rng, name, size // 2, size // 2, scale))
+    else:
+        c = seamless_tile(lib.crop(rng, name, size + blend, size + blend, scale), blend)
     if tint is not None or (grey_tint and np.allclose(c[..., 0], c[..., 1], atol=1e-3)):
         c = recolour(rng, c, tint, contrast)
-    return Texture(_to_u8(mirror_tile(c)))
+    return Texture(_to_u8(c))
 
 
 def poster(rng: np.random.Generator, lib: PhotoLibrary, name: str, height: int = 256, frame: bool = True,
@@ -333,6 +399,40 @@ def poster(rng: np.random.Generator, lib: PhotoLibrary, name: str, height: int =
     H = _quantize_size(height)
     W = _quantize_size(height * img.shape[1] / img.shape[0])
     out = cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
+    if frame:
+        m = max(3, H // 40)
+        out[:m], out[-m:], out[:, :m], out[:, -m:] = 0.1, 0.1, 0.1, 0.1
+    return Texture(_to_u8(out), wrap=False)
+
+
+def abstract_poster(rng: np.random.Generator, lib: PhotoLibrary, height: int = 256, frame: bool = True) -> Texture:
+    """A picture for training scenes: a small random crop of a random photo, flipped, hue-rotated, with random
+    shapes painted over it, so training scenes never show the pictures of the evaluation scenes."""
+    name = str(rng.choice([p for p in PHOTOS if p not in ("horse", "checkerboard")]))
+    img = lib.get(name)
+    f = float(rng.uniform(0.25, 0.5))
+    h, w = max(16, int(img.shape[0] * f)), max(16, int(img.shape[1] * f))
+    crop = lib.crop(rng, name, h, w)
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = crop[::-1]
+    aspect = float(rng.uniform(0.6, 1.6))
+    H = _quantize_size(height)
+    W = _quantize_size(height * aspect)
+    out = cv2.resize(np.ascontiguousarray(crop), (W, H), interpolation=cv2.INTER_LINEAR)
+    hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(0, 360)) % 360
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.6, 1.5) + rng.uniform(0, 0.3), 0, 1)
+    out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    for _ in range(int(rng.integers(3, 9))):
+        c = tuple(float(v) for v in _rand_colour(rng, (0.3, 1.0), (0.2, 1.0)))
+        p = (int(rng.integers(0, W)), int(rng.integers(0, H)))
+        if rng.random() < 0.5:
+            q = (int(rng.integers(0, W)), int(rng.integers(0, H)))
+            cv2.rectangle(out, p, q, c, int(rng.choice([-1, 2, 4])))
+        else:
+            cv2.circle(out, p, int(rng.integers(4, max(5, H // 3))), c, int(rng.choice([-1, 2, 4])))
     if frame:
         m = max(3, H // 40)
         out[:m], out[-m:], out[:, :m], out[:, -m:] = 0.1, 0.1, 0.1, 0.1
