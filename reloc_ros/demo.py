@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scene", default="office", help="synthetic scene name")
     ap.add_argument("--n-map", type=int, default=120, help="mapping-run frames")
     ap.add_argument("--n-query", type=int, default=60, help="frames per query run")
-    ap.add_argument("--extractor", default="sift", help="feature extractor for map and queries")
+    ap.add_argument("--extractors", default="learned,sift",
+                    help="comma-separated extractors, each with its own map, compared in one run (learned vs SIFT)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -44,27 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(data, "7scenes")
     map_frames, queries = ds.split()
 
-    print(f"[2/3] building a map from the mapping run ({len(map_frames)} keyframes, {args.extractor}, depth points)")
-    t1 = time.perf_counter()
-    build_map(map_frames, create_extractor(args.extractor), "depth", out / "map",
-              info={"command": "reloc demo"}, show_progress=False)
-    t_map = time.perf_counter() - t1
-
-    print(f"[3/3] localizing {len(queries)} query frames")
-    loc = Localizer.from_map(out / "map")
-    summary, records = evaluate(loc, queries, show_progress=False,
-                                sequence_labels=ds.meta.get("sequence_labels"))
-    rows = {f"{args.extractor} {k}": v for k, v in summary.get("per_sequence", {}).items()}
-    rows[f"{args.extractor} all"] = summary
+    rows, reports, t_map = {}, {}, 0.0
+    for name in args.extractors.split(","):
+        print(f"[2/3] {name}: building a map from the mapping run ({len(map_frames)} keyframes, depth points)")
+        t1 = time.perf_counter()
+        build_map(map_frames, create_extractor(name), "depth", out / f"map_{name}",
+                  info={"command": "reloc demo"}, show_progress=False)
+        t_map += time.perf_counter() - t1
+        print(f"[3/3] {name}: localizing {len(queries)} query frames")
+        loc = Localizer.from_map(out / f"map_{name}")
+        summary, records = evaluate(loc, queries, show_progress=False,
+                                    sequence_labels=ds.meta.get("sequence_labels"))
+        rows.update({f"{name} {k}": v for k, v in summary.get("per_sequence", {}).items()})
+        rows[f"{name} all"] = summary
+        reports[name] = {**summary, "records": records}
     table = format_table(rows)
     print()
     print(table)
-    st = summary["latency_ms"]["stages"]
-    stages = ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items())
+    stages = "; ".join(name + ": " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in r["latency_ms"]["stages"].items())
+                       for name, r in reports.items())
     print(f"\nper-stage latency p50 (ms): {stages}")
     total = time.perf_counter() - t0
     print(f"timings: scene {t_gen:.0f} s, map {t_map:.0f} s, total {total:.0f} s; report in {out}/")
-    write_json(out / "report.json", {**summary, "records": records,
+    write_json(out / "report.json", {"extractors": reports,
                                      "timings_s": {"generate": t_gen, "map": t_map, "total": total}})
     (out / "summary.md").write_text(f"# reloc_ros demo ({args.scene})\n\n{table}\n\nper-stage p50 ms: {stages}\n")
     return 0

@@ -33,7 +33,7 @@ try:
 except ImportError:
     pytest.skip("tf2_msgs is not importable: build it with `python tools/build_tf2_msgs.py` (the Makefile does)",
                 allow_module_level=True)
-synthetic = pytest.importorskip("reloc_ros.datasets.synthetic", reason="synthetic scene generator not available")
+import reloc_ros.datasets.synthetic as synthetic  # noqa: E402
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped  # noqa: E402

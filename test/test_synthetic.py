@@ -213,11 +213,9 @@ def test_folder_layout(office_dir):
 
 
 def test_loads_with_7scenes_loader(office_dir):
-    try:
-        from reloc_ros.datasets import load_dataset
-        ds = load_dataset(office_dir, "7scenes")
-    except ImportError as e:  # the loader is developed in parallel
-        pytest.skip(f"7scenes loader not available: {e}")
+    from reloc_ros.datasets import load_dataset
+
+    ds = load_dataset(office_dir, "7scenes")
     mapping, queries = ds.split()
     assert len(mapping) == N_MAP and len(queries) == 2 * N_QUERY
     assert ds.meta["sequence_labels"]["seq-03"] == "query_light_change"
