@@ -36,8 +36,14 @@ def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = T
             rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
             rec["T_map_from_cam"] = res.T_map_from_cam.tolist()
             rec["position_sigma_m"] = float(np.sqrt(np.trace(res.covariance[:3, :3])))
+            e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
+            rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
         records.append(rec)
     summary = summarize(records)
+    nees = [r["nees_position"] for r in records if r["ok"]]
+    # Normalised estimation error squared of the position (3 dof): 3 when the covariance is calibrated.
+    summary["nees_position"] = {"mean": float(np.mean(nees)) if nees else float("nan"),
+                                "median": float(np.median(nees)) if nees else float("nan")}
     seqs = sorted({r["sequence"] for r in records})
     if len(seqs) > 1:
         labels = sequence_labels or {}

@@ -181,6 +181,8 @@ def _eval(args) -> int:
     print(format_table(rows))
     st = summary["latency_ms"]["stages"]
     print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
+    nees = summary["nees_position"]
+    print(f"position NEES (3 = calibrated covariance): mean {nees['mean']:.2f}, median {nees['median']:.2f}")
     if args.json:
         write_json(args.json, {**summary, "records": records})
     return 0
