@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Features", "FeatureExtractor", "ExtractorError", "create_extractor", "EXTRACTORS", "array_digest"]
+__all__ = ["Features", "FeatureExtractor", "ExtractorError", "create_extractor", "EXTRACTORS", "array_digest",
+           "sha256_file"]
 
 
 class ExtractorError(RuntimeError):
@@ -97,6 +98,15 @@ def array_digest(*arrays: np.ndarray) -> str:
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def sha256_file(path) -> str:
+    """sha256 hex digest of a file's contents (model files, map files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 # name -> "module:Class"; imported lazily so that, e.g., SIFT works without onnxruntime installed.

@@ -15,7 +15,6 @@ numpy/OpenCV.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
+from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features, sha256_file
 
 __all__ = ["LearnedExtractor", "find_default_model", "preprocess", "detect_keypoints", "sample_descriptors",
            "PROVIDERS", "INPUT_NAME", "OUTPUT_NAMES", "SUPPORTED_MODEL_VERSIONS"]
@@ -72,14 +71,6 @@ def find_default_model() -> Path:
                                  f"choose one with model_path=...")
     raise ExtractorError(f"no learned model (*.onnx) found in {searched}: pass model_path=... or export one with "
                          f"`reloc export --out models/relocnet_v1.onnx`")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,7 +299,7 @@ class LearnedExtractor(FeatureExtractor):
         if int(max_side) < STRIDE:
             raise ExtractorError(f"max_side must be >= {STRIDE}, got {max_side}")
         self.model_path = path
-        self.model_sha256 = _sha256(path)
+        self.model_sha256 = sha256_file(path)
         self.backend_name = backend
         if backend == "onnx":
             self._net = _OnnxBackend(path, provider, threads)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import hashlib
 import os
 import shutil
 import tempfile
@@ -33,6 +32,7 @@ import yaml
 
 from reloc_ros import __version__
 from reloc_ros.core.camera import Camera
+from reloc_ros.core.features import sha256_file
 
 __all__ = ["MapError", "Keyframe", "MapDatabase", "FORMAT_VERSION", "POINT_SOURCES", "write_map_atomic"]
 
@@ -179,7 +179,7 @@ class MapDatabase:
             if write_ply:
                 _write_ply(tmp / "points.ply", self.valid_points())
                 files.append("points.ply")
-            self.manifest["files"] = {f: _sha256(tmp / f) for f in files}
+            self.manifest["files"] = {f: sha256_file(tmp / f) for f in files}
             with open(tmp / "manifest.yaml", "w") as fh:
                 yaml.safe_dump(self.manifest, fh, sort_keys=False)
 
@@ -218,7 +218,7 @@ class MapDatabase:
             f = path / name
             if not f.is_file():
                 raise MapError(f"{path} is missing {name}: the map is incomplete; rebuild it")
-            if verify and files.get(name) and _sha256(f) != files[name]:
+            if verify and files.get(name) and sha256_file(f) != files[name]:
                 raise MapError(f"{f} does not match the sha256 in manifest.yaml (corrupt or modified file): "
                                "rebuild the map")
         try:
@@ -242,12 +242,6 @@ class MapDatabase:
 
 
 # -------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_h5(path: Path, db: MapDatabase) -> None:

@@ -13,7 +13,6 @@ the in-graph variant and keeps the output independent of N.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import warnings
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from reloc_ros.model.network import INPUT_NAME, MODEL_VERSION, OUTPUT_NAMES, ExportWrapper, RelocNet
+from reloc_ros.core.features import sha256_file
 from reloc_ros.model.weights import XFEAT_SHA256, load_checkpoint
 
 __all__ = ["main", "export_onnx", "check_parity", "model_metadata", "sha256_file", "DEFAULT_CHECKPOINT", "OPSET"]
@@ -94,14 +94,6 @@ def check_parity(net: RelocNet, onnx_path: Path, sizes=((256, 320), (480, 640)),
         for k, a, b in zip(OUTPUT_NAMES, ref, got):
             worst[k] = max(worst[k], float(np.abs(a.numpy() - b).max()))
     return worst
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(out: Path, checkpoint: Path = DEFAULT_CHECKPOINT) -> Path:

@@ -56,7 +56,7 @@ def read_xfeat_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_xfeat(net: RelocNet, sd: dict[str, torch.Tensor]) -> None:
     """Load XFeat's encoder and local heads into ``net`` (strict: every tensor must fit, none may be missing)."""
-    backbone, local, other = {}, {}, []
+    backbone, local = {}, {}
     for k, v in sd.items():
         if k.startswith(_XFEAT_UNUSED_PREFIXES):
             continue
