@@ -73,3 +73,36 @@ def test_retrieval_with_prior_reranks():
     for kind in ("hnsw", "ivf"):
         ids, _ = GlobalIndex(build_index(G, kind), centers).search(G[3], 1)
         assert ids[0] == 3
+
+
+def test_localizer_refuses_ambiguous_pose_unless_prior_decides():
+    """Two copies of a point pattern 2 m apart (repeated structure): PnP finds one copy; the second
+    hypothesis makes the result FAILED(ambiguous) unless a tight prior rules the other copy out."""
+    from reloc_ros.core.aggregation import Correspondences
+    from reloc_ros.core.geometry import invert_T
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.pnp import PnPConfig, solve_pnp
+
+    rng = np.random.default_rng(5)
+    K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+    uv = rng.uniform([0, 0], [640, 480], size=(120, 2))
+    z = rng.uniform(3, 6, 120)
+    X = np.c_[(uv - [319.5, 239.5]) / 500.0 * z[:, None], z]  # camera at the origin = map frame
+    # half the observations see the true points, the other half a copy shifted 2 m along x
+    X_alias = X + [2.0, 0.0, 0.0]
+    uv_all = np.r_[uv[:70], uv[70:]]
+    xyz_all = np.r_[X[:70], X_alias[70:]]
+    corr = Correspondences(uv_all, xyz_all, np.ones(120), np.arange(120), np.ones(120, np.int64))
+    loc = Localizer.__new__(Localizer)
+    loc.config = LocalizerConfig(ambiguity_ratio=0.5, min_inliers=15)
+    pnp = solve_pnp(corr.uv, corr.xyz, K, (640, 480), PnPConfig(reproj_px=2.0))
+    assert pnp.success and pnp.num_inliers == 70
+    alt = loc._second_hypothesis(corr, pnp, K, (640, 480), None)
+    assert alt is not None and alt[0] == 50 and abs(alt[1] - 2.0) < 1e-3
+    from reloc_ros.core.retrieval import PosePrior
+
+    c_main = invert_T(pnp.T_cam_from_world)[:3, 3]
+    assert loc._second_hypothesis(corr, pnp, K, (640, 480), PosePrior(c_main, sigma_m=0.3)) is None
+    assert loc._second_hypothesis(corr, pnp, K, (640, 480), PosePrior(c_main, sigma_m=5.0)) is not None
+    loc.config = LocalizerConfig(ambiguity_ratio=0.8, min_inliers=15)  # 50 < 0.8 * 70: not ambiguous enough
+    assert loc._second_hypothesis(corr, pnp, K, (640, 480), None) is None

@@ -15,7 +15,7 @@ import numpy as np
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import FeatureExtractor, Features, create_extractor
-from reloc_ros.core.geometry import invert_T
+from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.mapdb import MapDatabase, MapError
 from reloc_ros.core.matching import match_mutual_nn
 from reloc_ros.core.pnp import PnPConfig, solve_pnp
@@ -45,6 +45,9 @@ class LocalizerConfig:
     min_inlier_ratio: float = 0.10  # inliers / correspondences below this: FAILED (PNLP's 10 % rule)
     max_median_reproj_px: float = 4.0  # median inlier reprojection error above this: FAILED
     max_position_sigma_m: float = 2.0  # position std-dev (from the covariance) above this: FAILED
+    ambiguity_ratio: float = 0.5  # > 0: FAILED when the correspondences the pose leaves out support a second,
+    #   distinct pose with at least this fraction of its inliers (repeated structure); 0 disables the check
+    ambiguity_min_dist_m: float = 0.25  # two poses closer than this (and 5 deg) are the same hypothesis
     covariance_scale: float = 1.0  # multiplies the PnP covariance (calibration)
     prior_sigma_m: float = 5.0  # std-dev of a pose prior's position used for re-ranking
 
@@ -236,6 +239,9 @@ class Localizer:
             res.reason = f"median reprojection error {res.median_reproj_px:.1f} px > {cfg.max_median_reproj_px} px"
         elif pos_sigma > cfg.max_position_sigma_m:
             res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
+        elif cfg.ambiguity_ratio > 0 and (alt := self._second_hypothesis(corr, pnp, K, camera.size, prior)) is not None:
+            res.reason = (f"ambiguous: a second pose {alt[1]:.2f} m / {alt[2]:.1f} deg away has {alt[0]} inliers "
+                          f"(vs {n_inl}); repeated structure?")
         else:
             res.status = Status.LOCALIZED
             res.T_map_from_cam = invert_T(pnp.T_cam_from_world)
@@ -269,6 +275,32 @@ class Localizer:
                         PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px,
                                   max_iterations=cfg.ransac_iterations))
         return pnp, len(corr), corr
+
+    def _second_hypothesis(self, corr: Correspondences, pnp, K, size, prior: PosePrior | None):
+        """(inliers, metres, degrees) of a distinct pose supported by the correspondences ``pnp`` left out, or
+        None. Repeated structure (tiled walls, identical doors) lets PnP find a consistent pose one period away
+        from the true one; then both poses have strong support and neither can be trusted, unless a prior
+        rules the second one out (it lies beyond 3 sigma of the prior while the first lies within)."""
+        cfg = self.config
+        rest = ~pnp.inliers
+        need = max(cfg.min_inliers, int(np.ceil(cfg.ambiguity_ratio * pnp.num_inliers)))
+        if rest.sum() < need:
+            return None
+        alt = solve_pnp(corr.uv[rest], corr.xyz[rest], K, size,
+                        PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px,
+                                  max_iterations=cfg.ransac_iterations))
+        if not alt.success or alt.num_inliers < need:
+            return None
+        dt, dr = pose_errors(invert_T(alt.T_cam_from_world), invert_T(pnp.T_cam_from_world))
+        if dt < cfg.ambiguity_min_dist_m and dr < 5.0:
+            return None
+        if prior is not None:
+            c_main = invert_T(pnp.T_cam_from_world)[:3, 3]
+            c_alt = invert_T(alt.T_cam_from_world)[:3, 3]
+            gate = 3.0 * max(prior.sigma_m, 1e-3)
+            if (np.linalg.norm(c_main - prior.position) <= gate < np.linalg.norm(c_alt - prior.position)):
+                return None
+        return alt.num_inliers, dt, dr
 
     @staticmethod
     def _finish(res: LocalizationResult, t0: float) -> LocalizationResult:
