@@ -156,3 +156,44 @@ def test_other_extractor_refused(saved):
     db = MapDatabase.load(saved, verify=False)
     with pytest.raises(Exception, match="unknown extractor|another extractor"):
         extractor_for_map(db)
+
+
+def test_sigkill_mid_build_leaves_old_map_intact(tmp_path):
+    """A `reloc map build --overwrite` killed with SIGKILL mid-build leaves the existing map loadable and
+    unchanged; the next build cleans the dead build's temporary directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+
+    rng = np.random.default_rng(7)
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "cameras").mkdir()
+    for i in range(40):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (480, 640), dtype=np.uint8), (0, 0), 1.5)
+        cv2.imwrite(str(ds / "images" / f"{i:04d}.png"), img)
+        (ds / "cameras" / f"{i:04d}.txt").write_text(
+            f"# K R C wh\n500 0 319.5\n0 500 239.5\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n{0.1 * i} 0 0\n640 480\n")
+    cmd = [sys.executable, "-m", "reloc_ros.cli.main", "-q", "map", "build", "--dataset", str(ds), "--format",
+           "posed_images", "--map-every", "2", "--out", str(tmp_path / "m")]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    before = MapDatabase.load(tmp_path / "m")
+    manifest_before = (tmp_path / "m" / "manifest.yaml").read_text()
+    proc = subprocess.Popen(cmd + ["--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".m.tmp-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)  # wait until the build has created its temporary directory
+    assert proc.poll() is None, "the build finished before it could be killed: make the dataset larger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert list(tmp_path.glob(".m.tmp-*")), "the killed build should have left its temporary directory"
+    after = MapDatabase.load(tmp_path / "m")  # verifies every file's sha256
+    assert (tmp_path / "m" / "manifest.yaml").read_text() == manifest_before
+    assert after.names == before.names
+    subprocess.run(cmd + ["--overwrite"], check=True, capture_output=True, timeout=300)
+    assert not list(tmp_path.glob(".m.tmp-*"))  # the dead build's directory was cleaned
+    assert len(MapDatabase.load(tmp_path / "m")) == len(before)

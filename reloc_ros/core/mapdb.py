@@ -316,6 +316,23 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+def _remove_stale_temp_dirs(out: Path) -> None:
+    """Delete temporary build directories of ``out`` left by killed builds (their process no longer exists)."""
+    for d in out.parent.glob(f".{out.name}.tmp-*-*"):
+        try:
+            pid = int(d.name[len(f".{out.name}.tmp-"):].split("-")[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
+
+
 def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
     """Run ``write_fn(tmp_dir)`` and move the result to ``out`` atomically.
 
@@ -330,7 +347,8 @@ def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
         if not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.yaml").is_file()):
             raise MapError(f"{out} exists and is not a reloc_ros map: refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _remove_stale_temp_dirs(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         write_fn(tmp)
         for fh_path in tmp.iterdir():  # make the data durable before the swap
