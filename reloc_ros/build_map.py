@@ -17,6 +17,8 @@ from reloc_ros.progress import progress_bar
 __all__ = ["build_map", "POINT_MODES"]
 
 POINT_MODES = ("depth", "triangulate", "learned")
+# Predicted depth is smooth: the 5 % neighbourhood test for sensor depth rejects most points on slanted surfaces.
+LEARNED_DEPTH_MAX_SPREAD = 0.2
 
 
 def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path, overwrite: bool = False,
@@ -74,7 +76,8 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             if fe.depth is None:
                 raise ExtractorError(f"--points learned needs an extractor with a depth head; "
                                      f"{extractor.name} predicts no depth (use --points triangulate)")
-            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth, f.T_world_from_cam)
+            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth, f.T_world_from_cam,
+                                  max_rel_spread=LEARNED_DEPTH_MAX_SPREAD)
             pts.append(p)
             c = np.ones(len(p), np.float32) if fe.depth_conf is None else _sample_conf(fe, f)
             confs.append(np.where(np.isfinite(p[:, 0]), c, 0.0).astype(np.float32))

@@ -39,17 +39,19 @@ def sample_depth(depth_hw: np.ndarray, uv_N2: np.ndarray, image_size: tuple[int,
 
 
 def points_from_depth(kpts_raw_N2: np.ndarray, kpts_ideal_N2: np.ndarray, camera: Camera, depth_hw: np.ndarray,
-                      T_map_from_cam: np.ndarray, max_depth: float = 50.0) -> np.ndarray:
+                      T_map_from_cam: np.ndarray, max_depth: float = 50.0, max_rel_spread: float = 0.05) -> np.ndarray:
     """Map-frame 3D points of keypoints from a depth image registered to the (raw) image.
 
     Args:
         kpts_raw_N2: keypoints in the raw (possibly distorted) image, where the depth is registered.
         kpts_ideal_N2: the same keypoints undistorted (ideal pinhole pixels of ``camera.undistorted()``).
+        max_rel_spread: depth-discontinuity test of :func:`sample_depth` (sensor depth: 0.05; predicted depth
+            is smooth, so slanted surfaces need a looser bound).
 
     Returns:
         ``[N x 3]`` points, NaN rows where the depth is missing, invalid or beyond ``max_depth``.
     """
-    z = sample_depth(depth_hw, kpts_raw_N2, camera.size)
+    z = sample_depth(depth_hw, kpts_raw_N2, camera.size, max_rel_spread)
     z = np.where(z <= max_depth, z, np.nan)
     pc = camera.undistorted().backproject(kpts_ideal_N2, np.nan_to_num(z, nan=1.0))
     pw = pc @ T_map_from_cam[:3, :3].T + T_map_from_cam[:3, 3]
