@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -106,7 +105,3 @@ def _sample_conf(fe, frame: Frame) -> np.ndarray:
     x = np.clip(np.round((fe.keypoints[:, 0] + 0.5) * w / W - 0.5).astype(int), 0, w - 1)
     y = np.clip(np.round((fe.keypoints[:, 1] + 0.5) * h / H - 0.5).astype(int), 0, h - 1)
     return fe.depth_conf[y, x].astype(np.float32)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `reloc map build`")

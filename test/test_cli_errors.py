@@ -5,6 +5,19 @@ import pytest
 from reloc_ros.cli.main import main
 
 
+def _tiny_posed_images(root, n):
+    """A posed_images dataset of ``n`` black 64x48 images (valid files, nothing to extract)."""
+    import cv2
+    import numpy as np
+
+    (root / "images").mkdir()
+    (root / "cameras").mkdir()
+    for i in range(n):
+        cv2.imwrite(str(root / "images" / f"{i:04d}.png"), np.zeros((48, 64, 3), np.uint8))
+        (root / "cameras" / f"{i:04d}.txt").write_text(
+            "# K R C wh\n50 0 32\n0 50 24\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n0 0 0\n64 48\n")
+
+
 def _run(capsys, argv):
     code = main(argv)
     err = capsys.readouterr().err
@@ -26,30 +39,14 @@ def test_missing_map(capsys, tmp_path):
 
 
 def test_no_split_without_map_every(capsys, tmp_path):
-    import cv2
-    import numpy as np
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "cameras").mkdir()
-    for i in range(3):
-        cv2.imwrite(str(tmp_path / "images" / f"{i:04d}.png"), np.zeros((48, 64, 3), np.uint8))
-        (tmp_path / "cameras" / f"{i:04d}.txt").write_text(
-            "# K R C wh\n50 0 32\n0 50 24\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n0 0 0\n64 48\n")
+    _tiny_posed_images(tmp_path, 3)
     code, err = _run(capsys, ["-q", "map", "build", "--dataset", str(tmp_path), "--format", "posed_images",
                               "--out", str(tmp_path / "m")])
     assert code == 2 and "--map-every" in err
 
 
 def test_unknown_extractor_and_bad_config(capsys, tmp_path):
-    import cv2
-    import numpy as np
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "cameras").mkdir()
-    for i in range(4):
-        cv2.imwrite(str(tmp_path / "images" / f"{i:04d}.png"), np.zeros((48, 64, 3), np.uint8))
-        (tmp_path / "cameras" / f"{i:04d}.txt").write_text(
-            "# K R C wh\n50 0 32\n0 50 24\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n0 0 0\n64 48\n")
+    _tiny_posed_images(tmp_path, 4)
     code, err = _run(capsys, ["-q", "map", "build", "--dataset", str(tmp_path), "--format", "posed_images",
                               "--map-every", "2", "--extractor", "orb", "--out", str(tmp_path / "m")])
     assert code == 2 and "unknown extractor 'orb'" in err

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Features", "FeatureExtractor", "ExtractorError", "create_extractor", "EXTRACTORS", "array_digest",
-           "sha256_file"]
+           "sha256_file", "extractor_class"]
 
 
 class ExtractorError(RuntimeError):
@@ -58,6 +58,8 @@ class FeatureExtractor(abc.ABC):
     """
 
     name: str = "abstract"
+    # identity keys that are also constructor parameters (a map's identity recreates the same extractor)
+    IDENTITY_PARAMS: tuple = ()
 
     @abc.abstractmethod
     def extract(self, image: np.ndarray) -> Features:
@@ -66,6 +68,11 @@ class FeatureExtractor(abc.ABC):
     @abc.abstractmethod
     def identity(self) -> dict:
         """What must agree between a map and the extractor that queries it (name, weights hash, dims, ...)."""
+
+    @classmethod
+    def params_from_identity(cls, identity: dict) -> dict:
+        """Constructor parameters recorded in a map's extractor identity."""
+        return {k: identity[k] for k in cls.IDENTITY_PARAMS if k in identity}
 
     @property
     def needs_fit(self) -> bool:
@@ -116,11 +123,16 @@ EXTRACTORS = {
 }
 
 
-def create_extractor(name: str, **kwargs) -> FeatureExtractor:
-    """Instantiate an extractor by name (``sift``; ``learned`` once the network is installed)."""
+def extractor_class(name: str) -> type[FeatureExtractor]:
+    """The extractor class registered under ``name`` (imported on first use)."""
     if name not in EXTRACTORS:
         raise ExtractorError(f"unknown extractor {name!r}; available: {sorted(EXTRACTORS)}")
     import importlib
 
     mod, cls = EXTRACTORS[name].split(":")
-    return getattr(importlib.import_module(mod), cls)(**kwargs)
+    return getattr(importlib.import_module(mod), cls)
+
+
+def create_extractor(name: str, **kwargs) -> FeatureExtractor:
+    """Instantiate an extractor by name (``sift`` or ``learned``)."""
+    return extractor_class(name)(**kwargs)

@@ -286,7 +286,6 @@ class LearnedExtractor(FeatureExtractor):
 
     name = "learned"
     VERSION = 1
-    # identity keys that are also constructor parameters (a map's identity recreates the same extractor)
     IDENTITY_PARAMS = ("max_side", "max_keypoints", "nms_radius", "detection_threshold", "subpixel")
 
     def __init__(self, model_path: str | os.PathLike | None = None, backend: str = "onnx", provider: str = "cpu",
@@ -315,11 +314,6 @@ class LearnedExtractor(FeatureExtractor):
         self.subpixel = bool(subpixel)
         self.global_dim = int(self.metadata.get("global_dim", 256))
         self.local_dim = int(self.metadata.get("descriptor_dim", 64))
-
-    @classmethod
-    def params_from_identity(cls, identity: dict) -> dict:
-        """Constructor parameters recorded in a map's extractor identity."""
-        return {k: identity[k] for k in cls.IDENTITY_PARAMS if k in identity}
 
     def identity(self) -> dict:
         return {"name": self.name, "version": self.VERSION, "model_sha256": self.model_sha256,

@@ -14,7 +14,7 @@ import numpy as np
 
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
 from reloc_ros.core.camera import Camera
-from reloc_ros.core.features import FeatureExtractor, Features, create_extractor
+from reloc_ros.core.features import FeatureExtractor, Features, create_extractor, extractor_class
 from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.mapdb import MapDatabase, MapError
 from reloc_ros.core.matching import match_mutual_nn
@@ -103,14 +103,7 @@ def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
     name = ident.get("name")
     if not name:
         raise MapError(f"{db.path}: manifest has no extractor name; rebuild the map")
-    if name == "sift":
-        params = {k: ident[k] for k in ("n_features", "n_words", "max_side") if k in ident}
-    elif name == "learned":
-        from reloc_ros.core.learned import LearnedExtractor
-
-        params = LearnedExtractor.params_from_identity(ident)
-    else:
-        params = {}
+    params = extractor_class(name).params_from_identity(ident)
     params.update(kwargs)
     ex = create_extractor(name, **params)
     ex.load_state(db.extractor_state)
@@ -271,10 +264,11 @@ class Localizer:
         cfg = self.config
         if len(corr) < max(4, cfg.min_matches):
             return None, len(corr), corr
-        pnp = solve_pnp(corr.uv, corr.xyz, K, size,
-                        PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px,
-                                  max_iterations=cfg.ransac_iterations))
-        return pnp, len(corr), corr
+        return solve_pnp(corr.uv, corr.xyz, K, size, self._pnp_config()), len(corr), corr
+
+    def _pnp_config(self) -> PnPConfig:
+        cfg = self.config
+        return PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px, max_iterations=cfg.ransac_iterations)
 
     def _second_hypothesis(self, corr: Correspondences, pnp, K, size, prior: PosePrior | None):
         """(inliers, metres, degrees) of a distinct pose supported by the correspondences ``pnp`` left out, or
@@ -286,19 +280,16 @@ class Localizer:
         need = max(cfg.min_inliers, int(np.ceil(cfg.ambiguity_ratio * pnp.num_inliers)))
         if rest.sum() < need:
             return None
-        alt = solve_pnp(corr.uv[rest], corr.xyz[rest], K, size,
-                        PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px,
-                                  max_iterations=cfg.ransac_iterations))
+        alt = solve_pnp(corr.uv[rest], corr.xyz[rest], K, size, self._pnp_config())
         if not alt.success or alt.num_inliers < need:
             return None
-        dt, dr = pose_errors(invert_T(alt.T_cam_from_world), invert_T(pnp.T_cam_from_world))
+        T_main, T_alt = invert_T(pnp.T_cam_from_world), invert_T(alt.T_cam_from_world)
+        dt, dr = pose_errors(T_alt, T_main)
         if dt < cfg.ambiguity_min_dist_m and dr < 5.0:
             return None
         if prior is not None:
-            c_main = invert_T(pnp.T_cam_from_world)[:3, 3]
-            c_alt = invert_T(alt.T_cam_from_world)[:3, 3]
             gate = 3.0 * max(prior.sigma_m, 1e-3)
-            if (np.linalg.norm(c_main - prior.position) <= gate < np.linalg.norm(c_alt - prior.position)):
+            if np.linalg.norm(T_main[:3, 3] - prior.position) <= gate < np.linalg.norm(T_alt[:3, 3] - prior.position):
                 return None
         return alt.num_inliers, dt, dr
 

@@ -50,6 +50,7 @@ class SiftVladExtractor(FeatureExtractor):
 
     name = "sift"
     VERSION = 1
+    IDENTITY_PARAMS = ("n_features", "n_words", "max_side")
 
     def __init__(self, n_features: int = 2000, n_words: int = 64, max_side: int | None = 1024, seed: int = 0):
         self.n_features = int(n_features)
