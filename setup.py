@@ -28,6 +28,7 @@ setup(
         "poselib>=2.0",
         "rosbags>=0.10",
         "tqdm>=4.60",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "cpu": ["onnxruntime>=1.17"],

@@ -5,6 +5,9 @@ Subcommands:
     reloc map info    print a map's manifest
     reloc eval        localize a dataset's query images against a map, print a table, write JSON
     reloc data synth  generate a synthetic RGB-D scene (dataset folder and optional rosbag2)
+
+Further subcommands live in their own modules (see ``_COMMAND_MODULES``): each module has
+``add_parsers(sub) -> {command name: handler(args, argv) -> exit code}`` and imports heavy code lazily.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import sys
 from pathlib import Path
 
 __all__ = ["main"]
+
+_COMMAND_MODULES = ("reloc_ros.cli.replay_cmd", "reloc_ros.cli.bench_cmd", "reloc_ros.cli.ablate_cmd")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -27,7 +32,9 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                         "default: the dataset's own split (7-Scenes / synthetic)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict]:
+    import importlib
+
     ap = argparse.ArgumentParser(prog="reloc", description="reloc_ros: visual relocalization tools")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -64,12 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     s = dsub.add_parser("synth", help="generate a synthetic RGB-D scene", add_help=False)
     s.add_argument("args", nargs=argparse.REMAINDER)
-    return ap
+
+    handlers = {}
+    for mod in _COMMAND_MODULES:
+        handlers.update(importlib.import_module(mod).add_parsers(sub))
+    return ap, handlers
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = _parser()
+    ap, handlers = _parser()
     # `reloc data synth ...` forwards its arguments (including -h) to the generator's own parser.
     if len(argv) >= 2 and argv[0] == "data" and argv[1] == "synth":
         from reloc_ros.datasets.synthetic.cli import main as synth_main
@@ -89,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.cmd in ("train", "export"):
             return _train_or_export(args)
+        if args.cmd in handlers:
+            return handlers[args.cmd](args, argv)
     except (DatasetError, MapError, ExtractorError, ValueError, FileNotFoundError) as e:
         print(f"reloc: error: {e}", file=sys.stderr)
         return 2

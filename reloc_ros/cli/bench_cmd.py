@@ -1,0 +1,7 @@
+"""`reloc` subcommands for bench (registered by reloc_ros.cli.main)."""
+
+from __future__ import annotations
+
+
+def add_parsers(sub) -> dict:
+    return {}
