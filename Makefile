@@ -16,7 +16,8 @@ PIP_QUIET := -q --disable-pip-version-check
 .PHONY: venv test demo clean-venv help
 
 help:
-	@echo "make demo   - set up .venv and run the demo (synthetic scene -> map -> localization, accuracy + latency)"
+	@echo "make demo   - set up .venv and run the demo (synthetic bags -> map from a bag -> live replay through"
+	@echo "              reloc_node -> accuracy + latency table, report with plots in demo_output/)"
 	@echo "make test   - set up .venv and run the test suite"
 
 venv: $(STAMP)
@@ -31,6 +32,7 @@ $(STAMP): setup.py Makefile tools/build_tf2_msgs.py
 test: venv
 	ROS_LOG_DIR=$$(mktemp -d) $(PY) -m pytest -q test
 
+# bags of a synthetic scene -> map from the mapping bag -> query bags replayed live through reloc_node (and offline)
 demo: venv
 	ROS_LOG_DIR=$$(mktemp -d) $(PY) -m reloc_ros.demo --out demo_output
 

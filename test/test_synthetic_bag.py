@@ -20,6 +20,7 @@ CAM = DEFAULT_CAMERA.scaled(0.5)
 TYPES = {
     TOPICS["image"]: "sensor_msgs/msg/Image",
     TOPICS["camera_info"]: "sensor_msgs/msg/CameraInfo",
+    TOPICS["depth"]: "sensor_msgs/msg/Image",
     TOPICS["clock"]: "rosgraph_msgs/msg/Clock",
     TOPICS["tf"]: "tf2_msgs/msg/TFMessage",
     TOPICS["tf_static"]: "tf2_msgs/msg/TFMessage",
@@ -69,7 +70,7 @@ def test_bag_layout_and_rosbags_contents(synth_bag):
         msgs = _read_bag(synth_bag / "bags" / bag_name)
         counts = {topic: len(v) for topic, v in msgs.items()}
         assert counts == {TOPICS["image"]: n, TOPICS["camera_info"]: n, TOPICS["clock"]: n, TOPICS["tf"]: n,
-                          TOPICS["ground_truth"]: n, TOPICS["tf_static"]: 1}
+                          TOPICS["ground_truth"]: n, TOPICS["tf_static"]: 1, TOPICS["depth"]: n}
         times = [ln.split() for ln in (synth_bag / seq / "times.txt").read_text().splitlines()]
         t_files = [int(round(float(t) * 1e9)) for _, t in times]
 
@@ -85,6 +86,13 @@ def test_bag_layout_and_rosbags_contents(synth_bag):
         s_img = stamps(TOPICS["image"], lambda m: m.header.stamp)
         assert s_img == t_files
         assert stamps(TOPICS["camera_info"], lambda m: m.header.stamp) == s_img
+        assert stamps(TOPICS["depth"], lambda m: m.header.stamp) == s_img
+        for k in (0, n - 1):  # the depth messages carry the depth PNGs' millimetres, registered to the image
+            d = ts.deserialize_cdr(msgs[TOPICS["depth"]][k][1], TYPES[TOPICS["depth"]])
+            assert (d.encoding, d.header.frame_id, d.step) == ("16UC1", "camera_optical", 2 * d.width)
+            mm = np.frombuffer(bytes(d.data), "<u2").reshape(d.height, d.width)
+            png = cv2.imread(str(synth_bag / seq / f"frame-{k:06d}.depth.png"), cv2.IMREAD_UNCHANGED)
+            assert np.array_equal(mm, png) and (mm > 0).mean() > 0.5
         assert stamps(TOPICS["ground_truth"], lambda m: m.header.stamp) == s_img
         assert stamps(TOPICS["clock"], lambda m: m.clock) == s_img
         assert stamps(TOPICS["tf"], lambda m: m.transforms[0].header.stamp) == s_img

@@ -1,7 +1,71 @@
-"""`reloc` subcommands for replay (registered by reloc_ros.cli.main)."""
+"""`reloc eval-bag`: replay a rosbag2 against a map, offline (Localizer) or live (reloc_node), and report.
+
+    reloc eval-bag --map MAP --bag BAG [--live [--rate R]] [--out DIR] [--json FILE] [topic options]
+
+Registered by reloc_ros.cli.main; the work is done by reloc_ros.replay (docs/replay.md).
+"""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 
 def add_parsers(sub) -> dict:
-    return {}
+    from reloc_ros.cli.main import _add_bag_args
+
+    p = sub.add_parser("eval-bag", help="replay a rosbag2 against a map (offline or --live through reloc_node) "
+                                        "and score it against the bag's ground truth")
+    p.add_argument("--map", required=True, type=Path, help="map directory (reloc map build)")
+    _add_bag_args(p, bag_required=True)
+    p.add_argument("--live", action="store_true",
+                   help="start reloc_node as a subprocess and play the bag into it at the recorded rate (/clock, "
+                        "use_sim_time); default: offline, every image through the Localizer as fast as possible")
+    p.add_argument("--rate", type=float, default=1.0, help="--live: playback speed (1.0 = recorded rate)")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="offline: localize every N-th image")
+    p.add_argument("--config", type=Path, default=None, help="offline: YAML file with LocalizerConfig overrides")
+    p.add_argument("--node-arg", action="append", default=[], metavar="ARG",
+                   help="--live: extra ROS argument of the node, repeatable (e.g. --node-arg=-p "
+                        "--node-arg=top_k:=3)")
+    p.add_argument("--domain-id", type=int, default=None, help="--live: ROS_DOMAIN_ID (default: from the pid)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="report folder: report.json, summary.md, PNG plots, TUM trajectories")
+    p.add_argument("--json", type=Path, default=None, help="write the summary and per-image records here")
+    return {"eval-bag": _eval_bag}
+
+
+def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
+    import yaml
+
+    from reloc_ros.cli.main import _bag_topics
+    from reloc_ros.core.localizer import LocalizerConfig, config_from_dict
+    from reloc_ros.evaluate import format_table, write_json
+    from reloc_ros.replay.report import summarize_run, write_report
+
+    if args.every < 1:
+        raise ValueError(f"--every must be >= 1 (got {args.every})")
+    topics = _bag_topics(args)
+    if args.live:
+        from reloc_ros.replay.live import LiveOptions, ReplayError, replay_live
+
+        opts = LiveOptions(rate=args.rate, domain_id=args.domain_id, node_args=list(args.node_arg))
+        try:
+            run = replay_live(args.map, args.bag, topics, opts)
+        except ReplayError as e:
+            raise ValueError(str(e)) from None
+    else:
+        from reloc_ros.replay.offline import replay_offline
+
+        overrides = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
+        cfg = config_from_dict(LocalizerConfig, overrides)
+        run = replay_offline(args.map, args.bag, topics, cfg, every=args.every, show_progress=not args.quiet)
+    summary = write_report(run, args.out) if args.out else summarize_run(run)
+    print(format_table({f"{run.mode} {Path(run.bag).name}": summary}))
+    st = summary["latency_ms"]["stages"]
+    print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
+    print("replay: " + ", ".join(f"{k} {v}" for k, v in run.stats.items() if k != "node_log"))
+    if args.out:
+        print(f"report written to {args.out}/ (summary.md, report.json, plots, trajectory_*.tum)")
+    if args.json:
+        write_json(args.json, {**summary, "records": run.records})
+    return 0

@@ -6,6 +6,8 @@ Formats:
         TrainSplit.txt / TestSplit.txt); also the layout written by ``reloc data synth``.
     tum: TUM RGB-D (rgb.txt, depth.txt, groundtruth.txt).
     colmap: COLMAP text model (cameras.txt, images.txt, points3D.txt) with an image folder.
+    rosbag: a rosbag2 directory (mcap or sqlite3) with images, camera_info and ground-truth poses (default topics;
+        ``reloc map build --format rosbag --bag BAG`` takes the topic options).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ FORMATS = {
     "7scenes": "reloc_ros.datasets.sevenscenes",
     "tum": "reloc_ros.datasets.tum",
     "colmap": "reloc_ros.datasets.colmap",
+    "rosbag": "reloc_ros.datasets.rosbag",
 }
 
 __all__ = ["FORMATS", "Dataset", "DatasetError", "Frame", "load_dataset", "load_depth", "load_image"]

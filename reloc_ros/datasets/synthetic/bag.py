@@ -8,6 +8,8 @@ topic                           type                        content
 ==============================  ==========================  ==============================================
 ``/camera/image_raw``           sensor_msgs/Image           rgb8, frame ``camera_optical``
 ``/camera/camera_info``         sensor_msgs/CameraInfo      plumb_bob with zero D, K, R = I, P = [K | 0]
+``/camera/depth/image_raw``     sensor_msgs/Image           16UC1 z-depth in millimetres (0 = none), registered
+                                                            to the colour image, frame ``camera_optical``
 ``/clock``                      rosgraph_msgs/Clock         the image stamp
 ``/tf``                         tf2_msgs/TFMessage          ``odom -> base_link`` (drifting odometry)
 ``/tf_static``                  tf2_msgs/TFMessage          ``base_link -> camera_optical`` once (latched)
@@ -33,6 +35,7 @@ __all__ = ["TOPICS", "FRAMES", "get_ros2_typestore", "write_run_bag"]
 TOPICS = {
     "image": "/camera/image_raw",
     "camera_info": "/camera/camera_info",
+    "depth": "/camera/depth/image_raw",
     "clock": "/clock",
     "tf": "/tf",
     "tf_static": "/tf_static",
@@ -109,7 +112,7 @@ class _Msgs:
 
 def write_run_bag(bag_dir: Path, image_paths: list[Path], times_ns: np.ndarray, camera: Camera,
                   T_map_from_cam_N44: np.ndarray, T_odom_from_base_N44: np.ndarray, T_base_from_cam: np.ndarray,
-                  typestore=None) -> Path:
+                  typestore=None, depth_paths: list[Path] | None = None) -> Path:
     """Write one run as a rosbag2 directory in mcap storage.
 
     Args:
@@ -119,6 +122,7 @@ def write_run_bag(bag_dir: Path, image_paths: list[Path], times_ns: np.ndarray, 
         T_map_from_cam_N44: ground-truth camera optical poses (``/ground_truth/camera_pose``).
         T_odom_from_base_N44: odometry (``/tf`` odom -> base_link).
         T_base_from_cam: the mount (``/tf_static`` base_link -> camera_optical).
+        depth_paths: optional uint16 millimetre depth PNGs of the frames (``/camera/depth/image_raw``).
 
     Returns:
         ``bag_dir``.
@@ -131,6 +135,8 @@ def write_run_bag(bag_dir: Path, image_paths: list[Path], times_ns: np.ndarray, 
     n = len(image_paths)
     if not (len(times_ns) == len(T_map_from_cam_N44) == len(T_odom_from_base_N44) == n):
         raise ValueError("image_paths, times_ns and the pose arrays must have the same length")
+    if depth_paths is not None and len(depth_paths) != n:
+        raise ValueError("depth_paths must have one entry per image")
     ts = typestore or get_ros2_typestore()
     M = _Msgs(ts)
     bag_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +150,7 @@ def write_run_bag(bag_dir: Path, image_paths: list[Path], times_ns: np.ndarray, 
         c_tf = conn(TOPICS["tf"], "tf2_msgs/msg/TFMessage")
         c_info = conn(TOPICS["camera_info"], "sensor_msgs/msg/CameraInfo")
         c_img = conn(TOPICS["image"], "sensor_msgs/msg/Image")
+        c_depth = conn(TOPICS["depth"], "sensor_msgs/msg/Image") if depth_paths is not None else None
         c_gt = conn(TOPICS["ground_truth"], "geometry_msgs/msg/PoseStamped")
         ser = ts.serialize_cdr
         t0 = int(times_ns[0])
@@ -163,6 +170,13 @@ def write_run_bag(bag_dir: Path, image_paths: list[Path], times_ns: np.ndarray, 
             img = M.Image(header=M.header(t, FRAMES["camera"]), height=h, width=wd, encoding="rgb8", is_bigendian=0,
                           step=wd * 3, data=np.frombuffer(rgb.tobytes(), np.uint8))
             w.write(c_img, t, ser(img, "sensor_msgs/msg/Image"))
+            if c_depth is not None:
+                mm = cv2.imread(str(depth_paths[k]), cv2.IMREAD_UNCHANGED)
+                if mm is None or mm.dtype != np.uint16 or mm.shape != (h, wd):
+                    raise ValueError(f"{depth_paths[k]}: expected a {wd}x{h} uint16 depth PNG")
+                dimg = M.Image(header=M.header(t, FRAMES["camera"]), height=h, width=wd, encoding="16UC1",
+                               is_bigendian=0, step=wd * 2, data=np.frombuffer(mm.astype("<u2").tobytes(), np.uint8))
+                w.write(c_depth, t, ser(dimg, "sensor_msgs/msg/Image"))
             Tg = T_map_from_cam_N44[k]
             pose = M.Pose(position=M.Point(x=float(Tg[0, 3]), y=float(Tg[1, 3]), z=float(Tg[2, 3])),
                           orientation=M.quat(Tg[:3, :3]))

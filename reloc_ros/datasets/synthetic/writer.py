@@ -151,7 +151,7 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
         n_map: frames of the mapping run (default 1000 = 33 s at 30 Hz; the tour is driven both ways).
         n_query: frames of each query run (default 500 = 17 s).
         seed: seeds the scene details, paths, lights, sensor noise and odometry drift.
-        bag: also write rosbag2 (mcap) recordings under ``out/bags/`` (about 0.9 MB per VGA frame).
+        bag: also write rosbag2 (mcap) recordings under ``out/bags/`` (about 1.5 MB per VGA frame: colour, depth, poses).
         stride: keep every ``stride``-th frame of the 30 Hz trajectory (the run lasts ``stride`` times longer).
         camera: intrinsics (default 640x480, f = 525, principal point (319.5, 239.5)).
         workers: rendering processes (default: min(2, CPU count)); 1 renders in this process.
@@ -234,8 +234,9 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
                 tr = trajs[run]
                 odom = simulate_odometry(tr.T_world_from_base, scene_rng(sc.name, seed, f"odom_{run}"))
                 paths = [tmp / seq / f"frame-{k:06d}.color.png" for k in range(len(tr))]
+                depths = [tmp / seq / f"frame-{k:06d}.depth.png" for k in range(len(tr))]
                 write_run_bag(tmp / "bags" / bag_name, paths, tr.times_ns, camera, tr.T_world_from_cam, odom,
-                              tr.T_base_from_cam)
+                              tr.T_base_from_cam, depth_paths=depths)
                 _log(f"[synth] wrote bag {bag_name} ({len(tr)} frames)", progress)
             t_bag = time.perf_counter() - tb
 

@@ -1,0 +1,16 @@
+"""Replay a recorded run (rosbag2) against a map and score it: the check before trusting the localizer on a robot.
+
+Modules:
+    run       :class:`ReplayRun` (what a replay produced) and :func:`frame_record` (one scored frame)
+    offline   :func:`replay_offline`: every image through the :class:`~reloc_ros.core.localizer.Localizer`,
+              as fast as possible, ground truth interpolated at the image stamps (no ROS needed)
+    live      :func:`replay_live`: ``reloc_node`` in a subprocess, the bag played into it at the recorded rate
+              with ``/clock`` (rclpy), its ``~/pose`` and ``/diagnostics`` recorded and scored
+    report    summary (the keys of ``reloc eval``), Markdown, PNG plots, TUM trajectories for ``evo``
+
+The command line is ``reloc eval-bag`` (reloc_ros/cli/replay_cmd.py); user docs in docs/replay.md.
+"""
+
+from reloc_ros.replay.run import ReplayRun, frame_record
+
+__all__ = ["ReplayRun", "frame_record"]

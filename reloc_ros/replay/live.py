@@ -1,0 +1,391 @@
+"""Live replay: ``reloc_node`` in a subprocess, the bag played into it over ROS 2, its output scored.
+
+The player (this process, rclpy) publishes the bag's ``/tf_static`` (latched), then ``/clock``, ``/tf``, camera
+info and images in recording order, paced at the recorded rate times ``rate``; bags without ``/clock`` get one
+from the recording time of each message. The node runs with ``use_sim_time`` and ``pose_frame: camera`` (so
+``~/pose`` is the camera optical frame, like the ground truth), and ``tf_mode: none`` when the bag has no
+``/tf`` (no odometry to compose ``map -> odom`` with). Recorded: ``~/pose`` (the estimates, stamped
+with their image's stamp) and ``/diagnostics`` (the status, reason and per-stage timings of each handled
+frame, and the node's counters). The node drops stale frames (newest wins) when it is slower than the bag:
+only the frames it handled are scored; ``replay.frames_dropped`` says how many it skipped.
+
+Every ROS process of a replay stays on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) in a domain
+of its own (``domain_id``), with the shared-memory Fast DDS profile for VGA images (config/fastdds_shm.xml)
+unless the environment names another. The node is always stopped (SIGINT, then SIGTERM, then SIGKILL), and the
+Fast DDS shared-memory files the replay's processes leave are removed (:mod:`reloc_ros.replay.shm`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reloc_ros.datasets.base import DatasetError
+from reloc_ros.datasets.rosbag import (IMAGE_TYPE, INFO_TYPE, NS, BagTopics, bag_dir, bag_topics, open_reader,
+                                       read_ground_truth, require_topic)
+from reloc_ros.replay.run import ReplayRun, frame_record
+from reloc_ros.replay.shm import ShmCleanup
+
+__all__ = ["replay_live", "LiveOptions", "ReplayError"]
+
+NODE_NAME = "reloc_node"
+FASTDDS_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"
+_STAGE_SUFFIX = "_ms"
+_NOT_STAGES = {"latency_p50_ms", "latency_p95_ms"}
+
+
+class ReplayError(RuntimeError):
+    """The live replay could not run (the node did not start, or did not finish); the message says why."""
+
+
+@dataclass
+class LiveOptions:
+    """How the live replay runs."""
+
+    rate: float = 1.0  # playback speed (1.0 = recorded rate)
+    domain_id: int | None = None  # ROS_DOMAIN_ID of the replay (None: one derived from the pid, 1..200)
+    node_args: list[str] = field(default_factory=list)  # extra ROS arguments of the node, e.g. ["-p", "top_k:=3"]
+    startup_timeout_s: float = 90.0  # the node loads the map (and model) before it subscribes
+    finish_timeout_s: float = 60.0  # after the last image: wait this long for the node to handle it
+    log_path: Path | None = None  # the node's output (default: a temporary file, shown in errors)
+
+
+# --------------------------------------------------------------------------------------------------
+def replay_env(domain_id: int | None) -> dict:
+    """The environment of the replay's ROS processes (this one and the node)."""
+    env = dict(os.environ)
+    env.pop("ROS_LOCALHOST_ONLY", None)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else os.getpid() % 200 + 1)
+    env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="reloc_replay_log_"))
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env and FASTDDS_PROFILE.is_file():
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+    repo = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+class _Node:
+    """``reloc_node`` in a subprocess; :meth:`stop` always ends it."""
+
+    def __init__(self, env: dict, ros_args: list[str], log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        cmd = [sys.executable, "-m", "reloc_ros.ros.node", "--ros-args", *ros_args]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        try:
+            return self.log_path.read_text()[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int:
+        for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if self.proc.poll() is not None:
+                break
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        self._log.close()
+        return self.proc.returncode
+
+
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _Playlist:
+    """What the player sends: the bag's topics to play (streamed in recording order) and its static TF."""
+
+    bag: Path
+    topics: list[str]  # played in recording order
+    static: list[bytes]  # /tf_static messages (raw CDR), sent once, latched
+    has_clock: bool
+    has_tf: bool
+
+    def messages(self):
+        """``(recording time ns, topic, raw CDR bytes)`` in recording order, read from the bag as it plays."""
+        r = open_reader(self.bag)
+        try:
+            conns = [c for c in r.connections if c.topic in self.topics]
+            for c, t, raw in r.messages(connections=conns):
+                yield int(t), c.topic, bytes(raw)
+        finally:
+            r.close()
+
+
+def _playlist(bag: Path, topics: BagTopics) -> _Playlist:
+    """Check the bag's topics and read its static TF."""
+    tops = bag_topics(bag)
+    require_topic(tops, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
+    require_topic(tops, topics.info_topic, (INFO_TYPE,), "camera_info",
+                  "record the camera's camera_info topic with the images (the intrinsics are needed)")
+    r = open_reader(bag)
+    try:
+        counts = {c.topic: c.msgcount for c in r.connections}
+        static = [bytes(raw) for _, _, raw in r.messages(connections=[c for c in r.connections
+                                                                      if c.topic == "/tf_static"])]
+    finally:
+        r.close()
+    for t, what in ((topics.image, "image"), (topics.info_topic, "camera_info")):
+        if not counts.get(t):
+            raise DatasetError(f"{bag}: {what} topic {t} has no messages; record it with the images")
+    played = [topics.image, topics.info_topic] + [t for t in ("/tf", "/clock") if t in tops]
+    return _Playlist(bag, played, static, "/clock" in tops, "/tf" in tops)
+
+
+class _Graph:
+    """This process's side: the player's publishers and the recorder's subscriptions."""
+
+    def __init__(self, topics: BagTopics):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from tf2_msgs.msg import TFMessage
+
+        self.ctx = rclpy.context.Context()
+        rclpy.init(context=self.ctx)
+        n = self.node = rclpy.create_node("reloc_replay_player", context=self.ctx)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pubs = {
+            topics.image: n.create_publisher(Image, topics.image, qos_profile_sensor_data),
+            topics.info_topic: n.create_publisher(CameraInfo, topics.info_topic, qos_profile_sensor_data),
+            "/tf": n.create_publisher(TFMessage, "/tf", reliable),
+            "/tf_static": n.create_publisher(TFMessage, "/tf_static", QoSProfile(
+                depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)),
+            "/clock": n.create_publisher(Clock, "/clock", 10),
+        }
+        self.Clock = Clock
+        self.lock = threading.Lock()
+        self.poses: dict[int, tuple] = {}  # stamp -> (T_map_from_cam, wall time received)
+        self.poses_cov: dict[int, np.ndarray] = {}
+        self.frames: dict[int, tuple] = {}  # stamp -> (diagnostic values, wall time received)
+        self.last: dict = {}
+        n.create_subscription(PoseStamped, f"/{NODE_NAME}/pose", self._on_pose, reliable)
+        n.create_subscription(PoseWithCovarianceStamped, f"/{NODE_NAME}/pose_with_covariance", self._on_pose_cov,
+                              reliable)
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
+        self.map_points_seen = threading.Event()
+        n.create_subscription(PointCloud2, f"/{NODE_NAME}/map_points", lambda _: self.map_points_seen.set(), latched)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(n)
+        self._spin = threading.Thread(target=self._spin_forever, daemon=True)
+        self._spin.start()
+
+    def _spin_forever(self) -> None:
+        try:
+            while self.ctx.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except Exception:  # the context was shut down while spinning
+            pass
+
+    def _on_pose(self, msg) -> None:
+        from reloc_ros.ros import conversions as conv
+
+        with self.lock:
+            self.poses[conv.stamp_to_ns(msg.header.stamp)] = (conv.T_from_pose(msg.pose), time.monotonic())
+
+    def _on_pose_cov(self, msg) -> None:
+        from reloc_ros.ros import conversions as conv
+
+        with self.lock:
+            self.poses_cov[conv.stamp_to_ns(msg.header.stamp)] = np.array(msg.pose.covariance).reshape(6, 6)
+
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if not st.name.startswith(NODE_NAME):
+                continue
+            d = {kv.key: kv.value for kv in st.values}
+            with self.lock:
+                self.last = d
+                done = d.get("last_done_stamp_ns", "")
+                if done not in ("", None) and int(done) not in self.frames:
+                    self.frames[int(done)] = (d, time.monotonic())
+
+    def publish_raw(self, topic: str, raw: bytes) -> None:
+        self.pubs[topic].publish(raw)  # serialized CDR: rosbags and rclpy bytes are interchangeable
+
+    def publish_clock(self, t_ns: int) -> None:
+        from reloc_ros.ros import conversions as conv
+
+        self.pubs["/clock"].publish(self.Clock(clock=conv.ns_to_stamp(t_ns)))
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.ctx)
+        self._spin.join(timeout=5)
+
+
+def _wait(pred, timeout: float, what: str, node: _Node) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if not node.alive():
+            raise ReplayError(f"reloc_node exited (code {node.proc.returncode}) while waiting for {what}; its log:\n"
+                              f"{node.tail()}")
+        if time.monotonic() > deadline:
+            raise ReplayError(f"timed out after {timeout:.0f} s waiting for {what}; node log ({node.log_path}):\n"
+                              f"{node.tail()}")
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------------------
+def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
+                options: LiveOptions = LiveOptions()) -> ReplayRun:
+    """Play ``bag`` into ``reloc_node`` (a subprocess with ``map_path``) and score what it publishes.
+
+    Raises:
+        DatasetError: unusable bag (missing topics, no camera_info, no ground truth).
+        ReplayError: rclpy / tf2_msgs missing, the node did not start or did not handle the last image in time.
+    """
+    if options.rate <= 0:
+        raise ValueError(f"--rate must be > 0 (got {options.rate})")
+    bag = bag_dir(bag)
+    gt = read_ground_truth(bag, topics)
+    playlist = _playlist(bag, topics)
+    env = replay_env(options.domain_id)
+    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE"):
+        if k in env:
+            os.environ[k] = env[k]  # read by rcl when this process's context starts
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    try:
+        import rclpy  # noqa: F401
+        import tf2_msgs.msg  # noqa: F401
+    except ImportError as e:
+        raise ReplayError(f"live replay needs rclpy and tf2_msgs ({e}): install the [ros] extra and run "
+                          "`python tools/build_tf2_msgs.py` (the Makefile does both), or use offline replay") from None
+    log_path = Path(options.log_path or Path(tempfile.mkdtemp(prefix="reloc_replay_")) / "reloc_node.log")
+    has_tf = playlist.has_tf
+    ros_args = ["-r", f"__node:={NODE_NAME}", "-p", f"map_path:={Path(map_path).resolve()}",
+                "-p", "use_sim_time:=true", "-p", "pose_frame:=camera",
+                "-r", f"image:={topics.image}", "-r", f"camera_info:={topics.info_topic}",
+                *([] if has_tf else ["-p", "tf_mode:=none"]),  # no odometry in the bag: nothing to compose with
+                *options.node_args]
+    shm = ShmCleanup()
+    node = _Node(env, ros_args, log_path)
+    graph = None
+    try:
+        graph = _Graph(topics)
+        t_start = time.monotonic()
+        inputs = [graph.pubs[t] for t in (topics.image, topics.info_topic) + (("/tf",) if has_tf else ())]
+        _wait(lambda: all(p.get_subscription_count() > 0 for p in inputs), options.startup_timeout_s,
+              "reloc_node to load the map and subscribe to its inputs", node)
+        # its latched ~/map_points reaching us means the node discovered this process too (discovery is per side)
+        _wait(graph.map_points_seen.is_set, 10.0, "the node's latched ~/map_points", node)
+        startup_s = time.monotonic() - t_start
+        for raw in playlist.static:
+            graph.publish_raw("/tf_static", raw)
+        sent = _play(graph, playlist, topics, options.rate)
+        last = max(sent)
+
+        def finished() -> bool:
+            with graph.lock:
+                d = dict(graph.last)
+            return d.get("last_done_stamp_ns", "") not in ("", None) and int(d["last_done_stamp_ns"]) >= last
+        _wait(finished, options.finish_timeout_s, "reloc_node to handle the last image", node)
+        _wait(lambda: _delivered(graph), 5.0, "the last poses to arrive", node)
+        run = _score(graph, sent, gt, str(bag), str(map_path))
+        run.stats.update(startup_s=round(startup_s, 2), rate=options.rate, node_log=str(log_path))
+        return run
+    finally:
+        if graph is not None:
+            graph.close()
+        node.stop()
+        shm.cleanup()  # what the node left; this process's own ports are still mapped until it exits:
+        atexit.register(shm.cleanup, include_own=True)
+
+
+def _play(graph: _Graph, playlist: _Playlist, topics: BagTopics, rate: float) -> dict[int, float]:
+    """Publish the playlist at the recorded pace; returns {image stamp: wall time it was sent}."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from reloc_ros.ros import conversions as conv
+
+    sent: dict[int, float] = {}
+    t0_bag, t0_wall = None, time.monotonic()
+    for t, topic, raw in playlist.messages():
+        if t0_bag is None:
+            t0_bag = t
+        delay = t0_wall + (t - t0_bag) / NS / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # pacing the playback
+        if not playlist.has_clock:
+            graph.publish_clock(t)
+        if topic == topics.image:
+            stamp = conv.stamp_to_ns(deserialize_message(raw, Image).header.stamp)
+            sent[stamp] = time.monotonic()
+        graph.publish_raw(topic, raw)
+    if not sent:
+        raise DatasetError(f"image topic {topics.image} has no messages")
+    return sent
+
+
+def _delivered(graph: _Graph) -> bool:
+    """Every frame the diagnostics call localized has its pose (topics are independent writers)."""
+    with graph.lock:
+        return all(s in graph.poses for s, (d, _) in graph.frames.items() if d.get("status") == "LOCALIZED")
+
+
+def _score(graph: _Graph, sent: dict, gt, bag: str, map_path: str) -> ReplayRun:
+    with graph.lock:
+        frames, poses, covs, last = dict(graph.frames), dict(graph.poses), dict(graph.poses_cov), dict(graph.last)
+    run = ReplayRun("live", bag, map_path, gt=gt)
+    no_gt = 0
+    stamps = sorted(sent)
+    index = {s: i for i, s in enumerate(stamps)}
+    for s in sorted(frames):
+        if s not in sent:
+            continue  # a frame from before this replay (cannot happen in a fresh domain; be safe)
+        T_gt = gt.at(s)
+        if T_gt is None:
+            no_gt += 1
+            continue
+        d, t_diag = frames[s]
+        ok = s in poses and d.get("status") == "LOCALIZED"
+        t_done = poses[s][1] if ok else t_diag
+        timings = {k[: -len(_STAGE_SUFFIX)]: float(v) for k, v in d.items()
+                   if k.endswith(_STAGE_SUFFIX) and k not in _NOT_STAGES and v not in ("", None)}
+        timings["end_to_end"] = (t_done - sent[s]) * 1000.0
+        run.records.append(frame_record(f"frame-{index[s]:06d}", s, T_gt, ok, d.get("status", ""),
+                                        d.get("reason", ""), poses[s][0] if ok else None, covs.get(s), timings,
+                                        int(d.get("num_matches") or 0), int(d.get("num_inliers") or 0)))
+    if not run.records:
+        raise ReplayError(f"reloc_node handled no image with ground truth ({len(frames)} handled, {no_gt} without "
+                          f"ground truth); its last diagnostics: {last}")
+    run.stats = {"images_sent": len(sent), "frames_handled": len(frames), "no_gt": no_gt,
+                 **{k: _num(last.get(k)) for k in ("frames_received", "frames_processed", "frames_localized",
+                                                   "frames_failed", "frames_dropped", "frames_out_of_order",
+                                                   "input_errors", "output_rate_hz", "latency_p50_ms",
+                                                   "latency_p95_ms")}}
+    return run
+
+
+def _num(v):
+    try:
+        return float(v) if "." in str(v) else int(v)
+    except (TypeError, ValueError):
+        return v
