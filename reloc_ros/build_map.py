@@ -22,7 +22,7 @@ LEARNED_DEPTH_MAX_SPREAD = 0.2
 
 def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path, overwrite: bool = False,
               info: dict | None = None, tri_cfg: TriangulationConfig = TriangulationConfig(),
-              show_progress: bool = True, index_kind: str = "flat") -> MapDatabase:
+              show_progress: bool = True, index_kind: str = "auto") -> MapDatabase:
     """Extract features of ``frames``, give their keypoints 3D points, and write the map to ``out``.
 
     Args:

@@ -189,7 +189,7 @@ def _subpixel_offsets(heat_HW: np.ndarray, xy_N2: np.ndarray) -> np.ndarray:
 class _OnnxBackend:
     """ONNX Runtime session; checks the model's signature and metadata."""
 
-    def __init__(self, path: Path, provider: str, threads: int):
+    def __init__(self, path: Path, provider: str, threads: int, allow_spinning: bool = True):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -209,6 +209,9 @@ class _OnnxBackend:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        # Spinning worker threads answer fastest on an idle CPU but burn a core the geometry (or another process)
+        # could use while they wait: turn it off when the encoder shares 2 cores with other work.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         try:
             self.session = ort.InferenceSession(str(path), so, providers=PROVIDERS[provider])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several exception types
@@ -282,6 +285,8 @@ class LearnedExtractor(FeatureExtractor):
         detection_threshold: minimum keypoint heatmap value.
         subpixel: refine keypoint positions by a parabola fit on the heatmap (sub-pixel accuracy).
         device: torch device for ``backend='torch'``.
+        allow_spinning: ONNX Runtime worker threads busy-wait between operators (fastest on an idle CPU; False
+            frees the cores for other threads, e.g. geometry running beside the encoder).
     """
 
     name = "learned"
@@ -290,7 +295,8 @@ class LearnedExtractor(FeatureExtractor):
 
     def __init__(self, model_path: str | os.PathLike | None = None, backend: str = "onnx", provider: str = "cpu",
                  threads: int = 2, max_side: int = 1024, max_keypoints: int = 2000, nms_radius: int = 2,
-                 detection_threshold: float = 0.05, subpixel: bool = True, device: str = "cpu"):
+                 detection_threshold: float = 0.05, subpixel: bool = True, device: str = "cpu",
+                 allow_spinning: bool = True):
         path = Path(model_path) if model_path else find_default_model()
         if not path.is_file():
             raise ExtractorError(f"learned model file not found: {path} (pass model_path=... or restore "
@@ -301,7 +307,7 @@ class LearnedExtractor(FeatureExtractor):
         self.model_sha256 = sha256_file(path)
         self.backend_name = backend
         if backend == "onnx":
-            self._net = _OnnxBackend(path, provider, threads)
+            self._net = _OnnxBackend(path, provider, threads, allow_spinning)
         elif backend == "torch":
             self._net = _TorchBackend(path, device)
         else:
@@ -327,9 +333,17 @@ class LearnedExtractor(FeatureExtractor):
         x, sx, sy = preprocess(image, self.max_side)
         return self._net(x), sx, sy
 
+    def network(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs for a :func:`preprocess`-ed ``[1 x 1 x h x w]`` input (the encoder alone, for timing)."""
+        return self._net(x)
+
     def extract(self, image: np.ndarray) -> Features:
-        H, W = image.shape[:2]
         out, sx, sy = self.forward(image)
+        return self.postprocess(out, sx, sy, (image.shape[1], image.shape[0]))
+
+    def postprocess(self, out: dict[str, np.ndarray], sx: float, sy: float, image_size: tuple[int, int]) -> Features:
+        """Features from the raw outputs of :meth:`forward` (keypoints in the pixels of the ``(W, H)`` image)."""
+        W, H = image_size
         kpts, scores = detect_keypoints(out["keypoint_heatmap"][0, 0], out["reliability"][0, 0],
                                         self.max_keypoints, self.nms_radius, self.detection_threshold,
                                         self.subpixel)

@@ -1,10 +1,21 @@
-"""Descriptor matching: mutual nearest neighbours with Lowe's ratio test, vectorised."""
+"""Descriptor matching: mutual nearest neighbours with Lowe's ratio test, vectorised.
+
+Two implementations with identical results:
+
+- :func:`match_mutual_nn`: one query image against one reference set (the straightforward reference
+  implementation; also used for map building).
+- :class:`KeyframeMatcher`: one query image against several map keyframes at once, the localizer's hot path.
+  The keyframes' descriptors live in one contiguous array made once at map load (a view of the map's
+  own array when every keypoint has a 3D point); per query the candidates are gathered into a reused fp32 buffer and matched
+  with one GEMM per block of query rows, so the similarity block stays in cache while the row/column maxima
+  are taken; no per-query allocation grows with the map.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["match_mutual_nn"]
+__all__ = ["match_mutual_nn", "KeyframeDescriptors", "KeyframeMatcher"]
 
 
 def match_mutual_nn(desc_q_ND: np.ndarray, desc_r_MD: np.ndarray, ratio: float = 0.8,
@@ -47,3 +58,160 @@ def match_mutual_nn(desc_q_ND: np.ndarray, desc_r_MD: np.ndarray, ratio: float =
     conf = (1.0 - d1[keep] / np.maximum(d2[keep], 1e-6)) if M >= 2 else np.clip(s1[keep], 0, 1)
     conf = np.clip(conf, 0.0, 1.0).astype(np.float32)
     return np.stack([qi, ri], axis=1).astype(np.int64), conf
+
+
+class KeyframeDescriptors:
+    """The local descriptors of all keyframes in one contiguous ``[N_total x D]`` array.
+
+    Args:
+        per_keyframe: one ``[M_k x D]`` array per keyframe (rows: the keypoints that take part in matching).
+        dtype: float32 (default; :meth:`from_flat` then shares the map's own contiguous array without a copy) or
+            float16 (half the memory; exact for maps read from disk, whose descriptors are stored as float16,
+            but the conversion costs ~1 s per 10M keypoints at load).
+    """
+
+    def __init__(self, per_keyframe: list[np.ndarray], dtype=np.float32):
+        D = next((a.shape[1] for a in per_keyframe if a.ndim == 2), 0)
+        counts = np.array([len(a) for a in per_keyframe], np.int64)
+        flat = (np.concatenate([np.asarray(a, np.float32).reshape(-1, D) for a in per_keyframe])
+                if len(per_keyframe) else np.zeros((0, D), np.float32))
+        self._set(flat, np.concatenate([[0], np.cumsum(counts)]), dtype)
+
+    @classmethod
+    def from_flat(cls, desc_ND: np.ndarray, offsets: np.ndarray, dtype=np.float32) -> KeyframeDescriptors:
+        """A store over ``[N_total x D]`` descriptors already in keyframe order; keyframe k owns rows
+        ``offsets[k]:offsets[k + 1]``."""
+        self = cls.__new__(cls)
+        self._set(np.asarray(desc_ND), offsets, dtype)
+        return self
+
+    def _set(self, flat: np.ndarray, offsets, dtype) -> None:
+        self.offsets = np.asarray(offsets, np.int64)  # keyframe k: rows offsets[k]:offsets[k+1]
+        if self.offsets[-1] != len(flat):
+            raise ValueError(f"offsets end at {self.offsets[-1]} but there are {len(flat)} descriptors")
+        if dtype not in (np.float32, np.float16):
+            raise ValueError(f"dtype must be numpy.float32 or numpy.float16, got {dtype}")
+        self.desc = np.ascontiguousarray(flat, dtype)  # no copy when already contiguous in this dtype
+        self.dim = int(flat.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def count(self, k: int) -> int:
+        return int(self.offsets[k + 1] - self.offsets[k])
+
+    def get(self, k: int) -> np.ndarray:
+        """``[M_k x D]`` descriptors of keyframe ``k`` (a view, in the store's dtype)."""
+        return self.desc[self.offsets[k]:self.offsets[k + 1]]
+
+    __getitem__ = get
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.desc.nbytes + self.offsets.nbytes)
+
+
+class KeyframeMatcher:
+    """Mutual-NN + ratio matching of one query against several keyframes, with :func:`match_mutual_nn`'s results.
+
+    The candidates' descriptors are gathered into one ``[K x M_max x D]`` fp32 buffer (rows beyond a keyframe's
+    count are masked out); query rows are processed in blocks of ``block_rows``: one GEMM gives the block's
+    ``[B x K x M_max]`` similarities, from which the per-keyframe best and second-best of each query row and the
+    running per-column maxima (for the mutual check) are read while the block is in cache.
+
+    Mutual check: query i and keyframe point j are mutual when ``S[i, j]`` equals the maximum of column j; when
+    several query rows reach that maximum exactly (duplicate descriptors) the first one wins, as with
+    ``np.argmax`` in :func:`match_mutual_nn`.
+
+    Not thread-safe: the buffers are reused across calls (one matcher per localizing thread).
+
+    Args:
+        store: the map's keyframe descriptors.
+        ratio, mutual, min_sim: as in :func:`match_mutual_nn`.
+        block_rows: query rows per GEMM block (1024: a 1024 x 5 x 2000 fp32 block is 40 MB; fewer, larger BLAS
+            calls cost less thread synchronisation on a busy 2-core CPU).
+    """
+
+    def __init__(self, store: KeyframeDescriptors, ratio: float = 0.8, mutual: bool = True, min_sim: float = -1.0,
+                 block_rows: int = 1024):
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        self.store = store
+        self.ratio = float(ratio)
+        self.mutual = bool(mutual)
+        self.min_sim = float(min_sim)
+        self.block_rows = int(block_rows)
+        self._ref = np.zeros(0, np.float32)  # gathered candidates, flat [K * M_max * D]
+        self._sim = np.zeros(0, np.float32)  # one block of similarities, flat [block_rows * K * M_max]
+
+    @staticmethod
+    def _buffer(buf: np.ndarray, n: int) -> np.ndarray:
+        return buf if buf.size >= n else np.empty(max(n, int(buf.size * 1.25)), np.float32)
+
+    def match(self, desc_q_ND: np.ndarray, keyframes) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(matches_K2, scores_K)]``, one pair per keyframe in ``keyframes``, equal to
+        ``match_mutual_nn(desc_q_ND, store.get(k), ...)`` for each."""
+        keyframes = [int(k) for k in keyframes]
+        out: list = [None] * len(keyframes)
+        N = len(desc_q_ND)
+        big = [i for i, k in enumerate(keyframes) if self.store.count(k) >= 2]
+        for i, k in enumerate(keyframes):  # 0 or 1 reference descriptors: the reference semantics (no 2nd NN)
+            if i not in big:
+                out[i] = match_mutual_nn(desc_q_ND, self.store.get(k), self.ratio, self.mutual, self.min_sim)
+        if not big:
+            return out
+        if N == 0:
+            for i in big:
+                out[i] = (np.zeros((0, 2), np.int64), np.zeros((0,), np.float32))
+            return out
+        q = np.ascontiguousarray(desc_q_ND, np.float32)
+        D = q.shape[1]
+        if D != self.store.dim:
+            raise ValueError(f"query descriptors have {D} dims, the map's have {self.store.dim}")
+        counts = np.array([self.store.count(keyframes[i]) for i in big], np.int64)
+        K, Mmax = len(big), int(counts.max())
+        self._ref = self._buffer(self._ref, K * Mmax * D)
+        ref = self._ref[:K * Mmax * D].reshape(K, Mmax, D)
+        for j, i in enumerate(big):
+            m = counts[j]
+            np.copyto(ref[j, :m], self.store.get(keyframes[i]), casting="same_kind")
+            ref[j, m:] = 0.0
+        ref_T = ref.reshape(K * Mmax, D).T
+        padded = [(j, int(m)) for j, m in enumerate(counts) if m < Mmax]
+        B = min(self.block_rows, N)
+        self._sim = self._buffer(self._sim, B * K * Mmax)
+        nn = np.empty((N, K), np.int64)
+        s1 = np.empty((N, K), np.float32)
+        s2 = np.empty((N, K), np.float32)
+        col_max = np.full((K, Mmax), -np.inf, np.float32)
+        for r0 in range(0, N, B):
+            r1 = min(N, r0 + B)
+            S = self._sim[:(r1 - r0) * K * Mmax].reshape(r1 - r0, K * Mmax)
+            np.dot(q[r0:r1], ref_T, out=S)  # BLAS sgemm (np.matmul with out= is not BLAS here)
+            S3 = S.reshape(r1 - r0, K, Mmax)
+            for j, m in padded:
+                S3[:, j, m:] = -np.inf
+            a = S3.argmax(axis=2)  # [b x K]
+            nn[r0:r1] = a
+            best = np.take_along_axis(S3, a[:, :, None], axis=2)[:, :, 0]
+            s1[r0:r1] = best
+            if self.mutual:
+                np.maximum(col_max, S3.max(axis=0), out=col_max)
+            np.put_along_axis(S3, a[:, :, None], -np.inf, axis=2)
+            S3.max(axis=2, out=s2[r0:r1])
+        d1 = np.sqrt(np.maximum(2.0 - 2.0 * s1, 0.0))
+        d2 = np.sqrt(np.maximum(2.0 - 2.0 * s2, 0.0))
+        keep = (d1 <= self.ratio * d2) & (s1 >= self.min_sim)  # [N x K]
+        if self.mutual:
+            keep &= s1 == col_max[np.arange(K)[None, :], nn]
+        conf_all = np.clip(1.0 - d1 / np.maximum(d2, 1e-6), 0.0, 1.0).astype(np.float32)
+        for j, i in enumerate(big):
+            qi = np.flatnonzero(keep[:, j])
+            ri = nn[qi, j]
+            if self.mutual and len(qi) > 1:  # exact ties: several rows reach a column's maximum, the first wins
+                _, first = np.unique(ri, return_index=True)
+                if len(first) < len(ri):
+                    first.sort()
+                    qi, ri = qi[first], ri[first]
+            out[i] = (np.stack([qi, ri], axis=1).astype(np.int64), conf_all[qi, j])
+        return out

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-__all__ = ["GlobalIndex", "PosePrior", "build_index"]
+__all__ = ["GlobalIndex", "PosePrior", "build_index", "resolve_index_kind", "index_kind", "INDEX_KINDS",
+           "AUTO_FLAT_MAX"]
 
 
 @dataclass
@@ -23,29 +24,66 @@ class PosePrior:
     sigma_m: float = 5.0
 
 
+# Index choice by map size (``kind="auto"``): exact search while the descriptors fit the CPU cache (a flat scan of
+# 100k keyframes took ~100 ms on the loaded 2-core VM, 10k 0.5 ms), then IVF (1M keyframes: 4 ms per query,
+# recall@10 0.9995 of exact, 21 s to build; HNSW: 0.6 ms but recall@10 0.88 with efSearch 256 and 7 min to build).
+# Measured with `reloc bench --scaling`, see docs/performance.md.
+AUTO_FLAT_MAX = 20_000  # keyframes: up to this many, flat (exact) search (20k x 1 KB fits the L3 cache)
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+HNSW_M = 32  # graph degree
+HNSW_EF_CONSTRUCTION = 80  # build-time beam width
+HNSW_EF_SEARCH = 256  # search-time beam width (128 gave recall@10 0.952 at 100k keyframes, too close to 0.95)
+IVF_PROBE_FRACTION = 1 / 16  # inverted lists visited per query, as a fraction of nlist ...
+IVF_MIN_PROBE = 8  # ... and at least this many
+IVF_MAX_LISTS = 1024  # nlist = 4 sqrt(N), at most this (assigning 1M vectors to 4000 lists costs minutes)
+IVF_TRAIN_PER_LIST = 64  # k-means training sample per list
+
+
+def resolve_index_kind(kind: str, n: int) -> str:
+    """The concrete index type for ``n`` keyframes: ``kind`` itself, or for ``auto`` flat up to
+    :data:`AUTO_FLAT_MAX` keyframes and IVF beyond."""
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {list(INDEX_KINDS)}")
+    if kind != "auto":
+        return kind
+    return "flat" if n <= AUTO_FLAT_MAX else "ivf"
+
+
 def build_index(global_KG: np.ndarray, kind: str = "flat") -> faiss.Index:
     """A faiss index over L2-normalised global descriptors (inner product = cosine similarity).
 
     Args:
-        kind: ``flat`` (exact), ``hnsw`` (graph, for large maps) or ``ivf`` (inverted lists, for large maps).
+        kind: ``flat`` (exact), ``hnsw`` (graph, for large maps), ``ivf`` (inverted lists, for large maps) or
+            ``auto`` (by map size, see :func:`resolve_index_kind`). The search parameters (HNSW ``efSearch``,
+            IVF ``nprobe``) are stored in the index file.
     """
     X = np.ascontiguousarray(global_KG, np.float32)
     d = X.shape[1]
+    kind = resolve_index_kind(kind, len(X))
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 128
-    elif kind == "ivf":
-        nlist = max(1, int(4 * np.sqrt(len(X))))
+        index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    else:  # ivf
+        nlist = max(1, min(int(4 * np.sqrt(len(X))), IVF_MAX_LISTS, len(X) // 39))
         quant = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(X)
-        index.nprobe = max(1, nlist // 16)
-    else:
-        raise ValueError(f"unknown index kind {kind!r}; choose flat, hnsw or ivf")
+        n_train = min(len(X), IVF_TRAIN_PER_LIST * nlist)  # k-means on a sample: all of 1M would take hours
+        index.train(X if n_train == len(X) else X[np.random.default_rng(0).choice(len(X), n_train, replace=False)])
+        index.nprobe = min(nlist, max(IVF_MIN_PROBE, int(round(nlist * IVF_PROBE_FRACTION))))
     index.add(X)
     return index
+
+
+def index_kind(index: faiss.Index) -> str:
+    """``flat``, ``hnsw`` or ``ivf``: the type of a built or loaded index."""
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(index, faiss.IndexIVF):
+        return "ivf"
+    return "flat"
 
 
 class GlobalIndex:
