@@ -165,12 +165,13 @@ class MapDatabase:
                                             "global": int(self.global_desc.shape[1])}
 
     # ---------------------------------------------------------------------------------------------
-    def save(self, out: Path, overwrite: bool = False, index_kind: str = "flat", write_ply: bool = True) -> Path:
+    def save(self, out: Path, overwrite: bool = False, index_kind: str = "auto", write_ply: bool = True) -> Path:
         """Write the map atomically to ``out`` (see module docstring)."""
         from reloc_ros.core.retrieval import build_index
+        from reloc_ros.core.retrieval import index_kind as index_kind_of
 
         self.index = build_index(self.global_desc, index_kind)
-        self.manifest["index"] = {"kind": index_kind}
+        self.manifest["index"] = {"kind": index_kind_of(self.index), "requested": index_kind}
 
         def write(tmp: Path) -> None:
             _write_h5(tmp / "keyframes.h5", self)
@@ -191,8 +192,12 @@ class MapDatabase:
     def load(cls, path, verify: bool = True) -> "MapDatabase":
         """Load and check a map directory.
 
+        ``verify`` checks every data file against its sha256 in the manifest (a missing hash is an error).
+        ``verify=False`` is for trusted files only: faiss trusts the sizes in its header, so a corrupt
+        ``global.faiss`` can make it allocate (and zero) gigabytes before it fails.
+
         Raises:
-            MapError: missing files, a newer or older format, hash mismatch (corrupt or edited files),
+            MapError: missing files, a newer or older format, missing or mismatching sha256 (corrupt or edited files),
                 truncated HDF5, or an index that disagrees with the keyframes.
         """
         path = Path(path)
@@ -203,29 +208,38 @@ class MapDatabase:
             raise MapError(f"{path} is not a reloc_ros map: no manifest.yaml (build one with `reloc map build`)")
         try:
             manifest = yaml.safe_load(man_path.read_text())
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise MapError(f"{man_path} is not valid YAML ({e}); rebuild the map") from e
         if not isinstance(manifest, dict) or "format_version" not in manifest:
             raise MapError(f"{man_path} has no format_version: not a reloc_ros map manifest; rebuild the map")
         ver = manifest["format_version"]
-        if not isinstance(ver, int) or ver > FORMAT_VERSION:
+        if not isinstance(ver, int) or isinstance(ver, bool):
+            raise MapError(f"{man_path} has format_version {ver!r}, not an integer: corrupt manifest; rebuild the map")
+        if ver > FORMAT_VERSION:
             raise MapError(f"{path} has map format {ver}, newer than this reloc_ros supports ({FORMAT_VERSION}): "
                            "upgrade reloc_ros or rebuild the map with this version")
         if ver < FORMAT_VERSION:
             raise MapError(f"{path} has old map format {ver} (this reloc_ros reads {FORMAT_VERSION}): rebuild it")
         files = manifest.get("files") or {}
+        for key, want in (("files", files), ("extractor", manifest.get("extractor", {}))):
+            if not isinstance(want, dict):
+                raise MapError(f"{man_path}: '{key}' is a {type(want).__name__}, not a mapping: corrupt manifest; "
+                               "rebuild the map")
         for name in ("keyframes.h5", "global.faiss"):
             f = path / name
             if not f.is_file():
                 raise MapError(f"{path} is missing {name}: the map is incomplete; rebuild it")
-            if verify and files.get(name) and sha256_file(f) != files[name]:
+            if verify and not files.get(name):
+                raise MapError(f"{man_path} has no sha256 for {name}, so the file cannot be verified (edited "
+                               "manifest?): rebuild the map")
+            if verify and sha256_file(f) != files[name]:
                 raise MapError(f"{f} does not match the sha256 in manifest.yaml (corrupt or modified file): "
                                "rebuild the map")
         try:
             db = _read_h5(path / "keyframes.h5", manifest)
         except MapError:
             raise
-        except (OSError, KeyError, ValueError) as e:
+        except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:  # h5py: RuntimeError too
             raise MapError(f"cannot read {path / 'keyframes.h5'} ({e}): truncated or corrupt; rebuild the map") from e
         db.path = path
         try:
@@ -288,6 +302,8 @@ def _read_h5(path: Path, manifest: dict) -> MapDatabase:
     for ok, what in checks:
         if not ok:
             raise MapError(f"{path}: {what} disagrees with the keyframe count; the map is inconsistent: rebuild it")
+    if not (np.all(np.isfinite(db.T_map_from_cam)) and np.all(np.isfinite(db.global_desc))):
+        raise MapError(f"{path}: non-finite keyframe poses or global descriptors; the map is corrupt: rebuild it")
     return db
 
 

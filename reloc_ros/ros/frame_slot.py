@@ -47,5 +47,10 @@ class LatestSlot:
             self._cond.notify_all()
 
     @property
+    def pending(self) -> int:
+        """Items waiting (0 or 1)."""
+        return int(self._item is not None)
+
+    @property
     def closed(self) -> bool:
         return self._closed

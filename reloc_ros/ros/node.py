@@ -41,15 +41,17 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.geometry import invert_T
-from reloc_ros.core.localizer import LocalizationResult, Localizer, extractor_for_map
+from reloc_ros.core.localizer import LocalizationResult, Localizer, Status, extractor_for_map
 from reloc_ros.core.mapdb import MapDatabase
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.ros import conversions as conv
 from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info, camera_info_key, check_image_size
 from reloc_ros.ros.frame_slot import LatestSlot
 from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
+from reloc_ros.ros.odom_gate import OdomGate
 from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, localizer_config_from, \
     parse_base_from_camera, usage, validate
+from reloc_ros.ros.plausibility import inlier_coverage
 from reloc_ros.ros.tf_buffer import TfClient, TfError, TfUnavailableError
 
 __all__ = ["RelocNode", "main", "PARAMETERS", "NODE_NAME"]
@@ -59,6 +61,7 @@ NS = 1_000_000_000
 
 _RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 _LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_INFO_WAIT_S = 0.1  # longest wait for the CameraInfo of an image's stamp (when the stream's stamps match)
 _PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
@@ -81,6 +84,11 @@ class _Stats:
     input_errors: int = 0
     tf_errors: int = 0
     resets: int = 0
+    odom_rejected: int = 0  # LOCALIZED poses turned FAILED by the odometry check
+    odom_recovered: int = 0  # poses accepted after a streak of consistent rejections (kidnapping)
+    initialpose_ignored: int = 0  # /initialpose messages refused (bad quaternion, wrong frame)
+    last_initialpose_error: str = ""
+    odom_check: str = ""  # last check: "", "off", "no odometry: ...", "ok 0.02 m / 0.3 deg", "rejected ..."
     last_status: str = "waiting for images"
     last_reason: str = ""
     last_input_error: str = ""
@@ -128,10 +136,13 @@ class RelocNode(LifecycleNode):
         # state reset on a time jump
         self._camera_infos: collections.deque = collections.deque(maxlen=30)  # (stamp_ns, CameraInfo)
         self._camera_cache: tuple | None = None  # (key, Camera or CameraInfoError)
+        self._info_stamps_match = False  # the last image had a CameraInfo with its stamp
         self._first_image_wall: float | None = None
         self._last_stamp_ns: int | None = None
         self._last_accepted_ns: int | None = None
         self._last_good: tuple | None = None  # (stamp_ns, camera centre [3])
+        self._odom_gate = OdomGate()  # wrong-pose protection: consistency with odometry (worker thread only)
+        self._odom_gate_reset = False  # set by callbacks, applied by the worker before its next check
         self._initial_prior: PosePrior | None = None
         self._ignore_prior_once = False
         self._map_from_odom: tuple | None = None  # (T, parent, child)
@@ -239,6 +250,7 @@ class RelocNode(LifecycleNode):
             self._map_error = ""
             self._last_good = None
             self._initial_prior = None
+            self._odom_gate_reset = True
             self._map_from_odom = None  # the new map may have another origin
             self._path = Path()
         self._publish_map_points()
@@ -409,13 +421,16 @@ class RelocNode(LifecycleNode):
         try:
             T = conv.T_from_pose(msg.pose.pose)
         except ValueError as e:
-            self.get_logger().warning(f"/initialpose ignored: {e}")
+            self._initialpose_ignored(f"/initialpose ignored: {e}")
             return
         if frame and frame != p["map_frame"]:
-            self.get_logger().warning(f"/initialpose ignored: it is in frame {frame!r}, not the map frame "
-                                      f"{p['map_frame']!r}")
+            self._initialpose_ignored(f"/initialpose ignored: it is in frame {frame!r}, not the map frame "
+                                      f"{p['map_frame']!r} (set the fixed frame of RViz to it)")
             return
         cov = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)
+        if not np.all(np.isfinite(cov)) or not np.all(np.isfinite(T)):
+            self._initialpose_ignored("/initialpose ignored: its position or covariance has non-finite values")
+            return
         sigma = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2], 0.0)))
         sigma = sigma if sigma > 1e-3 else p["prior_sigma_m"]
         # The pose is the base's (RViz "2D Pose Estimate"); the prior is the camera centre's.
@@ -426,15 +441,23 @@ class RelocNode(LifecycleNode):
         with self._lock:
             self._initial_prior = PosePrior(position=pos, sigma_m=max(sigma, 0.1))
             self._last_good = None
+            self._odom_gate_reset = True  # the operator says where the robot is: no check against the old pose
         self.get_logger().info(f"prior from /initialpose at {np.round(pos, 2).tolist()} (sigma {sigma:.2f} m)")
+
+    def _initialpose_ignored(self, why: str) -> None:
+        with self._lock:
+            self.stats.initialpose_ignored += 1
+            self.stats.last_initialpose_error = why
+        self.get_logger().warning(why)
 
     def _on_relocalize(self, request, response):
         with self._lock:
             self._ignore_prior_once = True
             self._last_good = None
             self._initial_prior = None
+            self._odom_gate_reset = True
         response.success = True
-        response.message = "the next frame is localized without a prior"
+        response.message = "the next frame is localized without a prior and its pose is not checked against odometry"
         self.get_logger().info("relocalize requested: " + response.message)
         return response
 
@@ -471,6 +494,8 @@ class RelocNode(LifecycleNode):
             try:
                 self._process(frame)
             except Exception:
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down (Ctrl-C shuts the context down under the worker): not a frame error
                 with self._lock:
                     self.stats.input_errors += 1
                     self.stats.last_status = "INPUT_ERROR"
@@ -492,6 +517,7 @@ class RelocNode(LifecycleNode):
             self.stats.resets += 1
             self._last_good = None
             self._initial_prior = None
+            self._odom_gate_reset = True
             self._map_from_odom = None
             self._last_tf_stamp_ns = -1
             self._sent_tf_stamps.clear()
@@ -509,7 +535,19 @@ class RelocNode(LifecycleNode):
         if not infos:
             raise CameraInfoError(f"no CameraInfo received on {self.resolve_topic_name('camera_info')}")
         best = min(infos, key=lambda si: abs(si[0] - stamp_ns))
-        msg = best[1] if abs(best[0] - stamp_ns) <= tol else infos[-1][1]
+        matched = abs(best[0] - stamp_ns) <= tol
+        if not matched and self._info_stamps_match and infos[-1][0] < stamp_ns:
+            # The stream's CameraInfos carry the image stamps, and this image's may still be on its way (the
+            # two topics are not ordered): wait for it briefly rather than use another image's calibration.
+            deadline = time.monotonic() + _INFO_WAIT_S
+            while not matched and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(0.005)
+                with self._lock:
+                    infos = list(self._camera_infos)
+                best = min(infos, key=lambda si: abs(si[0] - stamp_ns))
+                matched = abs(best[0] - stamp_ns) <= tol
+        self._info_stamps_match = matched
+        msg = best[1] if matched else infos[-1][1]
         key = camera_info_key(msg)
         if self._camera_cache is not None and self._camera_cache[0] == key:
             cam = self._camera_cache[1]
@@ -577,6 +615,15 @@ class RelocNode(LifecycleNode):
             return
         prior, prior_src = self._choose_prior(stamp)
         res = loc.localize(image, cam, prior)
+        if res.ok and p["min_inlier_coverage"] > 0:
+            cover = inlier_coverage(res.inlier_xyz, res.T_map_from_cam, cam)
+            if cover < p["min_inlier_coverage"]:
+                res.status, res.reason = Status.FAILED, (
+                    f"inliers cover {100 * cover:.1f} % of the image < min_inlier_coverage "
+                    f"{100 * p['min_inlier_coverage']:g} %: matches on one small patch (a picture seen elsewhere?)")
+                res.T_map_from_cam = res.covariance = res.inlier_xyz = None
+        if res.ok:
+            self._odometry_check(res, frame, p)
         with self._lock:
             s = self.stats
             s.processed += 1
@@ -598,6 +645,48 @@ class RelocNode(LifecycleNode):
         with self._lock:
             self.stats.latency_ms.append((time.monotonic() - frame.t_recv) * 1000.0)
             self.stats.done_times.append(time.monotonic())
+
+    def _odometry_check(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
+        """Turn a LOCALIZED result FAILED when it jumps against odometry since the last accepted pose
+        (see :mod:`reloc_ros.ros.odom_gate`). Without odometry (no odom->base at the stamp) nothing is checked."""
+        gate = self._odom_gate
+        gate.configure(p["odom_jump_max_m"], p["odom_jump_max_deg"], p["odom_accept_after"])
+        with self._lock:
+            if self._odom_gate_reset:
+                self._odom_gate_reset = False
+                gate.reset()
+        if not gate.enabled:
+            with self._lock:
+                self.stats.odom_check = "off"
+            return
+        cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
+        # Wait for odometry only where it is expected (map_odom); otherwise use what is there.
+        timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
+        try:
+            T_base_from_cam = self._T_base_from_cam(cam_frame, frame.stamp_ns, dict(p, tf_timeout=timeout))
+            if self._tf is None:
+                raise TfError(self._tf_unavailable)
+            T_odom_from_base = self._tf.lookup(p["odom_frame"], p["base_frame"], frame.stamp_ns, timeout)
+        except TfError as e:
+            with self._lock:
+                self.stats.odom_check = f"no odometry, not checked: {e}"
+            return
+        d = gate.check(res.T_map_from_cam, T_odom_from_base @ T_base_from_cam)
+        with self._lock:
+            s = self.stats
+            if d.accepted and d.reason:
+                s.odom_recovered += 1
+                s.odom_check = d.reason
+            elif d.accepted:
+                s.odom_check = f"ok ({d.jump_m:.2f} m / {d.jump_deg:.1f} deg)"
+            else:
+                s.odom_rejected += 1
+                s.odom_check = "rejected"
+        if d.accepted and d.reason:
+            self.get_logger().warning(d.reason)
+        if not d.accepted:
+            res.status, res.reason = Status.FAILED, d.reason
+            res.T_map_from_cam = res.covariance = res.inlier_xyz = None
 
     # ---------------------------------------------------------------------------------------------
     def _T_base_from_cam(self, cam_frame: str, stamp: int, p: dict) -> np.ndarray:
@@ -748,15 +837,25 @@ class RelocNode(LifecycleNode):
                 "frames_localized": s.localized,
                 "frames_failed": s.failed,
                 "frames_dropped": self._slot.dropped,
+                "queue_frames": self._slot.pending,  # the worker's queue of one
+                "queue_camera_infos": len(self._camera_infos),
+                "path_length": len(self._path.poses),
                 "frames_rate_skipped": s.rate_skipped,
                 "frames_out_of_order": s.out_of_order,
                 "input_errors": s.input_errors,
                 "tf_errors": s.tf_errors,
                 "resets": s.resets,
+                "initialpose_ignored": s.initialpose_ignored,
+                "initialpose_error": s.last_initialpose_error,
+                "odom_check": s.odom_check,
+                "odom_rejected": s.odom_rejected,
+                "odom_recovered": s.odom_recovered,
                 "output_rate_hz": round(rate, 3),
                 "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",
                 "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else "",
                 "tf": self._tf.backend if self._tf is not None else (self._tf_unavailable or "not configured"),
+                "tf_bad_transforms": getattr(self._tf, "bad_transforms", ""),  # invalid /tf entries ignored
+                "tf_last_bad_transform": getattr(self._tf, "last_bad_transform", ""),
             }
             for k, v in s.timings_ms.items():
                 values[f"{k}_ms"] = round(float(v), 2)

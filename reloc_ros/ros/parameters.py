@@ -76,8 +76,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               min_exclusive=True, config_field="max_median_reproj_px"),
     ParamSpec("max_position_sigma_m", 2.0, "position std-dev (from the covariance) above this: FAILED", 0.0, 1e6,
               min_exclusive=True, config_field="max_position_sigma_m"),
-    ParamSpec("covariance_scale", 1.0, "multiplies the PnP covariance (calibration)", 0.0, 1e6, min_exclusive=True,
-              config_field="covariance_scale"),
+    ParamSpec("max_keyframe_distance_ratio", 0.9, "a pose farther from every matched keyframe than this x the "
+              "median inlier depth is FAILED (a view change of > ~42 deg: a wrong pose); 0 = no check", 0.0, 100.0,
+              config_field="max_keyframe_distance_ratio"),
+    ParamSpec("covariance_scale", 1.0, "multiplies the published covariance (calibration)", 0.0, 1e6,
+              min_exclusive=True, config_field="covariance_scale"),
+    ParamSpec("map_point_sigma_rel", -1.0, "1-sigma map-point error as a fraction of depth, added to the covariance "
+              "per contributing keyframe; < 0 = the default for the map's point source (depth 0.0042, triangulate "
+              "0.013, learned 0.13)", -1.0, 10.0, config_field="map_point_sigma_rel"),
     ParamSpec("prior_sigma_m", 5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
               0.0, 1e6, min_exclusive=True, config_field="prior_sigma_m"),
     # -- node behaviour -------------------------------------------------------------------------------
@@ -92,6 +98,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "this (s); otherwise the latest CameraInfo is used", 0.0, 10.0),
     ParamSpec("time_jump_reset_s", 1.0, "an image stamp going back by more than this (s) resets state (bag loop); "
               "smaller steps back are dropped as out of order", 0.0, 1e6),
+    # -- wrong-pose protection (reloc_ros/ros/plausibility.py, reloc_ros/ros/odom_gate.py) -------------
+    ParamSpec("min_inlier_coverage", 0.1, "a pose whose PnP inliers cover less than this fraction of the image "
+              "(convex hull) is FAILED: matches on one small patch, e.g. a picture that also hangs elsewhere; "
+              "0 = no check", 0.0, 1.0),
+    ParamSpec("odom_jump_max_m", 0.5, "a pose that differs by more than this (m) from the last accepted pose "
+              "moved by odometry is FAILED, not published; 0 = no odometry check", 0.0, 1e6),
+    ParamSpec("odom_jump_max_deg", 10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True),
+    ParamSpec("odom_accept_after", 5, "after this many consecutive rejected poses that agree with each other the "
+              "pose is accepted (the robot was moved: kidnapping); ~/relocalize accepts the next pose at once",
+              1, 1000),
     # -- frames and TF --------------------------------------------------------------------------------
     ParamSpec("map_frame", "map", "frame of the map (and of published poses)"),
     ParamSpec("odom_frame", "odom", "odometry frame (REP-105)"),

@@ -296,7 +296,8 @@ class TfClient:
 
         self.buffer = TransformBuffer(cache_time_s)
         self.backend = "own"
-        self.bad_transforms = 0
+        self.bad_transforms = 0  # /tf entries ignored as invalid (NaN, zero quaternion, empty frame ids)
+        self.last_bad_transform = ""
         dyn_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE,
                              history=HistoryPolicy.KEEP_LAST)
         static_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
@@ -312,8 +313,9 @@ class TfClient:
         for t in msg.transforms:
             try:
                 self.buffer.set_transform_msg(t, static)
-            except TfError:
+            except TfError as e:
                 self.bad_transforms += 1
+                self.last_bad_transform = str(e)
 
     # ---------------------------------------------------------------------------------------------
     def lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float = 0.0) -> np.ndarray:
