@@ -1,7 +1,7 @@
 """`reloc`: the command-line entry point (thin wrappers around the pipeline functions).
 
 Subcommands:
-    reloc map build   build a map from posed images
+    reloc map build   build a map from posed images (a dataset folder, or a rosbag2 with --format rosbag --bag)
     reloc map info    print a map's manifest
     reloc eval        localize a dataset's query images against a map, print a table, write JSON
     reloc data synth  generate a synthetic RGB-D scene (dataset folder and optional rosbag2)
@@ -22,14 +22,54 @@ __all__ = ["main"]
 _COMMAND_MODULES = ("reloc_ros.cli.replay_cmd", "reloc_ros.cli.bench_cmd", "reloc_ros.cli.ablate_cmd")
 
 
-def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+def _add_dataset_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
     from reloc_ros.datasets import FORMATS
 
-    p.add_argument("--dataset", required=True, type=Path, help="dataset folder")
+    p.add_argument("--dataset", required=dataset_required, type=Path, help="dataset folder")
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="dataset layout")
     p.add_argument("--map-every", type=int, default=None, metavar="N",
                    help="every N-th image (by sorted name) is a map image, the rest are queries; "
                         "default: the dataset's own split (7-Scenes / synthetic)")
+
+
+def _add_bag_args(p: argparse.ArgumentParser, bag_required: bool = False) -> None:
+    """``--bag BAG`` (with ``--format rosbag`` unless required) and the bag's topics (reloc_ros/datasets/rosbag.py)."""
+    from reloc_ros.datasets.rosbag import DEFAULT_GT_TOPIC, DEFAULT_IMAGE_TOPIC
+
+    p.add_argument("--bag", type=Path, required=bag_required, default=None,
+                   help="rosbag2 directory (mcap or sqlite3)" + ("" if bag_required else ", with --format rosbag"))
+    p.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC, help="sensor_msgs/Image topic")
+    p.add_argument("--camera-info-topic", default=None,
+                   help="sensor_msgs/CameraInfo topic (default: camera_info beside the image topic)")
+    p.add_argument("--depth-topic", default=None, help="optional depth images (16UC1 mm or 32FC1 m)")
+    p.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC,
+                   help="ground truth: pose of the camera optical frame (PoseStamped, PoseWithCovarianceStamped "
+                        "or Odometry)")
+    p.add_argument("--gt-frame", default=None,
+                   help="ground truth from TF instead: the pose of the image's frame_id in this frame")
+
+
+def _bag_topics(args):
+    from reloc_ros.datasets.rosbag import BagTopics
+
+    return BagTopics(image=args.image_topic, camera_info=args.camera_info_topic, depth=args.depth_topic,
+                     gt_topic=args.gt_topic, gt_frame=args.gt_frame)
+
+
+def _load_build_dataset(args):
+    """The dataset of ``reloc map build``: a folder (``--dataset``) or a bag (``--format rosbag --bag``)."""
+    from reloc_ros.datasets import load_dataset
+    from reloc_ros.datasets.rosbag import load_bag
+
+    if args.format == "rosbag":
+        if args.bag is None or args.dataset is not None:
+            raise ValueError("--format rosbag takes --bag BAG (the rosbag2 directory) instead of --dataset")
+        return load_bag(args.bag, _bag_topics(args))
+    if args.bag is not None:
+        raise ValueError("--bag needs --format rosbag")
+    if args.dataset is None:
+        raise ValueError(f"--format {args.format} needs --dataset DIR")
+    return load_dataset(args.dataset, args.format)
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
@@ -41,12 +81,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
 
     mp = sub.add_parser("map", help="build or inspect maps")
     msub = mp.add_subparsers(dest="map_cmd", required=True)
-    b = msub.add_parser("build", help="build a map from posed images")
-    _add_dataset_args(b)
+    b = msub.add_parser("build", help="build a map from posed images (a dataset folder or a rosbag2)")
+    _add_dataset_args(b, dataset_required=False)
+    _add_bag_args(b)
     b.add_argument("--extractor", default="sift", help="feature extractor: sift (baseline) or learned")
     b.add_argument("--points", choices=["depth", "triangulate", "learned"], default=None,
                    help="where map 3D comes from (default: depth if the dataset has depth images, else triangulate)")
-    b.add_argument("--index", choices=["flat", "hnsw", "ivf"], default="flat", help="retrieval index type")
+    b.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"], default="auto",
+                   help="retrieval index type (auto: exact search for small maps, IVF for large ones)")
     b.add_argument("--out", required=True, type=Path, help="map directory to write")
     b.add_argument("--overwrite", action="store_true", help="replace an existing map (atomically)")
     i = msub.add_parser("info", help="print a map's manifest")
@@ -57,9 +99,17 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     _add_dataset_args(e)
     e.add_argument("--json", type=Path, default=None, help="write the summary (and per-query records) here")
     e.add_argument("--config", type=Path, default=None, help="YAML file with LocalizerConfig overrides")
+    e.add_argument("--method", choices=["pnp", "retrieval", "2d2d"], default=None,
+                   help="pnp (default): 2D-3D + PnP; retrieval: the top-1 keyframe's pose (coarse); "
+                        "2d2d: essential matrices against the top-K keyframes (no map 3D needed)")
+    e.add_argument("--aggregation", dest="aggregation", action="store_true", default=None,
+                   help="merge the 2D-3D matches of all top-K keyframes before PnP (DeViLoc, the default)")
     e.add_argument("--no-aggregation", dest="aggregation", action="store_false", default=None,
                    help="PnP per retrieved keyframe instead of merging all top-K (DeViLoc off)")
     e.add_argument("--top-k", type=int, default=None)
+    e.add_argument("--model", type=Path, default=None,
+                   help="ONNX file of a learned map's network when it is not the shipped one (e.g. an ablation "
+                        "variant under models/checkpoints/variants/); the map's weights hash must match")
 
     t = sub.add_parser("train", help="train the shared encoder (needs the [train] extra: torch)")
     t.add_argument("--config", required=True, type=Path, help="training YAML (see config/train_relocnet.yaml)")
@@ -115,15 +165,19 @@ def main(argv: list[str] | None = None) -> int:
 def _map_build(args, argv) -> int:
     from reloc_ros.build_map import build_map
     from reloc_ros.core.features import create_extractor
-    from reloc_ros.datasets import load_dataset
 
-    ds = load_dataset(args.dataset, args.format)
-    map_frames, _ = ds.split(args.map_every)
+    ds = _load_build_dataset(args)
+    # a bag is one run with no split of its own: all its frames are map frames unless --map-every says otherwise
+    whole_bag = args.format == "rosbag" and args.map_every is None
+    map_frames = ds.frames if whole_bag else ds.split(args.map_every)[0]
     points = args.points or ("depth" if all(f.depth_path for f in map_frames) else "triangulate")
     extractor = create_extractor(args.extractor)
     info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
-            "dataset": {"root": str(Path(args.dataset).resolve()), "format": args.format,
+            "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format,
                         "map_every": args.map_every}}
+    if args.format == "rosbag":
+        info["dataset"].update(topics=ds.meta["topics"], gt_source=ds.meta["gt_source"],
+                               skipped_no_gt=ds.meta["skipped_no_gt"])
     db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, show_progress=not args.quiet,
                    index_kind=args.index)
     c = db.manifest["counts"]
@@ -161,19 +215,32 @@ def _map_info(args) -> int:
 def _eval(args) -> int:
     import yaml
 
-    from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map
+    from reloc_ros.core.mapdb import MapDatabase
     from reloc_ros.datasets import load_dataset
     from reloc_ros.evaluate import evaluate, format_table, write_json
 
     overrides = {}
     if args.config:
-        overrides = yaml.safe_load(Path(args.config).read_text()) or {}
+        try:
+            overrides = yaml.safe_load(Path(args.config).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{args.config}: not valid YAML ({e}); it should map LocalizerConfig keys to values")
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{args.config}: expected a mapping of LocalizerConfig keys to values, "
+                             f"got a {type(overrides).__name__}")
     if args.aggregation is not None:
         overrides["aggregation"] = args.aggregation
     if args.top_k is not None:
         overrides["top_k"] = args.top_k
+    if args.method is not None:
+        overrides["method"] = args.method
     cfg = config_from_dict(LocalizerConfig, overrides)
-    loc = Localizer.from_map(args.map, cfg)
+    db = MapDatabase.load(args.map)
+    if args.model is not None and db.extractor_identity.get("name") != "learned":
+        raise ValueError(f"--model applies to learned maps; {args.map} was built with "
+                         f"{db.extractor_identity.get('name')!r}")
+    loc = Localizer(db, extractor_for_map(db, **({"model_path": args.model} if args.model else {})), cfg)
     ds = load_dataset(args.dataset, args.format)
     _, queries = ds.split(args.map_every)
     if not queries:

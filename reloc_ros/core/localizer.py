@@ -16,12 +16,18 @@ from reloc_ros.core.aggregation import Correspondences, aggregate_correspondence
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import FeatureExtractor, Features, create_extractor, extractor_class
 from reloc_ros.core.geometry import invert_T, pose_errors
-from reloc_ros.core.mapdb import MapDatabase, MapError
-from reloc_ros.core.matching import match_mutual_nn
+from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, MapError
+from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.pnp import PnPConfig, solve_pnp
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior
 
 __all__ = ["Status", "LocalizerConfig", "LocalizationResult", "Localizer", "extractor_for_map", "config_from_dict"]
+
+
+# 1-sigma map-point error relative to depth, per point source, for the covariance's map term. Fitted on the
+# generated training scene train_100 (mean position NEES 3 over localized queries), see docs/RESULTS.md.
+MAP_POINT_SIGMA_REL = {"depth": 0.0042, "triangulate": 0.013, "learned": 0.13}
+MIN_KEYFRAME_MATCHES = 10  # a retrieved keyframe with fewer matches does not count as contributing
 
 
 class Status(str, enum.Enum):
@@ -31,9 +37,13 @@ class Status(str, enum.Enum):
 
 @dataclass
 class LocalizerConfig:
+    method: str = "pnp"  # "pnp": 2D-3D matches + PnP; "retrieval": the top-1 keyframe's pose (coarse, ablation);
+    #   "2d2d": essential matrices against the top-K keyframes, no map 3D (core/relpose2d2d.py)
     top_k: int = 5  # keyframes retrieved per query
     ratio: float = 0.8  # Lowe ratio test for query-keyframe matching
     mutual: bool = True  # require mutual nearest neighbours
+    max_query_keypoints: int = 0  # > 0: match only the strongest this many query keypoints (matching cost is
+    #   linear in it); 0: all the extractor gives
     aggregation: bool = True  # merge 2D-3D matches of all top-K keyframes (DeViLoc); False: best single keyframe
     agg_cell_px: float = 0.0  # quantisation cell for aggregation (0: by query keypoint)
     agg_rel_tol: float = 0.05  # 3D points agree within this fraction of their viewing distance
@@ -48,8 +58,34 @@ class LocalizerConfig:
     ambiguity_ratio: float = 0.5  # > 0: FAILED when the correspondences the pose leaves out support a second,
     #   distinct pose with at least this fraction of its inliers (repeated structure); 0 disables the check
     ambiguity_min_dist_m: float = 0.25  # two poses closer than this (and 5 deg) are the same hypothesis
-    covariance_scale: float = 1.0  # multiplies the PnP covariance (calibration)
+    max_keyframe_distance_ratio: float = 0.9  # > 0: FAILED when the pose is farther from every contributing
+    #   retrieved keyframe than this x the median inlier depth (the map saw the matched points from > ~42 deg away,
+    #   across which local descriptors do not match: a wrong pose); 0 disables the check
+    covariance_scale: float = 1.0  # multiplies the whole covariance (after the map-point term)
+    map_point_sigma_rel: float = -1.0  # 1-sigma error of map points as a fraction of their depth, added to the
+    #   covariance (see Localizer._covariance); < 0: the default for the map's point source (MAP_POINT_SIGMA_REL)
     prior_sigma_m: float = 5.0  # std-dev of a pose prior's position used for re-ranking
+
+    def __post_init__(self):
+        """Refuse values the pipeline cannot run with, naming the field and its valid range."""
+        choices = {"method": ("pnp", "retrieval", "2d2d"), "pnp_backend": ("poselib", "opencv")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"LocalizerConfig.{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
+        ranges = {"top_k": (1, None), "ratio": (1e-6, 1.0), "max_query_keypoints": (0, None), "agg_cell_px": (0, None),
+                  "agg_rel_tol": (0, None), "min_matches": (4, None), "ransac_reproj_px": (1e-6, None),
+                  "ransac_iterations": (1, None), "min_inliers": (4, None), "min_inlier_ratio": (0.0, 1.0),
+                  "max_median_reproj_px": (1e-6, None), "max_position_sigma_m": (1e-6, None),
+                  "ambiguity_ratio": (0.0, None), "ambiguity_min_dist_m": (0.0, None),
+                  "max_keyframe_distance_ratio": (0.0, None), "covariance_scale": (1e-12, None),
+                  "prior_sigma_m": (1e-6, None)}
+        for name, (lo, hi) in ranges.items():
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
+                raise ValueError(f"LocalizerConfig.{name} = {v!r} is out of range: it must be >= {lo}"
+                                 + (f" and <= {hi}" if hi is not None else ""))
+        if not np.isfinite(self.map_point_sigma_rel):
+            raise ValueError("LocalizerConfig.map_point_sigma_rel must be finite (< 0: the map's default)")
 
 
 def config_from_dict(cls, d: dict | None):
@@ -75,6 +111,7 @@ class LocalizationResult:
         num_inliers: PnP inliers.
         median_reproj_px: median reprojection error of the inliers.
         candidates: retrieved keyframe indices, best first.
+        keyframes_used: candidates that contributed at least ``MIN_KEYFRAME_MATCHES`` matches.
         coarse_T_map_from_cam: pose of the best retrieved keyframe (a coarse fallback, never a localization).
         inlier_xyz: ``[I x 3]`` map points of the inliers (for visualisation).
         timings_ms: per-stage wall time.
@@ -88,6 +125,7 @@ class LocalizationResult:
     num_inliers: int = 0
     median_reproj_px: float = float("nan")
     candidates: list = field(default_factory=list)
+    keyframes_used: int = 0
     coarse_T_map_from_cam: np.ndarray | None = None
     inlier_xyz: np.ndarray | None = None
     timings_ms: dict = field(default_factory=dict)
@@ -137,14 +175,23 @@ class Localizer:
         self.extractor = extractor
         self.config = config
         self.index = GlobalIndex(db.index, db.centers)
-        # Per keyframe: only keypoints with a 3D point take part in matching (contiguous copies, made once).
-        self._kf_desc, self._kf_xyz, self._kf_conf = [], [], []
-        for i in range(len(db)):
-            s = db.keyframe_slice(i)
-            has = np.isfinite(db.points3d[s][:, 0])
-            self._kf_desc.append(np.ascontiguousarray(db.descriptors[s][has], np.float32))
-            self._kf_xyz.append(np.ascontiguousarray(db.points3d[s][has], np.float64))
-            self._kf_conf.append(np.ascontiguousarray(np.maximum(db.point_conf[s][has], 1e-3), np.float64))
+        self._map_sigma_rel: float | None = None
+        # Per keyframe: only keypoints with a 3D point take part in matching. Their descriptors go into one
+        # contiguous store (fp16 when lossless) made once; the matcher's buffers are reused by every query.
+        has = np.isfinite(db.points3d[:, 0])
+        if has.all():  # no copies of the map's arrays (a depth-built map: every keypoint has 3D)
+            offsets, desc, xyz, conf = db.kp_offsets, db.descriptors, db.points3d, db.point_conf
+        else:
+            kf_of = np.repeat(np.arange(len(db)), np.diff(db.kp_offsets))
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(kf_of[has], minlength=len(db)))])
+            rows = np.flatnonzero(has)  # np.take: 10x faster than boolean indexing of [N x D] arrays
+            desc, xyz, conf = (np.take(a, rows, axis=0) for a in (db.descriptors, db.points3d, db.point_conf))
+        split = np.asarray(offsets)[1:-1]  # per-keyframe views into one array each
+        self._kf_xyz = np.split(np.asarray(xyz, np.float64), split)
+        self._kf_conf = np.split(np.maximum(conf, 1e-3).astype(np.float64), split)
+        self._kf_desc = KeyframeDescriptors.from_flat(desc, offsets, np.float16 if desc.dtype == np.float16
+                                                      else np.float32)  # fp16 maps stay fp16 (no copy)
+        self._matcher = KeyframeMatcher(self._kf_desc, config.ratio, config.mutual)
 
     @classmethod
     def from_map(cls, map_path, config: LocalizerConfig = LocalizerConfig(), **extractor_kwargs) -> "Localizer":
@@ -185,12 +232,20 @@ class Localizer:
         if len(features) < 4:
             res.reason = f"too few keypoints in the image ({len(features)}): too dark, blurred or textureless?"
             return self._finish(res, t0)
+        if cfg.method != "pnp":  # the seed methods without 2D-3D matches (they match all keyframe keypoints)
+            return self._finish(self._localize_without_pnp(res, features, camera), t0)
 
         t2 = time.perf_counter()
         kpts_ideal = camera.undistort_points(features.keypoints)
+        desc_q, sel = features.descriptors, None
+        if 0 < cfg.max_query_keypoints < len(desc_q):
+            sel = np.sort(np.argsort(-features.scores, kind="stable")[:cfg.max_query_keypoints])
+            desc_q = desc_q[sel]
+        self._matcher.ratio, self._matcher.mutual = cfg.ratio, cfg.mutual
         per_kf = []
-        for k in cand:
-            m, s = match_mutual_nn(features.descriptors, self._kf_desc[k], cfg.ratio, cfg.mutual)
+        for k, (m, s) in zip(cand, self._matcher.match(desc_q, cand)):
+            if sel is not None:
+                m[:, 0] = sel[m[:, 0]]
             per_kf.append((k, m, s))
         t["matching"] = _ms(t2)
 
@@ -222,7 +277,8 @@ class Localizer:
         n_inl = pnp.num_inliers
         res.num_inliers = n_inl
         res.median_reproj_px = float(np.median(pnp.reproj_px[pnp.inliers]))
-        cov = pnp.covariance * cfg.covariance_scale
+        res.keyframes_used = sum(len(m) >= MIN_KEYFRAME_MATCHES for _, m, _ in per_kf) if cfg.aggregation else 1
+        cov = self._covariance(pnp, corr, res.keyframes_used)
         pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))) if np.all(np.isfinite(cov)) else np.inf
         if n_inl < cfg.min_inliers:
             res.reason = f"too few inliers ({n_inl} < min_inliers {cfg.min_inliers})"
@@ -232,6 +288,9 @@ class Localizer:
             res.reason = f"median reprojection error {res.median_reproj_px:.1f} px > {cfg.max_median_reproj_px} px"
         elif pos_sigma > cfg.max_position_sigma_m:
             res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
+        elif (far := self._keyframe_distance_ratio(pnp, corr, per_kf)) > cfg.max_keyframe_distance_ratio > 0:
+            res.reason = (f"implausible pose: {far:.2f} x the scene depth away from every matched keyframe "
+                          f"(> max_keyframe_distance_ratio {cfg.max_keyframe_distance_ratio})")
         elif cfg.ambiguity_ratio > 0 and (alt := self._second_hypothesis(corr, pnp, K, camera.size, prior)) is not None:
             res.reason = (f"ambiguous: a second pose {alt[1]:.2f} m / {alt[2]:.1f} deg away has {alt[0]} inliers "
                           f"(vs {n_inl}); repeated structure?")
@@ -292,6 +351,66 @@ class Localizer:
             if np.linalg.norm(T_main[:3, 3] - prior.position) <= gate < np.linalg.norm(T_alt[:3, 3] - prior.position):
                 return None
         return alt.num_inliers, dt, dr
+
+    def _keyframe_distance_ratio(self, pnp, corr: Correspondences, per_kf) -> float:
+        """Distance from the pose to the nearest keyframe that contributed matches, over the median inlier depth."""
+        used = [k for k, m, _ in per_kf if len(m) >= MIN_KEYFRAME_MATCHES] or [k for k, _, _ in per_kf]
+        T = pnp.T_cam_from_world
+        center = -T[:3, :3].T @ T[:3, 3]
+        z = float(np.median((corr.xyz[pnp.inliers] @ T[:3, :3].T + T[:3, 3])[:, 2]))
+        return float(np.min(np.linalg.norm(self.db.centers[used] - center, axis=1))) / max(z, 1e-6)
+
+    def map_point_sigma_rel(self) -> float:
+        """The relative map-point error used by the covariance: the config's, else the map's default."""
+        if self.config.map_point_sigma_rel >= 0:
+            return self.config.map_point_sigma_rel
+        if self._map_sigma_rel is None:
+            src = np.asarray(self.db.point_source)
+            counts = {name: int((src == code).sum()) for name, code in POINT_SOURCES.items() if name != "none"}
+            main = max(counts, key=counts.get) if any(counts.values()) else "depth"
+            self._map_sigma_rel = MAP_POINT_SIGMA_REL[main]
+        return self._map_sigma_rel
+
+    def _covariance(self, pnp, corr: Correspondences, n_keyframes: int) -> np.ndarray:
+        """Pose covariance: the reprojection term of PnP plus a map term.
+
+        The reprojection term ``sigma^2 (J^T J)^-1`` shrinks like 1/inliers, but the errors of map points are
+        not independent: the points of one keyframe share its depth-scale error and its pose error. The map
+        term models them as one independent random offset per contributing keyframe, of 1-sigma
+        ``map_point_sigma_rel`` x the median inlier depth: position variance ``(rho z)^2 / n_keyframes`` per
+        axis. ``rho`` per point source was fitted on generated training scenes (never the benchmark scenes),
+        see docs/RESULTS.md "Covariance calibration".
+        """
+        cov = pnp.covariance.copy()
+        rho = self.map_point_sigma_rel()
+        if rho > 0 and np.all(np.isfinite(cov)):
+            T = pnp.T_cam_from_world
+            z = (corr.xyz[pnp.inliers] @ T[:3, :3].T + T[:3, 3])[:, 2]
+            cov[:3, :3] += np.eye(3) * (rho * float(np.median(z))) ** 2 / max(n_keyframes, 1)
+        return cov * self.config.covariance_scale
+
+    def _localize_without_pnp(self, res: LocalizationResult, features: Features,
+                              camera: Camera) -> LocalizationResult:
+        """``method`` "retrieval" or "2d2d" (see :func:`reloc_ros.core.relpose2d2d.pose_without_3d`); the
+        position-uncertainty gate applies to both."""
+        from reloc_ros.core.relpose2d2d import pose_without_3d
+
+        cfg = self.config
+        out = pose_without_3d(self.db, cfg.method, features, camera, res.candidates, cfg.ratio, cfg.mutual,
+                              timings=res.timings_ms)
+        res.num_matches, res.num_inliers = out.num_matches, out.num_inliers
+        if not out.success:
+            res.reason = f"{cfg.method}: {out.reason}"
+            return res
+        cov = out.covariance * cfg.covariance_scale
+        pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
+        if pos_sigma > cfg.max_position_sigma_m:
+            res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
+            return res
+        res.status = Status.LOCALIZED
+        res.T_map_from_cam = out.T_map_from_cam
+        res.covariance = cov
+        return res
 
     @staticmethod
     def _finish(res: LocalizationResult, t0: float) -> LocalizationResult:
