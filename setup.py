@@ -29,6 +29,7 @@ setup(
         "rosbags>=0.10",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "cpu": ["onnxruntime>=1.17"],

@@ -102,3 +102,23 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     # the learned pipeline at 640x480 localizes office queries (one that silently broke would not)
     assert r["variants"]["learned ort-cpu 640x480"]["recall"]["50cm_5deg"] > 0
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_blas_threads_limited_for_the_localizer():
+    """The localizer limits numpy's BLAS to one thread (OpenBLAS spinning starves ONNX Runtime on 2 cores)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from reloc_ros.core.localizer import LocalizerConfig, limit_blas_threads
+
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas, "numpy has no BLAS that threadpoolctl can see"
+    before = {i["filepath"]: i["num_threads"] for i in blas}
+    try:
+        limit_blas_threads(1)
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    finally:
+        for path, n in before.items():
+            threadpool_limits(limits={path: n})
+    assert LocalizerConfig().blas_threads == 1
+    with pytest.raises(ValueError, match="blas_threads"):
+        LocalizerConfig(blas_threads=-1)

@@ -240,6 +240,7 @@ def run(args) -> dict:
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     duration = args.seconds if args.seconds else args.minutes * 60.0
     work = Path(args.work or tempfile.mkdtemp(prefix="reloc_soak_"))
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     if args.dataset and args.map:
         dataset, map_dir = Path(args.dataset), Path(args.map)
