@@ -227,7 +227,7 @@ def format_markdown(report: dict) -> str:
              f"{report['base_points']}; run {report['date']}."]
     for arm, v in report.get("variants", {}).items():
         lines.append(f"Variant `{arm}`: fine-tuned {v.get('train_steps', '?')} steps / "
-                     f"{v.get('train_minutes', '?')} min (2-core CPU, 1 thread) from the shipped model.")
+                     f"{v.get('train_minutes', '?')} min on the 2-core CPU from the shipped model.")
     lines.append("")
     lines.append("| variant | from | map points | median t (m) | median R (deg) | R@25cm,2deg | R@50cm,5deg | "
                  "R@5cm,5deg | failures | p50 ms/query |")
