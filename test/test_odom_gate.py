@@ -149,7 +149,7 @@ def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
 # inlier coverage: matches on one small patch (a picture that also hangs elsewhere) are not a localization
 def test_inlier_coverage_of_spread_and_clustered_points():
     from reloc_ros.core.camera import Camera
-    from reloc_ros.ros.plausibility import inlier_coverage
+    from reloc_ros.core.plausibility import inlier_coverage
 
     cam = Camera(640, 480, 500.0, 500.0, 319.5, 239.5)
     rng = np.random.default_rng(3)

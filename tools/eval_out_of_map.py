@@ -40,12 +40,13 @@ from reloc_ros.core.localizer import Localizer, LocalizerConfig  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
 from reloc_ros.datasets.base import load_image  # noqa: E402
 from reloc_ros.ros.odom_gate import OdomGate  # noqa: E402
-from reloc_ros.ros.plausibility import inlier_coverage  # noqa: E402
+from reloc_ros.core.plausibility import inlier_coverage  # noqa: E402
 
 DEFAULT = LocalizerConfig()
 NO_GATES = {k: v for k, v in dict(min_inliers=6, min_inlier_ratio=0.0, max_median_reproj_px=100.0,
                                   max_position_sigma_m=1e6, ambiguity_ratio=0.0,
-                                  max_keyframe_distance_ratio=0.0).items() if hasattr(DEFAULT, k)}
+                                  max_keyframe_distance_ratio=0.0,
+                                  min_inlier_coverage=0.0).items() if hasattr(DEFAULT, k)}
 # single gates applied offline to the no-gate figures: name -> predicate on a record (True = passes)
 SINGLE_GATES = {
     f"min_inliers {DEFAULT.min_inliers}": lambda r: r["inliers"] >= DEFAULT.min_inliers,
@@ -81,7 +82,7 @@ def prepare(work: Path, scene: str, n_map: int, n_query: int, extractor: str) ->
 def run_pair(map_dir: Path, data: Path, in_map: bool) -> list[dict]:
     """Localize every query of ``data`` against ``map_dir`` without and with the gates."""
     loc = Localizer.from_map(map_dir)
-    base = loc.config
+    base = replace(loc.config, min_inlier_coverage=0.0)  # the coverage gate is replayed below at several thresholds
     _, queries = load_dataset(data, "7scenes").split(None)
     recs = []
     for q in queries:

@@ -18,6 +18,7 @@ from reloc_ros.core.features import FeatureExtractor, Features, create_extractor
 from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, MapError
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
+from reloc_ros.core.plausibility import inlier_coverage
 from reloc_ros.core.pnp import PnPConfig, solve_pnp
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior
 
@@ -58,6 +59,8 @@ class LocalizerConfig:
     ambiguity_ratio: float = 0.5  # > 0: FAILED when the correspondences the pose leaves out support a second,
     #   distinct pose with at least this fraction of its inliers (repeated structure); 0 disables the check
     ambiguity_min_dist_m: float = 0.25  # two poses closer than this (and 5 deg) are the same hypothesis
+    min_inlier_coverage: float = 0.1  # > 0: FAILED when the convex hull of the inliers covers less than this
+    #   fraction of the image (matches on one small patch: a picture that also hangs elsewhere)
     max_keyframe_distance_ratio: float = 0.9  # > 0: FAILED when the pose is farther from every contributing
     #   retrieved keyframe than this x the median inlier depth (the map saw the matched points from > ~42 deg away,
     #   across which local descriptors do not match: a wrong pose); 0 disables the check
@@ -74,11 +77,12 @@ class LocalizerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"LocalizerConfig.{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
-        ranges = {"top_k": (1, None), "ratio": (1e-6, 1.0), "max_query_keypoints": (0, None), "agg_cell_px": (0, None),
-                  "agg_rel_tol": (0, None), "min_matches": (4, None), "ransac_reproj_px": (1e-6, None),
-                  "ransac_iterations": (1, None), "min_inliers": (4, None), "blas_threads": (0, None), "min_inlier_ratio": (0.0, 1.0),
-                  "max_median_reproj_px": (1e-6, None), "max_position_sigma_m": (1e-6, None),
-                  "ambiguity_ratio": (0.0, None), "ambiguity_min_dist_m": (0.0, None),
+        ranges = {"top_k": (1, None), "ratio": (1e-6, 1.0), "max_query_keypoints": (0, None),
+                  "agg_cell_px": (0, None), "agg_rel_tol": (0, None), "min_matches": (4, None),
+                  "ransac_reproj_px": (1e-6, None), "ransac_iterations": (1, None), "min_inliers": (4, None),
+                  "blas_threads": (0, None), "min_inlier_ratio": (0.0, 1.0), "max_median_reproj_px": (1e-6, None),
+                  "max_position_sigma_m": (1e-6, None), "ambiguity_ratio": (0.0, None),
+                  "min_inlier_coverage": (0.0, 1.0), "ambiguity_min_dist_m": (0.0, None),
                   "max_keyframe_distance_ratio": (0.0, None), "covariance_scale": (1e-12, None),
                   "prior_sigma_m": (1e-6, None)}
         for name, (lo, hi) in ranges.items():
@@ -304,6 +308,11 @@ class Localizer:
             res.reason = f"median reprojection error {res.median_reproj_px:.1f} px > {cfg.max_median_reproj_px} px"
         elif pos_sigma > cfg.max_position_sigma_m:
             res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
+        elif cfg.min_inlier_coverage > 0 and (cover := inlier_coverage(
+                corr.xyz[pnp.inliers], invert_T(pnp.T_cam_from_world), camera)) < cfg.min_inlier_coverage:
+            res.reason = (f"inliers cover {100 * cover:.1f} % of the image < min_inlier_coverage "
+                          f"{100 * cfg.min_inlier_coverage:g} %: matches on one small patch "
+                          "(a picture seen elsewhere?)")
         elif (far := self._keyframe_distance_ratio(pnp, corr, per_kf)) > cfg.max_keyframe_distance_ratio > 0:
             res.reason = (f"implausible pose: {far:.2f} x the scene depth away from every matched keyframe "
                           f"(> max_keyframe_distance_ratio {cfg.max_keyframe_distance_ratio})")

@@ -9,5 +9,4 @@ Modules, one responsibility each:
     conversions       poses, transforms, covariances, stamps and point clouds <-> messages
     frame_slot        the worker's queue of one (newest frame wins, drops counted)
     odom_gate         wrong-pose protection: a pose that jumps against odometry is not published
-    plausibility      wrong-pose protection: inlier coverage of the image
 """

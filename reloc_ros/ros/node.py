@@ -51,7 +51,6 @@ from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_lo
 from reloc_ros.ros.odom_gate import OdomGate
 from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, localizer_config_from, \
     parse_base_from_camera, usage, validate
-from reloc_ros.ros.plausibility import inlier_coverage
 from reloc_ros.ros.tf_buffer import TfClient, TfError, TfUnavailableError
 
 __all__ = ["RelocNode", "main", "PARAMETERS", "NODE_NAME"]
@@ -615,13 +614,6 @@ class RelocNode(LifecycleNode):
             return
         prior, prior_src = self._choose_prior(stamp)
         res = loc.localize(image, cam, prior)
-        if res.ok and p["min_inlier_coverage"] > 0:
-            cover = inlier_coverage(res.inlier_xyz, res.T_map_from_cam, cam)
-            if cover < p["min_inlier_coverage"]:
-                res.status, res.reason = Status.FAILED, (
-                    f"inliers cover {100 * cover:.1f} % of the image < min_inlier_coverage "
-                    f"{100 * p['min_inlier_coverage']:g} %: matches on one small patch (a picture seen elsewhere?)")
-                res.T_map_from_cam = res.covariance = res.inlier_xyz = None
         if res.ok:
             self._odometry_check(res, frame, p)
         with self._lock:

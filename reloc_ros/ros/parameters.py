@@ -98,10 +98,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "this (s); otherwise the latest CameraInfo is used", 0.0, 10.0),
     ParamSpec("time_jump_reset_s", 1.0, "an image stamp going back by more than this (s) resets state (bag loop); "
               "smaller steps back are dropped as out of order", 0.0, 1e6),
-    # -- wrong-pose protection (reloc_ros/ros/plausibility.py, reloc_ros/ros/odom_gate.py) -------------
+    # -- wrong-pose protection (reloc_ros/core/plausibility.py, reloc_ros/ros/odom_gate.py) ------------
     ParamSpec("min_inlier_coverage", 0.1, "a pose whose PnP inliers cover less than this fraction of the image "
               "(convex hull) is FAILED: matches on one small patch, e.g. a picture that also hangs elsewhere; "
-              "0 = no check", 0.0, 1.0),
+              "0 = no check", 0.0, 1.0, config_field="min_inlier_coverage"),
     ParamSpec("odom_jump_max_m", 0.5, "a pose that differs by more than this (m) from the last accepted pose "
               "moved by odometry is FAILED, not published; 0 = no odometry check", 0.0, 1e6),
     ParamSpec("odom_jump_max_deg", 10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True),

@@ -1,4 +1,4 @@
-"""Plausibility of a localized pose beyond the localizer's own gates (pure numpy / OpenCV, no rclpy).
+"""Plausibility measures of a localized pose used by the localizer's gates (numpy / OpenCV).
 
 :func:`inlier_coverage`: the fraction of the image covered by the convex hull of the PnP inliers. A view whose
 matches all sit on one small patch (a picture that also hangs elsewhere, a logo, a poster) supports a pose
