@@ -19,9 +19,10 @@ import time
 import zlib
 from pathlib import Path
 
+from reloc_ros.replay.shm import ShmCleanup
+
 REPO = Path(__file__).resolve().parents[1]
 FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
-SHM_DIR = Path("/dev/shm")
 
 
 _ENVS: dict[str, dict] = {}
@@ -63,68 +64,8 @@ def configure_ros_env(salt: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-def _fastdds_files() -> set[str]:
-    try:
-        return {p.name for p in SHM_DIR.iterdir() if "fastdds" in p.name}
-    except OSError:
-        return set()
-
-
-def _users_of_shm() -> dict[str, set[int]]:
-    """{name under /dev/shm: pids of live processes that map it or hold it open}."""
-    users: dict[str, set[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        pid = int(proc.name)
-        try:
-            for line in (proc / "maps").read_text().splitlines():
-                if "/dev/shm/" in line:
-                    users.setdefault(line.rsplit("/dev/shm/", 1)[1].split(" ")[0], set()).add(pid)
-            for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("/dev/shm/"):
-                    users.setdefault(target[len("/dev/shm/"):], set()).add(pid)
-        except OSError:
-            continue
-    return users
-
-
-class ShmJanitor:
-    """Remove the ``/dev/shm/fastdds_*`` files that appeared since it was made and that no live process uses.
-
-    Fast DDS removes its segments on a clean exit, but a killed process leaves them behind, and a process that
-    creates and destroys several contexts keeps the shared-memory ports of the destroyed ones mapped until it
-    exits, and nobody unlinks them then. ``cleanup(include_own=True)`` (at exit of the test process, when no
-    context is alive) also removes files only this process still maps.
-    """
-
-    def __init__(self):
-        self.before = _fastdds_files()
-
-    def cleanup(self, include_own: bool = False) -> list[str]:
-        new = _fastdds_files() - self.before
-        if not new:
-            return []
-        users = _users_of_shm()
-        me = os.getpid()
-        removed = []
-        for name in sorted(new):
-            base = name[len("sem."):] if name.startswith("sem.") else name
-            pids = set()
-            for used, who in users.items():
-                if used == name or used == base or used.startswith(base):
-                    pids |= who
-            if include_own:
-                pids.discard(me)
-            if pids:
-                continue
-            try:
-                (SHM_DIR / name).unlink()
-                removed.append(name)
-            except OSError:
-                pass
-        return removed
+# The Fast DDS /dev/shm janitor of the replay tools, used by every test that starts ROS processes.
+ShmJanitor = ShmCleanup
 
 
 _SESSION_JANITOR = ShmJanitor()  # this test process's leftovers, removed at exit
