@@ -85,3 +85,23 @@ def test_nees_is_reported_by_evaluate(office, tmp_path: Path):
     loc, queries = office
     summary, _ = evaluate(loc, queries[:5], show_progress=False)
     assert set(summary["nees_position"]) >= {"mean", "median"}
+
+
+def test_map_keypoint_cap_keeps_the_strongest_points_with_3d(office):
+    """max_map_keypoints: per keyframe the strongest keypoints with 3D are matched, no others; 0 keeps all."""
+    loc, queries = office
+    db = loc.db
+    capped = Localizer(db, loc.extractor, LocalizerConfig(max_map_keypoints=300))
+    full = Localizer(db, loc.extractor, LocalizerConfig(max_map_keypoints=0))
+    for k in range(0, len(db), 7):
+        s = db.keyframe_slice(k)
+        has = np.isfinite(db.points3d[s][:, 0])
+        assert full._kf_desc.count(k) == has.sum()
+        assert capped._kf_desc.count(k) == min(300, has.sum())
+        xyz = db.points3d[s][has][np.argsort(-db.scores[s][has], kind="stable")[:300]]
+        assert np.allclose(np.sort(capped._kf_xyz[k], axis=0), np.sort(xyz, axis=0)), "not the strongest points"
+    from reloc_ros.datasets.base import load_image
+
+    q = queries[0]
+    res = capped.localize(load_image(q.image_path), q.camera)
+    assert res.ok, res.reason
