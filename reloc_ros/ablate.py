@@ -101,11 +101,11 @@ def _get_map(work: Path, model: str, points: str, variants_dir: Path, map_frames
     """Build (or reuse) the map of ``model`` + ``points`` under ``work/maps``; returns (path, build facts)."""
     from reloc_ros.build_map import build_map
     from reloc_ros.core.features import sha256_file
+    from reloc_ros.core.learned import find_default_model
     from reloc_ros.core.mapdb import MapDatabase, MapError
 
     out = work / "maps" / f"{model}_{points}"
-    want_sha = None if model == "sift" else sha256_file(_model_path(model, variants_dir) or
-                                                       _extractor("shipped", variants_dir).model_path)
+    want_sha = None if model == "sift" else sha256_file(_model_path(model, variants_dir) or find_default_model())
     if out.is_dir() and not rebuild:
         try:
             db = MapDatabase.load(out)

@@ -76,14 +76,13 @@ def main(argv: list[str] | None = None) -> int:
                   show_progress=False)
     timings["maps_s"] = time.perf_counter() - t1
 
-    rows, reports = {}, {}
+    rows = {}  # one summary per run (offline ones with their per-frame records)
     t2 = time.perf_counter()
     for bag, label in labels.items():
         print(f"[3/4] {extractors[0]}: live replay of {bag} ({label}) through reloc_node at {args.rate}x", flush=True)
         run = replay_live(out / f"map_{extractors[0]}", bags[bag], options=LiveOptions(rate=args.rate))
         key = f"{extractors[0]} live {label}"
         rows[key] = write_report(run, out / f"live_{label}", title=f"reloc_ros demo: {key}")
-        reports[key] = rows[key]
     timings["live_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     if args.offline:
@@ -92,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[4/4] {name}: offline replay of {bag} ({label})", flush=True)
                 run = replay_offline(out / f"map_{name}", bags[bag], show_progress=False)
                 key = f"{name} offline {label}"
-                rows[key] = reports[key] = summarize_run(run)
-                reports[key]["records"] = run.records
+                rows[key] = {**summarize_run(run), "records": run.records}
     timings["offline_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
 
@@ -106,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     times = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items())
     print(f"\n{table}\n\nper-stage latency p50 (ms; live: end_to_end = image sent -> pose received):\n{stages}\n"
           f"\nlive replays:\n{live_counts}\n\ntimings: {times}; report in {out}/")
-    write_json(out / "report.json", {"runs": reports, "timings_s": timings})
+    write_json(out / "report.json", {"runs": rows, "timings_s": timings})
     links = "\n".join(f"- [{label}](live_{label}/summary.md)" for label in labels.values())
     (out / "summary.md").write_text(
         f"# reloc_ros demo ({args.scene})\n\nMaps from the mapping bag; query bags replayed live through reloc_node "

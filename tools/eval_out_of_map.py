@@ -43,10 +43,8 @@ from reloc_ros.ros.odom_gate import OdomGate  # noqa: E402
 from reloc_ros.core.plausibility import inlier_coverage  # noqa: E402
 
 DEFAULT = LocalizerConfig()
-NO_GATES = {k: v for k, v in dict(min_inliers=6, min_inlier_ratio=0.0, max_median_reproj_px=100.0,
-                                  max_position_sigma_m=1e6, ambiguity_ratio=0.0,
-                                  max_keyframe_distance_ratio=0.0,
-                                  min_inlier_coverage=0.0).items() if hasattr(DEFAULT, k)}
+NO_GATES = dict(min_inliers=6, min_inlier_ratio=0.0, max_median_reproj_px=100.0, max_position_sigma_m=1e6,
+                ambiguity_ratio=0.0, max_keyframe_distance_ratio=0.0, min_inlier_coverage=0.0)
 # single gates applied offline to the no-gate figures: name -> predicate on a record (True = passes)
 SINGLE_GATES = {
     f"min_inliers {DEFAULT.min_inliers}": lambda r: r["inliers"] >= DEFAULT.min_inliers,
@@ -55,7 +53,7 @@ SINGLE_GATES = {
     f"sigma {DEFAULT.max_position_sigma_m} m": lambda r: r["sigma_m"] <= DEFAULT.max_position_sigma_m,
 }
 GOOD_M, GOOD_DEG = 0.5, 5.0
-NODE_COVERAGE = 0.1  # the node's default min_inlier_coverage
+NODE_COVERAGE = DEFAULT.min_inlier_coverage  # the node's default min_inlier_coverage
 COVERAGES = (0.05, 0.1, 0.2)  # thresholds of the node's inlier-coverage check (min_inlier_coverage, default 0.1)
 
 

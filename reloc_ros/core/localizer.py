@@ -80,7 +80,8 @@ class LocalizerConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"LocalizerConfig.{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
         ranges = {"top_k": (1, None), "ratio": (1e-6, 1.0), "max_query_keypoints": (0, None),
-                  "max_map_keypoints": (0, None), "agg_cell_px": (0, None), "agg_rel_tol": (0, None), "min_matches": (4, None),
+                  "max_map_keypoints": (0, None), "agg_cell_px": (0, None), "agg_rel_tol": (0, None),
+                  "min_matches": (4, None),
                   "ransac_reproj_px": (1e-6, None), "ransac_iterations": (1, None), "min_inliers": (4, None),
                   "blas_threads": (0, None), "min_inlier_ratio": (0.0, 1.0), "max_median_reproj_px": (1e-6, None),
                   "max_position_sigma_m": (1e-6, None), "ambiguity_ratio": (0.0, None),
@@ -141,6 +142,14 @@ class LocalizationResult:
     @property
     def ok(self) -> bool:
         return self.status == Status.LOCALIZED
+
+
+def _point_source_sigma_rel(db: MapDatabase) -> float:
+    """:data:`MAP_POINT_SIGMA_REL` of the point source most of the map's 3D points come from."""
+    src = np.asarray(db.point_source)
+    counts = {name: int((src == code).sum()) for name, code in POINT_SOURCES.items() if name != "none"}
+    main = max(counts, key=counts.get) if any(counts.values()) else "depth"
+    return MAP_POINT_SIGMA_REL[main]
 
 
 def _strongest_with_3d(db: MapDatabase, cap: int) -> np.ndarray:
@@ -214,7 +223,7 @@ class Localizer:
         self.extractor = extractor
         self.config = config
         self.index = GlobalIndex(db.index, db.centers)
-        self._map_sigma_rel: float | None = None
+        self._map_sigma_rel = _point_source_sigma_rel(db)  # the map's default for map_point_sigma_rel
         # Per keyframe: only keypoints with a 3D point take part in matching. Their descriptors go into one
         # contiguous store (fp16 when lossless) made once; the matcher's buffers are reused by every query.
         has = _strongest_with_3d(db, config.max_map_keypoints)
@@ -316,8 +325,12 @@ class Localizer:
         n_inl = pnp.num_inliers
         res.num_inliers = n_inl
         res.median_reproj_px = float(np.median(pnp.reproj_px[pnp.inliers]))
-        res.keyframes_used = sum(len(m) >= MIN_KEYFRAME_MATCHES for _, m, _ in per_kf) if cfg.aggregation else 1
-        cov = self._covariance(pnp, corr, res.keyframes_used)
+        used = [k for k, m, _ in per_kf if len(m) >= MIN_KEYFRAME_MATCHES]  # candidates that contributed
+        res.keyframes_used = len(used) if cfg.aggregation else 1
+        T_map_from_cam = invert_T(pnp.T_cam_from_world)
+        inlier_xyz = corr.xyz[pnp.inliers]
+        z_med = float(np.median((inlier_xyz @ pnp.T_cam_from_world[:3, :3].T + pnp.T_cam_from_world[:3, 3])[:, 2]))
+        cov = self._covariance(pnp.covariance, z_med, res.keyframes_used)
         pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))) if np.all(np.isfinite(cov)) else np.inf
         if n_inl < cfg.min_inliers:
             res.reason = f"too few inliers ({n_inl} < min_inliers {cfg.min_inliers})"
@@ -327,22 +340,24 @@ class Localizer:
             res.reason = f"median reprojection error {res.median_reproj_px:.1f} px > {cfg.max_median_reproj_px} px"
         elif pos_sigma > cfg.max_position_sigma_m:
             res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
-        elif cfg.min_inlier_coverage > 0 and (cover := inlier_coverage(
-                corr.xyz[pnp.inliers], invert_T(pnp.T_cam_from_world), camera)) < cfg.min_inlier_coverage:
+        elif cfg.min_inlier_coverage > 0 and (
+                cover := inlier_coverage(inlier_xyz, T_map_from_cam, camera)) < cfg.min_inlier_coverage:
             res.reason = (f"inliers cover {100 * cover:.1f} % of the image < min_inlier_coverage "
                           f"{100 * cfg.min_inlier_coverage:g} %: matches on one small patch "
                           "(a picture seen elsewhere?)")
-        elif (far := self._keyframe_distance_ratio(pnp, corr, per_kf)) > cfg.max_keyframe_distance_ratio > 0:
+        elif (far := self._keyframe_distance_ratio(T_map_from_cam, z_med, used or list(cand))) \
+                > cfg.max_keyframe_distance_ratio > 0:
             res.reason = (f"implausible pose: {far:.2f} x the scene depth away from every matched keyframe "
                           f"(> max_keyframe_distance_ratio {cfg.max_keyframe_distance_ratio})")
-        elif cfg.ambiguity_ratio > 0 and (alt := self._second_hypothesis(corr, pnp, K, camera.size, prior)) is not None:
+        elif cfg.ambiguity_ratio > 0 and (
+                alt := self._second_hypothesis(corr, pnp, K, camera.size, prior)) is not None:
             res.reason = (f"ambiguous: a second pose {alt[1]:.2f} m / {alt[2]:.1f} deg away has {alt[0]} inliers "
                           f"(vs {n_inl}); repeated structure?")
         else:
             res.status = Status.LOCALIZED
-            res.T_map_from_cam = invert_T(pnp.T_cam_from_world)
+            res.T_map_from_cam = T_map_from_cam
             res.covariance = cov
-            res.inlier_xyz = corr.xyz[pnp.inliers]
+            res.inlier_xyz = inlier_xyz
         return self._finish(res, t0)
 
     # ---------------------------------------------------------------------------------------------
@@ -396,26 +411,16 @@ class Localizer:
                 return None
         return alt.num_inliers, dt, dr
 
-    def _keyframe_distance_ratio(self, pnp, corr: Correspondences, per_kf) -> float:
-        """Distance from the pose to the nearest keyframe that contributed matches, over the median inlier depth."""
-        used = [k for k, m, _ in per_kf if len(m) >= MIN_KEYFRAME_MATCHES] or [k for k, _, _ in per_kf]
-        T = pnp.T_cam_from_world
-        center = -T[:3, :3].T @ T[:3, 3]
-        z = float(np.median((corr.xyz[pnp.inliers] @ T[:3, :3].T + T[:3, 3])[:, 2]))
-        return float(np.min(np.linalg.norm(self.db.centers[used] - center, axis=1))) / max(z, 1e-6)
+    def _keyframe_distance_ratio(self, T_map_from_cam: np.ndarray, z_med: float, keyframes: list) -> float:
+        """Distance from the pose to the nearest of ``keyframes``, over the median inlier depth ``z_med``."""
+        d = np.linalg.norm(self.db.centers[keyframes] - T_map_from_cam[:3, 3], axis=1)
+        return float(np.min(d)) / max(z_med, 1e-6)
 
     def map_point_sigma_rel(self) -> float:
         """The relative map-point error used by the covariance: the config's, else the map's default."""
-        if self.config.map_point_sigma_rel >= 0:
-            return self.config.map_point_sigma_rel
-        if self._map_sigma_rel is None:
-            src = np.asarray(self.db.point_source)
-            counts = {name: int((src == code).sum()) for name, code in POINT_SOURCES.items() if name != "none"}
-            main = max(counts, key=counts.get) if any(counts.values()) else "depth"
-            self._map_sigma_rel = MAP_POINT_SIGMA_REL[main]
-        return self._map_sigma_rel
+        return self.config.map_point_sigma_rel if self.config.map_point_sigma_rel >= 0 else self._map_sigma_rel
 
-    def _covariance(self, pnp, corr: Correspondences, n_keyframes: int) -> np.ndarray:
+    def _covariance(self, pnp_cov: np.ndarray, z_med: float, n_keyframes: int) -> np.ndarray:
         """Pose covariance: the reprojection term of PnP plus a map term.
 
         The reprojection term ``sigma^2 (J^T J)^-1`` shrinks like 1/inliers, but the errors of map points are
@@ -425,12 +430,10 @@ class Localizer:
         axis. ``rho`` per point source was fitted on generated training scenes (never the benchmark scenes),
         see docs/RESULTS.md "Covariance calibration".
         """
-        cov = pnp.covariance.copy()
+        cov = pnp_cov.copy()
         rho = self.map_point_sigma_rel()
         if rho > 0 and np.all(np.isfinite(cov)):
-            T = pnp.T_cam_from_world
-            z = (corr.xyz[pnp.inliers] @ T[:3, :3].T + T[:3, 3])[:, 2]
-            cov[:3, :3] += np.eye(3) * (rho * float(np.median(z))) ** 2 / max(n_keyframes, 1)
+            cov[:3, :3] += np.eye(3) * (rho * z_med) ** 2 / max(n_keyframes, 1)
         return cov * self.config.covariance_scale
 
     def _localize_without_pnp(self, res: LocalizationResult, features: Features,

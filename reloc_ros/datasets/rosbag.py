@@ -36,7 +36,7 @@ from reloc_ros.core.camera import Camera
 from reloc_ros.core.geometry import T_from_pos_quat, make_T, matrix_from_quat, quat_from_matrix
 from reloc_ros.datasets.base import Dataset, DatasetError, Frame
 from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info
-from reloc_ros.ros.image_conversion import ImageConversionError, image_to_numpy, to_localizer_input
+from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input, image_to_numpy
 from reloc_ros.ros.tf_buffer import TfError, TransformBuffer, slerp
 
 __all__ = ["BagTopics", "BagImage", "Trajectory", "load", "load_bag", "iter_bag_images", "read_ground_truth",
@@ -343,7 +343,7 @@ def iter_bag_images(path, topics: BagTopics = BagTopics(), gt: Trajectory | None
             if index % every == 0:
                 t = _stamp(msg.header)
                 try:
-                    img = to_localizer_input(image_to_numpy(msg), str(msg.encoding))
+                    img = image_msg_to_localizer_input(msg)
                 except ImageConversionError as e:
                     raise DatasetError(f"image on {topics.image} at {t / NS:.3f} s: {e}") from None
                 item = BagImage(index, t, msg.header.frame_id, np.array(img), camera_at(t), gt.at(t))

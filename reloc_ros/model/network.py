@@ -97,11 +97,6 @@ class RelocNet(nn.Module):
             out.update(self.depth_head(pyr))
         return out
 
-    def num_parameters(self) -> dict[str, int]:
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        return {"backbone": count(self.backbone), "local": count(self.local), "global": count(self.global_head),
-                "depth": count(self.depth_head), "total": count(self)}
-
 
 class ExportWrapper(nn.Module):
     """The network with exactly the exported outputs, as a tuple in :data:`OUTPUT_NAMES` order."""

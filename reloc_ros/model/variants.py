@@ -51,6 +51,7 @@ from reloc_ros.model.data import SceneSet, ensure_scenes, photometric
 from reloc_ros.model.heads import DepthHead
 from reloc_ros.model.losses import depth_loss, triplet_loss
 from reloc_ros.model.network import RelocNet
+from reloc_ros.model.train import _log, _merge, _negative_mask, _to_tensor
 from reloc_ros.model.weights import load_checkpoint
 
 __all__ = ["ARMS", "DepthGlobalBranch", "DepthAwareRelocNet", "default_config", "load_config", "main",
@@ -93,20 +94,6 @@ default_config = {
     },
     "branch": {"width": 64, "dim": 64, "gain": 0.5},  # variant 6's depth CNN: channels, output dim, initial gain
 }
-
-
-def _merge(base: dict, over: dict, where: str = "") -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if k not in out:
-            raise ValueError(f"unknown config key {where}{k!r}; valid keys: {sorted(out)}")
-        if isinstance(out[k], dict):
-            if not isinstance(v, dict):
-                raise ValueError(f"config key {where}{k!r} must be a mapping")
-            out[k] = _merge(out[k], v, f"{where}{k}.")
-        else:
-            out[k] = v
-    return out
 
 
 def load_config(path: str | Path | None) -> dict:
@@ -219,15 +206,6 @@ def export_arm(net: RelocNet, arm: str, out: Path, extra: dict) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 # fine-tuning (all arms in lockstep)
 # ----------------------------------------------------------------------------------------------------------
-def _log(out_dir: Path, record: dict) -> None:
-    line = json.dumps(record, sort_keys=True)
-    print(line, flush=True)
-    with open(out_dir / "log.jsonl", "a") as f:
-        f.write(line + "\n")
-
-
-def _to_tensor(imgs: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32))
 
 
 def _sparse_noisy(depth_bhw: np.ndarray, n: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -285,7 +263,7 @@ def _validate(base: RelocNet, arms: _Arms, val: SceneSet, min_overlap: float = 0
         G = {n: [] for n in g_names}
         D = {n: [] for n in d_names}
         for i in range(0, len(sc), 8):
-            x = _to_tensor([g.astype(np.float32) / 255.0 for g in sc.grey[i:i + 8]])
+            x = _to_tensor([g.astype(np.float32) / 255.0 for g in sc.grey[i:i + 8]], "cpu")
             pyr = base.backbone(x)
             desc = base.local(pyr["x"], pyr["f8"])["descriptors"]
             dep = base.depth_head(pyr)
@@ -325,7 +303,6 @@ def _validate(base: RelocNet, arms: _Arms, val: SceneSet, min_overlap: float = 0
 
 def main(config_path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """Fine-tune the configured arms for ``minutes``, validate, export one ONNX per arm; returns the summary."""
-    from reloc_ros.model.train import _negative_mask
 
     cfg = _merge(load_config(config_path), overrides or {})
     out_dir, onnx_dir = Path(cfg["out_dir"]), Path(cfg["onnx_dir"])
@@ -373,7 +350,7 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
         P = len(pairs)
         positive_of = torch.tensor(list(range(P, 2 * P)) + list(range(P)))
         neg = _negative_mask(items, train, tc["negative_max_overlap"])
-        x = _to_tensor([photometric(train.scenes[s].grey[f], rng, dc["photometric"]) for s, f in items])
+        x = _to_tensor([photometric(train.scenes[s].grey[f], rng, dc["photometric"]) for s, f in items], "cpu")
         dense = np.stack([train.scenes[s].depth[f] for s, f in items])
         sparse = torch.from_numpy(_sparse_noisy(dense, tc["sparse_points"], tc["sparse_noise"], rng))[:, None]
         dense = torch.from_numpy(dense)[:, None]

@@ -1,7 +1,7 @@
 """4x4 transforms and covariances <-> ROS messages, stamps <-> nanoseconds, points -> PointCloud2.
 
-Quaternion order is converted only by :func:`reloc_ros.core.geometry.quat_from_matrix` /
-:func:`~reloc_ros.core.geometry.matrix_from_quat` (ROS messages are ``xyzw``).
+Quaternion order is converted only by :func:`reloc_ros.core.geometry.pos_quat_from_T` /
+:func:`~reloc_ros.core.geometry.T_from_pos_quat` (ROS messages are ``xyzw``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from geometry_msgs.msg import Pose, PoseStamped, PoseWithCovariance, PoseWithCov
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from reloc_ros.core.geometry import make_T, matrix_from_quat, quat_from_matrix, skew
+from reloc_ros.core.geometry import T_from_pos_quat, pos_quat_from_T, skew
 
 __all__ = [
     "stamp_to_ns", "ns_to_stamp", "header",
@@ -36,31 +36,37 @@ def header(frame_id: str, stamp_ns: int) -> Header:
     return Header(frame_id=frame_id, stamp=ns_to_stamp(stamp_ns))
 
 
+def _set_vec_quat(vec, quat, T: np.ndarray) -> None:
+    """Write T's translation into the message vector ``vec`` and its rotation into the quaternion ``quat``."""
+    pos, q = pos_quat_from_T(T, "xyzw")
+    vec.x, vec.y, vec.z = (float(v) for v in pos)
+    quat.x, quat.y, quat.z, quat.w = (float(v) for v in q)
+
+
+def _T_of(vec, quat) -> np.ndarray:
+    """4x4 of a message vector + quaternion (raises ValueError for a zero or non-finite quaternion)."""
+    return T_from_pos_quat([vec.x, vec.y, vec.z], [quat.x, quat.y, quat.z, quat.w], "xyzw")
+
+
 def pose_from_T(T: np.ndarray) -> Pose:
     p = Pose()
-    p.position.x, p.position.y, p.position.z = (float(v) for v in T[:3, 3])
-    q = quat_from_matrix(T[:3, :3], "xyzw")
-    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = (float(v) for v in q)
+    _set_vec_quat(p.position, p.orientation, T)
     return p
 
 
 def T_from_pose(p: Pose) -> np.ndarray:
     """4x4 of a Pose (raises ValueError for a zero or non-finite quaternion)."""
-    q = [p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w]
-    return make_T(matrix_from_quat(q, "xyzw"), [p.position.x, p.position.y, p.position.z])
+    return _T_of(p.position, p.orientation)
 
 
 def transform_from_T(T: np.ndarray) -> Transform:
     t = Transform()
-    t.translation.x, t.translation.y, t.translation.z = (float(v) for v in T[:3, 3])
-    q = quat_from_matrix(T[:3, :3], "xyzw")
-    t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w = (float(v) for v in q)
+    _set_vec_quat(t.translation, t.rotation, T)
     return t
 
 
 def T_from_transform(t: Transform) -> np.ndarray:
-    q = [t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w]
-    return make_T(matrix_from_quat(q, "xyzw"), [t.translation.x, t.translation.y, t.translation.z])
+    return _T_of(t.translation, t.rotation)
 
 
 def pose_stamped(T_frame_from_body: np.ndarray, frame_id: str, stamp_ns: int) -> PoseStamped:

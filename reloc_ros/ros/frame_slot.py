@@ -37,10 +37,6 @@ class LatestSlot:
             item, self._item = self._item, None
             return item
 
-    def clear(self) -> None:
-        with self._cond:
-            self._item = None
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -50,7 +46,3 @@ class LatestSlot:
     def pending(self) -> int:
         """Items waiting (0 or 1)."""
         return int(self._item is not None)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed

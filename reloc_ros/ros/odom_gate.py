@@ -52,7 +52,6 @@ class OdomGate:
     def __init__(self, max_m: float = 0.5, max_deg: float = 10.0, accept_after: int = 5):
         self.max_m, self.max_deg, self.accept_after = float(max_m), float(max_deg), int(accept_after)
         self.rejected = 0  # total rejections
-        self.recovered = 0  # acceptances after a streak of consistent rejections
         self.reset()
 
     @property
@@ -94,7 +93,6 @@ class OdomGate:
         self._streak_map_from_odom = T_map_from_odom
         if self._streak >= self.accept_after:
             n = self._streak
-            self.recovered += 1
             self._accept(T_map_from_odom)
             return GateDecision(True, f"accepted after {n} consistent poses that jumped {dt:.2f} m / {dr:.1f} deg "
                                       "against odometry (robot moved without odometry?)", dt, dr, n)
