@@ -18,9 +18,10 @@ import yaml
 
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import ExtractorError
-from reloc_ros.core.geometry import look_at
-from reloc_ros.core.mapdb import Keyframe, MapDatabase, MapError
+from reloc_ros.core.mapdb import MapDatabase, MapError
 from reloc_ros.datasets.base import DatasetError
+
+from map_helpers import random_map
 
 REPO = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000
@@ -29,22 +30,6 @@ NS = 1_000_000_000
 # ==================================================================================================
 # map directories: MapDatabase.load -> MapError
 # ==================================================================================================
-def _random_map(tmp: Path, n_kf=4, n_kp=40, d_local=128, d_global=512, identity=None) -> Path:
-    rng = np.random.default_rng(0)
-    cam = Camera(640, 480, 500, 500, 319.5, 239.5)
-    kfs = []
-    for i in range(n_kf):
-        pts = rng.normal(size=(n_kp, 3)).astype(np.float32)
-        d = rng.normal(size=(n_kp, d_local)).astype(np.float32)
-        g = rng.normal(size=d_global).astype(np.float32)
-        kfs.append(Keyframe(f"kf{i}", look_at([i, 0, 1], [i, 5, 1]), cam,
-                            rng.uniform(0, 480, (n_kp, 2)).astype(np.float32), d / np.linalg.norm(d, axis=1)[:, None],
-                            np.ones(n_kp, np.float32), pts, np.full(n_kp, 1, np.uint8), np.ones(n_kp, np.float32),
-                            g / np.linalg.norm(g)))
-    ident = identity or {"name": "sift", "n_features": 2000}
-    return MapDatabase.from_keyframes(kfs, ident, {}).save(tmp)
-
-
 def _manifest(fn):
     def edit(d: Path):
         m = yaml.safe_load((d / "manifest.yaml").read_text())
@@ -129,7 +114,7 @@ MAP_CASES = [
 
 @pytest.fixture(scope="module")
 def good_map(tmp_path_factory):
-    return _random_map(tmp_path_factory.mktemp("maps") / "good")
+    return random_map(tmp_path_factory.mktemp("maps") / "good")
 
 
 @pytest.mark.parametrize("what, edit, needle", MAP_CASES, ids=[c[0] for c in MAP_CASES])
@@ -197,7 +182,7 @@ def test_map_built_with_other_weights_is_refused(tmp_path):
     bytes): refused with the hash difference named, while the original model is accepted."""
     shipped = find_default_model()
     ident = LearnedExtractor(shipped).identity()
-    map_dir = _random_map(tmp_path / "learned_map", d_local=64, d_global=256, identity=ident)
+    map_dir = random_map(tmp_path / "learned_map", d_local=64, d_global=256, identity=ident)
     db = MapDatabase.load(map_dir)
     assert extractor_for_map(db).identity() == ident  # the weights it was built with
     model = onnx.load(str(shipped))
@@ -254,7 +239,7 @@ def _cli_map_info_not_a_map(tmp):
 
 def _cli_eval_corrupt_map(tmp):
     ds = _posed_images(tmp / "ds", 4)
-    m = _random_map(tmp / "map")
+    m = random_map(tmp / "map")
     with open(m / "keyframes.h5", "r+b") as fh:
         fh.truncate(100)
     return ["eval", "--map", str(m), "--dataset", str(ds), "--format", "posed_images", "--map-every", "2"]

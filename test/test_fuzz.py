@@ -130,7 +130,7 @@ def test_fuzz_camera_info(info):
 # ==================================================================================================
 @pytest.fixture(scope="module")
 def fuzz_maps(tmp_path_factory):
-    from test_bad_inputs import _random_map
+    from map_helpers import random_map as _random_map
 
     root = tmp_path_factory.mktemp("fuzz_maps")
     good = _random_map(root / "good", n_kf=3, n_kp=20, d_global=64)
