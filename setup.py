@@ -15,7 +15,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
-        ("share/" + package_name + "/models", glob("models/*.onnx") + glob("models/*.md")),
+        ("share/" + package_name + "/models", glob("models/*.onnx") + glob("models/*.md") + ["models/SHA256SUMS"]),
     ],
     python_requires=">=3.10",
     install_requires=[
@@ -32,8 +32,8 @@ setup(
         "threadpoolctl>=3.1",
     ],
     extras_require={
-        "cpu": ["onnxruntime>=1.17"],
-        "gpu": ["onnxruntime-gpu>=1.17"],
+        "cpu": ["onnxruntime>=1.17", "onnx>=1.16"],
+        "gpu": ["onnxruntime-gpu>=1.17", "onnx>=1.16"],
         "train": ["torch==2.13.0", "onnx>=1.16"],
         "synth": ["scikit-image>=0.22"],
         "ros": [

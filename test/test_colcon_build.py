@@ -39,6 +39,7 @@ def test_install_space_layout(install_space):
         assert (share / d).is_dir(), f"missing share/reloc_ros/{d}"
     assert (share / "launch" / "localize.launch.py").is_file()
     assert (share / "config" / "localizer.yaml").is_file()
+    assert len(list((share / "models").glob("*.onnx"))) == 1 and (share / "models" / "SHA256SUMS").is_file()
     assert (share / "package.xml").is_file()
     assert (install_space / "share" / "ament_index" / "resource_index" / "packages" / "reloc_ros").is_file()
 

@@ -122,6 +122,53 @@ def test_identity(extractor, model_path):
     assert not extractor.needs_fit
 
 
+def test_query_outputs_drop_only_the_depth_head(extractor, model_path):
+    """outputs='query' (what localization uses) runs a pruned graph: identical local and global features, no depth."""
+    q = LearnedExtractor(model_path, outputs="query")
+    assert q.identity() == extractor.identity()  # maps built with 'all' accept a 'query' extractor
+    img = realish_image(seed=4)
+    a, b = extractor.extract(img), q.extract(img)
+    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    np.testing.assert_allclose(a.descriptors, b.descriptors, atol=1e-6)
+    np.testing.assert_allclose(a.global_desc, b.global_desc, atol=1e-6)
+    assert b.depth is None and b.depth_conf is None and a.depth is not None
+    with pytest.raises(ExtractorError, match="outputs must be one of"):
+        LearnedExtractor(model_path, outputs="depth-only")
+
+
+@pytest.mark.parametrize("outputs", ["all", "query"])
+def test_corrupt_model_file_in_both_output_modes(tmp_path, model_path, outputs):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(model_path.read_bytes()[: 4096])
+    with pytest.raises(ExtractorError, match="corrupt"):
+        LearnedExtractor(bad, outputs=outputs)
+
+
+def test_shipped_model_matches_its_recorded_hashes(model_path):
+    """models/SHA256SUMS (checked at every load) and the model card both name the shipped file's sha256."""
+    from reloc_ros.core.features import sha256_file
+    from reloc_ros.core.learned import recorded_sha256
+
+    digest = sha256_file(model_path)
+    assert recorded_sha256(model_path) == digest
+    assert f"`{digest}`" in (model_path.parent / "MODEL_CARD.md").read_text()
+
+
+def test_a_damaged_model_beside_its_checksums_is_refused(tmp_path, model_path):
+    from reloc_ros.core.features import sha256_file
+    from reloc_ros.core.learned import record_sha256
+
+    good = tmp_path / model_path.name
+    good.write_bytes(model_path.read_bytes())
+    record_sha256(good, sha256_file(good))
+    assert LearnedExtractor(good).model_sha256 == sha256_file(model_path)
+    data = bytearray(good.read_bytes())
+    data[-100] ^= 0x01  # one flipped bit in the weights: still a loadable ONNX file, but not the recorded one
+    good.write_bytes(bytes(data))
+    with pytest.raises(ExtractorError, match="damaged or was replaced"):
+        LearnedExtractor(good)
+
+
 def test_missing_model_file(tmp_path):
     with pytest.raises(ExtractorError, match="not found"):
         LearnedExtractor(tmp_path / "nope.onnx")
@@ -149,6 +196,8 @@ def test_wrong_signature(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     with pytest.raises(ExtractorError, match="not a RelocNet model"):
         LearnedExtractor(path)
+    with pytest.raises(ExtractorError, match="not a RelocNet model"):
+        LearnedExtractor(path, outputs="query")
 
 
 def test_unavailable_provider_is_a_clear_error(model_path):

@@ -60,6 +60,8 @@ class FeatureExtractor(abc.ABC):
     name: str = "abstract"
     # identity keys that are also constructor parameters (a map's identity recreates the same extractor)
     IDENTITY_PARAMS: tuple = ()
+    # constructor parameters for localizing queries only (e.g. skip outputs only map building needs)
+    QUERY_PARAMS: dict = {}
 
     @abc.abstractmethod
     def extract(self, image: np.ndarray) -> Features:

@@ -25,8 +25,8 @@ import numpy as np
 
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features, sha256_file
 
-__all__ = ["LearnedExtractor", "find_default_model", "preprocess", "detect_keypoints", "sample_descriptors",
-           "PROVIDERS", "INPUT_NAME", "OUTPUT_NAMES", "SUPPORTED_MODEL_VERSIONS"]
+__all__ = ["LearnedExtractor", "find_default_model", "verify_model_file", "record_sha256", "recorded_sha256", "preprocess", "detect_keypoints", "sample_descriptors",
+           "PROVIDERS", "INPUT_NAME", "OUTPUT_NAMES", "QUERY_OUTPUTS", "SUPPORTED_MODEL_VERSIONS"]
 
 INPUT_NAME = "image"
 # Must equal reloc_ros.model.network.OUTPUT_NAMES (checked by test_model.py; not imported: no torch here).
@@ -71,6 +71,44 @@ def find_default_model() -> Path:
                                  f"choose one with model_path=...")
     raise ExtractorError(f"no learned model (*.onnx) found in {searched}: pass model_path=... or export one with "
                          f"`reloc export --out models/relocnet_v1.onnx`")
+
+
+CHECKSUMS = "SHA256SUMS"  # beside a model: "<sha256>  <file name>" lines (sha256sum format), written by `reloc export`
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The sha256 that the ``SHA256SUMS`` file beside ``path`` records for it, or None when none is recorded."""
+    sums = Path(path).parent / CHECKSUMS
+    if not sums.is_file():
+        return None
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if name.lstrip("*") == Path(path).name:
+            return digest.lower()
+    return None
+
+
+def record_sha256(path: Path, digest: str) -> None:
+    """Record ``digest`` for ``path`` in the ``SHA256SUMS`` beside it (other entries kept)."""
+    sums = Path(path).parent / CHECKSUMS
+    lines = [ln for ln in (sums.read_text().splitlines() if sums.is_file() else [])
+             if ln.strip() and ln.strip().partition("  ")[2].lstrip("*") != Path(path).name]
+    tmp = sums.with_name(sums.name + ".tmp")
+    tmp.write_text("\n".join(sorted(lines + [f"{digest}  {Path(path).name}"])) + "\n")
+    tmp.replace(sums)
+
+
+def verify_model_file(path: Path) -> str:
+    """sha256 of the model file, checked against ``SHA256SUMS`` beside it when that records the file (the shipped
+    model always is): a mismatch means a damaged or replaced file and is refused."""
+    digest = sha256_file(path)
+    want = recorded_sha256(path)
+    if want is not None and want != digest:
+        raise ExtractorError(f"model file {path} has sha256 {digest}, but {Path(path).parent / CHECKSUMS} records "
+                             f"{want}: the file is damaged or was replaced. Restore it (git checkout / reinstall the "
+                             f"package) or, for a model you exported yourself, re-run `reloc export --out {path}`, "
+                             f"which updates {CHECKSUMS}")
+    return digest
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,10 +224,43 @@ def _subpixel_offsets(heat_HW: np.ndarray, xy_N2: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 # backends
 # ---------------------------------------------------------------------------------------------------------------
-class _OnnxBackend:
-    """ONNX Runtime session; checks the model's signature and metadata."""
+QUERY_OUTPUTS = OUTPUT_NAMES[:4]  # what localizing a query needs: no depth (maps are built with all outputs)
 
-    def __init__(self, path: Path, provider: str, threads: int, allow_spinning: bool = True):
+
+def _pruned_model(path: Path, outputs: tuple[str, ...]) -> bytes:
+    """The model reduced to the nodes that ``outputs`` need (ONNX Runtime computes every graph output, requested
+    or not: dropping the depth head saves ~4 of 24 ms at 640x480 on 2 cores). Metadata is kept."""
+    try:
+        import onnx
+        from onnx.utils import Extractor
+    except ImportError as e:
+        raise ExtractorError(f"outputs='query' needs the onnx package to drop the depth head ({e}): "
+                             f"pip install onnx, or use outputs='all'") from e
+    try:
+        model = onnx.load(str(path))
+        missing = [o for o in outputs if o not in {x.name for x in model.graph.output}]
+        if missing:  # a wrong signature: let the normal load below report it in full
+            return path.read_bytes()
+        pruned = Extractor(model).extract_model([INPUT_NAME], list(outputs))
+    except Exception as e:  # noqa: BLE001 - onnx raises several exception types on corrupt files
+        raise ExtractorError(f"cannot load the ONNX model {path} (corrupt or not an ONNX file?): {e}; "
+                             f"re-export it with `reloc export` or restore the shipped file") from e
+    pruned.metadata_props.extend(model.metadata_props)
+    for field in ("ir_version", "producer_name", "producer_version", "model_version"):
+        setattr(pruned, field, getattr(model, field))
+    del pruned.opset_import[:]
+    pruned.opset_import.extend(model.opset_import)
+    return pruned.SerializeToString()
+
+
+class _OnnxBackend:
+    """ONNX Runtime session; checks the model's signature and metadata.
+
+    ``outputs``: the output names to compute; fewer than all runs a pruned graph (see :func:`_pruned_model`).
+    """
+
+    def __init__(self, path: Path, provider: str, threads: int, allow_spinning: bool = True,
+                 outputs: tuple[str, ...] = OUTPUT_NAMES):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -212,23 +283,31 @@ class _OnnxBackend:
         # Spinning worker threads answer fastest on an idle CPU but burn a core the geometry (or another process)
         # could use while they wait: turn it off when the encoder shares 2 cores with other work.
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        self.outputs = tuple(outputs)
+        model = str(path) if self.outputs == OUTPUT_NAMES else _pruned_model(path, self.outputs)
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=PROVIDERS[provider])
+            self.session = ort.InferenceSession(model, so, providers=PROVIDERS[provider])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several exception types
             raise ExtractorError(f"cannot load the ONNX model {path} (corrupt or not an ONNX file?): {e}; "
                                  f"re-export it with `reloc export` or restore the shipped file") from e
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        names = [o.name for o in self.session.get_outputs()]
         _check_signature(path, [(i.name, i.shape) for i in self.session.get_inputs()],
-                         [o.name for o in self.session.get_outputs()], self.metadata)
+                         names if self.outputs == OUTPUT_NAMES else list(OUTPUT_NAMES), self.metadata)
+        if set(names) != set(self.outputs):
+            raise ExtractorError(f"{path} is not a RelocNet model this version can run: outputs {names}, expected "
+                                 f"{list(self.outputs)}. Use the shipped models/*.onnx or re-export with "
+                                 f"`reloc export`")
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(OUTPUT_NAMES, self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})))
+        return dict(zip(self.outputs, self.session.run(list(self.outputs), {INPUT_NAME: x})))
 
 
 class _TorchBackend:
     """The PyTorch reference network with the ONNX file's weights (needs torch and onnx: the ``train`` extra)."""
 
-    def __init__(self, path: Path, device: str = "cpu"):
+    def __init__(self, path: Path, device: str = "cpu", outputs: tuple[str, ...] = OUTPUT_NAMES):
+        self.outputs = tuple(outputs)
         try:
             import torch
 
@@ -244,7 +323,7 @@ class _TorchBackend:
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         with self.torch.inference_mode():
             out = self.net(self.torch.from_numpy(x).to(self.device))
-        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES}
+        return {k: out[k].float().cpu().numpy() for k in self.outputs}
 
 
 def _check_signature(path: Path, inputs: list, outputs: list[str], meta: dict) -> None:
@@ -287,16 +366,23 @@ class LearnedExtractor(FeatureExtractor):
         device: torch device for ``backend='torch'``.
         allow_spinning: ONNX Runtime worker threads busy-wait between operators (fastest on an idle CPU; False
             frees the cores for other threads, e.g. geometry running beside the encoder).
+        outputs: ``all`` (keypoints, descriptors, global descriptor, depth: what map building needs) or ``query``
+            (no depth head: what localizing a query needs; 20 instead of 24 ms at 640x480 on 2 cores; needs the
+            ``onnx`` package). Not part of the identity: both give identical keypoints and descriptors.
     """
 
     name = "learned"
     VERSION = 1
     IDENTITY_PARAMS = ("max_side", "max_keypoints", "nms_radius", "detection_threshold", "subpixel")
+    QUERY_PARAMS = {"outputs": "query"}
+    OUTPUT_SETS = {"all": OUTPUT_NAMES, "query": QUERY_OUTPUTS}
 
     def __init__(self, model_path: str | os.PathLike | None = None, backend: str = "onnx", provider: str = "cpu",
                  threads: int = 2, max_side: int = 1024, max_keypoints: int = 2000, nms_radius: int = 2,
                  detection_threshold: float = 0.05, subpixel: bool = True, device: str = "cpu",
-                 allow_spinning: bool = True):
+                 allow_spinning: bool = True, outputs: str = "all"):
+        if outputs not in self.OUTPUT_SETS:
+            raise ExtractorError(f"outputs must be one of {sorted(self.OUTPUT_SETS)}, got {outputs!r}")
         path = Path(model_path) if model_path else find_default_model()
         if not path.is_file():
             raise ExtractorError(f"learned model file not found: {path} (pass model_path=... or restore "
@@ -304,12 +390,12 @@ class LearnedExtractor(FeatureExtractor):
         if int(max_side) < STRIDE:
             raise ExtractorError(f"max_side must be >= {STRIDE}, got {max_side}")
         self.model_path = path
-        self.model_sha256 = sha256_file(path)
+        self.model_sha256 = verify_model_file(path)
         self.backend_name = backend
         if backend == "onnx":
-            self._net = _OnnxBackend(path, provider, threads, allow_spinning)
+            self._net = _OnnxBackend(path, provider, threads, allow_spinning, self.OUTPUT_SETS[outputs])
         elif backend == "torch":
-            self._net = _TorchBackend(path, device)
+            self._net = _TorchBackend(path, device, self.OUTPUT_SETS[outputs])
         else:
             raise ExtractorError(f"unknown backend {backend!r}; choose 'onnx' or 'torch'")
         self.metadata = self._net.metadata
@@ -352,9 +438,12 @@ class LearnedExtractor(FeatureExtractor):
             kpts = np.stack([(kpts[:, 0] + 0.5) / sx - 0.5, (kpts[:, 1] + 0.5) / sy - 0.5], axis=1)
         g = out["global_descriptor"][0].astype(np.float32)
         g /= max(float(np.linalg.norm(g)), 1e-12)
+        depth = out.get("depth")
         return Features(keypoints=kpts.astype(np.float32), descriptors=desc, scores=scores, global_desc=g,
-                        image_size=(W, H), depth=np.ascontiguousarray(out["depth"][0, 0], np.float32),
-                        depth_conf=np.ascontiguousarray(out["depth_confidence"][0, 0], np.float32))
+                        image_size=(W, H),
+                        depth=None if depth is None else np.ascontiguousarray(depth[0, 0], np.float32),
+                        depth_conf=None if depth is None else np.ascontiguousarray(out["depth_confidence"][0, 0],
+                                                                                   np.float32))
 
     def describe(self) -> str:
         return json.dumps({"model": str(self.model_path), "backend": self.backend_name, **self.identity()})

@@ -182,12 +182,14 @@ def limit_blas_threads(n: int) -> None:
 
 
 def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
-    """The extractor recorded in a map's manifest, with the map's stored state (e.g. VLAD vocabulary)."""
+    """The extractor recorded in a map's manifest, with the map's stored state (e.g. VLAD vocabulary), set up for
+    localizing queries (its ``QUERY_PARAMS``, e.g. the learned one without its depth head; ``kwargs`` override)."""
     ident = db.extractor_identity
     name = ident.get("name")
     if not name:
         raise MapError(f"{db.path}: manifest has no extractor name; rebuild the map")
-    params = extractor_class(name).params_from_identity(ident)
+    cls = extractor_class(name)
+    params = {**cls.params_from_identity(ident), **cls.QUERY_PARAMS}
     params.update(kwargs)
     ex = create_extractor(name, **params)
     ex.load_state(db.extractor_state)

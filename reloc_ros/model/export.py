@@ -23,6 +23,7 @@ import torch
 
 from reloc_ros.model.network import INPUT_NAME, MODEL_VERSION, OUTPUT_NAMES, ExportWrapper, RelocNet
 from reloc_ros.core.features import sha256_file
+from reloc_ros.core.learned import record_sha256
 from reloc_ros.model.weights import XFEAT_SHA256, load_checkpoint
 
 __all__ = ["main", "export_onnx", "check_parity", "model_metadata", "sha256_file", "DEFAULT_CHECKPOINT", "OPSET"]
@@ -103,7 +104,9 @@ def main(out: Path, checkpoint: Path = DEFAULT_CHECKPOINT) -> Path:
     extra.update({f"train_{k}": v for k, v in (ckpt.get("extra") or {}).items() if isinstance(v, (str, int, float))})
     out = export_onnx(net, Path(out), model_metadata(net, extra))
     diffs = check_parity(net, out)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {sha256_file(out)}")
+    digest = sha256_file(out)
+    record_sha256(out, digest)  # LearnedExtractor refuses the file if it no longer matches this record
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {digest} (recorded in {out.parent / 'SHA256SUMS'})")
     print("max |torch - onnxruntime| per output: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     return out
 
