@@ -350,8 +350,21 @@ def _retrieval_scaling(pool_map: np.ndarray, pool_query: np.ndarray, sizes, n_qu
     return rows
 
 
+def _rss_mb() -> float:
+    """Resident set size of this process now (``VmRSS``), MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _map_load_child(path: str, conn) -> None:
-    """Runs in a spawned process: load a map and set up a localizer; report times and memory."""
+    """Runs in a spawned process: load a map and set up a localizer, as the node does at start-up; report times
+    and memory: the peak RSS (``ru_maxrss``) after the load and after the set-up, and the RSS the process keeps
+    holding the map and the localizer (what the node's memory is with this map, before any query)."""
+    import gc
+
     from reloc_ros.core.localizer import Localizer, extractor_for_map
     from reloc_ros.core.mapdb import MapDatabase
 
@@ -359,13 +372,17 @@ def _map_load_child(path: str, conn) -> None:
     t0 = time.perf_counter()
     db = MapDatabase.load(path)
     t_load = time.perf_counter() - t0
+    rss_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ex = extractor_for_map(db)
     t1 = time.perf_counter()
-    Localizer(db, ex)
+    loc = Localizer(db, ex)
     t_setup = time.perf_counter() - t1
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
     conn.send({"load_s": t_load, "localizer_setup_s": t_setup, "peak_rss_mb": rss1 / 1024,
-               "rss_growth_mb": (rss1 - rss0) / 1024})
+               "rss_growth_mb": (rss1 - rss0) / 1024, "peak_rss_after_load_mb": rss_load / 1024,
+               "rss_with_localizer_mb": _rss_mb(), "descriptor_dtype": str(db.descriptors.dtype),
+               "descriptor_store_mb": loc._kf_desc.nbytes / 2**20})
     conn.close()
 
 
@@ -408,10 +425,12 @@ def _map_load_scaling(src_map: Path, sizes, kp: int, seed: int, progress: bool) 
             size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20
             parent, child = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_map_load_child, args=(str(out), child))
+            loadavg = os.getloadavg()  # the map was just written: its files are in the page cache (a warm load)
             proc.start()
             r = parent.recv()
             proc.join()
-            rows.append({"keyframes": n, "keypoints_per_keyframe": kp, "disk_mb": size_mb, "write_s": write_s, **r})
+            rows.append({"keyframes": n, "keypoints_per_keyframe": kp, "disk_mb": size_mb, "write_s": write_s, **r,
+                         "loadavg_before": loadavg})
     return rows
 
 
@@ -491,11 +510,12 @@ def format_scaling(r: dict) -> str:
         out.append(f"| {x['keyframes']} | {x['index']} | {'*' if x['auto'] else ''} | {x['build_s']:.1f} | "
                    f"{x['search_ms_p50']:.3f} | {x['search_ms_p95']:.3f} | {x['index_mb']:.1f} | "
                    f"{x['recall_at_10']:.3f} |")
-    out += ["", "| keyframes | kp/keyframe | disk MB | load s | localizer set-up s | peak RSS MB |",
-            "|---|---|---|---|---|---|"]
+    out += ["", ("| keyframes | kp/keyframe | disk MB | load s | localizer set-up s | total s | peak RSS MB | "
+                 "RSS with localizer MB | load avg |"), "|---|---|---|---|---|---|---|---|---|"]
     for x in r["map_load"]:
         out.append(f"| {x['keyframes']} | {x['keypoints_per_keyframe']} | {x['disk_mb']:.0f} | {x['load_s']:.2f} | "
-                   f"{x['localizer_setup_s']:.2f} | {x['peak_rss_mb']:.0f} |")
+                   f"{x['localizer_setup_s']:.2f} | {x['load_s'] + x['localizer_setup_s']:.2f} | "
+                   f"{x['peak_rss_mb']:.0f} | {x['rss_with_localizer_mb']:.0f} | {x['loadavg_before'][0]:.1f} |")
     out += ["", ("| query kp | keyframes | map kp | reference ms | batched ms (1024-row blocks) | 256-row blocks | "
                  "one block | matches | identical |"), "|---|---|---|---|---|---|---|---|---|"]
     for x in r["matching"]:

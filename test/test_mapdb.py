@@ -7,7 +7,7 @@ import yaml
 
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.geometry import look_at
-from reloc_ros.core.localizer import Localizer, check_extractor, extractor_for_map
+from reloc_ros.core.localizer import Localizer, LocalizerConfig, check_extractor, extractor_for_map
 from reloc_ros.core.mapdb import FORMAT_VERSION, Keyframe, MapDatabase, MapError
 from reloc_ros.core.sift import SiftVladExtractor
 
@@ -40,7 +40,8 @@ def test_round_trip(tmp_path):
     assert db2.names == db.names
     assert np.allclose(db2.T_map_from_cam, db.T_map_from_cam)
     assert np.array_equal(db2.kp_offsets, db.kp_offsets)
-    assert np.allclose(db2.descriptors, db.descriptors, atol=1e-3)  # stored as float16
+    assert db2.descriptors.dtype == np.float16  # as stored: no conversion at load
+    assert np.array_equal(db2.descriptors, db.descriptors.astype(np.float16))
     assert np.array_equal(np.isnan(db2.points3d), np.isnan(db.points3d))
     assert np.allclose(db2.points3d[np.isfinite(db2.points3d)], db.points3d[np.isfinite(db.points3d)])
     assert db2.index.ntotal == 4 and db2.manifest["format_version"] == FORMAT_VERSION
@@ -123,6 +124,113 @@ def test_corrupt_file_refused_by_hash(saved):
         MapDatabase.load(saved)
 
 
+def _flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_hash_catches_what_the_reader_cannot(saved):
+    """One bit flipped inside the descriptor data or the index's vectors leaves a file every reader accepts: only
+    the sha256 check refuses it (and it stays on by default)."""
+    import h5py
+
+    with h5py.File(saved / "keyframes.h5", "r") as f:
+        off = f["descriptors"].id.get_offset()
+    assert off is not None  # contiguous dataset: the bit lands in a descriptor
+    _flip_byte(saved / "keyframes.h5", off + 10)
+    with pytest.raises(MapError, match="keyframes.h5 does not match the sha256"):
+        MapDatabase.load(saved)
+    assert len(MapDatabase.load(saved, verify=False)) == 4  # the reader alone would have taken it
+
+    db, _ = _random_db(np.random.default_rng(3))
+    m2 = db.save(saved.parent / "m2")
+    size = (m2 / "global.faiss").stat().st_size
+    _flip_byte(m2 / "global.faiss", size - 100)  # inside the stored vectors
+    with pytest.raises(MapError, match="global.faiss does not match the sha256"):
+        MapDatabase.load(m2)
+    assert len(MapDatabase.load(m2, verify=False)) == 4
+
+
+def test_map_hash_chunking(tmp_path):
+    """The loader's chunked sha256 equals hashlib over the whole file (sizes around the chunk boundary, empty)."""
+    import hashlib
+
+    from reloc_ros.core.features import sha256_file
+    from reloc_ros.core.mapdb import _sha256
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 7):
+        f = tmp_path / f"f{n}"
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        f.write_bytes(data)
+        want = hashlib.sha256(data).hexdigest()
+        assert _sha256(f) == want == sha256_file(f)
+        assert _sha256(f, chunk=4096) == want
+
+
+def test_loaded_descriptors_stay_float16_and_match_exactly(tmp_path):
+    """A loaded map keeps the file's float16 descriptors (no conversion, half the memory); the localizer keeps
+    them float16 (the map's own array when every keypoint has 3D), and matching them gives bit-identical matches and
+    scores to float32 descriptors."""
+    from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher, match_mutual_nn
+
+    db, ex = _random_db(np.random.default_rng(4), n_kf=6, n_kp=300)
+    db.save(tmp_path / "m")
+    db2 = MapDatabase.load(tmp_path / "m")
+    assert db2.descriptors.dtype == np.float16 and db2.descriptors.flags.c_contiguous
+    assert np.array_equal(db2.descriptors, db.descriptors.astype(np.float16))
+    desc32 = db2.descriptors.astype(np.float32)  # the values the old loader held
+
+    loc = Localizer(db2, ex, LocalizerConfig(max_map_keypoints=0))
+    store = loc._kf_desc
+    assert store.desc.dtype == np.float16 and store.nbytes < desc32.nbytes
+    has = np.isfinite(db2.points3d[:, 0])  # the localizer matches the keypoints with 3D only
+
+    rng = np.random.default_rng(5)
+    picks = rng.choice(np.flatnonzero(has), 800, replace=False)
+    q = desc32[picks] + 0.05 * rng.normal(size=(800, desc32.shape[1])).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[7] = q[3]  # an exact tie for the mutual check
+    cand = [3, 0, 5, 1]
+    ref32 = KeyframeDescriptors.from_flat(desc32[has], store.offsets)
+    assert ref32.desc.dtype == np.float32
+    got16 = loc._matcher.match(q, cand)
+    got32 = KeyframeMatcher(ref32, loc.config.ratio, loc.config.mutual).match(q, cand)
+    total = 0
+    for k, (m16, s16), (m32, s32) in zip(cand, got16, got32):
+        m_ref, s_ref = match_mutual_nn(q, ref32.get(k), loc.config.ratio, loc.config.mutual)
+        assert np.array_equal(m16, m32) and np.array_equal(m16, m_ref)
+        assert np.array_equal(s16, s32) and np.array_equal(s16, s_ref)  # bit for bit
+        m_h, s_h = match_mutual_nn(q, store.get(k), loc.config.ratio, loc.config.mutual)  # float16 input
+        assert np.array_equal(m_h, m_ref) and np.array_equal(s_h, s_ref)
+        total += len(m16)
+    assert total >= 300  # the comparison is not vacuous
+    # ... and it would notice similarities computed in float16 (the scores change):
+    S16 = (q[:50].astype(np.float16) @ store.get(3)[:50].T).astype(np.float32)
+    assert not np.array_equal(S16, q[:50] @ ref32.get(3)[:50].T)
+
+    db2.points3d[~has] = 0.0  # every keypoint with 3D: the store is the map's own array, no copy
+    assert np.shares_memory(Localizer(db2, ex)._kf_desc.desc, db2.descriptors)
+
+
+def test_float16_keyframes_stay_float16(tmp_path):
+    """A map made from float16 keyframe descriptors (e.g. tiled from a loaded map) stays float16 and round-trips
+    exactly; float32 keyframes give a float32 map that is stored as float16."""
+    db, _ = _random_db(np.random.default_rng(6))
+    assert db.descriptors.dtype == np.float32
+    db.save(tmp_path / "a")
+    a = MapDatabase.load(tmp_path / "a")
+    kfs = [Keyframe(a.names[i], a.T_map_from_cam[i], a.cameras[i], a.keypoints[s], a.descriptors[s], a.scores[s],
+                    a.points3d[s], a.point_source[s], a.point_conf[s], a.global_desc[i])
+           for i, s in ((i, a.keyframe_slice(i)) for i in range(len(a)))]
+    b = MapDatabase.from_keyframes(kfs, a.extractor_identity, a.extractor_state)
+    assert b.descriptors.dtype == np.float16 and np.array_equal(b.descriptors, a.descriptors)
+    b.save(tmp_path / "b")
+    assert np.array_equal(MapDatabase.load(tmp_path / "b").descriptors, a.descriptors)
+    assert len({id(c) for c in a.cameras}) == 1  # one shared (frozen) Camera for identical intrinsics
+
+
 def test_truncated_h5_refused(saved):
     data = (saved / "keyframes.h5").read_bytes()
     (saved / "keyframes.h5").write_bytes(data[: len(data) // 3])
@@ -197,3 +305,20 @@ def test_sigkill_mid_build_leaves_old_map_intact(tmp_path):
     subprocess.run(cmd + ["--overwrite"], check=True, capture_output=True, timeout=300)
     assert not list(tmp_path.glob(".m.tmp-*"))  # the dead build's directory was cleaned
     assert len(MapDatabase.load(tmp_path / "m")) == len(before)
+
+
+def test_map_load_bench_reports_time_and_memory(tmp_path):
+    """`reloc bench --scaling`'s map-load study (tiling a real map's keyframes, loading in a fresh process) runs on
+    float16 maps and reports times, peak and held RSS and the descriptor dtype."""
+    from reloc_ros.bench import _map_load_scaling, format_scaling
+
+    db, _ = _random_db(np.random.default_rng(8))
+    src = db.save(tmp_path / "src")
+    rows = _map_load_scaling(src, [9], kp=20, seed=0, progress=False)
+    (r,) = rows
+    assert r["keyframes"] == 9 and r["keypoints_per_keyframe"] == 20 and r["descriptor_dtype"] == "float16"
+    assert r["load_s"] > 0 and r["localizer_setup_s"] > 0
+    assert 0 < r["peak_rss_after_load_mb"] <= r["peak_rss_mb"] and 0 < r["rss_with_localizer_mb"] <= r["peak_rss_mb"]
+    assert len(r["loadavg_before"]) == 3
+    table = format_scaling({"retrieval": [], "map_load": rows, "matching": []})
+    assert "| 9 | 20 |" in table and "RSS with localizer MB" in table

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from reloc_ros.core.aggregation import aggregate_correspondences
 from reloc_ros.core.matching import match_mutual_nn
@@ -33,6 +34,58 @@ def test_ratio_test_rejects_ambiguous():
 def test_matching_empty_inputs():
     m, s = match_mutual_nn(np.zeros((0, 8), np.float32), np.ones((5, 8), np.float32))
     assert m.shape == (0, 2) and s.shape == (0,)
+
+
+def test_float16_descriptors_match_exactly_as_float32():
+    """Float16 descriptors (a loaded map keeps them so) give bit-identical matches and scores to their float32
+    values, in the reference and in the batched matcher; the stores keep float16 without converting or copying."""
+    from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
+
+    rng = np.random.default_rng(3)
+    world = _unit(rng.normal(size=(1200, 64)))
+    kfs16 = [_unit(world[rng.choice(1200, m, replace=False)] + 0.05 * rng.normal(size=(m, 64))).astype(np.float16)
+             for m in (0, 1, 2, 260, 400, 33)]
+    kfs32 = [k.astype(np.float32) for k in kfs16]
+    q = _unit(world[rng.choice(1200, 900, replace=False)] + 0.05 * rng.normal(size=(900, 64))).astype(np.float32)
+    q[11] = q[5]  # an exact tie in a column maximum
+    s16, s32 = KeyframeDescriptors(kfs16), KeyframeDescriptors(kfs32)
+    assert s16.desc.dtype == np.float16 and s32.desc.dtype == np.float32 and s16.nbytes < s32.nbytes
+    flat = np.concatenate(kfs16)
+    offs = np.cumsum([0] + [len(k) for k in kfs16])
+    assert KeyframeDescriptors.from_flat(flat, offs).desc is flat  # float16 kept as it is: no copy
+    assert KeyframeDescriptors.from_flat(flat, offs, np.float32).desc.dtype == np.float32
+    for ratio, mutual, block in ((0.8, True, 1024), (0.9, False, 128), (1.0, True, 50)):
+        cand = [3, 4, 5, 0, 1, 2]
+        got16 = KeyframeMatcher(s16, ratio, mutual, block_rows=block).match(q, cand)
+        got32 = KeyframeMatcher(s32, ratio, mutual, block_rows=block).match(q, cand)
+        n = 0
+        for k, (m16, c16), (m32, c32) in zip(cand, got16, got32):
+            assert np.array_equal(m16, m32) and np.array_equal(c16, c32), k  # bit for bit
+            r16, rc16 = match_mutual_nn(q, kfs16[k], ratio, mutual)
+            r32, rc32 = match_mutual_nn(q, kfs32[k], ratio, mutual)
+            assert np.array_equal(r16, r32) and np.array_equal(rc16, rc32)
+            assert np.array_equal(m16, r32) and np.array_equal(c16, rc32)
+            n += len(m16)
+        assert n >= 200  # not vacuous
+    # a store over chosen rows of a bigger array (the map's, with keypoints without 3D left out): no copy,
+    # the same descriptors and the same matches as a store of the copied rows
+    big = np.concatenate([flat, _unit(rng.normal(size=(300, 64))).astype(np.float16)])
+    perm = rng.permutation(len(big))
+    big = big[perm]  # flat's rows scattered among others
+    rows = np.argsort(perm)[:len(flat)]  # big[rows] == flat
+    s_rows = KeyframeDescriptors.from_flat(big, offs, rows=rows)
+    assert s_rows.desc is big and s_rows.desc.dtype == np.float16
+    assert all(np.array_equal(s_rows.get(k), kfs16[k]) for k in range(len(kfs16)))
+    for (m_a, c_a), (m_b, c_b) in zip(KeyframeMatcher(s_rows).match(q, [4, 1, 3]),
+                                      KeyframeMatcher(s16).match(q, [4, 1, 3])):
+        assert np.array_equal(m_a, m_b) and np.array_equal(c_a, c_b)
+    with pytest.raises(ValueError, match="offsets end"):
+        KeyframeDescriptors.from_flat(big, offs, rows=rows[:-1])
+    with pytest.raises(ValueError, match="rows must index"):
+        KeyframeDescriptors.from_flat(big, [0, 2], rows=[0, len(big)])
+    for bad in (np.int8, "nonsense", np.float64):
+        with pytest.raises(ValueError, match="dtype must be"):
+            KeyframeDescriptors(kfs16, bad)
 
 
 def test_aggregation_merges_agreeing_and_drops_disagreeing_points():

@@ -160,6 +160,8 @@ def _strongest_with_3d(db: MapDatabase, cap: int) -> np.ndarray:
     if cap <= 0:
         return has
     kf_of = np.repeat(np.arange(len(db)), np.diff(db.kp_offsets))
+    if len(has) == 0 or np.bincount(kf_of[has], minlength=len(db)).max(initial=0) <= cap:
+        return has  # no keyframe over the cap: no sort (a 10k-keyframe map sets up ~1 s faster)
     idx = np.flatnonzero(has)
     idx = idx[np.lexsort((-np.asarray(db.scores)[idx], kf_of[idx]))]  # by keyframe, strongest first
     kf = kf_of[idx]
@@ -230,17 +232,17 @@ class Localizer:
         # contiguous store (fp16 when lossless) made once; the matcher's buffers are reused by every query.
         has = _strongest_with_3d(db, config.max_map_keypoints)
         if has.all():  # no copies of the map's arrays (a depth-built map: every keypoint has 3D)
-            offsets, desc, xyz, conf = db.kp_offsets, db.descriptors, db.points3d, db.point_conf
+            offsets, xyz, conf = db.kp_offsets, db.points3d, db.point_conf
         else:
             kf_of = np.repeat(np.arange(len(db)), np.diff(db.kp_offsets))
             offsets = np.concatenate([[0], np.cumsum(np.bincount(kf_of[has], minlength=len(db)))])
             rows = np.flatnonzero(has)  # np.take: 10x faster than boolean indexing of [N x D] arrays
-            desc, xyz, conf = (np.take(a, rows, axis=0) for a in (db.descriptors, db.points3d, db.point_conf))
+            xyz, conf = (np.take(a, rows, axis=0) for a in (db.points3d, db.point_conf))
         split = np.asarray(offsets)[1:-1]  # per-keyframe views into one array each
         self._kf_xyz = np.split(np.asarray(xyz, np.float64), split)
         self._kf_conf = np.split(np.maximum(conf, 1e-3).astype(np.float64), split)
-        self._kf_desc = KeyframeDescriptors.from_flat(desc, offsets, np.float16 if desc.dtype == np.float16
-                                                      else np.float32)  # fp16 maps stay fp16 (no copy)
+        # the map's descriptors as stored (fp16 maps stay fp16), never copied: a subset is indexed by ``rows``
+        self._kf_desc = KeyframeDescriptors.from_flat(db.descriptors, offsets, rows=None if has.all() else rows)
         self._matcher = KeyframeMatcher(self._kf_desc, config.ratio, config.mutual)
 
     @classmethod

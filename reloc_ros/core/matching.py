@@ -5,10 +5,16 @@ Two implementations with identical results:
 - :func:`match_mutual_nn`: one query image against one reference set (the straightforward reference
   implementation; also used for map building).
 - :class:`KeyframeMatcher`: one query image against several map keyframes at once, the localizer's hot path.
-  The keyframes' descriptors live in one contiguous array made once at map load (a view of the map's
-  own array when every keypoint has a 3D point); per query the candidates are gathered into a reused fp32 buffer and matched
-  with one GEMM per block of query rows, so the similarity block stays in cache while the row/column maxima
-  are taken; no per-query allocation grows with the map.
+  The keyframes' descriptors live in one contiguous array made once at map load (the map's own array when every
+  keypoint has a 3D point; else a copy of the rows that take part or, with ``from_flat(rows=...)``, the map's
+  array plus those rows' indices); per query the candidates are gathered into a reused fp32 buffer and matched
+  with one GEMM per block of query rows, so the similarity block stays in cache while the row/column maxima are
+  taken; no per-query allocation grows with the map.
+
+Precision: similarities are always computed in float32. Float16 descriptors (a loaded map keeps them as the file
+stores them) are widened to float32 where they are used (the per-query gather; ``astype`` in
+:func:`match_mutual_nn`); float16 -> float32 is exact, so a float16 store gives bit-identical matches and scores to a
+float32 store holding the same values, at half the memory and with no conversion at map load.
 """
 
 from __future__ import annotations
@@ -61,36 +67,61 @@ def match_mutual_nn(desc_q_ND: np.ndarray, desc_r_MD: np.ndarray, ratio: float =
 
 
 class KeyframeDescriptors:
-    """The local descriptors of all keyframes in one contiguous ``[N_total x D]`` array.
+    """The local descriptors of all keyframes in one contiguous ``[N_total x D]`` array (or, see :meth:`from_flat`,
+    the rows of the map's own array given by an index).
 
     Args:
         per_keyframe: one ``[M_k x D]`` array per keyframe (rows: the keypoints that take part in matching).
-        dtype: float32 (default; :meth:`from_flat` then shares the map's own contiguous array without a copy) or
-            float16 (half the memory; exact for maps read from disk, whose descriptors are stored as float16,
-            but the conversion costs ~1 s per 10M keypoints at load).
+        dtype: ``None`` (default): float16 when every input is float16 (as a loaded map's descriptors), else float32;
+            or numpy.float32 / numpy.float16 explicitly. Float16 halves the memory and matches exactly as float32
+            with the same values (the matcher widens to float32 per query; see the module docstring); converting
+            float32 values that are not float16-representable to float16 rounds them.
     """
 
-    def __init__(self, per_keyframe: list[np.ndarray], dtype=np.float32):
+    def __init__(self, per_keyframe: list[np.ndarray], dtype=None):
         D = next((a.shape[1] for a in per_keyframe if a.ndim == 2), 0)
         counts = np.array([len(a) for a in per_keyframe], np.int64)
-        flat = (np.concatenate([np.asarray(a, np.float32).reshape(-1, D) for a in per_keyframe])
-                if len(per_keyframe) else np.zeros((0, D), np.float32))
+        if dtype is None:
+            dtype = np.float16 if per_keyframe and all(a.dtype == np.float16 for a in per_keyframe) else np.float32
+        dtype = _check_dtype(dtype)
+        flat = (np.concatenate([np.asarray(a).reshape(-1, D) for a in per_keyframe]).astype(dtype, copy=False)
+                if len(per_keyframe) else np.zeros((0, D), dtype))
         self._set(flat, np.concatenate([[0], np.cumsum(counts)]), dtype)
 
     @classmethod
-    def from_flat(cls, desc_ND: np.ndarray, offsets: np.ndarray, dtype=np.float32) -> KeyframeDescriptors:
+    def from_flat(cls, desc_ND: np.ndarray, offsets: np.ndarray, dtype=None, rows=None) -> KeyframeDescriptors:
         """A store over ``[N_total x D]`` descriptors already in keyframe order; keyframe k owns rows
-        ``offsets[k]:offsets[k + 1]``."""
+        ``offsets[k]:offsets[k + 1]``. ``dtype`` ``None`` (default) keeps float16 / float32 input as it is: the store
+        is then the caller's array itself when it is C-contiguous (no copy); other dtypes become float32.
+
+        ``rows``: optional ``[N_sel]`` row indices into ``desc_ND``, in keyframe order (keyframe k:
+        ``desc_ND[rows[offsets[k]:offsets[k + 1]]]``). The store then keeps ``desc_ND`` itself and the indices
+        instead of a copy of those rows, and :meth:`get` gathers a keyframe's rows when asked (a few hundred kB per
+        query). For a map whose keypoints mostly have 3D this saves a copy of nearly all its descriptors (0.6 GB at
+        10k keyframes x 500 keypoints) and the time to make it.
+        """
         self = cls.__new__(cls)
-        self._set(np.asarray(desc_ND), offsets, dtype)
+        desc_ND = np.asarray(desc_ND)
+        if dtype is None:
+            dtype = desc_ND.dtype if desc_ND.dtype in (np.float16, np.float32) else np.float32
+        self._set(desc_ND, offsets, _check_dtype(dtype), rows)
         return self
 
-    def _set(self, flat: np.ndarray, offsets, dtype) -> None:
+    def _set(self, flat: np.ndarray, offsets, dtype, rows=None) -> None:
         self.offsets = np.asarray(offsets, np.int64)  # keyframe k: rows offsets[k]:offsets[k+1]
-        if self.offsets[-1] != len(flat):
-            raise ValueError(f"offsets end at {self.offsets[-1]} but there are {len(flat)} descriptors")
-        if dtype not in (np.float32, np.float16):
-            raise ValueError(f"dtype must be numpy.float32 or numpy.float16, got {dtype}")
+        if flat.ndim != 2:
+            raise ValueError(f"descriptors must be [N x D], got shape {flat.shape}")
+        self.rows = None  # None: keyframe k is desc[offsets[k]:offsets[k+1]]; else desc[rows[offsets[k]:...]]
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or not (rows.dtype.kind in "iu" or len(rows) == 0):
+                raise ValueError(f"rows must be a 1-d integer array, got {rows.dtype} {rows.shape}")
+            if len(rows) and (rows.min() < 0 or rows.max() >= len(flat)):
+                raise ValueError(f"rows must index the {len(flat)} descriptors, got {rows.min()} ... {rows.max()}")
+            self.rows = rows.astype(np.int32 if len(flat) < 2**31 else np.int64)
+        n = len(flat) if rows is None else len(self.rows)
+        if self.offsets[-1] != n:
+            raise ValueError(f"offsets end at {self.offsets[-1]} but there are {n} descriptors")
         self.desc = np.ascontiguousarray(flat, dtype)  # no copy when already contiguous in this dtype
         self.dim = int(flat.shape[1])
 
@@ -101,23 +132,37 @@ class KeyframeDescriptors:
         return int(self.offsets[k + 1] - self.offsets[k])
 
     def get(self, k: int) -> np.ndarray:
-        """``[M_k x D]`` descriptors of keyframe ``k`` (a view, in the store's dtype)."""
-        return self.desc[self.offsets[k]:self.offsets[k + 1]]
+        """``[M_k x D]`` descriptors of keyframe ``k`` in the store's dtype (a view; a gathered copy with ``rows``)."""
+        if self.rows is None:
+            return self.desc[self.offsets[k]:self.offsets[k + 1]]
+        return np.take(self.desc, self.rows[self.offsets[k]:self.offsets[k + 1]], axis=0)
 
     __getitem__ = get
 
     @property
     def nbytes(self) -> int:
-        return int(self.desc.nbytes + self.offsets.nbytes)
+        """Bytes of the arrays the store holds (with ``rows``: including the caller's whole array it indexes)."""
+        return int(self.desc.nbytes + self.offsets.nbytes + (0 if self.rows is None else self.rows.nbytes))
+
+
+def _check_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.float32, np.float16):
+        raise ValueError(f"dtype must be numpy.float32 or numpy.float16, got {dtype!r}")
+    return dt
 
 
 class KeyframeMatcher:
     """Mutual-NN + ratio matching of one query against several keyframes, with :func:`match_mutual_nn`'s results.
 
-    The candidates' descriptors are gathered into one ``[K x M_max x D]`` fp32 buffer (rows beyond a keyframe's
-    count are masked out); query rows are processed in blocks of ``block_rows``: one GEMM gives the block's
-    ``[B x K x M_max]`` similarities, from which the per-keyframe best and second-best of each query row and the
-    running per-column maxima (for the mutual check) are read while the block is in cache.
+    The candidates' descriptors are gathered into one ``[K x M_max x D]`` fp32 buffer (widened exactly from a
+    float16 store; rows beyond a keyframe's count are masked out); query rows are processed in blocks of
+    ``block_rows``: one GEMM gives the block's ``[B x K x M_max]`` similarities, from which the per-keyframe best
+    and second-best of each query row and the running per-column maxima (for the mutual check) are read while the
+    block is in cache.
 
     Mutual check: query i and keyframe point j are mutual when ``S[i, j]`` equals the maximum of column j; when
     several query rows reach that maximum exactly (duplicate descriptors) the first one wins, as with
