@@ -8,6 +8,8 @@ and the composition ``map->odom = T_map_from_cam inv(T_odom_from_base T_base_fro
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
 
 import cv2
@@ -340,3 +342,190 @@ def test_rate_limit_and_missing_camera_info(plane_map, harness_factory):
         h.send(img, 91 * NS + k * NS // 10)
     h.wait(lambda: diag_value("frames_rate_skipped") == "2" and diag_value("status") == "LOCALIZED",
            "two frames skipped by max_rate_hz and one localized")
+
+
+# --------------------------------------------------------------------------------------------------
+# pipeline: stage 1 (conversion, CameraInfo, extraction) overlaps stage 2 (retrieval, matching, PnP, publishing)
+def _diag(node) -> dict:
+    return {kv.key: kv.value for kv in node._diagnostics().status[0].values}
+
+
+def _accounted(d: dict) -> int:
+    return sum(int(d[k]) for k in ("frames_processed", "frames_dropped", "frames_rate_skipped", "frames_out_of_order",
+                                   "input_errors"))
+
+
+def _stream(h: Harness, tex, first_seed: int, n: int, t0_ns: int, rate_hz: float) -> dict:
+    """Publish ``n`` query images at ``rate_hz`` (spinning between them); ground truth by stamp."""
+    gt = {}
+    for k in range(n):
+        T = _query(first_seed + k)
+        stamp = t0_ns + k * NS // 10
+        gt[stamp] = T
+        h.send(_render(tex, T), stamp)
+        t_next = time.monotonic() + 1.0 / rate_hz
+        while time.monotonic() < t_next:
+            h.spin()
+    return gt
+
+
+def _blocking_localize(loc, entered, release):
+    """Make ``loc.localize`` wait for ``release`` (stage 2 busy for as long as the test wants)."""
+    orig = loc.localize
+
+    def slow(*args, **kwargs):
+        entered.set()
+        assert release.wait(30.0)
+        return orig(*args, **kwargs)
+
+    loc.localize = slow
+
+
+def test_pipeline_localizes_a_stream_as_accurately_as_one_worker(plane_map):
+    """The same 10-frame stream (20 Hz) through the single worker and through the pipeline: every frame is
+    accounted for, the published poses are as accurate, and the pipeline's diagnostics split the stages."""
+    errs, diags = {}, {}
+    for pipeline in (False, True):
+        h = Harness({"map_path": str(plane_map["map"]), "tf_mode": "none", "pose_frame": "camera",
+                     "pipeline": pipeline})
+        try:
+            node = h.node
+            assert [t.name for t in node._workers] == (["reloc_extract", "reloc_localize"] if pipeline
+                                                       else ["reloc_worker"])
+            h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
+            gt = _stream(h, plane_map["tex"], 60, 10, 300 * NS, rate_hz=20.0)
+            last = max(gt)
+            h.wait(lambda: node._done_stamp_ns == last, "the last frame handled")
+            d = _diag(node)
+            h.wait(lambda: len(h.poses) == int(d["frames_localized"]), "every pose delivered")
+            assert int(d["frames_received"]) == len(gt) == _accounted(d), d
+            assert int(d["frames_localized"]) >= 3 and int(d["frames_failed"]) == 0, d
+            errs[pipeline] = np.array([pose_errors(conv.T_from_pose(p.pose), gt[conv.stamp_to_ns(p.header.stamp)])
+                                       for p in h.poses])
+            diags[pipeline] = d
+        finally:
+            h.close()
+    for pipeline, e in errs.items():
+        assert e[:, 0].max() < 0.03 and e[:, 1].max() < 1.0, (pipeline, e)
+    med_one, med_pipe = np.median(errs[False], axis=0), np.median(errs[True], axis=0)
+    assert med_pipe[0] <= 2 * med_one[0] + 0.005 and med_pipe[1] <= 2 * med_one[1] + 0.1, (med_pipe, med_one)
+    d = diags[True]
+    assert d["pipeline"] == "True" and float(d["extract_ms"]) > 0 and "handover_wait_ms" in d, d
+    assert int(d["queue_extracted"]) <= 1 and int(d["frames_dropped_stale"]) == 0, d
+    assert diags[False]["pipeline"] == "False" and "handover_wait_ms" not in diags[False]
+
+
+def test_pipeline_handover_holds_one_frame_counts_replaced_ones_and_prior_is_chosen_in_stage_2(
+        plane_map, harness_factory):
+    """Stage 2 is held on frame 0 while stage 1 extracts frames 1..5: the hand-over holds one frame at a time, each
+    replaced one is counted as dropped; an /initialpose received meanwhile is the prior of frame 5 (chosen when
+    stage 2 takes it, not when stage 1 extracted it)."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera",
+                        base_from_camera="0 0 0 0 0 0 1")
+    node = h.node
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
+    entered, release = threading.Event(), threading.Event()
+    _blocking_localize(node._localizer, entered, release)
+    h.send(_render(_texture(seed=99), _query(70)), 400 * NS)  # frame 0: an unmapped surface, FAILED
+    h.wait(entered.is_set, "stage 2 to take frame 0")
+    T5 = _query(75)
+    for k in range(1, 6):
+        h.send(_render(plane_map["tex"], _query(70 + k)), (400 + k) * NS)
+        h.wait(lambda k=k: node._slot.pending == 0 and node._handover.dropped == k - 1 and node._handover.pending,
+               f"stage 1 to extract frame {k}")
+        d = _diag(node)
+        assert d["queue_extracted"] == "1" and int(d["frames_dropped_handover"]) == k - 1, d
+        assert node._handover.pending <= 1
+    assert int(_diag(node)["frames_processed"]) == 0, "stage 2 is still on frame 0"
+
+    T_prior = T5 @ make_T(np.eye(3), [0.05, 0.0, 0.0])
+    h.pub_initialpose.publish(conv.pose_with_covariance_stamped(T_prior, np.eye(6) * 0.04, "map", 0))
+    h.wait(lambda: node._initial_prior is not None, "the node to take /initialpose")
+    release.set()
+    h.wait(lambda: node._done_stamp_ns == 405 * NS, "frame 5 handled")
+    d = _diag(node)
+    assert d["prior"] == "initialpose" and d["status"] == "LOCALIZED", d
+    assert int(d["frames_processed"]) == 2 and int(d["frames_failed"]) == 1, d
+    assert int(d["frames_dropped"]) == 4 == int(d["frames_dropped_handover"]), d
+    assert int(d["frames_received"]) == 6 == _accounted(d), d
+    h.wait(lambda: h.poses, "the pose of frame 5")
+    assert [conv.stamp_to_ns(p.header.stamp) for p in h.poses] == [405 * NS]
+    err = pose_errors(conv.T_from_pose(h.poses[-1].pose), T5)
+    assert err[0] < 0.03 and err[1] < 1.0, err
+
+
+def test_pipeline_map_reload_never_matches_old_features_against_the_new_map(plane_map, harness_factory, tmp_path):
+    """A map reload while frame A is in stage 2 and frame B (extracted for the old map) waits in the hand-over:
+    neither is localized against (or published for) the new map; both are counted as dropped; the next frame is
+    extracted and localized with the new map's extractor."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera")
+    node = h.node
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
+    old = node._localizer
+    entered, release = threading.Event(), threading.Event()
+    _blocking_localize(old, entered, release)
+    h.send(_render(plane_map["tex"], _query(80)), 500 * NS)  # A
+    h.wait(entered.is_set, "stage 2 to take frame A")
+    h.send(_render(plane_map["tex"], _query(81)), 501 * NS)  # B
+    h.wait(lambda: node._handover.pending == 1, "stage 1 to extract frame B")
+
+    copy = tmp_path / "map_copy"
+    shutil.copytree(plane_map["map"], copy)
+    assert node.set_parameters([Parameter("map_path", value=str(copy))])[0].successful
+    h.wait(lambda: node._localizer is not old and node._loaded["map_path"] == str(copy), "the new map")
+    new = node._localizer
+    new_features, wrong = [], []  # features made by the new map's extractor; others given to the new localizer
+    extract, localize = new.extractor.extract, new.localize
+
+    def recorded(image):
+        new_features.append(extract(image))
+        return new_features[-1]
+
+    def checked(image, camera, prior=None, features=None):
+        if not any(features is f for f in new_features):
+            wrong.append(features)
+        return localize(image, camera, prior, features=features)
+
+    new.extractor.extract, new.localize = recorded, checked
+    release.set()
+    h.wait(lambda: node._done_stamp_ns == 501 * NS, "frames A and B handled")
+    d = _diag(node)
+    assert int(d["frames_dropped_stale"]) == 2 and int(d["frames_processed"]) == 0, d
+    assert not wrong, "features of the old map's extractor were matched against the new map"
+
+    T = _query(82)
+    h.send(_render(plane_map["tex"], T), 502 * NS)  # C
+    h.wait(lambda: node._done_stamp_ns == 502 * NS, "frame C handled")
+    d = _diag(node)
+    assert d["status"] == "LOCALIZED" and len(new_features) == 1 and not wrong, d
+    assert int(d["frames_received"]) == 3 == _accounted(d) and int(d["frames_dropped"]) == 2, d
+    h.wait(lambda: h.poses, "the pose of frame C")
+    assert [conv.stamp_to_ns(p.header.stamp) for p in h.poses] == [502 * NS], "nothing published for A or B"
+
+
+def test_pipeline_threads_stop_on_deactivate_and_the_mode_switches_at_activation(plane_map, harness_factory):
+    def workers():
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("reloc_") and t.is_alive()
+                      and t.name != "reloc_map_reload")
+
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera")
+    node = h.node
+    assert workers() == ["reloc_extract", "reloc_localize"]
+    assert node.set_parameters([Parameter("pipeline", value=False)])[0].successful
+    assert workers() == ["reloc_extract", "reloc_localize"], "applies at the next activation"
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert workers() == [] and node._workers == []
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert workers() == ["reloc_worker"] and node._handover is None
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
+    h.send(_render(plane_map["tex"], _query(90)), 600 * NS)
+    h.wait(lambda: h.poses, "a pose from the single worker")
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.set_parameters([Parameter("pipeline", value=True)])[0].successful
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert workers() == ["reloc_extract", "reloc_localize"]
+    h.send(_render(plane_map["tex"], _query(91)), 601 * NS)
+    h.wait(lambda: len(h.poses) == 2, "a pose from the pipeline")
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert workers() == [] and node._handover.wait_idle(0.0)

@@ -1,7 +1,8 @@
 """Unit tests of the ROS layer without a running graph: image / CameraInfo conversion, the TF buffer,
-message conversions, the parameter table, the frame slot and ``reloc_node --help``."""
+message conversions, the parameter table, the frame slot, the pipeline hand-over and ``reloc_node --help``."""
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from reloc_ros.ros import conversions as conv  # noqa: E402
 from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info, check_image_size  # noqa: E402
-from reloc_ros.ros.frame_slot import LatestSlot  # noqa: E402
+from reloc_ros.ros.frame_slot import HandOver, LatestSlot  # noqa: E402
 from reloc_ros.ros.image_conversion import SUPPORTED_ENCODINGS, ImageConversionError, image_msg_to_localizer_input, \
     image_to_numpy, numpy_to_image, to_localizer_input  # noqa: E402
 from reloc_ros.ros.parameters import PARAMETERS, localizer_config_from, parse_base_from_camera, \
@@ -349,6 +350,61 @@ def test_latest_slot_newest_wins_and_counts_drops():
     assert slot.get(0.01) is None
     slot.close()
     assert slot.get(None) is None
+
+
+def test_handover_holds_one_item_and_counts_replaced_items():
+    """A fast producer and a slow consumer: never more than one item waits, the consumer gets items in order
+    (newest wins), and every item is either consumed, counted as dropped or still waiting."""
+    ho = HandOver()
+    n, got, pending_seen = 400, [], []
+    done = threading.Event()
+
+    def consume():
+        while not done.is_set() or ho.pending:
+            item = ho.get(timeout=0.05)
+            if item is None:
+                continue
+            got.append(item)
+            time.sleep(0.002)  # slower than the producer: items pile up unless they are replaced
+            ho.task_done()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    for k in range(n):
+        ho.put(k)
+        pending_seen.append(ho.pending)
+        if k % 50 == 0:
+            time.sleep(0.01)
+    done.set()
+    consumer.join(10.0)
+    assert not consumer.is_alive()
+    assert max(pending_seen) == 1 and ho.pending == 0
+    assert got == sorted(got) and got[-1] == n - 1, "items come out in order and the newest is never lost"
+    assert ho.dropped > 0 and len(got) + ho.dropped == n, (len(got), ho.dropped)
+
+
+def test_handover_wait_idle_waits_for_the_consumer():
+    ho = HandOver()
+    assert ho.wait_idle(0.0), "idle when empty"
+    ho.put("a")
+    assert not ho.wait_idle(0.02), "an item is waiting"
+    assert ho.get(0.1) == "a"
+    assert not ho.wait_idle(0.02), "the consumer is working on it"
+    threading.Timer(0.05, ho.task_done).start()
+    t0 = time.monotonic()
+    assert ho.wait_idle(5.0) and time.monotonic() - t0 < 2.0
+    ho.put("b")
+    threading.Timer(0.05, ho.close).start()
+    assert ho.wait_idle(5.0), "closing wakes a waiting producer"
+    assert ho.put("c") and ho.dropped == 1  # "b" was never taken: replaced, counted
+
+
+def test_pipeline_parameter():
+    from reloc_ros.ros.parameters import PARAMS_BY_NAME
+    assert PARAMS_BY_NAME["pipeline"].default is True
+    assert validate("pipeline", False) is None
+    assert "must be a bool" in validate("pipeline", 1)
+    assert re.search(r"^  pipeline \(bool, default True\)", usage(), re.M)
 
 
 def test_help_prints_usage_without_ros():

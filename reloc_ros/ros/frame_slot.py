@@ -1,10 +1,14 @@
-"""A queue of one for a worker thread: the newest item wins, replaced items are counted as dropped."""
+"""Queues of one between threads: the newest item wins, replaced items are counted as dropped.
+
+:class:`LatestSlot` hands frames from the ROS callbacks to the (first) worker; :class:`HandOver` hands extracted
+frames from the first pipeline stage to the second and also tells the producer when the consumer is idle.
+"""
 
 from __future__ import annotations
 
 import threading
 
-__all__ = ["LatestSlot"]
+__all__ = ["LatestSlot", "HandOver"]
 
 
 class LatestSlot:
@@ -46,3 +50,39 @@ class LatestSlot:
     def pending(self) -> int:
         """Items waiting (0 or 1)."""
         return int(self._item is not None)
+
+
+class HandOver(LatestSlot):
+    """A :class:`LatestSlot` between two pipeline stages whose consumer reports when it finished an item.
+
+    The consumer calls :meth:`task_done` after each item :meth:`get` gave it; the producer can then
+    :meth:`wait_idle` until nothing is waiting and nothing is being worked on (to keep what it reports in order
+    after the consumer's reports, or to reset state no item in flight depends on).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._busy = False
+
+    def put(self, item) -> bool:
+        with self._cond:
+            replaced = super().put(item)
+            self._cond.notify_all()  # the consumer's get() and a wait_idle() may both wait on the condition
+            return replaced
+
+    def get(self, timeout: float | None = None):
+        with self._cond:
+            item = super().get(timeout)
+            self._busy = item is not None
+            return item
+
+    def task_done(self) -> None:
+        """The consumer finished the item it took last."""
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no item is waiting or being worked on (or the hand-over is closed); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or (self._item is None and not self._busy), timeout)

@@ -1,12 +1,16 @@
 """``reloc_node``: the relocalization node (an rclpy lifecycle node).
 
 Lifecycle: ``configure`` loads the map (and model), creates publishers, TF and the service; ``activate``
-subscribes and starts the worker; ``deactivate`` / ``cleanup`` undo that. With ``autostart`` (default) the node
+subscribes and starts the workers; ``deactivate`` / ``cleanup`` undo that. With ``autostart`` (default) the node
 configures and activates itself, so it also runs standalone: ``reloc_node --ros-args -p map_path:=MAP``.
 
-Threads: the executor thread runs all callbacks, which only store messages (never wait on inference); one
-worker thread takes the newest image (a queue of one: older images not yet started are dropped and counted),
-converts it, localizes it, looks up TF at the image stamp and publishes. Map reloads run in their own thread.
+Threads: the executor thread runs all callbacks, which only store messages (never wait on inference); the
+newest image goes to the workers through a queue of one (older images not yet started are dropped and counted).
+With ``pipeline`` (default) two workers overlap: stage 1 converts the newest image, finds its CameraInfo and
+extracts its features; stage 2 takes the newest extracted frame (a second queue of one, same counting), chooses
+the prior, runs retrieval, matching and PnP, checks odometry, looks up TF at the image stamp and publishes. Without
+it one worker does all of that per frame. Map reloads run in their own thread; a frame extracted with the
+extractor of a map replaced since is dropped (counted), never matched against the new map.
 
 Frames (REP-105): with odometry (``tf_mode: map_odom``) the node publishes
 ``T_map_from_odom = T_map_from_cam @ inv(T_odom_from_base(t_image) @ T_base_from_cam)``; without
@@ -40,13 +44,14 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from reloc_ros.core.camera import Camera
+from reloc_ros.core.features import Features
 from reloc_ros.core.geometry import invert_T
 from reloc_ros.core.localizer import LocalizationResult, Localizer, Status, extractor_for_map
 from reloc_ros.core.mapdb import MapDatabase
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.ros import conversions as conv
 from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info, camera_info_key, check_image_size
-from reloc_ros.ros.frame_slot import LatestSlot
+from reloc_ros.ros.frame_slot import HandOver, LatestSlot
 from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
 from reloc_ros.ros.odom_gate import OdomGate
 from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, localizer_config_from, \
@@ -73,6 +78,22 @@ class _Frame:
 
 
 @dataclass
+class _Work:
+    """A frame extracted by pipeline stage 1, handed to stage 2."""
+
+    frame: _Frame
+    localizer: Localizer  # whose extractor made ``features``: stage 2 drops the work when the map changed since
+    camera: Camera
+    features: Features
+    extract_ms: float
+    t_handed: float = 0.0  # time.monotonic() when handed over
+
+
+class _ShuttingDown(Exception):
+    """Ends a worker: a frame failed because the node is shutting down (not a frame error)."""
+
+
+@dataclass
 class _Stats:
     received: int = 0
     processed: int = 0
@@ -85,6 +106,7 @@ class _Stats:
     resets: int = 0
     odom_rejected: int = 0  # LOCALIZED poses turned FAILED by the odometry check
     odom_recovered: int = 0  # poses accepted after a streak of consistent rejections (kidnapping)
+    stale_dropped: int = 0  # extracted frames dropped because the map was replaced before stage 2 finished them
     initialpose_ignored: int = 0  # /initialpose messages refused (bad quaternion, wrong frame)
     last_initialpose_error: str = ""
     odom_check: str = ""  # last check: "", "off", "no odometry: ...", "ok 0.02 m / 0.3 deg", "rejected ..."
@@ -129,8 +151,9 @@ class RelocNode(LifecycleNode):
         self._subs: list = []
         self._srv = None
         self._tf_timer = None
-        self._slot = LatestSlot()
-        self._worker: threading.Thread | None = None
+        self._slot = LatestSlot()  # callbacks -> the worker (pipeline: stage 1)
+        self._handover: HandOver | None = None  # pipeline stage 1 -> stage 2
+        self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
         # state reset on a time jump
         self._camera_infos: collections.deque = collections.deque(maxlen=30)  # (stamp_ns, CameraInfo)
@@ -140,8 +163,8 @@ class RelocNode(LifecycleNode):
         self._last_stamp_ns: int | None = None
         self._last_accepted_ns: int | None = None
         self._last_good: tuple | None = None  # (stamp_ns, camera centre [3])
-        self._odom_gate = OdomGate()  # wrong-pose protection: consistency with odometry (worker thread only)
-        self._odom_gate_reset = False  # set by callbacks, applied by the worker before its next check
+        self._odom_gate = OdomGate()  # wrong-pose protection: consistency with odometry (the localizing worker only)
+        self._odom_gate_reset = False  # set by callbacks, applied by the localizing worker before its next check
         self._initial_prior: PosePrior | None = None
         self._ignore_prior_once = False
         self._map_from_odom: tuple | None = None  # (T, parent, child)
@@ -186,6 +209,8 @@ class RelocNode(LifecycleNode):
             self._restart_diag_timer()
         if "tf_publish_rate_hz" in changed and self._state_label == "active":
             self._restart_tf_timer()
+        if "pipeline" in changed and self._state_label == "active":
+            self.get_logger().info(f"pipeline={self._p['pipeline']} applies at the next activation")
         if any(k in changed for k in RELOAD_PARAMS):
             want = {k: self._p[k] for k in RELOAD_PARAMS}
             if self._state_label in ("inactive", "active") and want != self._loaded:
@@ -300,13 +325,11 @@ class RelocNode(LifecycleNode):
                 self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data),
                 self.create_subscription(PoseWithCovarianceStamped, "/initialpose", self._on_initialpose, _RELIABLE_10),
             ]
-            self._stop.clear()
-            self._slot = LatestSlot()
-            self._worker = threading.Thread(target=self._worker_loop, name="reloc_worker", daemon=True)
-            self._worker.start()
+            self._start_workers()
             self._state_label = "active"
             self._restart_tf_timer()
-            self.get_logger().info(f"active: localizing images from {self.resolve_topic_name('image')}")
+            self.get_logger().info(f"active: localizing images from {self.resolve_topic_name('image')} "
+                                   f"({'pipelined' if self._handover is not None else 'one worker'})")
             return super().on_activate(state)
         except Exception:
             self.get_logger().error("activate failed:\n" + traceback.format_exc())
@@ -336,11 +359,7 @@ class RelocNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_active(self) -> None:
-        self._stop.set()
-        self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=10.0)
-            self._worker = None
+        self._stop_workers()
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
@@ -370,7 +389,7 @@ class RelocNode(LifecycleNode):
         return self._state_label == "active"
 
     def shutdown_worker(self) -> None:
-        """Stop the worker thread (called before the node is destroyed)."""
+        """Stop the worker threads (called before the node is destroyed)."""
         self._stop_active()
 
     def _autostart_once(self) -> None:
@@ -483,26 +502,107 @@ class RelocNode(LifecycleNode):
         return stamp
 
     # =============================================================================================
-    # worker thread
+    # worker threads. pipeline false: one worker (_worker_loop) does a whole frame (_process). pipeline true:
+    # stage 1 (_extract_loop) prepares and extracts the newest frame while stage 2 (_localize_loop) localizes the
+    # newest extracted one. Both modes share the checks before (_prepare) and the report after (_report).
+    def _start_workers(self) -> None:
+        self._stop.clear()
+        self._slot = LatestSlot()
+        if self._p["pipeline"]:
+            self._handover = HandOver()
+            loops = {"reloc_extract": self._extract_loop, "reloc_localize": self._localize_loop}
+        else:
+            self._handover = None
+            loops = {"reloc_worker": self._worker_loop}
+        self._workers = [threading.Thread(target=self._run_loop, args=(loop,), name=name, daemon=True)
+                         for name, loop in loops.items()]
+        for t in self._workers:
+            t.start()
+
+    def _stop_workers(self) -> None:
+        self._stop.set()
+        self._slot.close()
+        if self._handover is not None:
+            self._handover.close()
+        for t in self._workers:
+            t.join(timeout=10.0)
+        self._workers = []
+
+    def _run_loop(self, loop) -> None:
+        try:
+            loop()
+        except _ShuttingDown:
+            pass
+
     def _worker_loop(self) -> None:
+        """pipeline false: the newest frame, start to end, in one thread."""
         slot = self._slot
         while not self._stop.is_set():
             frame = slot.get(timeout=0.2)
             if frame is None:
                 continue
+            self._safely(self._process, frame)
+            self._frame_done(frame)
+
+    def _extract_loop(self) -> None:
+        """Pipeline stage 1: the newest frame -> checks, CameraInfo, image, features -> the hand-over to stage 2."""
+        slot, handover = self._slot, self._handover
+        while not self._stop.is_set():
+            frame = slot.get(timeout=0.2)
+            if frame is None:
+                continue
+            work = self._safely(self._extract, frame, settle=True)
+            if work is None:
+                self._frame_done(frame)  # it ended here, reported after stage 2 finished the frames before it
+                continue
+            work.t_handed = time.monotonic()
+            handover.put(work)  # an extracted frame stage 2 has not started yet is replaced and counted as dropped
+
+    def _localize_loop(self) -> None:
+        """Pipeline stage 2: the newest extracted frame -> retrieval, matching, PnP -> odometry check, publishing."""
+        handover = self._handover
+        while not self._stop.is_set():
+            work = handover.get(timeout=0.2)
+            if work is None:
+                continue
             try:
-                self._process(frame)
-            except Exception:
-                if self._stop.is_set() or not self.context.ok():
-                    return  # shutting down (Ctrl-C shuts the context down under the worker): not a frame error
-                with self._lock:
-                    self.stats.input_errors += 1
-                    self.stats.last_status = "INPUT_ERROR"
-                    self.stats.last_input_error = "internal error: " + traceback.format_exc(limit=3)
-                self.get_logger().error("frame processing failed:\n" + traceback.format_exc())
+                self._safely(self._localize_work, work)
+                self._frame_done(work.frame)
+            finally:
+                handover.task_done()
+
+    def _safely(self, step, item, settle: bool = False):
+        """``step(item)``; an exception is reported as the frame's internal error (after :meth:`_settle` when
+        ``settle``) and gives None, or ends the worker when the node is shutting down (Ctrl-C shuts the context
+        down under the workers: not a frame error)."""
+        try:
+            return step(item)
+        except Exception:
+            if self._stop.is_set() or not self.context.ok():
+                raise _ShuttingDown from None
+            if settle:
+                self._settle()
             with self._lock:
-                self._done_stamp_ns = frame.stamp_ns
-            self._publish_diagnostics()
+                self.stats.input_errors += 1
+                self.stats.last_status = "INPUT_ERROR"
+                self.stats.last_input_error = "internal error: " + traceback.format_exc(limit=3)
+            self.get_logger().error("frame processing failed:\n" + traceback.format_exc())
+            return None
+
+    def _settle(self) -> None:
+        """Pipeline stage 1, before it reports a frame's end or resets state: wait until stage 2 finished the frames
+        handed to it, so that reports stay in frame order and a reset hits no frame in flight (no-op without the
+        pipeline)."""
+        handover = self._handover
+        if handover is None:
+            return
+        while not handover.wait_idle(0.2) and not self._stop.is_set():
+            pass
+
+    def _frame_done(self, frame: _Frame) -> None:
+        with self._lock:
+            self._done_stamp_ns = frame.stamp_ns
+        self._publish_diagnostics()
 
     def _input_error(self, what: str) -> None:
         with self._lock:
@@ -560,16 +660,21 @@ class RelocNode(LifecycleNode):
             raise cam
         return cam
 
-    def _wait_camera_info(self, stamp_ns: int) -> Camera | None:
+    def _wait_camera_info(self, stamp_ns: int) -> Camera:
+        """:meth:`_camera_for`, waiting up to camera_info_timeout (from the first image) for the first CameraInfo.
+
+        Raises:
+            CameraInfoError: none arrived in time, or the matching one is unusable.
+        """
         deadline = (self._first_image_wall or time.monotonic()) + self._p["camera_info_timeout"]
         while True:
             try:
                 return self._camera_for(stamp_ns)
             except CameraInfoError as e:
-                if self._camera_infos or time.monotonic() >= deadline or self._stop.is_set():
-                    self._input_error(f"{e} within {self._p['camera_info_timeout']:.1f} s"
-                                      if not self._camera_infos else str(e))
-                    return None
+                if self._camera_infos:
+                    raise
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise CameraInfoError(f"{e} within {self._p['camera_info_timeout']:.1f} s") from None
             time.sleep(0.02)
 
     def _choose_prior(self, stamp_ns: int) -> tuple[PosePrior | None, str]:
@@ -588,32 +693,85 @@ class RelocNode(LifecycleNode):
         return None, "none"
 
     def _process(self, frame: _Frame) -> None:
+        """pipeline false: a whole frame."""
         p = dict(self._p)
+        ready = self._prepare(frame, p)
+        if ready is None:
+            return
+        loc, cam, image = ready
+        prior, prior_src = self._choose_prior(frame.stamp_ns)
+        res = loc.localize(image, cam, prior)
+        self._report(res, frame, loc, p, prior_src)
+
+    def _extract(self, frame: _Frame) -> _Work | None:
+        """Pipeline stage 1 of a frame: :meth:`_prepare`, then the map's extractor. None when the frame ends here."""
+        ready = self._prepare(frame, dict(self._p))
+        if ready is None:
+            return None
+        loc, cam, image = ready
+        t0 = time.perf_counter()
+        feats = loc.extractor.extract(image)
+        if feats.global_desc is None:  # part of extraction (Localizer.localize would compute it in stage 2)
+            feats.global_desc = loc.extractor.describe_global(feats)
+        return _Work(frame, loc, cam, feats, extract_ms=(time.perf_counter() - t0) * 1000.0)
+
+    def _localize_work(self, work: _Work) -> None:
+        """Pipeline stage 2 of a frame: localization with the features of stage 1 and the prior of now, then
+        :meth:`_report`. A frame extracted for a map that has been replaced since is dropped (and counted)."""
+        handover_ms = (time.monotonic() - work.t_handed) * 1000.0
+        p = dict(self._p)
+        if self._dropped_stale(work):
+            return
+        prior, prior_src = self._choose_prior(work.frame.stamp_ns)
+        res = work.localizer.localize(None, work.camera, prior, features=work.features)
+        if self._dropped_stale(work):  # replaced while localizing: the pose is in the old map's frame
+            return
+        t = res.timings_ms  # extraction as measured in stage 1; total = extraction + stage 2's localization
+        t["total"] = t.get("total", 0.0) - t.get("extract", 0.0) + work.extract_ms
+        t["extract"] = work.extract_ms
+        t["handover_wait"] = handover_ms
+        self._report(res, work.frame, work.localizer, p, prior_src)
+
+    def _dropped_stale(self, work: _Work) -> bool:
+        """True, counted as dropped, when ``work`` was extracted with another map's extractor than the current."""
+        with self._lock:
+            if work.localizer is self._localizer:
+                return False
+            self.stats.stale_dropped += 1
+        self.get_logger().info("dropped a frame extracted before the map was replaced", throttle_duration_sec=5.0)
+        return True
+
+    def _prepare(self, frame: _Frame, p: dict) -> tuple[Localizer, Camera, np.ndarray] | None:
+        """What a frame needs before feature extraction: its stamp in order (a jump back resets state), the map, its
+        camera (CameraInfo) and image. None when the frame ends here (counted or reported as an input error)."""
         stamp = frame.stamp_ns
         last = self._last_stamp_ns
         if last is not None and stamp < last:
+            self._settle()
             if last - stamp > p["time_jump_reset_s"] * NS:
                 self._reset_state(f"image time jumped back by {(last - stamp) / NS:.2f} s (bag loop?)")
             else:
                 with self._lock:
                     self.stats.out_of_order += 1
-                return
+                return None
         self._last_stamp_ns = stamp
         loc = self._localizer
         if loc is None:
+            self._settle()
             self._input_error(self._map_error or "no map loaded")
-            return
-        cam = self._wait_camera_info(stamp)
-        if cam is None:
-            return
+            return None
         try:
+            cam = self._wait_camera_info(stamp)
             image = image_msg_to_localizer_input(frame.msg)
             check_image_size(cam, image.shape[1], image.shape[0])
         except (ImageConversionError, CameraInfoError) as e:
+            self._settle()
             self._input_error(str(e))
-            return
-        prior, prior_src = self._choose_prior(stamp)
-        res = loc.localize(image, cam, prior)
+            return None
+        return loc, cam, image
+
+    def _report(self, res: LocalizationResult, frame: _Frame, loc: Localizer, p: dict, prior_src: str) -> None:
+        """The end of a localized frame (both modes): odometry check, statistics, publication and latency."""
         if res.ok:
             self._odometry_check(res, frame, p)
         with self._lock:
@@ -808,6 +966,8 @@ class RelocNode(LifecycleNode):
     def _diagnostics(self) -> DiagnosticArray:
         with self._lock:
             s = self.stats
+            handover = self._handover
+            handover_dropped = handover.dropped if handover is not None else 0
             lat = np.array(s.latency_ms) if s.latency_ms else np.zeros(0)
             done = list(s.done_times)
             rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
@@ -828,8 +988,12 @@ class RelocNode(LifecycleNode):
                 "frames_processed": s.processed,
                 "frames_localized": s.localized,
                 "frames_failed": s.failed,
-                "frames_dropped": self._slot.dropped,
-                "queue_frames": self._slot.pending,  # the worker's queue of one
+                "frames_dropped": self._slot.dropped + handover_dropped + s.stale_dropped,
+                "frames_dropped_handover": handover_dropped,  # extracted, replaced by a newer one before stage 2
+                "frames_dropped_stale": s.stale_dropped,  # extracted for a map replaced since
+                "queue_frames": self._slot.pending,  # the worker's (pipeline: stage 1's) queue of one
+                "queue_extracted": handover.pending if handover is not None else 0,  # stage 2's queue of one
+                "pipeline": handover is not None if self._workers else self._p["pipeline"],  # running, else next
                 "queue_camera_infos": len(self._camera_infos),
                 "path_length": len(self._path.poses),
                 "frames_rate_skipped": s.rate_skipped,
