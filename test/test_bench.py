@@ -27,13 +27,17 @@ def _scene(seed=0, D=64):
     return q, [k.astype(np.float32) for k in kfs]
 
 
-@pytest.mark.parametrize("ratio,mutual,block,dtype", [(0.8, True, 1024, np.float32), (0.8, True, 64, np.float16),
-                                                      (0.95, False, 100, np.float32), (1.0, True, 7, np.float16)])
-def test_batched_matcher_equals_reference(ratio, mutual, block, dtype):
+@pytest.mark.parametrize("ratio,mutual,block,dtype,threads", [
+    (0.8, True, 1024, np.float32, 1), (0.8, True, 64, np.float16, 1), (0.95, False, 100, np.float32, 1),
+    (1.0, True, 7, np.float16, 1), (0.8, True, 1024, np.float32, 2), (0.8, True, 64, np.float16, 3),
+    (0.95, False, 100, np.float32, 2)])
+def test_batched_matcher_equals_reference(ratio, mutual, block, dtype, threads):
+    """Also split over threads (700 query rows: 2 parts of >= 256; the duplicated query rows 3 and 500 fall in
+    different parts, so the mutual check's tie rule is exercised across them)."""
     q, kfs = _scene()
     store = KeyframeDescriptors(kfs, dtype)  # fp16 holds these (fp16-representable, as a loaded map) exactly
     assert store.desc.dtype == dtype
-    matcher = KeyframeMatcher(store, ratio, mutual, block_rows=block)
+    matcher = KeyframeMatcher(store, ratio, mutual, block_rows=block, threads=threads)
     for cand in ([4, 5, 3, 6, 2], [0, 1, 4], [5], list(range(len(kfs)))):
         got = matcher.match(q, cand)
         total = 0
@@ -47,6 +51,9 @@ def test_batched_matcher_equals_reference(ratio, mutual, block, dtype):
             assert total >= 100  # the scene has true correspondences: the comparison is not vacuous
     # no query keypoints
     assert all(len(m) == 0 for m, _ in matcher.match(q[:0], [4, 5]))
+    matcher.close()
+    with pytest.raises(ValueError, match="threads"):
+        KeyframeMatcher(store, threads=0)
 
 
 def test_store_layout_and_zero_copy():
