@@ -420,7 +420,7 @@ def test_pipeline_handover_holds_one_frame_counts_replaced_ones_and_prior_is_cho
     """Stage 2 is held on frame 0 while stage 1 extracts frames 1..5: the hand-over holds one frame at a time, each
     replaced one is counted as dropped; an /initialpose received meanwhile is the prior of frame 5 (chosen when
     stage 2 takes it, not when stage 1 extracted it)."""
-    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera",
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera", pipeline=True,
                         base_from_camera="0 0 0 0 0 0 1")
     node = h.node
     h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
@@ -458,7 +458,7 @@ def test_pipeline_map_reload_never_matches_old_features_against_the_new_map(plan
     """A map reload while frame A is in stage 2 and frame B (extracted for the old map) waits in the hand-over:
     neither is localized against (or published for) the new map; both are counted as dropped; the next frame is
     extracted and localized with the new map's extractor."""
-    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera")
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera", pipeline=True)
     node = h.node
     h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
     old = node._localizer
@@ -506,9 +506,9 @@ def test_pipeline_map_reload_never_matches_old_features_against_the_new_map(plan
 def test_pipeline_threads_stop_on_deactivate_and_the_mode_switches_at_activation(plane_map, harness_factory):
     def workers():
         return sorted(t.name for t in threading.enumerate() if t.name.startswith("reloc_") and t.is_alive()
-                      and t.name != "reloc_map_reload")
+                      and t.name != "reloc_map_reload" and not t.name.startswith("reloc_match"))  # matcher pools
 
-    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera")
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera", pipeline=True)
     node = h.node
     assert workers() == ["reloc_extract", "reloc_localize"]
     assert node.set_parameters([Parameter("pipeline", value=False)])[0].successful

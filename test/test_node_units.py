@@ -401,10 +401,10 @@ def test_handover_wait_idle_waits_for_the_consumer():
 
 def test_pipeline_parameter():
     from reloc_ros.ros.parameters import PARAMS_BY_NAME
-    assert PARAMS_BY_NAME["pipeline"].default is True
-    assert validate("pipeline", False) is None
+    assert PARAMS_BY_NAME["pipeline"].default is False
+    assert validate("pipeline", True) is None
     assert "must be a bool" in validate("pipeline", 1)
-    assert re.search(r"^  pipeline \(bool, default True\)", usage(), re.M)
+    assert re.search(r"^  pipeline \(bool, default False\)", usage(), re.M)
 
 
 def test_help_prints_usage_without_ros():

@@ -92,9 +92,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               0.0, 1e6),
     ParamSpec("max_rate_hz", 0.0, "localize at most this often (image time); 0 = as fast as the worker can",
               0.0, 1000.0),
-    ParamSpec("pipeline", True, "two worker threads: feature extraction of the newest frame runs while retrieval, "
+    ParamSpec("pipeline", False, "two worker threads: feature extraction of the newest frame runs while retrieval, "
               "matching and PnP of the previous one run (a hand-over of one between them, newest wins, replaced "
-              "frames counted as dropped); False: one worker does all of it per frame. Applies at activation"),
+              "frames counted as dropped); false: one worker does all of it per frame. Off by default: on a "
+              "2-core CPU both stages compete for the same cores (30 Hz VGA: same output rate, +40 ms latency); "
+              "worth it when the encoder runs on a GPU. Applies at activation"),
     ParamSpec("camera_info_timeout", 5.0, "seconds to wait for a CameraInfo before reporting an error",
               0.0, 3600.0, min_exclusive=True),
     ParamSpec("camera_info_tolerance", 0.005, "a CameraInfo matches an image when their stamps differ by at most "
