@@ -45,7 +45,10 @@ def test_soak_60_seconds(tmp_path):
     assert abs(slope) < RSS_SLOPE_MAX_MB_PER_MIN, report
     assert rep["max_queue_frames"] <= 1 and rep["max_queue_camera_infos"] <= 30, report
     assert rep["max_path_length"] <= 1000, report
-    assert rep["threads"]["max"] - rep["threads"]["min"] <= 3 and rep["fds"]["max"] - rep["fds"]["min"] <= 5, report
+    # thread pools (DDS, ONNX Runtime, the matcher's) start with the first frames; after the warm-up nothing may grow
+    th, fd = rep["threads"], rep["fds"]
+    assert th["max_after_warmup"] - th["min_after_warmup"] <= 3 and fd["max"] - fd["min"] <= 5, report
+    assert th["max"] - th["min"] <= 8, report
 
     f = rep["frames"]
     assert f["published"] >= 0.9 * 30 * SECONDS, report  # the driver kept the camera rate

@@ -340,9 +340,12 @@ def run(args) -> dict:
                         "max": float(rss.max()) if len(rss) else None,
                         "slope_mb_per_min_after_warmup": linear_slope(t[warm], rss[warm]) * 60.0,
                         "warmup_s": float(min(args.warmup_s, 0.5 * duration))}
-    for key in ("threads", "fds"):
+    t_warm = min(args.warmup_s, 0.5 * duration)
+    for key in ("threads", "fds"):  # thread pools start on the first frames: growth after warm-up is a leak
         v = [s[key] for s in samples if key in s]
-        result[key] = {"min": min(v), "max": max(v)} if v else {}
+        vw = [s[key] for s in samples if key in s and s["t_s"] >= t_warm]
+        result[key] = ({"min": min(v), "max": max(v), "min_after_warmup": min(vw or v),
+                        "max_after_warmup": max(vw or v)} if v else {})
     for key in ("queue_frames", "queue_camera_infos", "path_length"):
         v = [int(s[key]) for s in samples if str(s.get(key, "")).isdigit()]
         result[f"max_{key}"] = max(v) if v else None
@@ -372,7 +375,9 @@ def print_report(r: dict) -> None:
         ("node RSS", f"{rss['start']:.1f} -> {rss['end']:.1f} MB (max {rss['max']:.1f}); slope after "
                      f"{rss['warmup_s']:.0f} s warm-up: {rss['slope_mb_per_min_after_warmup']:+.3f} MB/min"),
         ("threads / fds", f"{r['threads'].get('min')}-{r['threads'].get('max')} / {r['fds'].get('min')}-"
-                          f"{r['fds'].get('max')}"),
+                          f"{r['fds'].get('max')} (after warm-up {r['threads'].get('min_after_warmup')}-"
+                          f"{r['threads'].get('max_after_warmup')} / {r['fds'].get('min_after_warmup')}-"
+                          f"{r['fds'].get('max_after_warmup')})"),
         ("queues (max)", f"frames {r['max_queue_frames']}, camera infos {r['max_queue_camera_infos']}, "
                          f"path {r['max_path_length']}"),
         ("frames", f"published {f['published']}, received {f.get('frames_received')}, processed "
