@@ -7,6 +7,7 @@ extra (torch + onnx) and is skipped with the reason otherwise.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import cv2
@@ -134,6 +135,13 @@ def test_query_outputs_drop_only_the_depth_head(extractor, model_path):
     assert b.depth is None and b.depth_conf is None and a.depth is not None
     with pytest.raises(ExtractorError, match="outputs must be one of"):
         LearnedExtractor(model_path, outputs="depth-only")
+
+
+def test_query_outputs_without_the_onnx_package_is_a_clear_error(model_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(ExtractorError, match="pip install onnx"):
+        LearnedExtractor(model_path, outputs="query")
+    assert LearnedExtractor(model_path).extract(realish_image(320, 256)).depth is not None  # 'all' needs no onnx
 
 
 @pytest.mark.parametrize("outputs", ["all", "query"])
