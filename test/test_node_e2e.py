@@ -470,6 +470,8 @@ def test_bad_inputs_reported_and_node_keeps_running(session):
 
 def test_parameters_validated_and_map_reloaded_in_background(session, tmp_path):
     g, sc = session.graph, session.scene
+    # single frames after reloads: publish a pose without waiting for the odometry gate to confirm the place again
+    assert g.set_param("odom_accept_after", 1).successful
     r = g.set_param("top_k", 0)
     assert not r.successful and "out of range" in r.reason
     r = g.set_param("tf_mode", "map_world")
@@ -502,6 +504,7 @@ def test_parameters_validated_and_map_reloaded_in_background(session, tmp_path):
 def test_time_jump_back_resets_state(session):
     """A bag loop: frames whose stamps jump back by more than time_jump_reset_s reset the node's state."""
     g = session.graph
+    assert g.set_param("odom_accept_after", 1).successful  # after the reset, publish without re-confirmation
     resets = int(g.last_diag()["resets"])
     n_tf = len(g.map_odom)
     stamps = g.play([0, 2, 4, 6], offset_ns=-5 * NS, rate_hz=5.0)  # earlier than anything played so far

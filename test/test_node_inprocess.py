@@ -254,7 +254,8 @@ def test_parameter_validation_updates_localizer_config(plane_map, harness_factor
 @pytest.mark.parametrize("mode", ["map_odom", "map_base"])
 def test_tf_modes_compose_odometry_and_mount(plane_map, harness_factory, mode):
     """map->odom (or map->base) from the localized camera pose, TF odometry at the image stamp and the mount."""
-    h = harness_factory(map_path=str(plane_map["map"]), tf_mode=mode, pose_frame="base", tf_publish_rate_hz=0.0)
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode=mode, pose_frame="base", tf_publish_rate_hz=0.0,
+                        odom_accept_after=1)  # one frame: published without the odometry gate's confirmation
     node = h.node
     assert node.lifecycle_state == "active"
     mount = conv.transform_stamped(T_BASE_CAM, "base_link", "camera_optical", 0)

@@ -1,6 +1,8 @@
-"""Wrong-pose protection by odometry: a pose that jumps against odometry is FAILED, not published; a robot that
-was carried elsewhere (kidnapped) is accepted again after ``odom_accept_after`` consistent poses or at once after
-``~/relocalize``. Unit tests of :class:`reloc_ros.ros.odom_gate.OdomGate`, then the real node in process."""
+"""Wrong-pose protection by odometry: poses are grouped into place hypotheses by the map->odom they imply; a pose
+is published only when its place is confirmed (``odom_accept_after``) and outweighs every other place
+(``odom_dominance``), so a wrong pose from repeated structure is FAILED, a robot carried elsewhere is accepted again
+once its new place dominates, and ``~/relocalize`` accepts the next pose at once. Unit tests of
+:class:`reloc_ros.ros.odom_gate.OdomGate`, then the real node in process."""
 
 from __future__ import annotations
 
@@ -15,45 +17,80 @@ def _rand_T(rng, scale=2.0):
     return make_T(random_rotation(rng), rng.uniform(-scale, scale, 3))
 
 
-def test_gate_accepts_consistent_motion_and_rejects_a_jump():
+def _step(rng, T_odom_cam, T_map_odom):
+    """The robot moves; odometry drifts by ~1 cm / 0.2 deg per step."""
+    T_odom_cam = T_odom_cam @ make_T(so3_exp(rng.normal(size=3) * 0.05), rng.normal(size=3) * 0.3)
+    T_map_odom = T_map_odom @ make_T(so3_exp(rng.normal(size=3) * 0.002), rng.normal(size=3) * 0.005)
+    return T_odom_cam, T_map_odom
+
+
+def test_gate_confirms_a_place_then_rejects_jumps_and_follows_drift():
     rng = np.random.default_rng(0)
-    T_map_odom = _rand_T(rng)
-    gate = OdomGate(max_m=0.3, max_deg=5.0, accept_after=3)
-    T_odom_cam = _rand_T(rng)
-    assert gate.check(T_map_odom @ T_odom_cam, T_odom_cam).accepted  # no reference yet
-    for _ in range(20):  # the robot moves; odometry drifts by 1 cm / 0.2 deg per step: accepted
-        T_odom_cam = T_odom_cam @ make_T(so3_exp(rng.normal(size=3) * 0.05), rng.normal(size=3) * 0.3)
-        T_map_odom = T_map_odom @ make_T(so3_exp(rng.normal(size=3) * 0.002), rng.normal(size=3) * 0.005)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    gate = OdomGate(max_m=0.3, max_deg=5.0, accept_after=3, dominance=1.5, memory=20)
+    decisions = []
+    for _ in range(3):  # a new place needs 3 consistent poses (support 1, 1.95, 2.85 ...)
+        T_odom_cam, T_map_odom = _step(rng, T_odom_cam, T_map_odom)
+        decisions.append(gate.check(T_map_odom @ T_odom_cam, T_odom_cam))
+    assert [d.accepted for d in decisions] == [False, False, False] and "not yet confirmed" in decisions[0].reason
+    for _ in range(20):  # confirmed from the 4th on (support 3.7 >= 3), drift followed
+        T_odom_cam, T_map_odom = _step(rng, T_odom_cam, T_map_odom)
         d = gate.check(T_map_odom @ T_odom_cam, T_odom_cam)
-        assert d.accepted and d.jump_m < 0.3, d
-    wrong = make_T(np.eye(3), [1.6, 0, 0]) @ T_map_odom @ T_odom_cam  # aliasing: one texture period away
-    d = gate.check(wrong, T_odom_cam)
-    assert not d.accepted and abs(d.jump_m - 1.6) < 0.05 and "inconsistent with odometry" in d.reason
-    d = gate.check(T_map_odom @ T_odom_cam, T_odom_cam)  # the next correct pose: the reference was kept
-    assert d.accepted and not d.reason and gate.rejected == 1
+        assert d.accepted and d.jump_m < 0.3 and d.hypotheses == 1, d
+    for k in range(3):  # aliasing: one texture period away, three times in a row: never published
+        wrong = make_T(np.eye(3), [1.6, 0, 0]) @ T_map_odom @ T_odom_cam
+        d = gate.check(wrong, T_odom_cam)
+        assert not d.accepted and d.hypotheses == 2, d
+        assert ("inconsistent with odometry" if k == 0 else "not yet confirmed") in d.reason
+    d = gate.check(T_map_odom @ T_odom_cam, T_odom_cam)  # the next correct pose: still the accepted place
+    assert d.accepted and not d.reason and gate.rejected == 6 and gate.switches == 0
 
 
-def test_gate_recovers_after_consistent_rejections_and_reset():
+def test_an_ambiguous_start_waits_until_one_place_dominates():
+    """A start in a symmetric corridor: the first poses are of the wrong place (a 180-degree flip), then correct
+    ones come. Nothing is published until the true place has 1.5x the wrong one's support; no wrong pose is.
+    (A start with accept_after or more wrong poses in a row and no competitor cannot be told from a true one.)"""
+    rng = np.random.default_rng(2)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    flip = make_T(so3_exp([0, 0, np.pi]), [0.4, 0, 0])
+    gate = OdomGate(max_m=0.5, max_deg=10.0, accept_after=5, dominance=1.5, memory=50)
+    published = []
+    for k in range(40):
+        T_odom_cam, T_map_odom = _step(rng, T_odom_cam, T_map_odom)
+        wrong = k < 4 or k in (20, 21, 22)  # 4 flips at the start, a streak of 3 later
+        T = (flip if wrong else np.eye(4)) @ T_map_odom @ T_odom_cam
+        if gate.check(T, T_odom_cam).accepted:
+            published.append((k, wrong))
+    assert published and not any(w for _, w in published), published
+    # the true place has support 5.7 >= 5 and >= 1.5 x the flips' 3.4 at its 6th pose (k = 9)
+    assert published[0][0] == 9 and len(published) == 40 - 9 - 3, published
+
+
+def test_kidnapping_is_followed_once_the_new_place_dominates_and_reset():
     rng = np.random.default_rng(1)
-    gate = OdomGate(max_m=0.3, max_deg=5.0, accept_after=3)
-    T_odom_cam = _rand_T(rng)
-    T_map_odom = _rand_T(rng)
-    assert gate.check(T_map_odom @ T_odom_cam, T_odom_cam).accepted
+    gate = OdomGate(max_m=0.3, max_deg=5.0, accept_after=2, dominance=1.5, memory=3)
+    T_odom_cam, T_map_odom = _rand_T(rng), _rand_T(rng)
+    assert [gate.check(T_map_odom @ T_odom_cam, T_odom_cam).accepted for _ in range(3)] == [False, False, True]
     # kidnapped: from now on every (correct) pose is 4 m away from what odometry predicts
     T_map_odom_new = make_T(so3_exp([0, 0, 1.0]), [4.0, -1.0, 0.0]) @ T_map_odom
     decisions = []
     for _ in range(3):
         T_odom_cam = T_odom_cam @ make_T(so3_exp(rng.normal(size=3) * 0.05), rng.normal(size=3) * 0.2)
         decisions.append(gate.check(T_map_odom_new @ T_odom_cam, T_odom_cam))
+    # supports: old 2.11 -> 1.41, 0.94, 0.63; new 1, 1.67, 2.11 (>= 2 and >= 1.5 x 0.63)
     assert [d.accepted for d in decisions] == [False, False, True], decisions
-    assert [d.streak for d in decisions] == [1, 2, 3] and "accepted after 3" in decisions[-1].reason
-    # inconsistent wrong poses (each somewhere else) never build a streak
+    assert "inconsistent with odometry" in decisions[0].reason and "place changed" in decisions[-1].reason
+    assert gate.switches == 1
+    # inconsistent wrong poses (each somewhere else) never gather support
     for k in range(6):
         wild = make_T(np.eye(3), [5.0 * (k + 1), 0, 0]) @ T_map_odom_new @ T_odom_cam
         d = gate.check(wild, T_odom_cam)
-        assert not d.accepted and d.streak == 1, d
-    gate.reset()
-    assert gate.check(make_T(np.eye(3), [50.0, 0, 0]) @ T_odom_cam, T_odom_cam).accepted
+        assert not d.accepted and d.support == 1.0, d
+    gate.reset()  # a new map or a bag loop: the place must be confirmed again
+    assert not gate.check(T_map_odom_new @ T_odom_cam, T_odom_cam).accepted
+    gate.reset(trust_next=True)  # ~/relocalize, /initialpose: the next pose is accepted as is
+    far = make_T(np.eye(3), [50.0, 0, 0]) @ T_odom_cam
+    assert gate.check(far, T_odom_cam).accepted and gate.check(far, T_odom_cam).accepted
     off = OdomGate(max_m=0.0)
     assert off.check(_rand_T(rng), _rand_T(rng)).accepted and off.check(_rand_T(rng), _rand_T(rng)).accepted
 
@@ -87,7 +124,8 @@ def _clean_shared_memory():
 
 def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
     h = tni.Harness(dict(map_path=str(plane_map["map"]), tf_mode="map_odom", pose_frame="camera",
-                         tf_publish_rate_hz=0.0, odom_jump_max_m=0.3, odom_jump_max_deg=10.0, odom_accept_after=3))
+                         tf_publish_rate_hz=0.0, odom_jump_max_m=0.3, odom_jump_max_deg=10.0, odom_accept_after=2,
+                         odom_dominance=1.5, odom_memory=3.0))
     try:
         h.pub_tf_static.publish(TFMessage(transforms=[conv.transform_stamped(tni.T_BASE_CAM, "base_link",
                                                                              "camera_optical", 0)]))
@@ -112,34 +150,38 @@ def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
             h.wait(lambda: diag_of(stamp) is not None, f"the frame at {stamp / NS:.0f} s")
             return diag_of(stamp)
 
-        d = frame(T_A, T_odom_base_A, 100 * NS)
-        assert d["status"] == "LOCALIZED", d
+        # start: place A must be confirmed first (support 1, 1.67, 2.11 with memory 3: the third is published)
+        for k in range(2):
+            d = frame(T_A, T_odom_base_A, (100 + k) * NS)
+            assert d["status"] == "FAILED" and "not yet confirmed" in d["reason"], d
+        d = frame(T_A, T_odom_base_A, 102 * NS)
+        assert d["status"] == "LOCALIZED" and d["odom_hypotheses"] == "1", d
         h.wait(lambda: len(h.poses) == 1, "the first pose")
         # kidnapped to B: odometry still says A; the (correct) poses of B jump 1.2 m against it
-        for k in range(2):
-            d = frame(T_B, T_odom_base_A, (101 + k) * NS)
-            assert d["status"] == "FAILED" and "inconsistent with odometry" in d["reason"], d
-            assert d["odom_rejected"] == str(k + 1) and f"{k + 1}/3" in d["reason"], d
-        d = frame(T_B, T_odom_base_A, 103 * NS)  # the third consistent one is accepted
-        assert d["status"] == "LOCALIZED" and d["odom_recovered"] == "1" and "accepted after 3" in d["odom_check"], d
+        d = frame(T_B, T_odom_base_A, 103 * NS)
+        assert d["status"] == "FAILED" and "inconsistent with odometry" in d["reason"], d
+        d = frame(T_B, T_odom_base_A, 104 * NS)
+        assert d["status"] == "FAILED" and "not yet confirmed" in d["reason"] and d["odom_rejected"] == "4", d
+        d = frame(T_B, T_odom_base_A, 105 * NS)  # B outweighs the decayed A now
+        assert d["status"] == "LOCALIZED" and d["odom_recovered"] == "1" and "place changed" in d["odom_check"], d
         h.wait(lambda: len(h.poses) == 2, "the pose after recovery")
-        assert [conv.stamp_to_ns(p.header.stamp) for p in h.poses] == [100 * NS, 103 * NS]
+        assert [conv.stamp_to_ns(p.header.stamp) for p in h.poses] == [102 * NS, 105 * NS]
         err = np.linalg.norm(conv.T_from_pose(h.poses[-1].pose)[:3, 3] - T_B[:3, 3])
         assert err < 0.05, err
         # map->odom was never published from a rejected pose
         stamps = {conv.stamp_to_ns(t.header.stamp) for t in h.tf if t.child_frame_id == "odom"}
-        assert stamps == {100 * NS, 103 * NS}, stamps
+        assert stamps == {102 * NS, 105 * NS}, stamps
 
         # ~/relocalize: the next pose is accepted without the check (carried back to A, odometry still at A's)
-        d = frame(T_A, T_odom_base_A, 104 * NS)
-        assert d["status"] == "FAILED" and "inconsistent with odometry" in d["reason"], d
+        d = frame(T_A, T_odom_base_A, 106 * NS)
+        assert d["status"] == "FAILED", d
         cli = h.helper.create_client(Trigger, "/reloc_node/relocalize")
         h.wait(lambda: cli.service_is_ready(), "the relocalize service")
         fut = cli.call_async(Trigger.Request())
         h.wait(lambda: fut.done(), "the relocalize response")
         assert fut.result().success
-        d = frame(T_A, T_odom_base_A, 105 * NS)
-        assert d["status"] == "LOCALIZED" and d["odom_rejected"] == "3", d
+        d = frame(T_A, T_odom_base_A, 107 * NS)
+        assert d["status"] == "LOCALIZED" and d["odom_rejected"] == "5", d
         h.wait(lambda: len(h.poses) == 3, "the pose after ~/relocalize")
     finally:
         h.close()

@@ -114,7 +114,9 @@ def test_offline_and_live_replay_agree(scene, tmp_path):
     # rate 0.1: the 30 Hz bag plays at 3 Hz, so the node (a few hundred ms a frame here) handles most frames
     r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "eval-bag", "--live", "--rate", "0.1",
                         "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]), "--out", str(out),
-                        "--domain-id", ENV["ROS_DOMAIN_ID"]],
+                        "--domain-id", ENV["ROS_DOMAIN_ID"],
+                        # 8 frames: compare every localization, without the odometry gate's confirmation at start
+                        "--node-arg=-p", "--node-arg=odom_accept_after:=1"],
                        env=ENV, capture_output=True, text=True, timeout=240, cwd=str(REPO))
     wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -105,7 +105,8 @@ class _Stats:
     tf_errors: int = 0
     resets: int = 0
     odom_rejected: int = 0  # LOCALIZED poses turned FAILED by the odometry check
-    odom_recovered: int = 0  # poses accepted after a streak of consistent rejections (kidnapping)
+    odom_recovered: int = 0  # times the accepted place changed (kidnapping, or recovery from an ambiguous start)
+    odom_hypotheses: int = 0  # place hypotheses the odometry gate keeps
     stale_dropped: int = 0  # extracted frames dropped because the map was replaced before stage 2 finished them
     initialpose_ignored: int = 0  # /initialpose messages refused (bad quaternion, wrong frame)
     last_initialpose_error: str = ""
@@ -164,7 +165,9 @@ class RelocNode(LifecycleNode):
         self._last_accepted_ns: int | None = None
         self._last_good: tuple | None = None  # (stamp_ns, camera centre [3])
         self._odom_gate = OdomGate()  # wrong-pose protection: consistency with odometry (the localizing worker only)
-        self._odom_gate_reset = False  # set by callbacks, applied by the localizing worker before its next check
+        # set by callbacks, applied by the localizing worker before its next check: "forget" (new map, time jump:
+        # the place must be confirmed again) or "trust" (~/relocalize, /initialpose: the next pose is accepted)
+        self._odom_gate_reset: str | None = None
         self._initial_prior: PosePrior | None = None
         self._ignore_prior_once = False
         self._map_from_odom: tuple | None = None  # (T, parent, child)
@@ -274,7 +277,7 @@ class RelocNode(LifecycleNode):
             self._map_error = ""
             self._last_good = None
             self._initial_prior = None
-            self._odom_gate_reset = True
+            self._odom_gate_reset = "forget"
             self._map_from_odom = None  # the new map may have another origin
             self._path = Path()
         self._publish_map_points()
@@ -459,7 +462,7 @@ class RelocNode(LifecycleNode):
         with self._lock:
             self._initial_prior = PosePrior(position=pos, sigma_m=max(sigma, 0.1))
             self._last_good = None
-            self._odom_gate_reset = True  # the operator says where the robot is: no check against the old pose
+            self._odom_gate_reset = "trust"  # the operator says where the robot is: no check against the old pose
         self.get_logger().info(f"prior from /initialpose at {np.round(pos, 2).tolist()} (sigma {sigma:.2f} m)")
 
     def _initialpose_ignored(self, why: str) -> None:
@@ -473,7 +476,7 @@ class RelocNode(LifecycleNode):
             self._ignore_prior_once = True
             self._last_good = None
             self._initial_prior = None
-            self._odom_gate_reset = True
+            self._odom_gate_reset = "trust"
         response.success = True
         response.message = "the next frame is localized without a prior and its pose is not checked against odometry"
         self.get_logger().info("relocalize requested: " + response.message)
@@ -616,7 +619,7 @@ class RelocNode(LifecycleNode):
             self.stats.resets += 1
             self._last_good = None
             self._initial_prior = None
-            self._odom_gate_reset = True
+            self._odom_gate_reset = "forget"
             self._map_from_odom = None
             self._last_tf_stamp_ns = -1
             self._sent_tf_stamps.clear()
@@ -800,11 +803,12 @@ class RelocNode(LifecycleNode):
         """Turn a LOCALIZED result FAILED when it jumps against odometry since the last accepted pose
         (see :mod:`reloc_ros.ros.odom_gate`). Without odometry (no odom->base at the stamp) nothing is checked."""
         gate = self._odom_gate
-        gate.configure(p["odom_jump_max_m"], p["odom_jump_max_deg"], p["odom_accept_after"])
+        gate.configure(p["odom_jump_max_m"], p["odom_jump_max_deg"], p["odom_accept_after"], p["odom_dominance"],
+                       p["odom_memory"])
         with self._lock:
             if self._odom_gate_reset:
-                self._odom_gate_reset = False
-                gate.reset()
+                gate.reset(trust_next=self._odom_gate_reset == "trust")
+                self._odom_gate_reset = None
         if not gate.enabled:
             with self._lock:
                 self.stats.odom_check = "off"
@@ -824,11 +828,13 @@ class RelocNode(LifecycleNode):
         d = gate.check(res.T_map_from_cam, T_odom_from_base @ T_base_from_cam)
         with self._lock:
             s = self.stats
+            s.odom_hypotheses = d.hypotheses
             if d.accepted and d.reason:
                 s.odom_recovered += 1
                 s.odom_check = d.reason
             elif d.accepted:
-                s.odom_check = f"ok ({d.jump_m:.2f} m / {d.jump_deg:.1f} deg)"
+                s.odom_check = (f"ok ({d.jump_m:.2f} m / {d.jump_deg:.1f} deg; support {d.support:.1f}, "
+                                f"next place {d.rival:.1f})")
             else:
                 s.odom_rejected += 1
                 s.odom_check = "rejected"
@@ -1006,6 +1012,7 @@ class RelocNode(LifecycleNode):
                 "odom_check": s.odom_check,
                 "odom_rejected": s.odom_rejected,
                 "odom_recovered": s.odom_recovered,
+                "odom_hypotheses": s.odom_hypotheses,
                 "output_rate_hz": round(rate, 3),
                 "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",
                 "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else "",

@@ -107,12 +107,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("min_inlier_coverage", 0.1, "a pose whose PnP inliers cover less than this fraction of the image "
               "(convex hull) is FAILED: matches on one small patch, e.g. a picture that also hangs elsewhere; "
               "0 = no check", 0.0, 1.0, config_field="min_inlier_coverage"),
-    ParamSpec("odom_jump_max_m", 0.5, "a pose that differs by more than this (m) from the last accepted pose "
-              "moved by odometry is FAILED, not published; 0 = no odometry check", 0.0, 1e6),
+    ParamSpec("odom_jump_max_m", 0.5, "odometry gate (reloc_ros/ros/odom_gate.py): poses whose map->odom agree "
+              "within this (m) support the same place hypothesis; a pose is published only when its place is the "
+              "best supported by far; 0 = no odometry check", 0.0, 1e6),
     ParamSpec("odom_jump_max_deg", 10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True),
-    ParamSpec("odom_accept_after", 5, "after this many consecutive rejected poses that agree with each other the "
-              "pose is accepted (the robot was moved: kidnapping); ~/relocalize accepts the next pose at once",
+    ParamSpec("odom_accept_after", 5, "support (consistent poses) a place needs before its poses are published: "
+              "after start, a bag loop or a new map; ~/relocalize and /initialpose accept the next pose at once",
               1, 1000),
+    ParamSpec("odom_dominance", 1.5, "a place's poses are published only when its support is at least this many "
+              "times that of any other place (repeated structure: an identical door, a symmetric corridor)",
+              1.0, 1000.0),
+    ParamSpec("odom_memory", 50.0, "support decays by 1 - 1/odom_memory per localized frame (about the frames "
+              "remembered; a robot carried elsewhere is accepted at its new place after ~0.9 x this many)",
+              1.0, 1e6),
     # -- frames and TF --------------------------------------------------------------------------------
     ParamSpec("map_frame", "map", "frame of the map (and of published poses)"),
     ParamSpec("odom_frame", "odom", "odometry frame (REP-105)"),
