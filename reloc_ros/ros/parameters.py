@@ -111,9 +111,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "within this (m) support the same place hypothesis; a pose is published only when its place is the "
               "best supported by far; 0 = no odometry check", 0.0, 1e6),
     ParamSpec("odom_jump_max_deg", 10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True),
-    ParamSpec("odom_accept_after", 5, "support (consistent poses) a place needs before its poses are published: "
-              "after start, a bag loop or a new map; ~/relocalize and /initialpose accept the next pose at once",
-              1, 1000),
+    ParamSpec("odom_accept_after", 5, "support a place needs before its poses are published (consistent poses, "
+              "decayed by odom_memory: 5 with memory 50 means the 6th pose): after start, a bag loop or a new map; "
+              "~/relocalize and /initialpose accept the next pose at once", 1, 1000),
     ParamSpec("odom_dominance", 1.5, "a place's poses are published only when its support is at least this many "
               "times that of any other place (repeated structure: an identical door, a symmetric corridor)",
               1.0, 1000.0),
