@@ -4,7 +4,8 @@
 ``reloc eval`` localizes every query image on its own. The node also checks each pose against odometry
 (:class:`reloc_ros.ros.odom_gate.OdomGate`: place hypotheses, only a confirmed and dominant place is published).
 This tool replays that gate, with the node's default parameters, over each query run in frame order; odometry is
-the ground-truth camera pose with a random-walk drift (``--drift`` metres per frame, seeded). It prints, per run,
+the ground-truth camera pose (``<frame>.pose.txt`` of a 7-Scenes-layout dataset, e.g. ``reloc data synth``) with a
+random-walk drift (``--drift`` metres per frame, seeded). It prints, per run,
 the localized and the published poses: wrong ones (> 0.5 m or > 5 deg), recall at (5 cm, 5 deg) over all queries,
 and the mean position NEES (ideal 3).
 
