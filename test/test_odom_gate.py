@@ -95,6 +95,37 @@ def test_kidnapping_is_followed_once_the_new_place_dominates_and_reset():
     assert off.check(_rand_T(rng), _rand_T(rng)).accepted and off.check(_rand_T(rng), _rand_T(rng)).accepted
 
 
+def test_gate_replay_tool_counts_published_and_wrong_poses(tmp_path):
+    """tools/eval_odom_gate.py over a `reloc eval`-style result: a run with a wrong streak in the middle."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("eval_odom_gate", Path(__file__).resolve().parents[1] / "tools"
+                                                  / "eval_odom_gate.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rng = np.random.default_rng(5)
+    T = _rand_T(rng)
+    (tmp_path / "seq-02").mkdir()
+    recs = []
+    for k in range(30):
+        T = T @ make_T(so3_exp(rng.normal(size=3) * 0.03), rng.normal(size=3) * 0.1)
+        np.savetxt(tmp_path / "seq-02" / f"frame-{k:06d}.pose.txt", T)
+        wrong = 15 <= k < 18
+        est = make_T(np.eye(3), [3.0, 0, 0]) @ T if wrong else T
+        recs.append({"name": f"seq-02/frame-{k:06d}", "sequence": "seq-02", "status": "LOCALIZED",
+                     "T_map_from_cam": est.tolist(), "t_err": 3.0 if wrong else 0.01, "r_err": 0.1,
+                     "nees_position": 1e4 if wrong else 2.0})
+    (tmp_path / "run.json").write_text(json.dumps({"records": recs}))
+    out = tmp_path / "rows.json"
+    assert tool.main([f"{tmp_path / 'run.json'}:{tmp_path}", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["localized"] == 30 and row["wrong"] == 3 and row["published_wrong"] == 0
+    assert row["published"] == 30 - 5 - 3  # 5 withheld until the place is confirmed, the 3 wrong ones
+    assert row["published_nees_mean"] == 2.0 and row["nees_mean"] > 1000
+
+
 # --------------------------------------------------------------------------------------------------
 # the node, in process (real rclpy, real messages): odometry on /tf, images of the textured plane
 from ros_helpers import ShmJanitor  # noqa: E402
