@@ -259,6 +259,8 @@ def run(args) -> dict:
     cmd = [sys.executable, "-m", "reloc_ros.ros.node", "--ros-args", "--params-file",
            str(REPO / "config" / "localizer.yaml"), "-p", f"map_path:={map_dir}", "-p", "diagnostics_rate_hz:=2.0",
            "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
+    for kv in args.node_param or []:  # e.g. path_max_length:=100
+        cmd[cmd.index("-r"):cmd.index("-r")] = ["-p", kv]
     node = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     driver = Driver(T_base_cam)
     samples, shm_node, shm_self = [], set(), set()
@@ -413,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-map", type=int, default=40, help="mapping frames of the generated scene")
     ap.add_argument("--n-query", type=int, default=30, help="frames of each generated query run")
     ap.add_argument("--json", type=Path, default=None, help="write the report (with per-second samples) here")
+    ap.add_argument("--node-param", action="append", metavar="NAME:=VALUE",
+                    help="extra node parameter, repeatable (e.g. path_max_length:=100)")
     args = ap.parse_args(argv)
     if (args.dataset is None) != (args.map is None):
         ap.error("--dataset and --map go together")
