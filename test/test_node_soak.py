@@ -21,7 +21,10 @@ except ImportError:
     pytest.skip("tf2_msgs is not importable: build it with `python tools/build_tf2_msgs.py`", allow_module_level=True)
 
 SECONDS = 60
-RSS_SLOPE_MAX_MB_PER_MIN = 10.0  # a leaked VGA frame per processed frame would be ~100 MB/min here
+# RSS after the warm-up: its peak in the last 20 s may exceed its peak in the 20 s before by at most this much. A
+# leaked VGA frame per processed frame would add ~250 MB in 20 s here. (A fitted slope was tried first: the
+# allocator returns and takes back ~20 MB now and then, which made a 40-s fit read +10 or +20 MB/min with no growth.)
+RSS_PEAK_GROWTH_MAX_MB = 15.0
 
 
 def test_soak_60_seconds(tmp_path):
@@ -44,8 +47,11 @@ def test_soak_60_seconds(tmp_path):
     # remain after both closed; Fast DDS's shared port files may (the soak removes and reports them)
     assert rep["shm_files_used"]["node"] > 0 and rep["shm_left_segments"] == [], report
 
-    slope = rep["rss_mb"]["slope_mb_per_min_after_warmup"]
-    assert abs(slope) < RSS_SLOPE_MAX_MB_PER_MIN, report
+    rss = [(x["t_s"], x["rss_mb"]) for x in rep["samples"] if "rss_mb" in x]
+    early = [m for t, m in rss if SECONDS - 40 <= t < SECONDS - 20]
+    late = [m for t, m in rss if t >= SECONDS - 20]
+    assert early and late, report
+    assert max(late) - max(early) < RSS_PEAK_GROWTH_MAX_MB, (max(early), max(late), report)
     assert rep["max_queue_frames"] <= 1 and rep["max_queue_camera_infos"] <= 30, report
     assert rep["max_path_length"] <= 100, report
     # thread pools (DDS, ONNX Runtime, the matcher's) start with the first frames; after the warm-up nothing may grow
