@@ -153,11 +153,11 @@ def test_hash_catches_what_the_reader_cannot(saved):
 
 
 def test_map_hash_chunking(tmp_path):
-    """The loader's chunked sha256 equals hashlib over the whole file (sizes around the chunk boundary, empty)."""
+    """The chunked sha256 (maps and models) equals hashlib over the whole file (sizes around the chunk boundary,
+    empty)."""
     import hashlib
 
     from reloc_ros.core.features import sha256_file
-    from reloc_ros.core.mapdb import _sha256
 
     rng = np.random.default_rng(0)
     for n in (0, 1, 1000, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 7):
@@ -165,8 +165,8 @@ def test_map_hash_chunking(tmp_path):
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         f.write_bytes(data)
         want = hashlib.sha256(data).hexdigest()
-        assert _sha256(f) == want == sha256_file(f)
-        assert _sha256(f, chunk=4096) == want
+        assert sha256_file(f) == want
+        assert sha256_file(f, chunk=4096) == want
 
 
 def test_loaded_descriptors_stay_float16_and_match_exactly(tmp_path):

@@ -25,8 +25,9 @@ import numpy as np
 
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features, sha256_file
 
-__all__ = ["LearnedExtractor", "find_default_model", "verify_model_file", "record_sha256", "recorded_sha256", "preprocess", "detect_keypoints", "sample_descriptors",
-           "PROVIDERS", "INPUT_NAME", "OUTPUT_NAMES", "QUERY_OUTPUTS", "SUPPORTED_MODEL_VERSIONS"]
+__all__ = ["LearnedExtractor", "find_default_model", "verify_model_file", "record_sha256", "recorded_sha256",
+           "preprocess", "detect_keypoints", "sample_descriptors", "PROVIDERS", "INPUT_NAME", "OUTPUT_NAMES",
+           "QUERY_OUTPUTS", "SUPPORTED_MODEL_VERSIONS"]
 
 INPUT_NAME = "image"
 # Must equal reloc_ros.model.network.OUTPUT_NAMES (checked by test_model.py; not imported: no torch here).
@@ -76,25 +77,27 @@ def find_default_model() -> Path:
 CHECKSUMS = "SHA256SUMS"  # beside a model: "<sha256>  <file name>" lines (sha256sum format), written by `reloc export`
 
 
+def _read_checksums(sums: Path) -> dict[str, str]:
+    """File name -> sha256 of a ``SHA256SUMS`` file ({} when there is none)."""
+    entries = {}
+    for line in (sums.read_text().splitlines() if sums.is_file() else []):
+        digest, _, name = line.strip().partition("  ")
+        if name:
+            entries[name.lstrip("*")] = digest.lower()
+    return entries
+
+
 def recorded_sha256(path: Path) -> str | None:
     """The sha256 that the ``SHA256SUMS`` file beside ``path`` records for it, or None when none is recorded."""
-    sums = Path(path).parent / CHECKSUMS
-    if not sums.is_file():
-        return None
-    for line in sums.read_text().splitlines():
-        digest, _, name = line.strip().partition("  ")
-        if name.lstrip("*") == Path(path).name:
-            return digest.lower()
-    return None
+    return _read_checksums(Path(path).parent / CHECKSUMS).get(Path(path).name)
 
 
 def record_sha256(path: Path, digest: str) -> None:
     """Record ``digest`` for ``path`` in the ``SHA256SUMS`` beside it (other entries kept)."""
     sums = Path(path).parent / CHECKSUMS
-    lines = [ln for ln in (sums.read_text().splitlines() if sums.is_file() else [])
-             if ln.strip() and ln.strip().partition("  ")[2].lstrip("*") != Path(path).name]
+    entries = {**_read_checksums(sums), Path(path).name: digest}
     tmp = sums.with_name(sums.name + ".tmp")
-    tmp.write_text("\n".join(sorted(lines + [f"{digest}  {Path(path).name}"])) + "\n")
+    tmp.write_text("".join(sorted(f"{d}  {n}\n" for n, d in entries.items())))
     tmp.replace(sums)
 
 

@@ -20,6 +20,7 @@ from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, MapError
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
 from reloc_ros.core.pnp import PnPConfig, solve_pnp
+from reloc_ros.core.relpose2d2d import METHODS, pose_without_3d
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior
 
 __all__ = ["Status", "LocalizerConfig", "LocalizationResult", "Localizer", "extractor_for_map", "config_from_dict"]
@@ -77,7 +78,7 @@ class LocalizerConfig:
 
     def __post_init__(self):
         """Refuse values the pipeline cannot run with, naming the field and its valid range."""
-        choices = {"method": ("pnp", "retrieval", "2d2d"), "pnp_backend": ("poselib", "opencv")}
+        choices = {"method": METHODS, "pnp_backend": ("poselib", "opencv")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"LocalizerConfig.{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
@@ -237,8 +238,7 @@ class Localizer:
         if has.all():  # no copies of the map's arrays (a depth-built map: every keypoint has 3D)
             offsets, xyz, conf = db.kp_offsets, db.points3d, db.point_conf
         else:
-            kf_of = np.repeat(np.arange(len(db)), np.diff(db.kp_offsets))
-            offsets = np.concatenate([[0], np.cumsum(np.bincount(kf_of[has], minlength=len(db)))])
+            offsets = np.concatenate([[0], np.cumsum(has)])[db.kp_offsets]  # kept rows before each keyframe
             rows = np.flatnonzero(has)  # np.take: 10x faster than boolean indexing of [N x D] arrays
             xyz, conf = (np.take(a, rows, axis=0) for a in (db.points3d, db.point_conf))
         split = np.asarray(offsets)[1:-1]  # per-keyframe views into one array each
@@ -447,8 +447,6 @@ class Localizer:
                               camera: Camera) -> LocalizationResult:
         """``method`` "retrieval" or "2d2d" (see :func:`reloc_ros.core.relpose2d2d.pose_without_3d`); the
         position-uncertainty gate applies to both."""
-        from reloc_ros.core.relpose2d2d import pose_without_3d
-
         cfg = self.config
         out = pose_without_3d(self.db, cfg.method, features, camera, res.candidates, cfg.ratio, cfg.mutual,
                               timings=res.timings_ms)

@@ -23,12 +23,14 @@ the reason. The covariance is a first-order estimate from the residuals (documen
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from reloc_ros.core.geometry import make_T, matrix_from_quat, quat_from_matrix, rotation_error_deg
+from reloc_ros.core.matching import match_mutual_nn
 
 __all__ = ["RelPoseConfig", "KeyframeView", "LineEstimate", "RelPoseResult", "estimate_line", "intersect_lines",
            "METHODS", "pose_without_3d",
@@ -275,10 +277,6 @@ def pose_without_3d(db, method: str, features, camera, candidates, ratio: float 
         candidates: retrieved keyframe indices, best first.
         timings: per-stage milliseconds are added here ("matching", "relpose").
     """
-    import time
-
-    from reloc_ros.core.matching import match_mutual_nn
-
     if method not in METHODS[1:]:
         raise ValueError(f"unknown localization method {method!r}; choose one of {list(METHODS)}")
     cand = [int(k) for k in candidates]

@@ -75,6 +75,7 @@ class _Frame:
     msg: Image
     stamp_ns: int
     t_recv: float  # time.monotonic() at reception
+    tf: dict = field(default_factory=dict)  # (target, source) -> 4x4 looked up at the stamp (each looked up once)
 
 
 @dataclass
@@ -175,6 +176,7 @@ class RelocNode(LifecycleNode):
         self._sent_tf_stamps: collections.deque = collections.deque(maxlen=256)  # stamps we sent on /tf
         self._path = Path()
         self._last_T_base_from_cam: np.ndarray | None = None
+        self._base_from_camera_parsed: tuple = ("", None)  # (parameter text, its 4x4 or None)
         self._done_stamp_ns: int | None = None  # stamp of the last frame fully handled (published or reported)
         self._autostart_timer = None
 
@@ -455,7 +457,7 @@ class RelocNode(LifecycleNode):
         sigma = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2], 0.0)))
         sigma = sigma if sigma > 1e-3 else p["prior_sigma_m"]
         # The pose is the base's (RViz "2D Pose Estimate"); the prior is the camera centre's.
-        T_base_from_cam = parse_base_from_camera(p["base_from_camera"])
+        T_base_from_cam = self._base_from_camera_param(p["base_from_camera"])
         if T_base_from_cam is None:
             T_base_from_cam = self._last_T_base_from_cam  # from TF, as last used by the worker
         pos = (T @ T_base_from_cam)[:3, 3] if T_base_from_cam is not None else T[:3, 3]
@@ -813,14 +815,11 @@ class RelocNode(LifecycleNode):
             with self._lock:
                 self.stats.odom_check = "off"
             return
-        cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
         # Wait for odometry only where it is expected (map_odom); otherwise use what is there.
         timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
         try:
-            T_base_from_cam = self._T_base_from_cam(cam_frame, frame.stamp_ns, dict(p, tf_timeout=timeout))
-            if self._tf is None:
-                raise TfError(self._tf_unavailable)
-            T_odom_from_base = self._tf.lookup(p["odom_frame"], p["base_frame"], frame.stamp_ns, timeout)
+            T_base_from_cam = self._T_base_from_cam(frame, p, timeout)
+            T_odom_from_base = self._lookup(frame, p["odom_frame"], p["base_frame"], timeout)
         except TfError as e:
             with self._lock:
                 self.stats.odom_check = f"no odometry, not checked: {e}"
@@ -845,15 +844,33 @@ class RelocNode(LifecycleNode):
             res.T_map_from_cam = res.covariance = res.inlier_xyz = None
 
     # ---------------------------------------------------------------------------------------------
-    def _T_base_from_cam(self, cam_frame: str, stamp: int, p: dict) -> np.ndarray:
-        T = parse_base_from_camera(p["base_from_camera"])
+    def _base_from_camera_param(self, text: str) -> np.ndarray | None:
+        """The ``base_from_camera`` parameter as a 4x4 (None for ''), parsed once per value, not per frame."""
+        if self._base_from_camera_parsed[0] != text:
+            self._base_from_camera_parsed = (text, parse_base_from_camera(text))
+        return self._base_from_camera_parsed[1]
+
+    def _lookup(self, frame: _Frame, target: str, source: str, timeout: float) -> np.ndarray:
+        """TF ``target <- source`` at the frame's stamp, looked up once per frame (the odometry check and the
+        publication need the same transforms); failures are not remembered (a later caller may wait longer)."""
+        T = frame.tf.get((target, source))
+        if T is None:
+            if self._tf is None:
+                raise TfError(self._tf_unavailable)
+            T = frame.tf[(target, source)] = self._tf.lookup(target, source, frame.stamp_ns, timeout)
+        return T
+
+    def _T_base_from_cam(self, frame: _Frame, p: dict, timeout: float | None = None) -> np.ndarray:
+        """base <- camera for ``frame``: the ``base_from_camera`` parameter, else TF (``timeout``: tf_timeout)."""
+        T = self._base_from_camera_param(p["base_from_camera"])
         if T is not None:
             return T
         if self._tf is None:
             raise TfError(f"base->camera is unknown: {self._tf_unavailable}; or set base_from_camera")
+        cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
         if not cam_frame:
             raise TfError("the image has no header.frame_id: set the camera_frame parameter")
-        T = self._tf.lookup(p["base_frame"], cam_frame, stamp, p["tf_timeout"])
+        T = self._lookup(frame, p["base_frame"], cam_frame, p["tf_timeout"] if timeout is None else timeout)
         self._last_T_base_from_cam = T
         return T
 
@@ -867,14 +884,13 @@ class RelocNode(LifecycleNode):
         stamp = frame.stamp_ns
         map_frame = p["map_frame"]
         T_map_from_cam = res.T_map_from_cam
-        cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
         with self._lock:  # a good pose is the next frame's prior, whether or not TF lets us publish it
             self._last_good = (stamp, T_map_from_cam[:3, 3].copy())
             self._initial_prior = None
         T_base_from_cam = None
         if p["pose_frame"] == "base" or p["tf_mode"] != "none":
             try:
-                T_base_from_cam = self._T_base_from_cam(cam_frame, stamp, p)
+                T_base_from_cam = self._T_base_from_cam(frame, p)
             except TfError as e:
                 self._tf_error(f"localized, but base->camera is unavailable: {e}")
         if p["pose_frame"] == "base":
@@ -905,7 +921,7 @@ class RelocNode(LifecycleNode):
             T, parent, child = T_map_from_base, map_frame, p["base_frame"]
         else:
             try:
-                T_odom_from_base = self._tf.lookup(p["odom_frame"], p["base_frame"], stamp, p["tf_timeout"])
+                T_odom_from_base = self._lookup(frame, p["odom_frame"], p["base_frame"], p["tf_timeout"])
             except TfError as e:
                 self._tf_error(f"localized, but no odom->base at the image stamp (map->odom not updated): {e}")
                 return
@@ -920,9 +936,8 @@ class RelocNode(LifecycleNode):
         cov = np.diag([p["coarse_sigma_m"] ** 2] * 3 + [p["coarse_sigma_rad"] ** 2] * 3)
         T = res.coarse_T_map_from_cam
         if p["pose_frame"] == "base":
-            cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
             try:
-                T = T @ invert_T(self._T_base_from_cam(cam_frame, frame.stamp_ns, p))
+                T = T @ invert_T(self._T_base_from_cam(frame, p))
             except TfError:
                 return
         self._pubs["pose_coarse"].publish(conv.pose_with_covariance_stamped(T, cov, p["map_frame"], frame.stamp_ns))
