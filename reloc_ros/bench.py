@@ -38,6 +38,7 @@ __all__ = ["BenchConfig", "run_pipeline_bench", "run_scaling_bench", "format_pip
 STAGES_LEARNED = ("convert", "preprocess", "encoder", "postprocess", "retrieval", "matching", "aggregation", "pnp",
                   "gates")
 STAGES_SIFT = ("convert", "extract", "retrieval", "matching", "aggregation", "pnp", "gates")
+LOCALIZER_STAGES = ("retrieval", "matching", "aggregation", "pnp")  # timed by Localizer.localize itself
 SCALING_SIZES = (1_000, 10_000, 100_000, 1_000_000)
 MAP_LOAD_SIZES = (1_000, 10_000)
 
@@ -110,10 +111,11 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _localize_timed(extractor, localizer, buf: bytes, shape: tuple, camera) -> tuple[dict, object]:
+def _localize_timed(localizer, buf: bytes, shape: tuple, camera) -> tuple[dict, object]:
     """One query as the node runs it: message buffer -> array -> features -> localize; per-stage ms."""
     from reloc_ros.core.learned import LearnedExtractor, preprocess
 
+    extractor = localizer.extractor
     t = {}
     t0 = time.perf_counter()
     img = np.frombuffer(buf, np.uint8).reshape(shape)
@@ -137,42 +139,38 @@ def _localize_timed(extractor, localizer, buf: bytes, shape: tuple, camera) -> t
     t1 = time.perf_counter()
     res = localizer.localize(img, camera, features=feats)
     loc_ms = _ms(t1)
-    for k in ("retrieval", "matching", "aggregation", "pnp"):
+    for k in LOCALIZER_STAGES:
         t[k] = float(res.timings_ms.get(k, 0.0))
-    t["gates"] = max(0.0, loc_ms - sum(t[k] for k in ("retrieval", "matching", "aggregation", "pnp")))
+    t["gates"] = max(0.0, loc_ms - sum(t[k] for k in LOCALIZER_STAGES))
     t["end_to_end"] = _ms(t0)
     return t, res
 
 
 def _variants(cfg: BenchConfig, maps: dict) -> list[dict]:
-    """(name, extractor factory, map, resolution) of every variant this machine can run."""
+    """(name, map, resolution, ``extractor_for_map`` keyword arguments) of every variant this machine can run."""
     import onnxruntime as ort
-
-    from reloc_ros.core.localizer import extractor_for_map
 
     out = []
     for W, H in cfg.resolutions:
         res = f"{W}x{H}"
         out.append({"name": f"learned ort-cpu {res}", "extractor": "learned", "backend": "ort-cpu", "size": (W, H),
-                    "map": maps[("learned", res)], "make": lambda db: extractor_for_map(db, provider="cpu")})
+                    "map": maps[("learned", res)], "extractor_kwargs": {"provider": "cpu"}})
         out.append({"name": f"sift {res}", "extractor": "sift", "backend": "opencv", "size": (W, H),
-                    "map": maps[("sift", res)], "make": lambda db: extractor_for_map(db)})
+                    "map": maps[("sift", res)], "extractor_kwargs": {}})
     if cfg.quick:
         return out
     full = cfg.resolutions[0]
     res = f"{full[0]}x{full[1]}"
     map_l = maps[("learned", res)]
     out.append({"name": f"learned ort-cpu q1000 {res}", "extractor": "learned", "backend": "ort-cpu", "size": full,
-                "map": map_l, "make": lambda db: extractor_for_map(db, provider="cpu"),
-                "config": {"max_query_keypoints": 1000}})
+                "map": map_l, "extractor_kwargs": {"provider": "cpu"}, "config": {"max_query_keypoints": 1000}})
     out.append({"name": f"learned ort-cpu-nospin {res}", "extractor": "learned", "backend": "ort-cpu-nospin",
-                "size": full, "map": map_l,
-                "make": lambda db: extractor_for_map(db, provider="cpu", allow_spinning=False)})
+                "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu", "allow_spinning": False}})
     avail = ort.get_available_providers()
     for prov, ep in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")):
         if ep in avail:
             out.append({"name": f"learned ort-{prov} {res}", "extractor": "learned", "backend": f"ort-{prov}",
-                        "size": full, "map": map_l, "make": (lambda db, p=prov: extractor_for_map(db, provider=p))})
+                        "size": full, "map": map_l, "extractor_kwargs": {"provider": prov}})
     try:
         import torch
     except ImportError:
@@ -181,56 +179,64 @@ def _variants(cfg: BenchConfig, maps: dict) -> list[dict]:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         for dev in devices:
             out.append({"name": f"learned torch-{dev} {res}", "extractor": "learned", "backend": f"torch-{dev}",
-                        "size": full, "map": map_l,
-                        "make": (lambda db, d=dev: extractor_for_map(db, backend="torch", device=d))})
+                        "size": full, "map": map_l, "extractor_kwargs": {"backend": "torch", "device": dev}})
     return out
+
+
+def _at_size(img: np.ndarray, camera, size: tuple) -> tuple[bytes, tuple, object]:
+    """A query image as the message buffer of a camera with ``size`` (W, H): (buffer, array shape, camera)."""
+    if tuple(size) != camera.size:
+        img, camera = cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA), camera.resized(*size)
+    return img.tobytes(), img.shape, camera
 
 
 def run_pipeline_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> dict:
     """Localize the scene's query frames with every variant (interleaved); per-stage and end-to-end latency."""
     from reloc_ros.core.geometry import pose_errors
-    from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map
     from reloc_ros.core.mapdb import MapDatabase
+    from reloc_ros.core.metrics import recall
     from reloc_ros.datasets import load_image
 
     prep = prepare(work, cfg, progress=progress)
     queries = prep["queries"]
     variants = _variants(cfg, prep["maps"])
+    dbs = {}  # map folder -> the loaded map, shared by the variants that use it (read-only)
     for v in variants:
-        db = MapDatabase.load(v["map"])
-        v["localizer"] = Localizer(db, v["make"](db), config_from_dict(LocalizerConfig, v.get("config")))
-        v["rows"], v["ok"], v["ok_fine"] = [], 0, 0
+        if v["map"] not in dbs:
+            dbs[v["map"]] = MapDatabase.load(v["map"])
+        db = dbs[v["map"]]
+        v["localizer"] = Localizer(db, extractor_for_map(db, **v["extractor_kwargs"]),
+                                   config_from_dict(LocalizerConfig, v.get("config")))
+        v["rows"], v["t_err"], v["r_err"] = [], [], []
     if progress:
         print(f"localizing {len(queries)} query frames with {len(variants)} variants (interleaved)")
     load_before = os.getloadavg()
     for qi, f in enumerate(queries):
         img_full = load_image(f)
+        scaled = {tuple(size): _at_size(img_full, f.camera, size) for size in cfg.resolutions}
         for v in variants:
-            W, H = v["size"]
-            img = img_full if (W, H) == f.camera.size else cv2.resize(img_full, (W, H), interpolation=cv2.INTER_AREA)
-            cam = f.camera if (W, H) == f.camera.size else f.camera.resized(W, H)
-            t, res = _localize_timed(v["localizer"].extractor, v["localizer"], img.tobytes(), img.shape, cam)
+            t, res = _localize_timed(v["localizer"], *scaled[tuple(v["size"])])
             if qi < cfg.warmup:
                 continue
             v["rows"].append(t)
-            if res.ok:
-                dt, dr = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
-                v["ok"] += int(dt <= 0.5 and dr <= 5.0)
-                v["ok_fine"] += int(dt <= 0.25 and dr <= 2.0)
+            dt, dr = pose_errors(res.T_map_from_cam, f.T_world_from_cam) if res.ok else (np.inf, np.inf)
+            v["t_err"].append(dt)
+            v["r_err"].append(dr)
     load_after = os.getloadavg()
     results = {}
     for v in variants:
         rows = v["rows"]
         stages = STAGES_LEARNED if v["extractor"] == "learned" else STAGES_SIFT
         e2e = np.array([r["end_to_end"] for r in rows])
+        rec = recall(v["t_err"], v["r_err"])  # failures count as misses
         results[v["name"]] = {
             "extractor": v["extractor"], "backend": v["backend"], "resolution": f"{v['size'][0]}x{v['size'][1]}",
             "config": v.get("config", {}),
             "queries": len(rows),
             "end_to_end_ms": {"p50": float(np.median(e2e)), "p95": float(np.percentile(e2e, 95))},
             "stages_ms": {s: float(np.median([r[s] for r in rows])) for s in stages},
-            "recall": {"50cm_5deg": 100.0 * v["ok"] / max(len(rows), 1),
-                       "25cm_2deg": 100.0 * v["ok_fine"] / max(len(rows), 1)}}
+            "recall": {k: rec[k] for k in ("50cm_5deg", "25cm_2deg")}}
     main_res = f"{cfg.resolutions[0][0]}x{cfg.resolutions[0][1]}"
     learned, sift = results[f"learned ort-cpu {main_res}"], results[f"sift {main_res}"]
     speedup = {f"{W}x{H}": results[f"sift {W}x{H}"]["end_to_end_ms"]["p50"]
@@ -243,15 +249,20 @@ def run_pipeline_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> d
             "speedup_vs_sift_by_resolution": speedup, "variants": results}
 
 
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table: header, separator, one line per row of formatted cells."""
+    return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
 def format_pipeline(r: dict) -> str:
     stages = list(STAGES_LEARNED) + ["extract"]
     head = ["variant", "queries", "e2e p50", "e2e p95", "R@50cm_5deg", "R@25cm_2deg"] + stages
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, v in r["variants"].items():
-        st = [f"{v['stages_ms'][s]:.1f}" if s in v["stages_ms"] else "" for s in stages]
-        lines.append("| " + " | ".join([name, str(v["queries"]), f"{v['end_to_end_ms']['p50']:.1f}",
-                                        f"{v['end_to_end_ms']['p95']:.1f}", f"{v['recall']['50cm_5deg']:.1f}",
-                                        f"{v['recall']['25cm_2deg']:.1f}"] + st) + " |")
+    lines = _table(head, [[name, f"{v['queries']}", f"{v['end_to_end_ms']['p50']:.1f}",
+                           f"{v['end_to_end_ms']['p95']:.1f}", f"{v['recall']['50cm_5deg']:.1f}",
+                           f"{v['recall']['25cm_2deg']:.1f}"]
+                          + [f"{v['stages_ms'][s]:.1f}" if s in v["stages_ms"] else "" for s in stages]
+                          for name, v in r["variants"].items()])
     sp = ", ".join(f"{k} {x:.2f}x" for k, x in r["speedup_vs_sift_by_resolution"].items())
     la = r["machine"]
     lines.append(f"\nspeed-up of learned (ONNX Runtime CPU) over SIFT, end-to-end p50: {sp}; load average "
@@ -386,12 +397,11 @@ def _map_load_child(path: str, conn) -> None:
     conn.close()
 
 
-def _write_big_map(src_path: Path, n: int, kp: int, out: Path, seed: int) -> None:
-    """A map of ``n`` keyframes made by tiling a real map's keyframes (their ``kp`` strongest keypoints),
+def _write_big_map(src, n: int, kp: int, out: Path, seed: int) -> None:
+    """A map of ``n`` keyframes made by tiling a real (loaded) map's keyframes (their ``kp`` strongest keypoints),
     each copy shifted so that the camera centres differ."""
     from reloc_ros.core.mapdb import Keyframe, MapDatabase
 
-    src = MapDatabase.load(src_path)
     rng = np.random.default_rng(seed)
     G = src.global_desc
     kfs = []
@@ -412,6 +422,9 @@ def _write_big_map(src_path: Path, n: int, kp: int, out: Path, seed: int) -> Non
 def _map_load_scaling(src_map: Path, sizes, kp: int, seed: int, progress: bool) -> list[dict]:
     import multiprocessing as mp
 
+    from reloc_ros.core.mapdb import MapDatabase
+
+    src = MapDatabase.load(src_map)  # once: every size tiles its keyframes
     rows = []
     ctx = mp.get_context("spawn")
     for n in sizes:
@@ -420,7 +433,7 @@ def _map_load_scaling(src_map: Path, sizes, kp: int, seed: int, progress: bool) 
             if progress:
                 print(f"  map load: writing a {n}-keyframe map ({kp} keypoints each)")
             t0 = time.perf_counter()
-            _write_big_map(src_map, n, kp, out, seed)
+            _write_big_map(src, n, kp, out, seed)
             write_s = time.perf_counter() - t0
             size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20
             parent, child = ctx.Pipe(duplex=False)
@@ -434,14 +447,14 @@ def _map_load_scaling(src_map: Path, sizes, kp: int, seed: int, progress: bool) 
     return rows
 
 
-def _matching_scaling(map_path: Path, queries, seed: int, reps: int) -> list[dict]:
-    """Query keypoints 500 ... 2000 against the top-5 keyframes of a real learned map: reference vs batched
-    (default block, and blocks of 256 rows and of all rows)."""
+def _matching_scaling(db, extractor, queries, reps: int) -> list[dict]:
+    """Query keypoints 500 ... 2000 against the top-5 keyframes of a real (loaded) learned map: reference vs
+    batched (default block, and blocks of 256 rows and of all rows)."""
     from reloc_ros.core.localizer import Localizer
     from reloc_ros.core.matching import KeyframeMatcher, match_mutual_nn
     from reloc_ros.datasets import load_image
 
-    loc = Localizer.from_map(map_path)
+    loc = Localizer(db, extractor)
     best = None  # the query (of up to 5) whose best keyframe is most similar: a typical, well-matched query
     for f in queries[:: max(1, len(queries) // 5)]:
         feats = loc.extractor.extract(load_image(f))
@@ -480,7 +493,8 @@ def run_scaling_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> di
     full = cfg.resolutions[0]
     prep = prepare(work, cfg, extractors=("learned",), resolutions=[full], progress=progress)
     map_l = prep["maps"][("learned", f"{full[0]}x{full[1]}")]
-    ex = extractor_for_map(MapDatabase.load(map_l))
+    db = MapDatabase.load(map_l)
+    ex = extractor_for_map(db)
     n_aug = 3 if cfg.quick else N_AUGMENT
     if progress:
         print(f"global descriptors of {len(prep['map_frames']) + len(prep['queries'])} frames x {n_aug} variants")
@@ -497,32 +511,31 @@ def run_scaling_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> di
     retrieval = _retrieval_scaling(pool_map, pool_query, sizes, cfg.scaling_queries, cfg.seed, progress)
     load_sizes = [n for n in MAP_LOAD_SIZES if n <= cfg.scaling_max] or [min(MAP_LOAD_SIZES)]
     map_load = _map_load_scaling(map_l, load_sizes, cfg.map_load_kp, cfg.seed, progress)
-    matching = _matching_scaling(map_l, prep["queries"], cfg.seed, 3 if cfg.quick else 10)
+    matching = _matching_scaling(db, ex, prep["queries"], 3 if cfg.quick else 10)
     return {"config": asdict(cfg), "global_pool": {"map": len(pool_map), "query": len(pool_query)},
             "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
             "retrieval": retrieval, "map_load": map_load, "matching": matching}
 
 
 def format_scaling(r: dict) -> str:
-    out = ["| keyframes | index | auto | build s | search p50 ms | p95 ms | index MB | recall@10 |",
-           "|---|---|---|---|---|---|---|---|"]
-    for x in r["retrieval"]:
-        out.append(f"| {x['keyframes']} | {x['index']} | {'*' if x['auto'] else ''} | {x['build_s']:.1f} | "
-                   f"{x['search_ms_p50']:.3f} | {x['search_ms_p95']:.3f} | {x['index_mb']:.1f} | "
-                   f"{x['recall_at_10']:.3f} |")
-    out += ["", ("| keyframes | kp/keyframe | disk MB | load s | localizer set-up s | total s | peak RSS MB | "
-                 "RSS with localizer MB | load avg |"), "|---|---|---|---|---|---|---|---|---|"]
-    for x in r["map_load"]:
-        out.append(f"| {x['keyframes']} | {x['keypoints_per_keyframe']} | {x['disk_mb']:.0f} | {x['load_s']:.2f} | "
-                   f"{x['localizer_setup_s']:.2f} | {x['load_s'] + x['localizer_setup_s']:.2f} | "
-                   f"{x['peak_rss_mb']:.0f} | {x['rss_with_localizer_mb']:.0f} | {x['loadavg_before'][0]:.1f} |")
-    out += ["", ("| query kp | keyframes | map kp | reference ms | batched ms (1024-row blocks) | 256-row blocks | "
-                 "one block | matches | identical |"), "|---|---|---|---|---|---|---|---|---|"]
-    for x in r["matching"]:
-        out.append(f"| {x['query_keypoints']} | {x['keyframes']} | {x['map_keypoints']} | "
-                   f"{x['reference_ms_p50']:.1f} | {x['batched_ms_p50']:.1f} | {x['batched_block256_ms_p50']:.1f} | "
-                   f"{x['batched_one_block_ms_p50']:.1f} | {x['matches']} | {x['identical']} |")
-    return "\n".join(out)
+    retrieval = _table(
+        ["keyframes", "index", "auto", "build s", "search p50 ms", "p95 ms", "index MB", "recall@10"],
+        [[f"{x['keyframes']}", x["index"], "*" if x["auto"] else "", f"{x['build_s']:.1f}",
+          f"{x['search_ms_p50']:.3f}", f"{x['search_ms_p95']:.3f}", f"{x['index_mb']:.1f}",
+          f"{x['recall_at_10']:.3f}"] for x in r["retrieval"]])
+    map_load = _table(
+        ["keyframes", "kp/keyframe", "disk MB", "load s", "localizer set-up s", "total s", "peak RSS MB",
+         "RSS with localizer MB", "load avg"],
+        [[f"{x['keyframes']}", f"{x['keypoints_per_keyframe']}", f"{x['disk_mb']:.0f}", f"{x['load_s']:.2f}",
+          f"{x['localizer_setup_s']:.2f}", f"{x['load_s'] + x['localizer_setup_s']:.2f}", f"{x['peak_rss_mb']:.0f}",
+          f"{x['rss_with_localizer_mb']:.0f}", f"{x['loadavg_before'][0]:.1f}"] for x in r["map_load"]])
+    matching = _table(
+        ["query kp", "keyframes", "map kp", "reference ms", "batched ms (1024-row blocks)", "256-row blocks",
+         "one block", "matches", "identical"],
+        [[f"{x['query_keypoints']}", f"{x['keyframes']}", f"{x['map_keypoints']}", f"{x['reference_ms_p50']:.1f}",
+          f"{x['batched_ms_p50']:.1f}", f"{x['batched_block256_ms_p50']:.1f}", f"{x['batched_one_block_ms_p50']:.1f}",
+          f"{x['matches']}", f"{x['identical']}"] for x in r["matching"]])
+    return "\n".join(retrieval + [""] + map_load + [""] + matching)
 
 
 # -----------------------------------------------------------------------------------------------------------------
