@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
 
+from reloc_ros.replay import ros_process
+from reloc_ros.replay.ros_process import use_ros_env
 from reloc_ros.replay.shm import ShmCleanup
 
 REPO = Path(__file__).resolve().parents[1]
-FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
 
 
 _ENVS: dict[str, dict] = {}
-_ROS_KEYS = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 def ros_env(salt: str) -> dict:
@@ -36,24 +32,9 @@ def ros_env(salt: str) -> dict:
     modules do not see each other. Valid ids with Fast DDS's default ports: 0..232.
     """
     if salt not in _ENVS:
-        env = dict(os.environ)
-        env.pop("ROS_LOCALHOST_ONLY", None)  # ignored by this ROS version; do not pretend otherwise
-        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        env["ROS_DOMAIN_ID"] = str((os.getpid() + zlib.crc32(salt.encode())) % 200 + 1)
-        env["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix=f"reloc_ros_log_{salt}_")
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                                                           if p and p != str(REPO)])
-        _ENVS[salt] = env
+        _ENVS[salt] = ros_process.ros_env((os.getpid() + zlib.crc32(salt.encode())) % 200 + 1,
+                                          f"reloc_ros_log_{salt}_", root=REPO)
     return _ENVS[salt]
-
-
-def use_ros_env(env: dict) -> None:
-    """Apply a :func:`ros_env` to this process. Call it right before ``rclpy.init``: rcl reads the domain id
-    then, and pytest imports every test module (each with its own environment) before running any."""
-    for k in _ROS_KEYS:
-        os.environ[k] = env[k]
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
 
 
 def configure_ros_env(salt: str) -> dict:
@@ -73,38 +54,12 @@ atexit.register(_SESSION_JANITOR.cleanup, include_own=True)
 
 
 # --------------------------------------------------------------------------------------------------
-class NodeProcess:
-    """``reloc_node`` in a subprocess (``python -m reloc_ros.ros.node``), its output in a log file."""
+class NodeProcess(ros_process.NodeProcess):
+    """``reloc_node`` in a subprocess (``python -m reloc_ros.ros.node``) started in the repository, its output in
+    a log file."""
 
     def __init__(self, env: dict, ros_args: list[str], log_path: Path):
-        self.log_path = Path(log_path)
-        self._log = open(self.log_path, "w")
-        cmd = [sys.executable, "-m", "reloc_ros.ros.node", "--ros-args", *ros_args]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        try:
-            return self.log_path.read_text()
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGINT (clean shutdown), then SIGTERM, then SIGKILL; returns the exit code."""
-        if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                self.proc.send_signal(sig)
-                try:
-                    self.proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(env, ros_args, log_path, cwd=REPO)
 
 
 def wait_until(predicate, timeout: float, spin=None, what: str = "condition") -> None:

@@ -25,7 +25,7 @@ from reloc_ros.cli.main import main as reloc  # noqa: E402
 from reloc_ros.datasets import load_dataset, load_depth, load_image  # noqa: E402
 from reloc_ros.datasets.rosbag import BagTopics, load_bag, read_ground_truth  # noqa: E402
 from reloc_ros.datasets.synthetic import generate  # noqa: E402
-from reloc_ros.datasets.synthetic.bag import get_ros2_typestore  # noqa: E402
+from reloc_ros.datasets.synthetic.bag import TOPICS, get_ros2_typestore  # noqa: E402
 
 N_MAP, N_QUERY = 24, 8
 ABS_SLACK_M, ABS_SLACK_DEG = 0.02, 0.3  # "within 2x" plus this, so that 4 mm vs 9 mm does not fail
@@ -71,8 +71,8 @@ def test_bag_dataset_equals_folder_and_tf_ground_truth(scene, tmp_path):
         np.testing.assert_allclose(a.T_world_from_cam, b.T_world_from_cam, atol=1e-6)
         assert a.camera.K.tolist() == b.camera.K.tolist()
     assert np.array_equal(load_image(bag_ds.frames[-1]), load_image(folder[-1]))
-    # a depth topic (16UC1 millimetres) gives every frame its depth image
-    depth_ds = load_bag(_bag_with_depth(scene["data"], tmp_path / "depth"), BagTopics(depth="/camera/depth"))
+    # a depth topic (16UC1 millimetres, the synthetic bag's) gives every frame its depth image
+    depth_ds = load_bag(scene["data"] / "bags" / "mapping", BagTopics(depth=TOPICS["depth"]))
     assert all(f.depth_path is not None for f in depth_ds.frames)
     np.testing.assert_allclose(load_depth(depth_ds.frames[5]), load_depth(folder[5]), atol=1e-6)
     # the same bag in sqlite3 storage reads the same
@@ -154,31 +154,6 @@ def _copy_bag(src: Path, dst: Path, keep, storage: str = "MCAP") -> Path:
         for c, t, raw in r.messages():
             if c.id in conns:
                 w.write(conns[c.id], t, raw)
-    return dst
-
-
-def _bag_with_depth(data: Path, dst: Path) -> Path:
-    """The mapping bag plus ``/camera/depth`` (16UC1 mm, the dataset folder's depth PNGs) at the image stamps."""
-    import cv2
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-
-    ts = get_ros2_typestore()
-    depth_pngs = sorted((data / "seq-01").glob("*.depth.png"))
-    with Reader(data / "bags" / "mapping") as r, Writer(dst, version=8, storage_plugin=StoragePlugin.MCAP) as w:
-        conns = {c.id: w.add_connection(c.topic, c.msgtype, typestore=ts) for c in r.connections}
-        c_depth = w.add_connection("/camera/depth", "sensor_msgs/msg/Image", typestore=ts)
-        k = 0
-        for c, t, raw in r.messages():
-            w.write(conns[c.id], t, raw)
-            if c.topic == "/camera/image_raw":
-                img = ts.deserialize_cdr(raw, c.msgtype)
-                d = cv2.imread(str(depth_pngs[k]), cv2.IMREAD_UNCHANGED)
-                k += 1
-                msg = ts.types["sensor_msgs/msg/Image"](
-                    header=img.header, height=d.shape[0], width=d.shape[1], encoding="16UC1", is_bigendian=0,
-                    step=d.shape[1] * 2, data=np.frombuffer(d.astype("<u2").tobytes(), np.uint8))
-                w.write(c_depth, t, ts.serialize_cdr(msg, "sensor_msgs/msg/Image"))
-    assert k == len(depth_pngs) == N_MAP
     return dst
 
 

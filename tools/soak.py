@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,21 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from reloc_ros.replay.ros_process import NodeProcess, ros_env, use_ros_env
+from reloc_ros.replay.shm import SHM_DIR as SHM
+from reloc_ros.replay.shm import shm_used_by
+
 REPO = Path(__file__).resolve().parents[1]
-SHM = Path("/dev/shm")
 NS = 1_000_000_000
-
-
-def ros_env() -> dict:
-    """This run's ROS environment (applied to this process before rclpy is imported, and given to the node)."""
-    env = dict(os.environ)
-    env.pop("ROS_LOCALHOST_ONLY", None)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(os.getpid() % 200 + 1)
-    env["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="reloc_soak_log_")
-    env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_shm.xml")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,19 +56,8 @@ def proc_status(pid: int) -> dict:
 
 
 def shm_files_used_by(pid: int) -> set[str]:
-    """Names under /dev/shm that a process maps or holds open."""
-    names = set()
-    try:
-        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-            if "/dev/shm/" in line:
-                names.add(line.rsplit("/dev/shm/", 1)[1].split(" ")[0])
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            target = os.readlink(fd)
-            if target.startswith("/dev/shm/"):
-                names.add(target[len("/dev/shm/"):])
-    except OSError:
-        pass
-    return {n for n in names if "fastdds" in n}
+    """The Fast DDS files under /dev/shm that a process maps or holds open."""
+    return {n for n in shm_used_by(pid) if "fastdds" in n}
 
 
 def shm_related(names: set[str]) -> set[str]:
@@ -165,6 +144,7 @@ class Driver:
         from sensor_msgs.msg import CameraInfo, Image
         from tf2_msgs.msg import TFMessage
 
+        from reloc_ros.core.geometry import invert_T
         from reloc_ros.ros import conversions as conv
 
         self.rclpy, self.conv, self.TFMessage = rclpy, conv, TFMessage
@@ -183,7 +163,7 @@ class Driver:
         self.poses: list[tuple[int, np.ndarray]] = []
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20)
         n.create_subscription(PoseStamped, "/reloc_node/pose", self._on_pose, 50)
-        self.T_base_cam = T_base_cam
+        self.T_cam_base = invert_T(T_base_cam)
         self.pub_tf_static.publish(TFMessage(transforms=[conv.transform_stamped(T_base_cam, "base_link",
                                                                                "camera_optical", 0)]))
         self.executor = SingleThreadedExecutor(context=self.ctx)
@@ -216,10 +196,8 @@ class Driver:
 
     def publish(self, image, info, T_odom_cam: np.ndarray, stamp_ns: int) -> None:
         conv = self.conv
-        from reloc_ros.core.geometry import invert_T
-
         hdr = conv.header("camera_optical", stamp_ns)
-        T_odom_base = T_odom_cam @ invert_T(self.T_base_cam)
+        T_odom_base = T_odom_cam @ self.T_cam_base
         self.pub_tf.publish(self.TFMessage(transforms=[conv.transform_stamped(T_odom_base, "odom", "base_link",
                                                                               stamp_ns)]))
         info.header = hdr
@@ -234,10 +212,8 @@ class Driver:
 
 
 def run(args) -> dict:
-    env = ros_env()
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE"):
-        os.environ[k] = env[k]
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    env = ros_env(log_prefix="reloc_soak_log_", root=REPO)  # this process's (before rclpy is imported) and the node's
+    use_ros_env(env)
     duration = args.seconds if args.seconds else args.minutes * 60.0
     work = Path(args.work or tempfile.mkdtemp(prefix="reloc_soak_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -255,13 +231,11 @@ def run(args) -> dict:
 
     T_base_cam = T_from_pos_quat([0.1, 0.0, 1.25], [-0.5, 0.5, -0.5, 0.5], "xyzw")  # optical frame, looking ahead
     log_path = work / "reloc_node.log"
-    log = open(log_path, "w")
-    cmd = [sys.executable, "-m", "reloc_ros.ros.node", "--ros-args", "--params-file",
-           str(REPO / "config" / "localizer.yaml"), "-p", f"map_path:={map_dir}", "-p", "diagnostics_rate_hz:=2.0",
-           "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
-    for kv in args.node_param or []:  # e.g. path_max_length:=100
-        cmd[cmd.index("-r"):cmd.index("-r")] = ["-p", kv]
-    node = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+    node = NodeProcess(env, ["--params-file", str(REPO / "config" / "localizer.yaml"), "-p", f"map_path:={map_dir}",
+                             "-p", "diagnostics_rate_hz:=2.0",
+                             *[a for kv in args.node_param or [] for a in ("-p", kv)],  # e.g. path_max_length:=100
+                             "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"],
+                       log_path, cwd=REPO)
     driver = Driver(T_base_cam)
     samples, shm_node, shm_self = [], set(), set()
     published, gt = 0, {}
@@ -269,8 +243,8 @@ def run(args) -> dict:
     try:
         deadline = time.monotonic() + 120.0
         while driver.pub_image.get_subscription_count() == 0 or driver.pub_tf.get_subscription_count() == 0:
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"reloc_node did not come up (exit code {node.poll()}); log: {log_path}")
+            if not node.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"reloc_node did not come up (exit code {node.proc.poll()}); log: {log_path}")
             time.sleep(0.05)
         start = time.monotonic()
         next_sample = start
@@ -280,13 +254,13 @@ def run(args) -> dict:
             if now - start >= duration:
                 break
             if now >= next_sample:
-                st = proc_status(node.pid)
+                st = proc_status(node.proc.pid)
                 d = driver.last_diag()
                 samples.append({"t_s": now - start, **st, "published": published, **{
                     key: d.get(key, "") for key in ("frames_received", "frames_processed", "frames_dropped",
                                                     "frames_localized", "frames_failed", "queue_frames",
                                                     "queue_camera_infos", "path_length", "latency_p50_ms")}})
-                shm_node |= shm_files_used_by(node.pid)
+                shm_node |= shm_files_used_by(node.proc.pid)
                 shm_self |= shm_files_used_by(os.getpid())
                 next_sample += 1.0
             t_next = start + k / args.rate
@@ -301,20 +275,13 @@ def run(args) -> dict:
             k += 1
         time.sleep(2.0)  # the last frame in flight
         result["final_diagnostics"] = driver.last_diag()
-        result["node_alive_at_end"] = node.poll() is None
-        shm_node |= shm_files_used_by(node.pid)
+        result["node_alive_at_end"] = node.alive()
+        shm_node |= shm_files_used_by(node.proc.pid)
         shm_self |= shm_files_used_by(os.getpid())
     finally:
-        if node.poll() is None:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait(10)
-        log.close()
+        node.stop(timeout=30.0)
         driver.close()
-    result["node_exit_code"] = node.returncode
+    result["node_exit_code"] = node.proc.returncode
     text = log_path.read_text(errors="replace")
     result["node_log_tracebacks"] = text.count("Traceback")
     result["node_log"] = str(log_path)
@@ -337,12 +304,12 @@ def run(args) -> dict:
     # figures
     t = np.array([s["t_s"] for s in samples if "rss_mb" in s])
     rss = np.array([s["rss_mb"] for s in samples if "rss_mb" in s])
-    warm = t >= min(args.warmup_s, 0.5 * duration)
+    t_warm = min(args.warmup_s, 0.5 * duration)
+    warm = t >= t_warm
     result["rss_mb"] = {"start": float(rss[0]) if len(rss) else None, "end": float(rss[-1]) if len(rss) else None,
                         "max": float(rss.max()) if len(rss) else None,
                         "slope_mb_per_min_after_warmup": linear_slope(t[warm], rss[warm]) * 60.0,
-                        "warmup_s": float(min(args.warmup_s, 0.5 * duration))}
-    t_warm = min(args.warmup_s, 0.5 * duration)
+                        "warmup_s": float(t_warm)}
     for key in ("threads", "fds"):  # thread pools start on the first frames: growth after warm-up is a leak
         v = [s[key] for s in samples if key in s]
         vw = [s[key] for s in samples if key in s and s["t_s"] >= t_warm]

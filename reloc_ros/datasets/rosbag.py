@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -40,7 +40,7 @@ from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_lo
 from reloc_ros.ros.tf_buffer import TfError, TransformBuffer, slerp
 
 __all__ = ["BagTopics", "BagImage", "Trajectory", "load", "load_bag", "iter_bag_images", "read_ground_truth",
-           "bag_topics", "bag_dir", "open_reader", "require_topic", "DEFAULT_IMAGE_TOPIC", "DEFAULT_GT_TOPIC"]
+           "bag_dir", "open_reader", "require_topic", "DEFAULT_IMAGE_TOPIC", "DEFAULT_GT_TOPIC"]
 
 FORMAT = "rosbag"
 NS = 1_000_000_000
@@ -48,7 +48,6 @@ DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_GT_TOPIC = "/ground_truth/camera_pose"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-TF_TYPE = "tf2_msgs/msg/TFMessage"
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
               "nav_msgs/msg/Odometry")
 
@@ -111,12 +110,6 @@ class BagImage:
     depth_m: np.ndarray | None = None  # [H x W] float32 metres (depth topic only)
 
 
-@dataclass
-class _BagInfo:
-    path: Path
-    topics: dict = field(default_factory=dict)  # topic -> msgtype
-
-
 # --------------------------------------------------------------------------------------------------
 def bag_dir(path) -> Path:
     """The rosbag2 directory of ``path`` (the directory itself, or the one holding a given .mcap / .db3 file)."""
@@ -147,15 +140,6 @@ def _typestore():
     from reloc_ros.datasets.synthetic.bag import get_ros2_typestore
 
     return get_ros2_typestore()
-
-
-def bag_topics(path) -> dict[str, str]:
-    """``{topic: message type}`` of a bag."""
-    r = open_reader(bag_dir(path))
-    try:
-        return {c.topic: c.msgtype for c in r.connections}
-    finally:
-        r.close()
 
 
 def require_topic(topics: dict, topic: str, types: tuple[str, ...], what: str, hint: str) -> None:
@@ -199,20 +183,25 @@ def read_ground_truth(path, topics: BagTopics = BagTopics(), camera_frame: str |
     bag = bag_dir(path)
     r = open_reader(bag)
     try:
-        tops = {c.topic: c.msgtype for c in r.connections}
-        gap = int(topics.max_gt_gap_s * NS)
-        if topics.gt_frame:
-            return _gt_from_tf(r, tops, topics, camera_frame, gap)
-        require_topic(tops, topics.gt_topic, POSE_TYPES, "ground-truth pose", "pass --gt-topic TOPIC (the camera "
-                      "optical frame's pose) or --gt-frame FRAME (ground truth from TF)")
-        stamps, poses, frame = [], [], ""
-        for _, _, msg, mtype in _messages(r, [topics.gt_topic]):
-            pose = msg.pose.pose if mtype != POSE_TYPES[0] else msg.pose
-            stamps.append(_stamp(msg.header))
-            poses.append(_pose_T(pose))
-            frame = msg.header.frame_id
+        return _ground_truth(r, bag, topics, camera_frame)
     finally:
         r.close()
+
+
+def _ground_truth(r, bag: Path, topics: BagTopics, camera_frame: str | None = None) -> Trajectory:
+    """:func:`read_ground_truth` from an open reader."""
+    tops = {c.topic: c.msgtype for c in r.connections}
+    gap = int(topics.max_gt_gap_s * NS)
+    if topics.gt_frame:
+        return _gt_from_tf(r, tops, topics, camera_frame, gap)
+    require_topic(tops, topics.gt_topic, POSE_TYPES, "ground-truth pose", "pass --gt-topic TOPIC (the camera "
+                  "optical frame's pose) or --gt-frame FRAME (ground truth from TF)")
+    stamps, poses, frame = [], [], ""
+    for _, _, msg, mtype in _messages(r, [topics.gt_topic]):
+        pose = msg.pose.pose if mtype != POSE_TYPES[0] else msg.pose
+        stamps.append(_stamp(msg.header))
+        poses.append(_pose_T(pose))
+        frame = msg.header.frame_id
     if not stamps:
         raise DatasetError(f"{bag}: ground-truth topic {topics.gt_topic} has no messages")
     order = np.argsort(stamps, kind="stable")
@@ -316,15 +305,16 @@ def iter_bag_images(path, topics: BagTopics = BagTopics(), gt: Trajectory | None
         DatasetError: missing image / camera_info topic, no CameraInfo message, unsupported encoding.
     """
     bag = bag_dir(path)
-    tops = bag_topics(bag)
-    require_topic(tops, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
-    require_topic(tops, topics.info_topic, (INFO_TYPE,), "camera_info",
-                  "record the camera's camera_info topic with the images (the intrinsics are needed)")
-    if topics.depth:
-        require_topic(tops, topics.depth, (IMAGE_TYPE,), "depth image", "pass --depth-topic TOPIC or leave it out")
-    gt = gt if gt is not None else read_ground_truth(bag, topics)
     r = open_reader(bag)
     try:
+        tops = {c.topic: c.msgtype for c in r.connections}
+        require_topic(tops, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
+        require_topic(tops, topics.info_topic, (INFO_TYPE,), "camera_info",
+                      "record the camera's camera_info topic with the images (the intrinsics are needed)")
+        if topics.depth:
+            require_topic(tops, topics.depth, (IMAGE_TYPE,), "depth image",
+                          "pass --depth-topic TOPIC or leave it out")
+        gt = gt if gt is not None else _ground_truth(r, bag, topics)
         stamps, infos = _read_infos(r, topics.info_topic)
         if not infos:
             raise DatasetError(f"{bag}: camera_info topic {topics.info_topic} has no messages; record it with the "

@@ -7,6 +7,9 @@ Modules:
     live      :func:`replay_live`: ``reloc_node`` in a subprocess, the bag played into it at the recorded rate
               with ``/clock`` (rclpy), its ``~/pose`` and ``/diagnostics`` recorded and scored
     report    summary (the keys of ``reloc eval``), Markdown, PNG plots, TUM trajectories for ``evo``
+    ros_process  the ROS environment of the replay's processes and ``reloc_node`` in a subprocess (also used by
+              tools/soak.py and the tests)
+    shm       removal of the Fast DDS shared-memory files that ROS processes leave in /dev/shm
 
 The command line is ``reloc eval-bag`` (reloc_ros/cli/replay_cmd.py); user docs in docs/replay.md.
 """

@@ -11,17 +11,15 @@ only the frames it handled are scored; ``replay.frames_dropped`` says how many i
 
 Every ROS process of a replay stays on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``) in a domain
 of its own (``domain_id``), with the shared-memory Fast DDS profile for VGA images (config/fastdds_shm.xml)
-unless the environment names another. The node is always stopped (SIGINT, then SIGTERM, then SIGKILL), and the
-Fast DDS shared-memory files the replay's processes leave are removed (:mod:`reloc_ros.replay.shm`).
+unless the environment names another (:mod:`reloc_ros.replay.ros_process`). The node is always stopped (SIGINT,
+then SIGTERM, then SIGKILL), and the Fast DDS shared-memory files the replay's processes leave are removed
+(:mod:`reloc_ros.replay.shm`).
 """
 
 from __future__ import annotations
 
 import atexit
-import os
-import signal
-import subprocess
-import sys
+import struct
 import tempfile
 import threading
 import time
@@ -31,15 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from reloc_ros.datasets.base import DatasetError
-from reloc_ros.datasets.rosbag import (IMAGE_TYPE, INFO_TYPE, NS, BagTopics, bag_dir, bag_topics, open_reader,
-                                       read_ground_truth, require_topic)
+from reloc_ros.datasets.rosbag import (IMAGE_TYPE, INFO_TYPE, NS, BagTopics, bag_dir, open_reader, read_ground_truth,
+                                       require_topic)
+from reloc_ros.replay.ros_process import NodeProcess, ros_env, use_ros_env
 from reloc_ros.replay.run import ReplayRun, frame_record
 from reloc_ros.replay.shm import ShmCleanup
 
 __all__ = ["replay_live", "LiveOptions", "ReplayError"]
 
 NODE_NAME = "reloc_node"
-FASTDDS_PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"
 _STAGE_SUFFIX = "_ms"
 _NOT_STAGES = {"latency_p50_ms", "latency_p95_ms"}
 
@@ -61,53 +59,6 @@ class LiveOptions:
 
 
 # --------------------------------------------------------------------------------------------------
-def replay_env(domain_id: int | None) -> dict:
-    """The environment of the replay's ROS processes (this one and the node)."""
-    env = dict(os.environ)
-    env.pop("ROS_LOCALHOST_ONLY", None)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else os.getpid() % 200 + 1)
-    env.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="reloc_replay_log_"))
-    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env and FASTDDS_PROFILE.is_file():
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
-    repo = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
-
-
-class _Node:
-    """``reloc_node`` in a subprocess; :meth:`stop` always ends it."""
-
-    def __init__(self, env: dict, ros_args: list[str], log_path: Path):
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        cmd = [sys.executable, "-m", "reloc_ros.ros.node", "--ros-args", *ros_args]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, n: int = 3000) -> str:
-        self._log.flush()
-        try:
-            return self.log_path.read_text()[-n:]
-        except OSError:
-            return ""
-
-    def stop(self) -> int:
-        for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.proc.poll() is not None:
-                break
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        self._log.close()
-        return self.proc.returncode
-
-
-# --------------------------------------------------------------------------------------------------
 @dataclass
 class _Playlist:
     """What the player sends: the bag's topics to play (streamed in recording order) and its static TF."""
@@ -115,8 +66,14 @@ class _Playlist:
     bag: Path
     topics: list[str]  # played in recording order
     static: list[bytes]  # /tf_static messages (raw CDR), sent once, latched
-    has_clock: bool
-    has_tf: bool
+
+    @property
+    def has_clock(self) -> bool:
+        return "/clock" in self.topics
+
+    @property
+    def has_tf(self) -> bool:
+        return "/tf" in self.topics
 
     def messages(self):
         """``(recording time ns, topic, raw CDR bytes)`` in recording order, read from the bag as it plays."""
@@ -131,12 +88,12 @@ class _Playlist:
 
 def _playlist(bag: Path, topics: BagTopics) -> _Playlist:
     """Check the bag's topics and read its static TF."""
-    tops = bag_topics(bag)
-    require_topic(tops, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
-    require_topic(tops, topics.info_topic, (INFO_TYPE,), "camera_info",
-                  "record the camera's camera_info topic with the images (the intrinsics are needed)")
     r = open_reader(bag)
     try:
+        tops = {c.topic: c.msgtype for c in r.connections}
+        require_topic(tops, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
+        require_topic(tops, topics.info_topic, (INFO_TYPE,), "camera_info",
+                      "record the camera's camera_info topic with the images (the intrinsics are needed)")
         counts = {c.topic: c.msgcount for c in r.connections}
         static = [bytes(raw) for _, _, raw in r.messages(connections=[c for c in r.connections
                                                                       if c.topic == "/tf_static"])]
@@ -146,7 +103,7 @@ def _playlist(bag: Path, topics: BagTopics) -> _Playlist:
         if not counts.get(t):
             raise DatasetError(f"{bag}: {what} topic {t} has no messages; record it with the images")
     played = [topics.image, topics.info_topic] + [t for t in ("/tf", "/clock") if t in tops]
-    return _Playlist(bag, played, static, "/clock" in tops, "/tf" in tops)
+    return _Playlist(bag, played, static)
 
 
 class _Graph:
@@ -240,7 +197,7 @@ class _Graph:
         self._spin.join(timeout=5)
 
 
-def _wait(pred, timeout: float, what: str, node: _Node) -> None:
+def _wait(pred, timeout: float, what: str, node: NodeProcess) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if not node.alive():
@@ -266,11 +223,8 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
     bag = bag_dir(bag)
     gt = read_ground_truth(bag, topics)
     playlist = _playlist(bag, topics)
-    env = replay_env(options.domain_id)
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE"):
-        if k in env:
-            os.environ[k] = env[k]  # read by rcl when this process's context starts
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    env = ros_env(options.domain_id, "reloc_replay_log_", keep=True)  # this process's and the node's
+    use_ros_env(env)  # read by rcl when this process's context starts
     try:
         import rclpy  # noqa: F401
         import tf2_msgs.msg  # noqa: F401
@@ -285,7 +239,7 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
                 *([] if has_tf else ["-p", "tf_mode:=none"]),  # no odometry in the bag: nothing to compose with
                 *options.node_args]
     shm = ShmCleanup()
-    node = _Node(env, ros_args, log_path)
+    node = NodeProcess(env, ros_args, log_path)
     graph = None
     try:
         graph = _Graph(topics)
@@ -320,12 +274,8 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
 
 def _play(graph: _Graph, playlist: _Playlist, topics: BagTopics, rate: float) -> dict[int, float]:
     """Publish the playlist at the recorded pace; returns {image stamp: wall time it was sent}."""
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image
-
-    from reloc_ros.ros import conversions as conv
-
     sent: dict[int, float] = {}
+    has_clock = playlist.has_clock
     t0_bag, t0_wall = None, time.monotonic()
     for t, topic, raw in playlist.messages():
         if t0_bag is None:
@@ -333,15 +283,22 @@ def _play(graph: _Graph, playlist: _Playlist, topics: BagTopics, rate: float) ->
         delay = t0_wall + (t - t0_bag) / NS / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)  # pacing the playback
-        if not playlist.has_clock:
+        if not has_clock:
             graph.publish_clock(t)
         if topic == topics.image:
-            stamp = conv.stamp_to_ns(deserialize_message(raw, Image).header.stamp)
-            sent[stamp] = time.monotonic()
+            sent[_header_stamp_ns(raw)] = time.monotonic()
         graph.publish_raw(topic, raw)
     if not sent:
         raise DatasetError(f"image topic {topics.image} has no messages")
     return sent
+
+
+def _header_stamp_ns(raw: bytes) -> int:
+    """``header.stamp`` of a serialized message that starts with a ``std_msgs/Header`` (sensor_msgs/Image), read
+    from its CDR bytes: 4 bytes of encapsulation (the second one odd: little endian), then ``int32 sec``,
+    ``uint32 nanosec``. Deserialising a VGA image just for its stamp would copy ~1 MB per frame."""
+    sec, nanosec = struct.unpack_from("<iI" if raw[1] & 1 else ">iI", raw, 4)
+    return sec * NS + nanosec
 
 
 def _delivered(graph: _Graph) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ShmCleanup", "fastdds_files"]
+__all__ = ["ShmCleanup", "fastdds_files", "shm_used_by"]
 
 SHM_DIR = Path("/dev/shm")
 
@@ -24,22 +24,30 @@ def fastdds_files() -> set[str]:
         return set()
 
 
+def shm_used_by(pid: int) -> set[str]:
+    """Names under /dev/shm that a live process maps or holds open (as far as /proc lets us read)."""
+    names: set[str] = set()
+    proc = Path(f"/proc/{pid}")
+    try:
+        for line in (proc / "maps").read_text().splitlines():
+            if "/dev/shm/" in line:
+                names.add(line.rsplit("/dev/shm/", 1)[1].split(" ")[0])
+        for fd in (proc / "fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("/dev/shm/"):
+                names.add(target[len("/dev/shm/"):])
+    except OSError:
+        pass  # the process ended, or is not ours to read
+    return names
+
+
 def _users() -> dict[str, set[int]]:
     """{name under /dev/shm: pids of live processes that map it or hold it open}."""
     users: dict[str, set[int]] = {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for line in (proc / "maps").read_text().splitlines():
-                if "/dev/shm/" in line:
-                    users.setdefault(line.rsplit("/dev/shm/", 1)[1].split(" ")[0], set()).add(int(proc.name))
-            for fd in (proc / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("/dev/shm/"):
-                    users.setdefault(target[len("/dev/shm/"):], set()).add(int(proc.name))
-        except OSError:
-            continue  # the process ended, or is not ours to read
+        if proc.name.isdigit():
+            for name in shm_used_by(int(proc.name)):
+                users.setdefault(name, set()).add(int(proc.name))
     return users
 
 
