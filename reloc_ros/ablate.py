@@ -28,8 +28,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reloc_ros.core.metrics import RECALL_THRESHOLDS
+
+if TYPE_CHECKING:
+    from reloc_ros.core.mapdb import MapDatabase
 
 __all__ = ["ROWS", "AblationRow", "run_ablation", "format_markdown", "DEFAULT_VARIANTS_DIR"]
 
@@ -96,15 +100,14 @@ def _variant_info(path: Path) -> dict:
     return {k: meta[k] for k in ("variant", "train_steps", "train_minutes", "train_from") if k in meta}
 
 
-def _get_map(work: Path, model: str, points: str, variants_dir: Path, map_frames, info: dict, rebuild: bool,
-             log) -> tuple[Path, dict]:
-    """Build (or reuse) the map of ``model`` + ``points`` under ``work/maps``; returns (path, build facts)."""
+def _get_map(out: Path, model: str, points: str, variants_dir: Path, map_frames, info: dict, rebuild: bool,
+             log) -> tuple[MapDatabase, dict]:
+    """Build (or reuse) the map of ``model`` + ``points`` at ``out``; returns (the loaded map, build facts)."""
     from reloc_ros.build_map import build_map
     from reloc_ros.core.features import sha256_file
     from reloc_ros.core.learned import find_default_model
     from reloc_ros.core.mapdb import MapDatabase, MapError
 
-    out = work / "maps" / f"{model}_{points}"
     want_sha = None if model == "sift" else sha256_file(_model_path(model, variants_dir) or find_default_model())
     if out.is_dir() and not rebuild:
         try:
@@ -114,16 +117,16 @@ def _get_map(work: Path, model: str, points: str, variants_dir: Path, map_frames
                     and db.extractor_identity.get("name") == ("sift" if model == "sift" else "learned"))
             if same:
                 log(f"[ablate] reusing map {out}")
-                return out, {"reused": True, "seconds": db.manifest.get("build", {}).get("seconds")}
+                return db, {"reused": True, "seconds": db.manifest.get("build", {}).get("seconds")}
         except MapError:
             pass
     log(f"[ablate] building map {out} ({model}, points {points}, {len(map_frames)} frames)")
     t = time.perf_counter()
-    db = build_map(map_frames, _extractor(model, variants_dir), points, out, overwrite=True, info=info,
-                   show_progress=False)
-    c = db.manifest["counts"]
-    return out, {"reused": False, "seconds": round(time.perf_counter() - t, 1), "keyframes": c["keyframes"],
-                 "points": c["points"].get(points)}
+    c = build_map(map_frames, _extractor(model, variants_dir), points, out, overwrite=True, info=info,
+                  show_progress=False).manifest["counts"]
+    facts = {"reused": False, "seconds": round(time.perf_counter() - t, 1), "keyframes": c["keyframes"],
+             "points": c["points"].get(points)}
+    return MapDatabase.load(out), facts  # as stored (float16 descriptors), like a reused map
 
 
 def run_ablation(dataset: Path, fmt: str, map_every: int | None, work: Path,
@@ -136,36 +139,35 @@ def run_ablation(dataset: Path, fmt: str, map_every: int | None, work: Path,
         FileNotFoundError: a variant's ONNX file is missing and ``skip_missing_variants`` is false.
     """
     from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_map
-    from reloc_ros.core.mapdb import MapDatabase
     from reloc_ros.datasets import load_dataset
     from reloc_ros.evaluate import evaluate, write_json
 
-    ds = load_dataset(dataset, fmt)
-    map_frames, queries = ds.split(map_every)
     if query_every < 1:
         raise ValueError(f"--query-every must be >= 1, got {query_every}")
+    ds = load_dataset(dataset, fmt)
+    map_frames, queries = ds.split(map_every)
     queries = queries[::query_every]
     if not map_frames or not queries:
         raise ValueError(f"{dataset}: {len(map_frames)} map and {len(queries)} query frames; check --map-every")
     has_depth = all(f.depth_path for f in map_frames)
     base = "depth" if has_depth else "triangulate"
     work = Path(work)
-    info = {"command": "reloc ablate", "dataset": {"root": str(Path(dataset).resolve()), "format": fmt,
-                                                  "map_every": map_every}}
-    report = {"dataset": str(Path(dataset).resolve()), "format": fmt, "map_every": map_every,
+    root = str(Path(dataset).resolve())
+    info = {"command": "reloc ablate", "dataset": {"root": root, "format": fmt, "map_every": map_every}}
+    report = {"dataset": root, "format": fmt, "map_every": map_every,
               "map_frames": len(map_frames), "queries": len(queries), "query_every": query_every, "base_points": base,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "variants_dir": str(variants_dir), "variants": {}, "maps": {}, "rows": []}
-    missing = [a for a in VARIANT_ARMS if any(r.model == a for r in rows)
-               and not _model_path(a, variants_dir).is_file()]
+    used = [a for a in VARIANT_ARMS if any(r.model == a for r in rows)]
+    missing = [a for a in used if not _model_path(a, variants_dir).is_file()]
     if missing and not skip_missing_variants:
         raise FileNotFoundError(f"variant models {missing} not found in {variants_dir}: train them with "
                                 f"`python -m reloc_ros.model.variants --config config/train_variants.yaml` "
                                 f"or pass --skip-missing-variants")
-    for a in VARIANT_ARMS:
-        if a not in missing and any(r.model == a for r in rows):
-            report["variants"][a] = {"onnx": str(_model_path(a, variants_dir)),
-                                     **_variant_info(_model_path(a, variants_dir))}
+    for a in used:
+        if a not in missing:
+            path = _model_path(a, variants_dir)
+            report["variants"][a] = {"onnx": str(path), **_variant_info(path)}
     results = {}  # (model, points, method, aggregation) -> summary
     dbs, extractors = {}, {}  # loaded maps by path, extractors by model (one ONNX session each)
     for row in rows:
@@ -185,9 +187,8 @@ def run_ablation(dataset: Path, fmt: str, map_every: int | None, work: Path,
         if cfg_key not in results:
             mpath = work / "maps" / f"{row.model}_{points}"
             if mpath not in dbs:
-                mpath, report["maps"][mpath.name] = _get_map(work, row.model, points, variants_dir, map_frames,
-                                                             info, rebuild, log)
-                dbs[mpath] = MapDatabase.load(mpath)
+                dbs[mpath], report["maps"][mpath.name] = _get_map(mpath, row.model, points, variants_dir,
+                                                                  map_frames, info, rebuild, log)
             db = dbs[mpath]
             if row.model not in extractors:
                 path = _model_path(row.model, variants_dir)

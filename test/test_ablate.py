@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reloc_ros.core.geometry import invert_T, look_at, pose_errors, transform_points
+from reloc_ros.core.geometry import invert_T, look_at, pose_errors, rotation_error_deg, so3_exp, transform_points
 from reloc_ros.core.relpose2d2d import (KeyframeView, RelPoseConfig, average_rotations, closest_point_two_lines,
                                         relocalize_2d2d)
 
@@ -90,12 +90,8 @@ def test_line_and_rotation_helpers():
     np.testing.assert_allclose(p, [2.0, 0.5, 0.0], atol=1e-12)
     assert s == pytest.approx(2.0) and u == pytest.approx(-1.0)
     assert closest_point_two_lines(np.zeros(3), np.array([1.0, 0, 0]), np.ones(3), np.array([1.0, 0, 0])) is None
-    from reloc_ros.core.geometry import so3_exp
-
     R0 = so3_exp(np.array([0.3, -0.2, 0.5]))
     Rs = [R0 @ so3_exp(np.array(d)) for d in ([0.02, 0, 0], [-0.02, 0, 0], [0, 0.01, 0], [0, -0.01, 0])]
-    from reloc_ros.core.geometry import rotation_error_deg
-
     assert rotation_error_deg(average_rotations(Rs), R0) < 0.01
 
 

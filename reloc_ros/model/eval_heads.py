@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
-from reloc_ros.core.geometry import invert_T, rotation_error_deg
+from reloc_ros.core.geometry import invert_T, rotation_error_deg, transform_points
 from reloc_ros.core.matching import match_mutual_nn
 from reloc_ros.core.points import TriangulationConfig, triangulate_keyframes
 from reloc_ros.core.retrieval import build_index
@@ -161,17 +161,22 @@ def estimate_relative_pose(kpts0_N2: np.ndarray, kpts1_N2: np.ndarray, K0_33: np
     return best[1], best[2], mask.reshape(-1) > 0
 
 
-def retrieval_correct(T_w_from_q_Q44: np.ndarray, T_w_from_db_M44: np.ndarray, max_dist_m: float,
-                      max_angle_deg: float, q_group=None, db_group=None) -> np.ndarray:
-    """``[Q x M]`` bool: database image m is a correct retrieval for query q (same group, camera centres within
-    ``max_dist_m`` and orientations within ``max_angle_deg``). Groups (e.g. scene names) keep images of different
-    scenes apart when their coordinates are unrelated."""
+def _distances_angles(T_w_from_q_Q44: np.ndarray, T_w_from_db_M44: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[Q x M]`` distances between the camera centres (m) and rotation angles between the orientations (deg)."""
     Tq = np.asarray(T_w_from_q_Q44, np.float64)
     Td = np.asarray(T_w_from_db_M44, np.float64)
     dist = np.linalg.norm(Tq[:, None, :3, 3] - Td[None, :, :3, 3], axis=2)
     # rotation angle of R_q^T R_db from its trace
     tr = np.einsum("qji,mji->qm", Tq[:, :3, :3], Td[:, :3, :3])
-    ang = np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+    return dist, np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def retrieval_correct(T_w_from_q_Q44: np.ndarray, T_w_from_db_M44: np.ndarray, max_dist_m: float,
+                      max_angle_deg: float, q_group=None, db_group=None) -> np.ndarray:
+    """``[Q x M]`` bool: database image m is a correct retrieval for query q (same group, camera centres within
+    ``max_dist_m`` and orientations within ``max_angle_deg``). Groups (e.g. scene names) keep images of different
+    scenes apart when their coordinates are unrelated."""
+    dist, ang = _distances_angles(T_w_from_q_Q44, T_w_from_db_M44)
     ok = (dist <= max_dist_m) & (ang <= max_angle_deg)
     if q_group is not None or db_group is not None:
         if q_group is None or db_group is None:
@@ -493,8 +498,7 @@ def points_overlap(P_N3: np.ndarray, T_w_from_cam: np.ndarray, camera) -> float:
     P = P[np.isfinite(P[:, 0])]
     if len(P) == 0:
         return 0.0
-    T = invert_T(T_w_from_cam)
-    uv, front = camera.project(P @ T[:3, :3].T + T[:3, 3])
+    uv, front = camera.project(transform_points(invert_T(T_w_from_cam), P))
     return float(np.mean(front & camera.in_image(uv)))
 
 
@@ -579,7 +583,7 @@ def _strecha_depth(items: list[_Item], sift: _Extracted, learned: _Extracted, po
             ok = np.isfinite(P[:, 0])
             if not ok.any():
                 continue
-            z = _gt_depths(items, i, P[ok])
+            z = transform_points(invert_T(items[i].frame.T_world_from_cam), P[ok])[:, 2]  # depth in image i
             pred = sample_bilinear(learned.depth[i], sift.local[i][0][ok], items[i].frame.camera.size)
             valid = (z > 0) & (z <= cfg.max_depth_m)
             gt_all.append(z[valid])
@@ -596,22 +600,14 @@ def _strecha_depth(items: list[_Item], sift: _Extracted, learned: _Extracted, po
             "median_scaled": _mean_depth_metrics(rows_all[True])}
 
 
-def _gt_depths(items: list[_Item], i: int, P_N3: np.ndarray) -> np.ndarray:
-    """z-depth in image ``i``'s camera of world points ``P_N3``."""
-    T = invert_T(items[i].frame.T_world_from_cam)
-    return (np.asarray(P_N3, np.float64) @ T[:3, :3].T + T[:3, 3])[:, 2]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # synthetic scenes
 # ---------------------------------------------------------------------------------------------------------------
 def nearest_by_pose(T_q44: np.ndarray, T_db_M44: np.ndarray, max_angle_deg: float) -> int:
     """Index of the database camera nearest to the query's centre among those whose orientation is within
     ``max_angle_deg``; -1 when none is."""
-    d = np.linalg.norm(T_db_M44[:, :3, 3] - T_q44[:3, 3], axis=1)
-    tr = np.einsum("ji,mji->m", T_q44[:3, :3], T_db_M44[:, :3, :3])
-    ang = np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
-    d = np.where(ang <= max_angle_deg, d, np.inf)
+    d, ang = _distances_angles(np.asarray(T_q44)[None], T_db_M44)
+    d = np.where(ang[0] <= max_angle_deg, d[0], np.inf)
     j = int(np.argmin(d))
     return j if np.isfinite(d[j]) else -1
 

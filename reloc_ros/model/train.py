@@ -175,6 +175,26 @@ def init_global_head(net: RelocNet, images: np.ndarray, cfg: dict, rng: np.rando
 # ----------------------------------------------------------------------------------------------------------
 # validation
 # ----------------------------------------------------------------------------------------------------------
+def _retrieval_hits(sc, G_FD: np.ndarray, min_overlap: float) -> tuple[int, int, int]:
+    """(queries with a correct top-1, with a correct top-5, queries) of a scene's query runs retrieved from its
+    mapping run by the global descriptors ``G_FD`` (one row per frame); correct: frustum overlap >= min_overlap."""
+    seq = np.array(sc.sequence)
+    mapping = np.flatnonzero(seq == seq[0])
+    queries = np.flatnonzero(seq != seq[0])
+    ov = np.maximum(sc.overlap, sc.overlap.T)
+    sims = G_FD[queries] @ G_FD[mapping].T
+    top = mapping[np.argsort(-sims, axis=1)[:, :5]]
+    ok = ov[queries[:, None], top] >= min_overlap
+    return int(ok[:, 0].sum()), int(ok.any(1).sum()), len(queries)
+
+
+def _depth_ratio_errors(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per valid (gt > 0) pixel: |pred / gt - 1| and whether max(pred / gt, gt / pred) < 1.25."""
+    valid = gt > 0
+    ratio = pred[valid] / gt[valid]
+    return np.abs(ratio - 1), np.maximum(ratio, 1 / ratio) < 1.25
+
+
 @torch.no_grad()
 def evaluate(net: RelocNet, data: SceneSet, device, min_overlap: float = 0.2) -> dict:
     """Retrieval recall@1/@5 (query runs vs mapping run, correct if frustum overlap >= ``min_overlap``)
@@ -188,22 +208,11 @@ def evaluate(net: RelocNet, data: SceneSet, device, min_overlap: float = 0.2) ->
                       heads=("global", "depth"))
             g.append(out["global_descriptor"].cpu())
             deps.append(out["depth"].cpu()[:, 0].numpy())
-        G = torch.cat(g).numpy()
-        D = np.concatenate(deps)
-        valid = sc.depth > 0
-        ratio = D[valid] / sc.depth[valid]
-        rel.append(np.abs(ratio - 1))
-        d125.append(np.maximum(ratio, 1 / ratio) < 1.25)
-        seq = np.array(sc.sequence)
-        mapping = np.flatnonzero(seq == seq[0])
-        queries = np.flatnonzero(seq != seq[0])
-        ov = np.maximum(sc.overlap, sc.overlap.T)
-        sims = G[queries] @ G[mapping].T
-        top = mapping[np.argsort(-sims, axis=1)[:, :5]]
-        ok = ov[queries[:, None], top] >= min_overlap
-        r1 += int(ok[:, 0].sum())
-        r5 += int(ok.any(1).sum())
-        n_q += len(queries)
+        e_rel, e_d125 = _depth_ratio_errors(np.concatenate(deps), sc.depth)
+        rel.append(e_rel)
+        d125.append(e_d125)
+        h1, h5, nq = _retrieval_hits(sc, torch.cat(g).numpy(), min_overlap)
+        r1, r5, n_q = r1 + h1, r5 + h5, n_q + nq
     return {"val_recall@1": r1 / max(n_q, 1), "val_recall@5": r5 / max(n_q, 1),
             "val_depth_absrel": float(np.concatenate(rel).mean()),
             "val_depth_d1.25": float(np.concatenate(d125).mean())}
@@ -225,14 +234,25 @@ def _negative_mask(items: list[tuple[int, int]], data: SceneSet, max_overlap: fl
     return torch.from_numpy(m)
 
 
-def _sparse_target(depth_bhw: np.ndarray, n_points: int, rng: np.random.Generator) -> np.ndarray:
-    """Keep ``n_points`` random valid depths per image (simulates triangulated points)."""
+def _sparse_target(depth_bhw: np.ndarray, n_points: int, rng: np.random.Generator,
+                   noise_sigma: float | None = None) -> np.ndarray:
+    """Keep ``n_points`` random valid depths per image (simulates triangulated points), 0 elsewhere; with
+    ``noise_sigma`` each kept depth is multiplied by exp(N(0, noise_sigma)) (triangulation error)."""
     out = np.zeros_like(depth_bhw)
     for b in range(len(depth_bhw)):
         idx = np.flatnonzero(depth_bhw[b] > 0)
         keep = rng.choice(idx, min(n_points, len(idx)), replace=False) if len(idx) else idx
-        out[b].flat[keep] = depth_bhw[b].flat[keep]
+        noise = 1.0 if noise_sigma is None else np.exp(rng.normal(0, noise_sigma, len(keep)))
+        out[b].flat[keep] = depth_bhw[b].flat[keep] * noise
     return out
+
+
+def _optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
+    """Back-propagate ``loss``, clip the gradient norm of ``params`` to 5 and step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 5.0)
+    opt.step()
 
 
 def _distill_images(data: SceneSet, n: int, rng: np.random.Generator, photos: list[np.ndarray]) -> list[np.ndarray]:
@@ -362,10 +382,7 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
             lk, sk = distillation_loss(net(xd, heads=("local",)), t_out)
             loss = loss + tc["distill_weight"] * lk
             stats.update(sk)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
+        _optimizer_step(opt, loss, net.parameters())
         step += 1
         for k, v in stats.items():
             stats_acc.setdefault(k, []).append(v)

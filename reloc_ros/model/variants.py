@@ -51,7 +51,8 @@ from reloc_ros.model.data import SceneSet, ensure_scenes, photometric
 from reloc_ros.model.heads import DepthHead
 from reloc_ros.model.losses import depth_loss, triplet_loss
 from reloc_ros.model.network import RelocNet
-from reloc_ros.model.train import _log, _merge, _negative_mask, _to_tensor
+from reloc_ros.model.train import (_depth_ratio_errors, _log, _merge, _negative_mask, _optimizer_step,
+                                   _retrieval_hits, _sparse_target, _to_tensor)
 from reloc_ros.model.weights import load_checkpoint
 
 __all__ = ["ARMS", "DepthGlobalBranch", "DepthAwareRelocNet", "default_config", "load_config", "main",
@@ -132,6 +133,12 @@ class DepthGlobalBranch(nn.Module):
         return F.normalize(self.fc(pooled), dim=1)
 
 
+def _depth_aware(g_image: torch.Tensor, gain: torch.Tensor, branch: DepthGlobalBranch,
+                 log_depth: torch.Tensor) -> torch.Tensor:
+    """Variant 6's descriptor ``L2([g_image, gain * branch(log_depth)])``."""
+    return F.normalize(torch.cat([g_image, gain * branch(log_depth)], dim=1), dim=1)
+
+
 class DepthAwareRelocNet(RelocNet):
     """RelocNet whose global descriptor is ``L2([g_image, gain * g_depth])`` (variant 6; 256 + ``dim`` d).
 
@@ -146,7 +153,7 @@ class DepthAwareRelocNet(RelocNet):
         self.gain = nn.Parameter(torch.tensor(float(b["gain"])))
 
     def combine(self, g_image: torch.Tensor, log_depth: torch.Tensor) -> torch.Tensor:
-        return F.normalize(torch.cat([g_image, self.gain * self.depth_branch(log_depth)], dim=1), dim=1)
+        return _depth_aware(g_image, self.gain, self.depth_branch, log_depth)
 
     def forward(self, image: torch.Tensor, heads: tuple[str, ...] = ("local", "global", "depth")) -> dict:
         want = tuple(heads) + (("depth",) if "global" in heads and "depth" not in heads else ())
@@ -206,18 +213,6 @@ def export_arm(net: RelocNet, arm: str, out: Path, extra: dict) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 # fine-tuning (all arms in lockstep)
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _sparse_noisy(depth_bhw: np.ndarray, n: int, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """``n`` random valid depths per image, each times exp(N(0, sigma)); 0 elsewhere."""
-    out = np.zeros_like(depth_bhw)
-    for b in range(len(depth_bhw)):
-        idx = np.flatnonzero(depth_bhw[b] > 0)
-        keep = rng.choice(idx, min(n, len(idx)), replace=False) if len(idx) else idx
-        out[b].flat[keep] = depth_bhw[b].flat[keep] * np.exp(rng.normal(0, sigma, len(keep)))
-    return out.astype(np.float32)
-
-
 class _Arms(nn.Module):
     """The trainable parts of every arm (the shipped encoder, local head and depth head stay frozen)."""
 
@@ -272,26 +267,19 @@ def _validate(base: RelocNet, arms: _Arms, val: SceneSet, min_overlap: float = 0
             if "global_rgb" in arms.names:
                 G["global_rgb"].append(arms.global_rgb(desc)["global_descriptor"])
             if "depth_aware_global" in arms.names:
-                g = arms.global_da(desc)["global_descriptor"]
-                G["depth_aware_global"].append(
-                    F.normalize(torch.cat([g, arms.gain * arms.branch(dep["log_depth"])], 1), dim=1))
+                G["depth_aware_global"].append(_depth_aware(arms.global_da(desc)["global_descriptor"], arms.gain,
+                                                            arms.branch, dep["log_depth"]))
             for a in d_names[1:]:
                 D[a].append(getattr(arms, a)(pyr)["depth"][:, 0])
-        valid = sc.depth > 0
         for n in d_names:
-            ratio = torch.cat(D[n]).numpy()[valid] / sc.depth[valid]
-            rel[n].append(np.abs(ratio - 1))
-            d125[n].append(np.maximum(ratio, 1 / ratio) < 1.25)
-        seq = np.array(sc.sequence)
-        mapping, queries = np.flatnonzero(seq == seq[0]), np.flatnonzero(seq != seq[0])
-        ov = np.maximum(sc.overlap, sc.overlap.T)
-        for n in g_names:
-            Gn = torch.cat(G[n]).numpy()
-            top = mapping[np.argsort(-(Gn[queries] @ Gn[mapping].T), axis=1)[:, :5]]
-            ok = ov[queries[:, None], top] >= min_overlap
-            hits[n][0] += int(ok[:, 0].sum())
-            hits[n][1] += int(ok.any(1).sum())
-        n_q += len(queries)
+            e_rel, e_d125 = _depth_ratio_errors(torch.cat(D[n]).numpy(), sc.depth)
+            rel[n].append(e_rel)
+            d125[n].append(e_d125)
+        for n in g_names:  # the same figures as reloc_ros.model.train.evaluate
+            h1, h5, nq = _retrieval_hits(sc, torch.cat(G[n]).numpy(), min_overlap)
+            hits[n][0] += h1
+            hits[n][1] += h5
+        n_q += nq
     out = {}
     for n in g_names:
         out.setdefault(n, {}).update({"val_recall@1": hits[n][0] / max(n_q, 1), "val_recall@5": hits[n][1] / max(n_q, 1)})
@@ -352,7 +340,7 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
         neg = _negative_mask(items, train, tc["negative_max_overlap"])
         x = _to_tensor([photometric(train.scenes[s].grey[f], rng, dc["photometric"]) for s, f in items], "cpu")
         dense = np.stack([train.scenes[s].depth[f] for s, f in items])
-        sparse = torch.from_numpy(_sparse_noisy(dense, tc["sparse_points"], tc["sparse_noise"], rng))[:, None]
+        sparse = torch.from_numpy(_sparse_target(dense, tc["sparse_points"], rng, tc["sparse_noise"]))[:, None]
         dense = torch.from_numpy(dense)[:, None]
         with torch.no_grad():
             pyr = base.backbone(x)
@@ -364,8 +352,7 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
             loss = loss + lg
             stats.update({"rgb_triplet": float(lg.detach()), "rgb_pos": sg["pos_sim"], "rgb_neg": sg["neg_sim"]})
         if "depth_aware_global" in arms.names:
-            g = arms.global_da(desc)["global_descriptor"]
-            g = F.normalize(torch.cat([g, arms.gain * arms.branch(log_depth)], 1), dim=1)
+            g = _depth_aware(arms.global_da(desc)["global_descriptor"], arms.gain, arms.branch, log_depth)
             lg, sg = triplet_loss(g, positive_of, neg, tc["margin"])
             loss = loss + lg
             stats.update({"da_triplet": float(lg.detach()), "da_pos": sg["pos_sim"], "da_neg": sg["neg_sim"],
@@ -384,10 +371,7 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
                     _, sd = depth_loss(out["log_depth"], out["depth_confidence"], dense)
             loss = loss + ld
             stats.update({f"{a}_loss": float(ld.detach()), f"{a}_absrel": sd["abs_rel"]})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(arms.parameters(), 5.0)
-        opt.step()
+        _optimizer_step(opt, loss, arms.parameters())
         step += 1
         for k, v in stats.items():
             acc.setdefault(k, []).append(v)
