@@ -212,19 +212,22 @@ def _posed_images(root: Path, n: int) -> Path:
     return root
 
 
+def _dataset_args(ds: Path, every=2) -> list[str]:
+    """`reloc map build` / `reloc eval` arguments for the posed_images dataset ``ds``."""
+    return ["--dataset", str(ds), "--format", "posed_images", "--map-every", str(every)]
+
+
 def _cli_corrupt_map_image(tmp):
     ds = _posed_images(tmp / "ds", 4)
     (ds / "images" / "0000.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    return ["map", "build", "--dataset", str(ds), "--format", "posed_images", "--map-every", "2",
-            "--out", str(tmp / "m")]
+    return ["map", "build", *_dataset_args(ds), "--out", str(tmp / "m")]
 
 
 def _cli_overwrite_non_map(tmp):
     ds = _posed_images(tmp / "ds", 4)
     (tmp / "precious").mkdir()
     (tmp / "precious" / "notes.txt").write_text("keep me")
-    return ["map", "build", "--dataset", str(ds), "--format", "posed_images", "--map-every", "2",
-            "--out", str(tmp / "precious"), "--overwrite"]
+    return ["map", "build", *_dataset_args(ds), "--out", str(tmp / "precious"), "--overwrite"]
 
 
 def _cli_map_info_file(tmp):
@@ -242,20 +245,18 @@ def _cli_eval_corrupt_map(tmp):
     m = random_map(tmp / "map")
     with open(m / "keyframes.h5", "r+b") as fh:
         fh.truncate(100)
-    return ["eval", "--map", str(m), "--dataset", str(ds), "--format", "posed_images", "--map-every", "2"]
+    return ["eval", "--map", str(m), *_dataset_args(ds)]
 
 
 def _cli_map_every_one(tmp):
     ds = _posed_images(tmp / "ds", 4)
-    return ["map", "build", "--dataset", str(ds), "--format", "posed_images", "--map-every", "1",
-            "--out", str(tmp / "m")]
+    return ["map", "build", *_dataset_args(ds, every=1), "--out", str(tmp / "m")]
 
 
 def _cli_nan_intrinsics(tmp):
     ds = _posed_images(tmp / "ds", 4)
     (ds / "cameras" / "0000.txt").write_text("100 0 80\n0 nan 60\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n0 0 0\n160 120\n")
-    return ["map", "build", "--dataset", str(ds), "--format", "posed_images", "--map-every", "2",
-            "--out", str(tmp / "m")]
+    return ["map", "build", *_dataset_args(ds), "--out", str(tmp / "m")]
 
 
 CLI_CASES = [
@@ -299,9 +300,10 @@ def test_nan_and_inf_depth_are_invalid_not_points(tmp_path):
     d[20:25] = -np.inf
     d[25:30] = -1.0
     np.save(tmp_path / "d.npy", d)
-    depth = load_depth(_frame(tmp_path, "d.npy"))
+    frame = _frame(tmp_path, "d.npy")
+    depth = load_depth(frame)
     assert np.all(np.isfinite(depth)) and np.all(depth[:30] == 0) and np.all(depth[30:] == 2.0)
-    cam = Camera(64, 48, 50, 50, 31.5, 23.5)
+    cam = frame.camera
     uv = np.array([[32.0, 5.0], [32.0, 15.0], [32.0, 22.0], [32.0, 27.0], [32.0, 40.0]], np.float32)
     xyz = points_from_depth(uv, uv, cam, depth, np.eye(4))
     assert np.all(np.isnan(xyz[:4])) and np.allclose(xyz[4, 2], 2.0), xyz

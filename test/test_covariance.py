@@ -10,7 +10,6 @@ which the fit never saw.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from reloc_ros.build_map import build_map
 from reloc_ros.core.features import create_extractor
 from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, Localizer, LocalizerConfig
 from reloc_ros.datasets import load_dataset
+from reloc_ros.datasets.base import load_image
 from reloc_ros.datasets.synthetic import generate
 from reloc_ros.evaluate import evaluate
 
@@ -29,8 +29,9 @@ def office(tmp_path_factory) -> tuple[Localizer, list]:
     generate("office", root / "office", n_map=80, n_query=45, seed=11, stride=3, workers=1, progress=False)
     ds = load_dataset(root / "office", "7scenes")
     map_frames, queries = ds.split(None)
-    db = build_map(map_frames, create_extractor("learned"), "depth", root / "map", show_progress=False)
-    loc = Localizer(db, create_extractor("learned"), LocalizerConfig())
+    ex = create_extractor("learned")
+    db = build_map(map_frames, ex, "depth", root / "map", show_progress=False)
+    loc = Localizer(db, ex, LocalizerConfig())
     return loc, queries
 
 
@@ -45,8 +46,6 @@ def test_position_nees_is_calibrated(office):
 def test_map_term_grows_with_the_point_error_and_the_scale(office):
     """Same query, three settings: no map term, the default, ten times the default; then covariance_scale."""
     loc, queries = office
-    from reloc_ros.datasets.base import load_image
-
     q = queries[len(queries) // 2]
     image = load_image(q.image_path)
     base = loc.config
@@ -81,7 +80,7 @@ def test_map_default_follows_the_point_source(office):
     assert other.map_point_sigma_rel() == 0.3
 
 
-def test_nees_is_reported_by_evaluate(office, tmp_path: Path):
+def test_nees_is_reported_by_evaluate(office):
     loc, queries = office
     summary, _ = evaluate(loc, queries[:5], show_progress=False)
     assert set(summary["nees_position"]) >= {"mean", "median"}
@@ -100,8 +99,6 @@ def test_map_keypoint_cap_keeps_the_strongest_points_with_3d(office):
         assert capped._kf_desc.count(k) == min(300, has.sum())
         xyz = db.points3d[s][has][np.argsort(-db.scores[s][has], kind="stable")[:300]]
         assert np.allclose(np.sort(capped._kf_xyz[k], axis=0), np.sort(xyz, axis=0)), "not the strongest points"
-    from reloc_ros.datasets.base import load_image
-
     q = queries[0]
     res = capped.localize(load_image(q.image_path), q.camera)
     assert res.ok, res.reason

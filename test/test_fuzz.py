@@ -29,6 +29,8 @@ from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info, camera_
 from reloc_ros.ros.image_conversion import SUPPORTED_ENCODINGS, ImageConversionError, \
     image_msg_to_localizer_input  # noqa: E402
 
+from map_helpers import random_map  # noqa: E402
+
 SCALE = max(1, int(os.environ.get("RELOC_FUZZ_SCALE", "1")))
 EXAMPLES = {"image": 400 * SCALE, "camera_info": 400 * SCALE, "map": 120 * SCALE}
 
@@ -130,10 +132,8 @@ def test_fuzz_camera_info(info):
 # ==================================================================================================
 @pytest.fixture(scope="module")
 def fuzz_maps(tmp_path_factory):
-    from map_helpers import random_map as _random_map
-
     root = tmp_path_factory.mktemp("fuzz_maps")
-    good = _random_map(root / "good", n_kf=3, n_kp=20, d_global=64)
+    good = random_map(root / "good", n_kf=3, n_kp=20, d_global=64)
     return {"good": good, "work": root / "work"}
 
 

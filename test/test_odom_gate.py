@@ -153,6 +153,21 @@ def _clean_shared_memory():
     janitor.cleanup()
 
 
+def _diag_of(h, stamp):
+    """The node's diagnostics (key -> value) that report the frame at ``stamp`` done, or None (not yet)."""
+    for s in reversed(h.diags):
+        d = {kv.key: kv.value for kv in s.values}
+        if d.get("last_done_stamp_ns") == str(stamp):
+            return d
+    return None
+
+
+def _done(h, stamp, what):
+    """Wait until the frame at ``stamp`` is done; its diagnostics."""
+    h.wait(lambda: _diag_of(h, stamp) is not None, what)
+    return _diag_of(h, stamp)
+
+
 def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
     h = tni.Harness(dict(map_path=str(plane_map["map"]), tf_mode="map_odom", pose_frame="camera",
                          tf_publish_rate_hz=0.0, odom_jump_max_m=0.3, odom_jump_max_deg=10.0, odom_accept_after=2,
@@ -167,19 +182,11 @@ def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
         T_B = tni._pose(0.45, 0.4, 0.1, 0.1)  # 1.2 m from A
         T_odom_base_A = invert_T(T_map_odom) @ T_A @ invert_T(tni.T_BASE_CAM)
 
-        def diag_of(stamp):
-            for s in reversed(h.diags):
-                d = {kv.key: kv.value for kv in s.values}
-                if d.get("last_done_stamp_ns") == str(stamp):
-                    return d
-            return None
-
         def frame(T_cam_true, T_odom_base, stamp):
             for t in (stamp - NS // 20, stamp + NS // 20):
                 h.pub_tf.publish(TFMessage(transforms=[conv.transform_stamped(T_odom_base, "odom", "base_link", t)]))
             h.send(tni._render(plane_map["tex"], T_cam_true), stamp)
-            h.wait(lambda: diag_of(stamp) is not None, f"the frame at {stamp / NS:.0f} s")
-            return diag_of(stamp)
+            return _done(h, stamp, f"the frame at {stamp / NS:.0f} s")
 
         # start: place A must be confirmed first (support 1, 1.67, 2.11 with memory 3: the third is published)
         for k in range(2):
@@ -249,23 +256,13 @@ def test_node_fails_a_pose_supported_by_one_small_patch(plane_map):
         full = tni._render(plane_map["tex"], T)
         y0, x0 = tni.CAM.height // 2 - 30, tni.CAM.width // 2 - 40
         img[y0:y0 + 60, x0:x0 + 80] = full[y0:y0 + 60, x0:x0 + 80]  # 80 x 60 px of the map: 6 % of the image
-
-        def status(stamp):
-            for s in reversed(h.diags):
-                d = {kv.key: kv.value for kv in s.values}
-                if d.get("last_done_stamp_ns") == str(stamp):
-                    return d
-            return None
-
         h.send(img, 200 * NS)
-        h.wait(lambda: status(200 * NS) is not None, "the patch frame")
-        d = status(200 * NS)
+        d = _done(h, 200 * NS, "the patch frame")
         assert d["status"] == "FAILED" and "min_inlier_coverage" in d["reason"], d
         assert not h.poses
         assert h.node.set_parameters([rclpy.parameter.Parameter("min_inlier_coverage", value=0.0)])[0].successful
         h.send(img, 201 * NS)
-        h.wait(lambda: status(201 * NS) is not None, "the patch frame without the check")
-        d = status(201 * NS)
+        d = _done(h, 201 * NS, "the patch frame without the check")
         assert d["status"] == "LOCALIZED", d  # the patch alone does give a pose: the check is what rejects it
         h.wait(lambda: h.poses, "the pose")
         # roughly right (0.2 m off here: a small planar patch constrains the pose poorly)

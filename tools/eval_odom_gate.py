@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reloc_ros.core.metrics import RECALL_THRESHOLDS  # noqa: E402
 from reloc_ros.ros.odom_gate import OdomGate  # noqa: E402
 from reloc_ros.ros.parameters import PARAMS_BY_NAME  # noqa: E402
 
@@ -34,7 +35,9 @@ def _wrong(r: dict) -> bool:
 
 
 def _recall_5cm(recs: list[dict], n: int) -> float:
-    return 100.0 * sum(1 for r in recs if r["t_err"] <= 0.05 and r["r_err"] <= 5.0) / max(n, 1)
+    """Percent of ``n`` queries that ``recs`` (a subset of them) localize within 5 cm / 5 deg."""
+    t_max, r_max = RECALL_THRESHOLDS["5cm_5deg"]
+    return 100.0 * sum(1 for r in recs if r["t_err"] <= t_max and r["r_err"] <= r_max) / max(n, 1)
 
 
 def _mean_nees(recs: list[dict]) -> float:
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
               f"{r['recall_5cm']:.1f} | {r['nees_mean']:.2f} | {r['published']} | {r['published_wrong']} | "
               f"{r['published_recall_5cm']:.1f} | {r['published_nees_mean']:.2f} |")
     for ex in sorted({r["run"].rsplit("-", 1)[-1] for r in out}):
-        rs = [r for r in out if r["run"].endswith(ex)]
+        rs = [r for r in out if r["run"].rsplit("-", 1)[-1] == ex]
         n = sum(r["published"] for r in rs)
         pooled = sum(r["published"] * r["published_nees_mean"] for r in rs if r["published"]) / max(n, 1)
         print(f"{ex}: pooled mean NEES of the published poses {pooled:.2f} over {n} poses, "

@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from reloc_ros.core.geometry import invert_T, pose_errors  # noqa: E402
 from reloc_ros.core.localizer import Localizer, LocalizerConfig  # noqa: E402
+from reloc_ros.core.metrics import RECALL_THRESHOLDS  # noqa: E402
 from reloc_ros.core.plausibility import inlier_coverage  # noqa: E402
 from reloc_ros.core.pnp import solve_pnp  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
@@ -67,7 +68,7 @@ SINGLE_GATES = {
     f"reprojection {DEFAULT.max_median_reproj_px} px": lambda r: r["median_reproj_px"] <= DEFAULT.max_median_reproj_px,
     f"sigma {DEFAULT.max_position_sigma_m} m": lambda r: r["sigma_m"] <= DEFAULT.max_position_sigma_m,
 }
-GOOD_M, GOOD_DEG = 0.5, 5.0
+GOOD_M, GOOD_DEG = RECALL_THRESHOLDS["50cm_5deg"]  # a correct pose
 NODE_COVERAGE = DEFAULT.min_inlier_coverage  # the node's default min_inlier_coverage
 COVERAGES = (0.05, 0.1, 0.15, 0.2)  # thresholds replayed for the localizer's min_inlier_coverage (default 0.1)
 
@@ -100,41 +101,41 @@ class _GateProbe:
 
     def __init__(self, loc: Localizer):
         self.loc, self.values = loc, {}
-        kf, amb = getattr(loc, "_keyframe_distance_ratio", None), getattr(loc, "_second_hypothesis", None)
-        if kf is None or amb is None:
-            print("warning: Localizer has no _keyframe_distance_ratio / _second_hypothesis: those gate values are "
-                  "not recorded", flush=True)
-            return
-
-        def kf_probe(*a, **k):
-            self.values["kf_distance_ratio"] = v = kf(*a, **k)
-            return v
-
-        def amb_probe(corr, pnp, K, size, prior=None):
-            out = amb(corr, pnp, K, size, prior)
-            v = {"main_inliers": int(pnp.num_inliers), "alt_inliers": 0, "alt_m": None, "alt_deg": None,
-                 "found": out is not None}
-            if out is not None:
-                v.update(alt_inliers=int(out[0]), alt_m=float(out[1]), alt_deg=float(out[2]))
-            else:
-                rest = ~pnp.inliers
-                if rest.sum() >= 4:
-                    alt = solve_pnp(corr.uv[rest], corr.xyz[rest], K, size, loc._pnp_config())
-                    if alt.success:
-                        dt, dr = pose_errors(invert_T(alt.T_cam_from_world), invert_T(pnp.T_cam_from_world))
-                        v.update(alt_inliers=int(alt.num_inliers), alt_m=float(dt), alt_deg=float(dr))
-            v["alt_ratio"] = v["alt_inliers"] / max(v["main_inliers"], 1)
-            # the gate's figure: a second pose counts only when distinct (else it is the same hypothesis)
-            v["distinct"] = v["alt_m"] is not None and (v["alt_m"] >= loc.config.ambiguity_min_dist_m
-                                                         or v["alt_deg"] >= 5.0)
-            self.values["ambiguity"] = v
-            return out
-
-        loc._keyframe_distance_ratio, loc._second_hypothesis = kf_probe, amb_probe
+        self._kf, self._amb = loc._keyframe_distance_ratio, loc._second_hypothesis
+        loc._keyframe_distance_ratio, loc._second_hypothesis = self._kf_probe, self._amb_probe
 
     def take(self) -> dict:
         v, self.values = self.values, {}
         return v
+
+    def _kf_probe(self, *a, **k):
+        self.values["kf_distance_ratio"] = v = self._kf(*a, **k)
+        return v
+
+    def _amb_probe(self, corr, pnp, K, size, prior=None):
+        out = self._amb(corr, pnp, K, size, prior)
+        alt = out if out is not None else self._left_out_pose(corr, pnp, K, size)
+        v = {"main_inliers": int(pnp.num_inliers), "alt_inliers": 0, "alt_m": None, "alt_deg": None,
+             "found": out is not None}
+        if alt is not None:
+            v.update(alt_inliers=int(alt[0]), alt_m=float(alt[1]), alt_deg=float(alt[2]))
+        v["alt_ratio"] = v["alt_inliers"] / max(v["main_inliers"], 1)
+        # the gate's figure: a second pose counts only when distinct (else it is the same hypothesis)
+        v["distinct"] = v["alt_m"] is not None and (v["alt_m"] >= self.loc.config.ambiguity_min_dist_m
+                                                     or v["alt_deg"] >= 5.0)
+        self.values["ambiguity"] = v
+        return out
+
+    def _left_out_pose(self, corr, pnp, K, size):
+        """(inliers, m, deg) of the pose PnP finds among the correspondences ``pnp`` left out, or None."""
+        rest = ~pnp.inliers
+        if rest.sum() < 4:
+            return None
+        alt = solve_pnp(corr.uv[rest], corr.xyz[rest], K, size, self.loc._pnp_config())
+        if not alt.success:
+            return None
+        dt, dr = pose_errors(invert_T(alt.T_cam_from_world), invert_T(pnp.T_cam_from_world))
+        return alt.num_inliers, dt, dr
 
 
 # LocalizerConfig fields whose default the tables replay offline (single gates, coverage thresholds): not settable
@@ -159,11 +160,10 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def run_pair(map_dir: Path, data: Path, in_map: bool, overrides: dict | None = None) -> list[dict]:
-    """Localize every query of ``data`` against ``map_dir`` without and with the gates (``overrides``: other
-    LocalizerConfig values than the defaults for both runs)."""
-    loc = Localizer.from_map(map_dir, replace(DEFAULT, **(overrides or {})))
-    probe = _GateProbe(loc)
+def run_pair(probe: _GateProbe, data: Path, in_map: bool) -> list[dict]:
+    """Localize every query of ``data`` with ``probe``'s Localizer without and with the gates (the other
+    LocalizerConfig values: the Localizer's, for both runs)."""
+    loc = probe.loc
     base = replace(loc.config, min_inlier_coverage=0.0)  # the coverage gate is replayed below at several thresholds
     _, queries = load_dataset(data, "7scenes").split(None)
     recs = []
@@ -211,10 +211,6 @@ def _replay_odometry(recs: list[dict], key: str, passes) -> None:
             r[f"good_{key}"] = r[f"ok_{key}"] and r["good_default"]
 
 
-def _nogate_pass(r: dict, gate) -> bool:
-    return r["ok_nogate"] and gate(r)
-
-
 def cov_label(c: float) -> str:
     return (f"localizer defaults (coverage >= {c})" if c == NODE_COVERAGE
             else f"default gates, coverage >= {c} instead")
@@ -225,23 +221,17 @@ NODE_LABEL = "node defaults: localizer defaults + odometry check"
 
 def summarize(recs: list[dict], in_map: bool) -> dict:
     n = len(recs)
-    rows = {"no gates": [r["ok_nogate"] for r in recs]}
-    good = {"no gates": [r["good_nogate"] for r in recs]}
-    for name, g in SINGLE_GATES.items():
-        rows[name + " only"] = [_nogate_pass(r, g) for r in recs]
-        good[name + " only"] = [r["good_nogate"] and g(r) for r in recs]
-    rows["default gates without coverage"] = [r["ok_default"] for r in recs]
-    good["default gates without coverage"] = [r["good_default"] for r in recs]
-    rows["default gates without coverage + odometry"] = [r["ok_odom"] for r in recs]
-    good["default gates without coverage + odometry"] = [r["good_odom"] for r in recs]
-    for c in COVERAGES:
-        rows[cov_label(c)] = [r["ok_default"] and r["coverage_default"] >= c for r in recs]
-        good[cov_label(c)] = [r["good_default"] and r["coverage_default"] >= c for r in recs]
-    rows[NODE_LABEL] = [r["ok_node"] for r in recs]
-    good[NODE_LABEL] = [r["good_node"] for r in recs]
+    # row -> (run whose ok_ / good_ flags count, offline gate on top of it or None); good_X implies ok_X
+    rows = {"no gates": ("nogate", None)}
+    rows.update({name + " only": ("nogate", g) for name, g in SINGLE_GATES.items()})
+    rows["default gates without coverage"] = ("default", None)
+    rows["default gates without coverage + odometry"] = ("odom", None)
+    rows.update({cov_label(c): ("default", lambda r, c=c: r["coverage_default"] >= c) for c in COVERAGES})
+    rows[NODE_LABEL] = ("node", None)
     out = {}
-    for name in rows:
-        loc_n, good_n = int(np.sum(rows[name])), int(np.sum(good[name]))
+    for name, (run, gate) in rows.items():
+        passed = [r for r in recs if r[f"ok_{run}"] and (gate is None or gate(r))]
+        loc_n, good_n = len(passed), sum(bool(r[f"good_{run}"]) for r in passed)
         out[name] = {"queries": n, "localized": loc_n, "correct": good_n,
                      "false_localization_pct": None if in_map else 100.0 * loc_n / n,
                      "recall_pct": 100.0 * good_n / n if in_map else None,
@@ -336,6 +326,17 @@ def print_in_map_ranges(report: dict) -> dict:
     return out
 
 
+def _print_table(columns: dict, gates: list[str], cell, total) -> None:
+    """A row per gate, a column per summary in ``columns`` (``cell`` formats one) and the ``total`` over them all
+    (``total`` formats the summed counts)."""
+    print("| gates | " + " | ".join(columns) + " | all |")
+    print("|---" * (len(columns) + 2) + "|")
+    for g in gates:
+        cells = [col[g] for col in columns.values()]
+        t = {k: sum(c[k] for c in cells) for k in ("queries", "localized", "correct", "wrong")}
+        print(f"| {g} | " + " | ".join(map(cell, cells)) + f" | {total(t)} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True, help="scenes and maps (reused when present)")
@@ -351,23 +352,25 @@ def main(argv=None) -> int:
                          f"the tables replay: {', '.join(REPLAYED)})")
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.set)
+    config = replace(DEFAULT, **overrides)
     t_start = time.monotonic()
     args.work.mkdir(parents=True, exist_ok=True)
     scenes = {s: prepare(args.work, s, args.n_map, args.n_query, args.extractor) for s in args.scenes}
     pairs = [tuple(p.split(":")) for p in args.pairs] if args.pairs else [
         (a, b) for a in args.scenes for b in args.scenes if a != b]
     report = {"extractor": args.extractor, "n_map": args.n_map, "n_query": args.n_query,
-              "overrides": overrides, "config": vars(replace(DEFAULT, **overrides)),
+              "overrides": overrides, "config": vars(config),
               "in_map": {},
               "out_of_map": {}, "records": {}}
     t0 = time.monotonic()
+    probes = {s: _GateProbe(Localizer.from_map(scenes[s][1], config)) for s in args.scenes}  # each map loaded once
     for s in args.scenes:
-        recs = run_pair(scenes[s][1], scenes[s][0], in_map=True, overrides=overrides)
+        recs = run_pair(probes[s], scenes[s][0], in_map=True)
         report["in_map"][s] = summarize(recs, True)
         report["records"][f"{s}<-{s}"] = recs
         print(f"in map {s}: {len(recs)} queries ({time.monotonic() - t0:.0f} s)", flush=True)
     for a, b in pairs:
-        recs = run_pair(scenes[a][1], scenes[b][0], in_map=False, overrides=overrides)
+        recs = run_pair(probes[a], scenes[b][0], in_map=False)
         report["out_of_map"][f"{a}<-{b}"] = summarize(recs, False)
         report["records"][f"{a}<-{b}"] = recs
         print(f"out of map {a} map <- {b} queries: {len(recs)} ({time.monotonic() - t0:.0f} s)", flush=True)
@@ -375,21 +378,11 @@ def main(argv=None) -> int:
     gates = list(next(iter(report["in_map"].values())))
     print(f"\nOut-of-map queries ({args.extractor}): false localizations (LOCALIZED results) / queries, "
           "columns MAP<-QUERIES")
-    print("| gates | " + " | ".join(report["out_of_map"]) + " | all |")
-    print("|---" * (len(report["out_of_map"]) + 2) + "|")
-    for g in gates:
-        cells = [report["out_of_map"][k][g] for k in report["out_of_map"]]
-        tot, n = sum(c["localized"] for c in cells), sum(c["queries"] for c in cells)
-        print(f"| {g} | " + " | ".join(f"{c['localized']}/{c['queries']}" for c in cells)
-              + f" | {tot}/{n} ({100.0 * tot / max(n, 1):.1f} %) |")
+    _print_table(report["out_of_map"], gates, lambda c: f"{c['localized']}/{c['queries']}",
+                 lambda t: f"{t['localized']}/{t['queries']} ({100.0 * t['localized'] / max(t['queries'], 1):.1f} %)")
     print(f"\nIn-map queries ({args.extractor}): recall at ({GOOD_M} m, {GOOD_DEG} deg) % (wrong poses)")
-    print("| gates | " + " | ".join(report["in_map"]) + " | all |")
-    print("|---" * (len(report["in_map"]) + 2) + "|")
-    for g in gates:
-        cells = [report["in_map"][k][g] for k in report["in_map"]]
-        n, good_n = sum(c["queries"] for c in cells), sum(c["correct"] for c in cells)
-        print(f"| {g} | " + " | ".join(f"{c['recall_pct']:.1f} ({c['wrong']})" for c in cells)
-              + f" | {100.0 * good_n / max(n, 1):.1f} ({sum(c['wrong'] for c in cells)}) |")
+    _print_table(report["in_map"], gates, lambda c: f"{c['recall_pct']:.1f} ({c['wrong']})",
+                 lambda t: f"{100.0 * t['correct'] / max(t['queries'], 1):.1f} ({t['wrong']})")
     report["gate_values"] = print_false_localizations(report)
     report["in_map_gate_ranges"] = print_in_map_ranges(report)
     report["wall_s"] = time.monotonic() - t_start
