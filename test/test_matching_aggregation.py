@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from reloc_ros.core.aggregation import aggregate_correspondences
+from reloc_ros.core.geometry import make_T
 from reloc_ros.core.matching import match_mutual_nn
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior, build_index
 
@@ -126,6 +127,49 @@ def test_retrieval_with_prior_reranks():
     for kind in ("hnsw", "ivf"):
         ids, _ = GlobalIndex(build_index(G, kind), centers).search(G[3], 1)
         assert ids[0] == 3
+
+
+def test_retrieval_pose_window_of_an_odometry_prior():
+    """Repeated structure: keyframes 3 m apart with identical descriptors, both viewing directions. A prior with a
+    rotation (a pose predicted by odometry) takes the keyframes within 3 sigma in position and viewing direction,
+    ranked by similarity; the most similar keyframes elsewhere are not candidates; an empty window falls back to
+    the position re-ranking."""
+    from reloc_ros.core.geometry import so3_exp
+
+    rng = np.random.default_rng(3)
+    door = _unit(rng.normal(size=(1, 16)).astype(np.float32))[0]
+    other = _unit(rng.normal(size=(1, 16)).astype(np.float32))[0]
+    xs = np.arange(0.0, 30.0, 0.5)  # keyframes every 0.5 m, looking +x (even) or -x (odd)
+    n = len(xs)
+    centers = np.c_[xs, np.zeros(n), np.ones(n)]
+    R_fwd = so3_exp([0.0, np.pi / 2, 0.0])  # optical axis (z) along +x
+    R_back = so3_exp([0.0, -np.pi / 2, 0.0])
+    rots = np.stack([R_fwd if i % 2 == 0 else R_back for i in range(n)])
+    # every 3 m (6 keyframes) the same view of a door; the others see something else
+    G = _unit(np.stack([door if i % 6 == 0 else other + 0.3 * rng.normal(size=16) for i in range(n)])
+              .astype(np.float32))
+    q = door
+    gi = GlobalIndex(build_index(G), centers, rots, G)
+    ids, _ = gi.search(q, 3)  # no prior: every door keyframe looks the same
+    assert set(ids) <= set(range(0, n, 6))
+    prior = PosePrior(np.array([12.1, 0.0, 1.0]), sigma_m=0.5, rotation=R_fwd, sigma_deg=10.0)
+    ids, sims = gi.search(q, 5, prior)
+    assert ids[0] == 24, ids  # x = 12.0, the door at the predicted place
+    assert np.all(np.abs(centers[ids, 0] - 12.1) <= 1.5) and np.all(ids % 2 == 0), ids  # window: 1.5 m, forward
+    assert sorted(centers[ids, 0]) == [11.0, 12.0, 13.0] and np.isclose(sims[0], 1.0, atol=1e-5)  # 10.6-13.6 m
+    # the same position looking back: other keyframes
+    ids, _ = gi.search(q, 5, PosePrior(prior.position, 0.5, R_back, 10.0))
+    assert np.all(ids % 2 == 1), ids
+    assert prior.rules_out(make_T(R_back, [12.1, 0, 1])) and not prior.rules_out(make_T(R_fwd, [12.5, 0, 1]))
+    assert prior.rules_out(make_T(R_fwd, [15.1, 0, 1]))
+    # nothing in the window (off the map): the position re-ranking over the most similar keyframes
+    far = PosePrior(np.array([100.0, 0, 1]), sigma_m=0.5, rotation=R_fwd, sigma_deg=10.0)
+    ids, _ = gi.search(q, 2, far)
+    assert len(ids) == 2 and set(ids) <= set(range(0, n, 6))
+    # without the keyframes' rotations the rotation is ignored: the position re-ranking of the 4 k most similar
+    # keyframes (door keyframes, in faiss' order among equals), which need not include the one at 12 m
+    ids, _ = GlobalIndex(build_index(G), centers).search(q, 1, prior)
+    assert ids[0] % 6 == 0
 
 
 def test_localizer_refuses_ambiguous_pose_unless_prior_decides():

@@ -424,8 +424,9 @@ def test_relocalize_and_initialpose_priors(session):
     off = session.next_offset()
     d = g.wait_done(g.publish_frame(sc.frames[10], off), "a frame after ~/relocalize")
     assert d["prior"] == "none" and d["status"] == "LOCALIZED", d
+    # the pose after ~/relocalize was accepted: the next frame's prior is the pose odometry predicts from it
     d = g.wait_done(g.publish_frame(sc.frames[12], off), "the next frame")
-    assert d["prior"] == "last_pose" and d["status"] == "LOCALIZED", d
+    assert d["prior"] == "odometry" and d["status"] == "LOCALIZED", d
 
     # /initialpose: the base pose of frame 30 (as RViz "2D Pose Estimate" sends it)
     f = sc.frames[30]

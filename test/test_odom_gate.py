@@ -44,6 +44,10 @@ def test_gate_confirms_a_place_then_rejects_jumps_and_follows_drift():
         assert ("inconsistent with odometry" if k == 0 else "not yet confirmed") in d.reason
     d = gate.check(T_map_odom @ T_odom_cam, T_odom_cam)  # the next correct pose: still the accepted place
     assert d.accepted and not d.reason and gate.rejected == 6 and gate.switches == 0
+    # the accepted place predicts the next pose from odometry (the node's odometry prior)
+    assert np.allclose(gate.accepted_map_from_odom(), T_map_odom)
+    gate.reset()
+    assert gate.accepted_map_from_odom() is None
 
 
 def test_an_ambiguous_start_waits_until_one_place_dominates():
@@ -171,7 +175,7 @@ def _done(h, stamp, what):
 def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
     h = tni.Harness(dict(map_path=str(plane_map["map"]), tf_mode="map_odom", pose_frame="camera",
                          tf_publish_rate_hz=0.0, odom_jump_max_m=0.3, odom_jump_max_deg=10.0, odom_accept_after=2,
-                         odom_dominance=1.5, odom_memory=3.0))
+                         odom_dominance=1.5, odom_memory=3.0, odom_prior_release_after=2))
     try:
         h.pub_tf_static.publish(TFMessage(transforms=[conv.transform_stamped(tni.T_BASE_CAM, "base_link",
                                                                              "camera_optical", 0)]))
@@ -195,13 +199,17 @@ def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
         d = frame(T_A, T_odom_base_A, 102 * NS)
         assert d["status"] == "LOCALIZED" and d["odom_hypotheses"] == "1", d
         h.wait(lambda: len(h.poses) == 1, "the first pose")
-        # kidnapped to B: odometry still says A; the (correct) poses of B jump 1.2 m against it
+        # kidnapped to B: odometry still says A; the (correct) poses of B jump 1.2 m against it. The prior is the
+        # pose odometry predicts from the accepted place A; after 2 frames not accepted with it, it is released.
         d = frame(T_B, T_odom_base_A, 103 * NS)
         assert d["status"] == "FAILED" and "inconsistent with odometry" in d["reason"], d
+        assert d["prior"] == "odometry" and d["odom_prior_releases"] == "0", d
         d = frame(T_B, T_odom_base_A, 104 * NS)
         assert d["status"] == "FAILED" and "not yet confirmed" in d["reason"] and d["odom_rejected"] == "4", d
+        assert d["prior"] == "odometry" and d["odom_prior_releases"] == "1", d
         d = frame(T_B, T_odom_base_A, 105 * NS)  # B outweighs the decayed A now
         assert d["status"] == "LOCALIZED" and d["odom_recovered"] == "1" and "place changed" in d["odom_check"], d
+        assert d["prior"] == "last_pose", d  # released: not the odometry prior
         h.wait(lambda: len(h.poses) == 2, "the pose after recovery")
         assert [conv.stamp_to_ns(p.header.stamp) for p in h.poses] == [102 * NS, 105 * NS]
         err = np.linalg.norm(conv.T_from_pose(h.poses[-1].pose)[:3, 3] - T_B[:3, 3])
@@ -212,7 +220,7 @@ def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
 
         # ~/relocalize: the next pose is accepted without the check (carried back to A, odometry still at A's)
         d = frame(T_A, T_odom_base_A, 106 * NS)
-        assert d["status"] == "FAILED", d
+        assert d["status"] == "FAILED" and d["prior"] == "odometry", d  # B accepted: the prior is back
         cli = h.helper.create_client(Trigger, "/reloc_node/relocalize")
         h.wait(lambda: cli.service_is_ready(), "the relocalize service")
         fut = cli.call_async(Trigger.Request())

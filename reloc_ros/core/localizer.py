@@ -230,7 +230,7 @@ class Localizer:
         self.db = db
         self.extractor = extractor
         self.config = config
-        self.index = GlobalIndex(db.index, db.centers)
+        self.index = GlobalIndex(db.index, db.centers, db.T_map_from_cam[:, :3, :3], db.global_desc)
         self._map_sigma_rel = _point_source_sigma_rel(db)  # the map's default for map_point_sigma_rel
         # Per keyframe: only keypoints with a 3D point take part in matching. Their descriptors go into one
         # contiguous store (fp16 when lossless) made once; the matcher's buffers are reused by every query.
@@ -261,7 +261,8 @@ class Localizer:
         Args:
             image: ``[H x W x 3] uint8`` RGB or ``[H x W] uint8`` grey, as delivered by the camera.
             camera: its intrinsics (size must equal the image's).
-            prior: optional rough position for retrieval re-ranking.
+            prior: optional rough pose: retrieval re-ranking (position) or a pose window (with a rotation), and
+                the ambiguity check's tie-breaker.
             features: precomputed features of ``image`` (skips extraction).
         """
         cfg = self.config
@@ -412,10 +413,8 @@ class Localizer:
         dt, dr = pose_errors(T_alt, T_main)
         if dt < cfg.ambiguity_min_dist_m and dr < 5.0:
             return None
-        if prior is not None:
-            gate = 3.0 * max(prior.sigma_m, 1e-3)
-            if np.linalg.norm(T_main[:3, 3] - prior.position) <= gate < np.linalg.norm(T_alt[:3, 3] - prior.position):
-                return None
+        if prior is not None and not prior.rules_out(T_main) and prior.rules_out(T_alt):
+            return None
         return alt.num_inliers, dt, dr
 
     def _keyframe_distance_ratio(self, T_map_from_cam: np.ndarray, z_med: float, keyframes: list) -> float:

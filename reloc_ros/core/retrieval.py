@@ -13,15 +13,38 @@ __all__ = ["GlobalIndex", "PosePrior", "build_index", "resolve_index_kind", "ind
 
 @dataclass
 class PosePrior:
-    """A rough camera position in the map frame (from ``/initialpose`` or the last good pose).
+    """A rough camera pose in the map frame (from ``/initialpose``, the last good pose, or odometry).
 
     Attributes:
         position: ``[3]`` camera centre in the map frame.
         sigma_m: standard deviation of the prior's position (metres); candidates far beyond it are demoted.
+        rotation: optional ``[3 x 3]`` R_map_from_cam of the predicted camera (a pose predicted by odometry). With
+            it (and ``sigma_deg`` > 0) retrieval becomes a pose window: keyframes within 3 sigma in position and
+            in viewing direction, ranked by descriptor similarity.
+        sigma_deg: standard deviation of the viewing direction (degrees) when ``rotation`` is given.
     """
 
     position: np.ndarray
     sigma_m: float = 5.0
+    rotation: np.ndarray | None = None
+    sigma_deg: float = 0.0
+
+    @property
+    def has_rotation(self) -> bool:
+        return self.rotation is not None and self.sigma_deg > 0
+
+    def viewing_angle_deg(self, R_K33: np.ndarray) -> np.ndarray:
+        """Angles (degrees) between this prior's optical axis and those of rotations ``R_K33`` (cameras' z)."""
+        z = np.asarray(self.rotation, np.float64)[:, 2]
+        c = np.clip(np.asarray(R_K33, np.float64)[:, :, 2] @ z, -1.0, 1.0)
+        return np.degrees(np.arccos(c))
+
+    def rules_out(self, T_map_from_cam: np.ndarray) -> bool:
+        """True when the pose lies beyond 3 sigma of the prior (position, or viewing direction if given)."""
+        if np.linalg.norm(T_map_from_cam[:3, 3] - self.position) > 3.0 * max(self.sigma_m, 1e-3):
+            return True
+        return bool(self.has_rotation and
+                    self.viewing_angle_deg(T_map_from_cam[None, :3, :3])[0] > 3.0 * self.sigma_deg)
 
 
 # Index choice by map size (``kind="auto"``): exact search while the descriptors fit the CPU cache (a flat scan of
@@ -92,11 +115,16 @@ class GlobalIndex:
     Args:
         index: faiss index over the keyframes' global descriptors (row i = keyframe i).
         centers_K3: keyframe camera centres in the map frame (for the pose prior).
+        rotations_K33: keyframe R_map_from_cam and ``global_KG`` their global descriptors (both optional): with them
+            a prior with a rotation selects keyframes by pose (see :meth:`search`).
     """
 
-    def __init__(self, index: faiss.Index, centers_K3: np.ndarray):
+    def __init__(self, index: faiss.Index, centers_K3: np.ndarray, rotations_K33: np.ndarray | None = None,
+                 global_KG: np.ndarray | None = None):
         self.index = index
         self.centers = np.asarray(centers_K3, np.float64)
+        self.rotations = None if rotations_K33 is None else np.asarray(rotations_K33, np.float64)
+        self.global_desc = global_KG
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -107,12 +135,22 @@ class GlobalIndex:
         With a prior, the ``4 k`` most similar keyframes are re-ranked by similarity times a Gaussian of their
         distance to the prior position (sigma = ``prior.sigma_m``); keyframes outside 3 sigma are dropped unless
         none remains.
+
+        With a prior that has a rotation (a pose predicted by odometry) and the keyframes' rotations and
+        descriptors at hand, the candidates are instead all keyframes within 3 sigma of the prior in position and
+        in viewing direction, ranked by similarity: in repeated structure (identical doors
+        every few metres) the most similar keyframes may all lie at another repetition, the pose window does not.
+        An empty window falls back to the position re-ranking.
         """
         n = len(self)
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         k = min(k, n)
         q = np.ascontiguousarray(query_G, np.float32).reshape(1, -1)
+        if prior is not None and prior.has_rotation and self.rotations is not None and self.global_desc is not None:
+            found = self._search_window(q[0], k, prior)
+            if found is not None:
+                return found
         k_search = min(n, 4 * k) if prior is not None else k
         sims, ids = self.index.search(q, k_search)
         sims, ids = sims[0], ids[0]
@@ -127,3 +165,19 @@ class GlobalIndex:
             order = np.argsort(-(np.maximum(sims, 0) + 1e-3) * w, kind="stable")
             sims, ids = sims[order], ids[order]
         return ids[:k], sims[:k].astype(np.float32)
+
+    def _search_window(self, q_G: np.ndarray, k: int, prior: PosePrior):
+        """The pose-window search of :meth:`search`; None when no keyframe lies in the window."""
+        s_m = max(prior.sigma_m, 1e-3)
+        d = np.linalg.norm(self.centers - np.asarray(prior.position, np.float64).reshape(1, 3), axis=1)
+        near = np.flatnonzero(d <= 3.0 * s_m)
+        if len(near) == 0:
+            return None
+        ang = prior.viewing_angle_deg(self.rotations[near])
+        keep = ang <= 3.0 * prior.sigma_deg
+        near, ang = near[keep], ang[keep]
+        if len(near) == 0:
+            return None
+        sims = self.global_desc[near].astype(np.float32) @ q_G.astype(np.float32)
+        order = np.argsort(-sims, kind="stable")[:k]
+        return near[order].astype(np.int64), sims[order].astype(np.float32)

@@ -6,7 +6,7 @@ configures and activates itself, so it also runs standalone: ``reloc_node --ros-
 
 Threads: the executor thread runs all callbacks, which only store messages (never wait on inference); the
 newest image goes to the workers through a queue of one (older images not yet started are dropped and counted).
-With ``pipeline`` (default) two workers overlap: stage 1 converts the newest image, finds its CameraInfo and
+With ``pipeline`` (off by default) two workers overlap: stage 1 converts the newest image, finds its CameraInfo and
 extracts its features; stage 2 takes the newest extracted frame (a second queue of one, same counting), chooses
 the prior, runs retrieval, matching and PnP, checks odometry, looks up TF at the image stamp and publishes. Without
 it one worker does all of that per frame. Map reloads run in their own thread; a frame extracted with the
@@ -15,6 +15,12 @@ extractor of a map replaced since is dropped (counted), never matched against th
 Frames (REP-105): with odometry (``tf_mode: map_odom``) the node publishes
 ``T_map_from_odom = T_map_from_cam @ inv(T_odom_from_base(t_image) @ T_base_from_cam)``; without
 (``map_base``) ``T_map_from_base``. A FAILED result is never published as a pose or TF.
+
+Priors (the first that applies, per frame): none once after ``~/relocalize``; ``/initialpose``; with odometry and a
+place the odometry gate has accepted, the camera pose odometry predicts from that place (``odom_prior_*``: a pose
+window for retrieval, which also settles the ambiguity check in repeated structure; released after
+``odom_prior_release_after`` frames in a row that were not accepted with it, until a pose is accepted again); the
+last good pose (``prior_sigma_m``, ``prior_timeout_s``).
 
 Run ``reloc_node --help`` for parameters and topics.
 """
@@ -108,6 +114,7 @@ class _Stats:
     odom_rejected: int = 0  # LOCALIZED poses turned FAILED by the odometry check
     odom_recovered: int = 0  # times the accepted place changed (kidnapping, or recovery from an ambiguous start)
     odom_hypotheses: int = 0  # place hypotheses the odometry gate keeps
+    odom_prior_releases: int = 0  # times the odometry prior was dropped after odom_prior_release_after failures
     stale_dropped: int = 0  # extracted frames dropped because the map was replaced before stage 2 finished them
     initialpose_ignored: int = 0  # /initialpose messages refused (bad quaternion, wrong frame)
     last_initialpose_error: str = ""
@@ -116,7 +123,7 @@ class _Stats:
     last_reason: str = ""
     last_input_error: str = ""
     last_tf_error: str = ""
-    last_prior: str = ""  # prior of the last frame: none, initialpose or last_pose
+    last_prior: str = ""  # prior of the last frame: none, initialpose, odometry or last_pose
     num_inliers: int = 0
     num_matches: int = 0
     timings_ms: dict = field(default_factory=dict)
@@ -165,6 +172,7 @@ class RelocNode(LifecycleNode):
         self._last_stamp_ns: int | None = None
         self._last_accepted_ns: int | None = None
         self._last_good: tuple | None = None  # (stamp_ns, camera centre [3])
+        self._odom_prior_failures = 0  # consecutive frames not accepted while localized with the odometry prior
         self._odom_gate = OdomGate()  # wrong-pose protection: consistency with odometry (the localizing worker only)
         # set by callbacks, applied by the localizing worker before its next check: "forget" (new map, time jump:
         # the place must be confirmed again) or "trust" (~/relocalize, /initialpose: the next pose is accepted)
@@ -682,20 +690,62 @@ class RelocNode(LifecycleNode):
                     raise CameraInfoError(f"{e} within {self._p['camera_info_timeout']:.1f} s") from None
             time.sleep(0.02)
 
-    def _choose_prior(self, stamp_ns: int) -> tuple[PosePrior | None, str]:
-        """The retrieval prior of the next frame and where it comes from (none, initialpose, last_pose)."""
+    def _choose_prior(self, frame: _Frame) -> tuple[PosePrior | None, str]:
+        """The retrieval prior of the next frame and where it comes from (none, initialpose, odometry, last_pose)."""
         p = self._p
+        stamp_ns = frame.stamp_ns
         with self._lock:
             if self._ignore_prior_once:
                 self._ignore_prior_once = False
                 return None, "none"
             if self._initial_prior is not None:
                 return self._initial_prior, "initialpose"
+            gate_reset_pending = self._odom_gate_reset is not None
+        if p["use_prior"] and not gate_reset_pending:
+            prior = self._odometry_prior(frame, p)
+            if prior is not None:
+                return prior, "odometry"
+        with self._lock:
             if p["use_prior"] and self._last_good is not None:
                 t, pos = self._last_good
                 if 0 <= stamp_ns - t <= p["prior_timeout_s"] * NS:
                     return PosePrior(position=pos, sigma_m=p["prior_sigma_m"]), "last_pose"
         return None, "none"
+
+    def _odometry_prior(self, frame: _Frame, p: dict) -> PosePrior | None:
+        """The camera pose predicted by odometry from the accepted place (the odometry gate's map->odom), as a tight
+        prior with a rotation (a pose window for retrieval; it also settles the ambiguity check), or None: no
+        accepted place, no odometry at the stamp, ``odom_prior_sigma_m`` 0, or released after
+        ``odom_prior_release_after`` frames in a row that were not accepted with it (then frames are localized
+        without it until a pose is accepted again: a robot carried elsewhere is found by global retrieval)."""
+        if p["odom_prior_sigma_m"] <= 0 or not self._odom_gate.enabled:
+            return None
+        if self._odom_prior_failures >= p["odom_prior_release_after"]:
+            return None
+        T_map_from_odom = self._odom_gate.accepted_map_from_odom()
+        if T_map_from_odom is None:
+            return None
+        timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
+        try:
+            T_odom_from_base = self._lookup(frame, p["odom_frame"], p["base_frame"], timeout)
+            T = T_map_from_odom @ T_odom_from_base @ self._T_base_from_cam(frame, p, timeout)
+        except TfError:
+            return None
+        return PosePrior(position=T[:3, 3].copy(), sigma_m=p["odom_prior_sigma_m"], rotation=T[:3, :3].copy(),
+                         sigma_deg=p["odom_prior_sigma_deg"])
+
+    def _count_odometry_prior(self, accepted: bool, prior_src: str, p: dict) -> None:
+        """Track frames that were not accepted with the odometry prior (see :meth:`_odometry_prior`)."""
+        if accepted:
+            self._odom_prior_failures = 0
+        elif prior_src == "odometry":
+            self._odom_prior_failures += 1
+            if self._odom_prior_failures == p["odom_prior_release_after"]:
+                with self._lock:
+                    self.stats.odom_prior_releases += 1
+                self.get_logger().info(f"{self._odom_prior_failures} frames in a row not localized at the place "
+                                       "odometry predicts: localizing without the odometry prior until a pose is "
+                                       "accepted again", throttle_duration_sec=5.0)
 
     def _process(self, frame: _Frame) -> None:
         """pipeline false: a whole frame."""
@@ -704,7 +754,7 @@ class RelocNode(LifecycleNode):
         if ready is None:
             return
         loc, cam, image = ready
-        prior, prior_src = self._choose_prior(frame.stamp_ns)
+        prior, prior_src = self._choose_prior(frame)
         res = loc.localize(image, cam, prior)
         self._report(res, frame, loc, p, prior_src)
 
@@ -727,7 +777,7 @@ class RelocNode(LifecycleNode):
         p = dict(self._p)
         if self._dropped_stale(work):
             return
-        prior, prior_src = self._choose_prior(work.frame.stamp_ns)
+        prior, prior_src = self._choose_prior(work.frame)
         res = work.localizer.localize(None, work.camera, prior, features=work.features)
         if self._dropped_stale(work):  # replaced while localizing: the pose is in the old map's frame
             return
@@ -779,6 +829,7 @@ class RelocNode(LifecycleNode):
         """The end of a localized frame (both modes): odometry check, statistics, publication and latency."""
         if res.ok:
             self._odometry_check(res, frame, p)
+        self._count_odometry_prior(res.ok, prior_src, p)
         with self._lock:
             s = self.stats
             s.processed += 1
@@ -1027,6 +1078,7 @@ class RelocNode(LifecycleNode):
                 "odom_check": s.odom_check,
                 "odom_rejected": s.odom_rejected,
                 "odom_recovered": s.odom_recovered,
+                "odom_prior_releases": s.odom_prior_releases,
                 "odom_hypotheses": s.odom_hypotheses,
                 "output_rate_hz": round(rate, 3),
                 "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",

@@ -94,6 +94,13 @@ class OdomGate:
         self._accepted_uid: int | None = None
         self._trust_next = bool(trust_next)
 
+    def accepted_map_from_odom(self) -> np.ndarray | None:
+        """``T_map_from_odom`` of the accepted place while it still leads (the place whose poses are published), else
+        None: with odometry it predicts the next camera pose (the node's odometry prior)."""
+        if self._accepted_uid is None or not self._hyps or self._hyps[0].uid != self._accepted_uid:
+            return None
+        return self._hyps[0].T_map_from_odom.copy()
+
     def configure(self, max_m: float, max_deg: float, accept_after: int, dominance: float = 1.5,
                   memory: float = 50.0) -> None:
         self.max_m, self.max_deg = float(max_m), float(max_deg)

@@ -120,6 +120,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("odom_memory", 50.0, "support decays by 1 - 1/odom_memory per localized frame (about the frames "
               "remembered; a robot carried elsewhere is accepted at its new place after ~0.9 x this many)",
               1.0, 1e6),
+    ParamSpec("odom_prior_sigma_m", 0.5, "with odometry and an accepted place, the camera pose odometry predicts "
+              "from it is the next frame's prior: retrieval takes the keyframes within 3 sigma of it (m) and "
+              "odom_prior_sigma_deg, and a second pose outside them does not make the result ambiguous "
+              "(repeated structure); 0 = off (the last good pose, prior_sigma_m, is the prior)", 0.0, 1e6),
+    ParamSpec("odom_prior_sigma_deg", 10.0, "same, viewing direction (deg)", 0.0, 180.0, min_exclusive=True),
+    ParamSpec("odom_prior_release_after", 3, "after this many frames in a row not accepted with the odometry "
+              "prior, frames are localized without it until a pose is accepted again (a robot carried "
+              "elsewhere)", 1, 1000000),
     # -- frames and TF --------------------------------------------------------------------------------
     ParamSpec("map_frame", "map", "frame of the map (and of published poses)"),
     ParamSpec("odom_frame", "odom", "odometry frame (REP-105)"),
