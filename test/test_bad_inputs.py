@@ -259,6 +259,11 @@ def _cli_nan_intrinsics(tmp):
     return ["map", "build", *_dataset_args(ds), "--out", str(tmp / "m")]
 
 
+def _cli_max_side_too_small(tmp):
+    ds = _posed_images(tmp / "ds", 4)
+    return ["map", "build", *_dataset_args(ds), "--max-side", "8", "--out", str(tmp / "m")]
+
+
 CLI_CASES = [
     ("map image not decodable", _cli_corrupt_map_image, "cannot decode image"),
     ("--overwrite onto a non-map directory", _cli_overwrite_non_map, "not a reloc_ros map: refusing"),
@@ -267,6 +272,7 @@ CLI_CASES = [
     ("eval with a truncated map", _cli_eval_corrupt_map, "sha256"),
     ("--map-every 1", _cli_map_every_one, "--map-every must be >= 2"),
     ("NaN in camera intrinsics", _cli_nan_intrinsics, "intrinsics"),
+    ("--max-side below 32 px", _cli_max_side_too_small, "--max-side must be at least 32"),
 ]
 
 
@@ -279,6 +285,21 @@ def test_bad_cli_arguments(tmp_path, capsys, what, make, needle):
     assert len(err.strip().splitlines()) == 1, err
     if what.startswith("--overwrite"):
         assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_max_side_is_recorded_in_the_map_and_used_for_queries(tmp_path, capsys):
+    """`reloc map build --max-side`: the extractor's resolution is part of the map's extractor identity, so the
+    queries of `reloc eval` run at the same resolution (a map extractor with another one would be refused)."""
+    from reloc_ros.core.localizer import extractor_for_map
+    from reloc_ros.core.mapdb import MapDatabase
+
+    ds = _posed_images(tmp_path / "ds", 6)
+    assert reloc_main(["-q", "map", "build", *_dataset_args(ds), "--max-side", "96", "--out",
+                       str(tmp_path / "m")]) == 0
+    db = MapDatabase.load(tmp_path / "m")
+    assert db.extractor_identity["max_side"] == 96
+    assert extractor_for_map(db).max_side == 96
+    assert "--max-side 96" in db.manifest["build"]["command"]
 
 
 # ==================================================================================================

@@ -85,6 +85,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     _add_dataset_args(b, dataset_required=False)
     _add_bag_args(b)
     b.add_argument("--extractor", default="sift", help="feature extractor: sift (baseline) or learned")
+    b.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="the extractor works on images downscaled so that the longer side is at most PX (default "
+                        "1024 for both; recorded in the map, queries use the same); smaller is faster and less "
+                        "precise (docs/RESULTS.md: Strecha at 640 / 768 / 1024 px)")
     b.add_argument("--points", choices=["depth", "triangulate", "learned"], default=None,
                    help="where map 3D comes from (default: depth if the dataset has depth images, else triangulate)")
     b.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"], default="auto",
@@ -171,7 +175,9 @@ def _map_build(args, argv) -> int:
     whole_bag = args.format == "rosbag" and args.map_every is None
     map_frames = ds.frames if whole_bag else ds.split(args.map_every)[0]
     points = args.points or ("depth" if all(f.depth_path for f in map_frames) else "triangulate")
-    extractor = create_extractor(args.extractor)
+    if args.max_side is not None and args.max_side < 32:
+        raise ValueError(f"--max-side must be at least 32 pixels (got {args.max_side})")
+    extractor = create_extractor(args.extractor, **({} if args.max_side is None else {"max_side": args.max_side}))
     info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
             "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format,
                         "map_every": args.map_every}}
