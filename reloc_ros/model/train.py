@@ -341,10 +341,11 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
         groups.append({"params": list(net.backbone.parameters()) + list(net.local.parameters()),
                        "lr": tc["lr_backbone"]})
     opt = torch.optim.AdamW(groups, weight_decay=tc["weight_decay"])
-    for g in opt.param_groups:
-        g["base_lr"] = g["lr"]
+    base_lrs = [g["lr"] for g in opt.param_groups]
     if ckpt is not None and ckpt.get("optimizer"):
         opt.load_state_dict(ckpt["optimizer"])
+    for g, lr in zip(opt.param_groups, base_lrs):  # the config's rates, also when resuming (a continuation may
+        g["base_lr"] = lr  # change them: e.g. lr_global 0 trains the depth head alone)
     photos = _photos() if not frozen else []
 
     steps, stats_acc, t_last = int(tc["steps"]), {}, time.perf_counter()
