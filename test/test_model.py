@@ -6,6 +6,7 @@ extra (torch + onnx) and is skipped with the reason otherwise.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -328,3 +329,36 @@ def test_network_forward_shapes_and_config_errors():
         net(torch.rand(1, 1, 100, 128))
     with pytest.raises(ValueError, match="unknown model config key"):
         RelocNet({"globl": {}})
+
+
+@needs_torch
+def test_resumed_optimizer_takes_the_configs_learning_rates():
+    """A continuation resumes the optimizer's moments but uses its own config's learning rates: with lr_global 0
+    a step changes the depth head and leaves the global head exactly as it was."""
+    import torch
+
+    from reloc_ros.model.network import RelocNet
+    from reloc_ros.model.train import default_config, make_optimizer
+
+    torch.manual_seed(0)
+    net = RelocNet({"global": {"dim": 64}})
+    tc = copy.deepcopy(default_config["train"])
+    first = make_optimizer(net, tc, frozen=True)
+    x = torch.rand(2, 1, 64, 64)
+
+    def step(opt):
+        out = net(x)
+        (out["global_descriptor"].sum() + out["depth"].mean()).backward()
+        opt.step()
+        opt.zero_grad()
+
+    step(first)
+    cont = make_optimizer(net, {**tc, "lr_global": 0.0}, frozen=True, state=first.state_dict())
+    assert [g["base_lr"] for g in cont.param_groups] == [0.0, tc["lr_depth"]]
+    g0 = [p.detach().clone() for p in net.global_head.parameters()]
+    d0 = [p.detach().clone() for p in net.depth_head.parameters()]
+    for g in cont.param_groups:
+        g["lr"] = g["base_lr"]
+    step(cont)
+    assert all(torch.equal(a, p) for a, p in zip(g0, net.global_head.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(d0, net.depth_head.parameters()))

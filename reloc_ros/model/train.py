@@ -118,6 +118,25 @@ def _to_tensor(imgs: list[np.ndarray], device) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs)[:, None].astype(np.float32)).to(device)
 
 
+def make_optimizer(net: RelocNet, tc: dict, frozen: bool, state: dict | None = None) -> torch.optim.AdamW:
+    """AdamW over the global and depth heads (and the encoder + local head when not ``frozen``) with the config's
+    learning rates as ``base_lr`` of the cosine schedule. ``state``: an optimizer state to resume from; its moments
+    are kept but the config's rates apply (a continuation may change them, e.g. ``lr_global: 0`` trains the depth
+    head alone; before, a resumed run silently kept the checkpoint's rates)."""
+    groups = [{"params": list(net.global_head.parameters()), "lr": tc["lr_global"]},
+              {"params": list(net.depth_head.parameters()), "lr": tc["lr_depth"]}]
+    if not frozen:
+        groups.append({"params": list(net.backbone.parameters()) + list(net.local.parameters()),
+                       "lr": tc["lr_backbone"]})
+    opt = torch.optim.AdamW(groups, weight_decay=tc["weight_decay"])
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    if state:
+        opt.load_state_dict(state)
+    for g, lr in zip(opt.param_groups, base_lrs):
+        g["base_lr"] = lr
+    return opt
+
+
 def _freeze_teacher_parts(net: RelocNet, frozen: bool) -> None:
     """Frozen encoder + local head: no gradients and BatchNorm statistics kept (eval mode)."""
     for m in (net.backbone, net.local):
@@ -335,17 +354,7 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
         save_checkpoint(out_dir / "init.pt", net, None, 0, {"config": json.dumps(cfg, sort_keys=True), **metrics})
         _log(out_dir, {"event": "init_global", **info, **metrics})
 
-    groups = [{"params": list(net.global_head.parameters()), "lr": tc["lr_global"]},
-              {"params": list(net.depth_head.parameters()), "lr": tc["lr_depth"]}]
-    if not frozen:
-        groups.append({"params": list(net.backbone.parameters()) + list(net.local.parameters()),
-                       "lr": tc["lr_backbone"]})
-    opt = torch.optim.AdamW(groups, weight_decay=tc["weight_decay"])
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    if ckpt is not None and ckpt.get("optimizer"):
-        opt.load_state_dict(ckpt["optimizer"])
-    for g, lr in zip(opt.param_groups, base_lrs):  # the config's rates, also when resuming (a continuation may
-        g["base_lr"] = lr  # change them: e.g. lr_global 0 trains the depth head alone)
+    opt = make_optimizer(net, tc, frozen, ckpt.get("optimizer") if ckpt is not None else None)
     photos = _photos() if not frozen else []
 
     steps, stats_acc, t_last = int(tc["steps"]), {}, time.perf_counter()
