@@ -68,6 +68,10 @@ class LocalizerConfig:
     #   retrieved keyframe than this x the median inlier depth (the map saw the matched points from > ~42 deg away,
     #   across which local descriptors do not match: a wrong pose); 0 disables the check
     covariance_scale: float = 1.0  # multiplies the whole covariance (after the map-point term)
+    guided_radius_px: float = 0.0  # > 0 (e.g. 4): refine a LOCALIZED pose: project the contributing keyframes' points with
+    #   it, match each to the most similar query keypoint within this radius (pixels), solve PnP again on those
+    #   matches; the refined pose replaces it when it has more inliers and lies within ambiguity_min_dist_m / 5 deg
+    #   (the gates judge the first pose: what localizes does not change, only its precision). 0 = off
     map_point_sigma_rel: float = -1.0  # 1-sigma error of map points as a fraction of their depth, added to the
     #   covariance (see Localizer._covariance); < 0: the default for the map's point source (MAP_POINT_SIGMA_REL)
     prior_sigma_m: float = 5.0  # std-dev of a pose prior's position used for re-ranking
@@ -91,6 +95,7 @@ class LocalizerConfig:
                   "max_position_sigma_m": (1e-6, None), "ambiguity_ratio": (0.0, None),
                   "min_inlier_coverage": (0.0, 1.0), "ambiguity_min_dist_m": (0.0, None),
                   "max_keyframe_distance_ratio": (0.0, None), "covariance_scale": (1e-12, None),
+                  "guided_radius_px": (0.0, None),
                   "prior_sigma_m": (1e-6, None)}
         for name, (lo, hi) in ranges.items():
             v = getattr(self, name)
@@ -363,6 +368,21 @@ class Localizer:
                           f"(vs {n_inl}); repeated structure?")
         else:
             res.status = Status.LOCALIZED
+            if cfg.guided_radius_px > 0:  # refine the accepted pose; the gates above judged the first matches
+                t5 = time.perf_counter()
+                refined = self._guided(pnp, per_kf, features, kpts_ideal, K, camera.size)
+                t["guided"] = _ms(t5)
+                if refined is not None:
+                    g, gcorr = refined
+                    T_g = invert_T(g.T_cam_from_world)
+                    dt, dr = pose_errors(T_g, T_map_from_cam)
+                    if dt < cfg.ambiguity_min_dist_m and dr < 5.0:  # the same pose, refined (not another one)
+                        T_map_from_cam, inlier_xyz = T_g, gcorr.xyz[g.inliers]
+                        z_med = float(np.median((inlier_xyz @ g.T_cam_from_world[:3, :3].T
+                                                 + g.T_cam_from_world[:3, 3])[:, 2]))
+                        cov = self._covariance(g.covariance, z_med, res.keyframes_used)
+                        res.num_inliers = g.num_inliers
+                        res.median_reproj_px = float(np.median(g.reproj_px[g.inliers]))
             res.T_map_from_cam = T_map_from_cam
             res.covariance = cov
             res.inlier_xyz = inlier_xyz
@@ -395,6 +415,77 @@ class Localizer:
     def _pnp_config(self) -> PnPConfig:
         cfg = self.config
         return PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px, max_iterations=cfg.ransac_iterations)
+
+    def _guided(self, pnp, per_kf, features: Features, kpts_ideal: np.ndarray, K: np.ndarray, size):
+        """Guided matching (``guided_radius_px``): the points of the contributing keyframes, projected with the
+        PnP pose, each matched to the most similar query keypoint within the radius (at least as similar as the
+        weakest tenth of the first matches), then PnP again on those correspondences. (pnp, correspondences), or
+        None when that does not give more inliers. Query keypoints are looked up in a pixel grid (the detector's
+        NMS keeps them apart), so the cost is a few milliseconds."""
+        cfg = self.config
+        R, tv = pnp.T_cam_from_world[:3, :3], pnp.T_cam_from_world[:3, 3]
+        desc_q = np.asarray(features.descriptors, np.float32)
+        used = [(k, m) for k, m, _ in per_kf if len(m) >= MIN_KEYFRAME_MATCHES]
+        if not used or len(kpts_ideal) == 0:
+            return None
+        first = np.concatenate([np.einsum("nd,nd->n", desc_q[m[:, 0]], self._kf_desc.get(k)[m[:, 1]].astype(np.float32))
+                                for k, m in used])
+        floor = float(np.percentile(first, 10))
+        w, h = size
+        grid = np.full((h, w), -1, np.int32)  # query keypoint index per pixel
+        kxy = np.round(kpts_ideal).astype(np.int64)
+        inside = (kxy[:, 0] >= 0) & (kxy[:, 0] < w) & (kxy[:, 1] >= 0) & (kxy[:, 1] < h)
+        grid[kxy[inside, 1], kxy[inside, 0]] = np.flatnonzero(inside)
+        r = float(cfg.guided_radius_px)
+        ri = int(np.ceil(r))
+        dx, dy = np.meshgrid(np.arange(-ri, ri + 1), np.arange(-ri, ri + 1))
+        disk = dx * dx + dy * dy <= (r + 0.5) ** 2
+        dx, dy = dx[disk], dy[disk]
+        q_all, xyz_all, conf_all, ctr_all = [], [], [], []
+        for k, _ in used:
+            X = self._kf_xyz[k]
+            Xc = X @ R.T + tv
+            z = Xc[:, 2]
+            ok = np.isfinite(Xc).all(axis=1) & (z > 1e-3)
+            idx = np.flatnonzero(ok)
+            uv = Xc[idx, :2] / z[idx, None] * (K[0, 0], K[1, 1]) + (K[0, 2], K[1, 2])
+            keep = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+            idx, uv = idx[keep], uv[keep]
+            if len(idx) == 0:
+                continue
+            px = np.clip(np.round(uv[:, 0]).astype(np.int64)[:, None] + dx[None], 0, w - 1)
+            py = np.clip(np.round(uv[:, 1]).astype(np.int64)[:, None] + dy[None], 0, h - 1)
+            cand = grid[py, px]  # [P x O] query keypoint or -1
+            pi, oi = np.nonzero(cand >= 0)
+            qi = cand[pi, oi]
+            close = np.sum((kpts_ideal[qi] - uv[pi]) ** 2, axis=1) <= r * r
+            pi, qi = pi[close], qi[close]
+            if len(pi) == 0:
+                continue
+            dm = self._kf_desc.get(k)
+            sims = np.einsum("nd,nd->n", dm[idx[pi]].astype(np.float32), desc_q[qi])
+            order = np.lexsort((-sims, pi))  # per projected point, the most similar keypoint first
+            _, firsts = np.unique(pi[order], return_index=True)
+            sel = order[firsts]
+            sel = sel[sims[sel] >= floor]
+            if len(sel) == 0:
+                continue
+            pts = idx[pi[sel]]
+            q_all.append(qi[sel])
+            xyz_all.append(X[pts])
+            conf_all.append(sims[sel].astype(np.float64) * self._kf_conf[k][pts] + 1e-6)
+            ctr_all.append(np.repeat(self.db.centers[k][None], len(sel), axis=0))
+        if not q_all:
+            return None
+        q = np.concatenate(q_all)
+        corr = aggregate_correspondences(kpts_ideal[q], q, np.concatenate(xyz_all), np.concatenate(conf_all),
+                                         np.concatenate(ctr_all), cfg.agg_cell_px, cfg.agg_rel_tol)
+        if len(corr) < max(4, cfg.min_matches):
+            return None
+        refined = solve_pnp(corr.uv, corr.xyz, K, size, self._pnp_config())
+        if not refined.success or refined.num_inliers <= pnp.num_inliers:
+            return None
+        return refined, corr
 
     def _second_hypothesis(self, corr: Correspondences, pnp, K, size, prior: PosePrior | None):
         """(inliers, metres, degrees) of a distinct pose supported by the correspondences ``pnp`` left out, or

@@ -84,6 +84,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("map_point_sigma_rel", -1.0, "1-sigma map-point error as a fraction of depth, added to the covariance "
               "per contributing keyframe; < 0 = the default for the map's point source (depth 0.0042, triangulate "
               "0.013, learned 0.13)", -1.0, 10.0, config_field="map_point_sigma_rel"),
+    ParamSpec("guided_radius_px", 0.0, "> 0 (e.g. 4): refine a localized pose by guided matching: the matched "
+              "keyframes' points projected with it, each matched to the most similar keypoint within this radius "
+              "(px), PnP again; what localizes does not change, only the precision (synthetic R@5cm +0.75 points, "
+              "+8 ms at 640x480 on 2 cores); 0 = off",
+              0.0, 100.0, config_field="guided_radius_px"),
     ParamSpec("prior_sigma_m", 5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
               0.0, 1e6, min_exclusive=True, config_field="prior_sigma_m"),
     # -- node behaviour -------------------------------------------------------------------------------
