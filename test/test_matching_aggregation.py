@@ -166,6 +166,19 @@ def test_retrieval_pose_window_of_an_odometry_prior():
     far = PosePrior(np.array([100.0, 0, 1]), sigma_m=0.5, rotation=R_fwd, sigma_deg=10.0)
     ids, _ = gi.search(q, 2, far)
     assert len(ids) == 2 and set(ids) <= set(range(0, n, 6))
+    # the slab lookup finds exactly the keyframes a brute-force window finds (random 2-D layout, random priors)
+    rng = np.random.default_rng(5)
+    m = 3000
+    C = np.c_[rng.uniform(0, 60, m), rng.uniform(0, 20, m), np.full(m, 1.2)]
+    Rs = np.stack([so3_exp([0.0, a, 0.0]) for a in rng.uniform(-np.pi, np.pi, m)])
+    Gr = _unit(rng.normal(size=(m, 16)).astype(np.float32))
+    gr = GlobalIndex(build_index(Gr), C, Rs, Gr)
+    for i in rng.integers(0, m, 20):
+        p = PosePrior(C[i] + rng.normal(0, 0.3, 3), sigma_m=0.5, rotation=Rs[i], sigma_deg=10.0)
+        ids, sims = gr.search(Gr[i], m, p)
+        d = np.linalg.norm(C - p.position, axis=1)
+        want = np.flatnonzero((d <= 1.5) & (p.viewing_angle_deg(Rs) <= 30.0))
+        assert sorted(ids.tolist()) == want.tolist() and np.all(np.diff(sims) <= 0)
     # without the keyframes' rotations the rotation is ignored: the position re-ranking of the 4 k most similar
     # keyframes (door keyframes, in faiss' order among equals), which need not include the one at 12 m
     ids, _ = GlobalIndex(build_index(G), centers).search(q, 1, prior)
