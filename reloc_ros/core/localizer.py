@@ -68,8 +68,8 @@ class LocalizerConfig:
     #   retrieved keyframe than this x the median inlier depth (the map saw the matched points from > ~42 deg away,
     #   across which local descriptors do not match: a wrong pose); 0 disables the check
     covariance_scale: float = 1.0  # multiplies the whole covariance (after the map-point term)
-    guided_radius_px: float = 0.0  # > 0 (e.g. 4): refine a LOCALIZED pose: project the contributing keyframes' points with
-    #   it, match each to the most similar query keypoint within this radius (pixels), solve PnP again on those
+    guided_radius_px: float = 0.0  # > 0 (e.g. 4): refine a LOCALIZED pose: project the contributing keyframes'
+    #   points with it, match each to the most similar query keypoint within this radius (pixels), PnP again on those
     #   matches; the refined pose replaces it when it has more inliers and lies within ambiguity_min_dist_m / 5 deg
     #   (the gates judge the first pose: what localizes does not change, only its precision). 0 = off
     map_point_sigma_rel: float = -1.0  # 1-sigma error of map points as a fraction of their depth, added to the
@@ -159,6 +159,11 @@ def _point_source_sigma_rel(db: MapDatabase) -> float:
     counts = {name: int((src == code).sum()) for name, code in POINT_SOURCES.items() if name != "none"}
     main = max(counts, key=counts.get) if any(counts.values()) else "depth"
     return MAP_POINT_SIGMA_REL[main]
+
+
+def _median_depth(xyz_N3: np.ndarray, T_cam_from_world: np.ndarray) -> float:
+    """Median depth (camera z) of map points ``xyz_N3`` seen from the pose ``T_cam_from_world``."""
+    return float(np.median((xyz_N3 @ T_cam_from_world[:3, :3].T + T_cam_from_world[:3, 3])[:, 2]))
 
 
 def _strongest_with_3d(db: MapDatabase, cap: int) -> np.ndarray:
@@ -342,7 +347,7 @@ class Localizer:
         res.keyframes_used = len(used) if cfg.aggregation else 1
         T_map_from_cam = invert_T(pnp.T_cam_from_world)
         inlier_xyz = corr.xyz[pnp.inliers]
-        z_med = float(np.median((inlier_xyz @ pnp.T_cam_from_world[:3, :3].T + pnp.T_cam_from_world[:3, 3])[:, 2]))
+        z_med = _median_depth(inlier_xyz, pnp.T_cam_from_world)
         cov = self._covariance(pnp.covariance, z_med, res.keyframes_used)
         pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))) if np.all(np.isfinite(cov)) else np.inf
         if n_inl < cfg.min_inliers:
@@ -375,11 +380,9 @@ class Localizer:
                 if refined is not None:
                     g, gcorr = refined
                     T_g = invert_T(g.T_cam_from_world)
-                    dt, dr = pose_errors(T_g, T_map_from_cam)
-                    if dt < cfg.ambiguity_min_dist_m and dr < 5.0:  # the same pose, refined (not another one)
+                    if self._one_hypothesis(*pose_errors(T_g, T_map_from_cam)):  # refined, not another pose
                         T_map_from_cam, inlier_xyz = T_g, gcorr.xyz[g.inliers]
-                        z_med = float(np.median((inlier_xyz @ g.T_cam_from_world[:3, :3].T
-                                                 + g.T_cam_from_world[:3, 3])[:, 2]))
+                        z_med = _median_depth(inlier_xyz, g.T_cam_from_world)
                         cov = self._covariance(g.covariance, z_med, res.keyframes_used)
                         res.num_inliers = g.num_inliers
                         res.median_reproj_px = float(np.median(g.reproj_px[g.inliers]))
@@ -428,7 +431,8 @@ class Localizer:
         used = [(k, m) for k, m, _ in per_kf if len(m) >= MIN_KEYFRAME_MATCHES]
         if not used or len(kpts_ideal) == 0:
             return None
-        first = np.concatenate([np.einsum("nd,nd->n", desc_q[m[:, 0]], self._kf_desc.get(k)[m[:, 1]].astype(np.float32))
+        dm_of = {k: self._kf_desc.get(k) for k, _ in used}  # gathered once (a copy when the store has row indices)
+        first = np.concatenate([np.einsum("nd,nd->n", desc_q[m[:, 0]], dm_of[k][m[:, 1]].astype(np.float32))
                                 for k, m in used])
         floor = float(np.percentile(first, 10))
         w, h = size
@@ -462,8 +466,7 @@ class Localizer:
             pi, qi = pi[close], qi[close]
             if len(pi) == 0:
                 continue
-            dm = self._kf_desc.get(k)
-            sims = np.einsum("nd,nd->n", dm[idx[pi]].astype(np.float32), desc_q[qi])
+            sims = np.einsum("nd,nd->n", dm_of[k][idx[pi]].astype(np.float32), desc_q[qi])
             order = np.lexsort((-sims, pi))  # per projected point, the most similar keypoint first
             _, firsts = np.unique(pi[order], return_index=True)
             sel = order[firsts]
@@ -487,6 +490,11 @@ class Localizer:
             return None
         return refined, corr
 
+    def _one_hypothesis(self, dt: float, dr: float) -> bool:
+        """Two poses ``dt`` metres and ``dr`` degrees apart are one hypothesis: closer than ``ambiguity_min_dist_m``
+        and 5 deg."""
+        return dt < self.config.ambiguity_min_dist_m and dr < 5.0
+
     def _second_hypothesis(self, corr: Correspondences, pnp, K, size, prior: PosePrior | None):
         """(inliers, metres, degrees) of a distinct pose supported by the correspondences ``pnp`` left out, or
         None. Repeated structure (tiled walls, identical doors) lets PnP find a consistent pose one period away
@@ -502,7 +510,7 @@ class Localizer:
             return None
         T_main, T_alt = invert_T(pnp.T_cam_from_world), invert_T(alt.T_cam_from_world)
         dt, dr = pose_errors(T_alt, T_main)
-        if dt < cfg.ambiguity_min_dist_m and dr < 5.0:
+        if self._one_hypothesis(dt, dr):
             return None
         if prior is not None and not prior.rules_out(T_main) and prior.rules_out(T_alt):
             return None

@@ -39,12 +39,19 @@ class PosePrior:
         c = np.clip(np.asarray(R_K33, np.float64)[:, :, 2] @ z, -1.0, 1.0)
         return np.degrees(np.arccos(c))
 
+    def within(self, centers_N3: np.ndarray, R_N33: np.ndarray | None = None) -> np.ndarray:
+        """``[N] bool``: cameras within 3 sigma of the prior in position and, when it has a rotation (and ``R_N33``
+        is given), in viewing direction."""
+        c = np.asarray(centers_N3, np.float64).reshape(-1, 3)
+        ok = np.linalg.norm(c - np.asarray(self.position, np.float64).reshape(1, 3), axis=1) \
+            <= 3.0 * max(self.sigma_m, 1e-3)
+        if self.has_rotation and R_N33 is not None and ok.any():
+            ok[ok] = self.viewing_angle_deg(np.asarray(R_N33)[ok]) <= 3.0 * self.sigma_deg
+        return ok
+
     def rules_out(self, T_map_from_cam: np.ndarray) -> bool:
         """True when the pose lies beyond 3 sigma of the prior (position, or viewing direction if given)."""
-        if np.linalg.norm(T_map_from_cam[:3, 3] - self.position) > 3.0 * max(self.sigma_m, 1e-3):
-            return True
-        return bool(self.has_rotation and
-                    self.viewing_angle_deg(T_map_from_cam[None, :3, :3])[0] > 3.0 * self.sigma_deg)
+        return not bool(self.within(T_map_from_cam[None, :3, 3], T_map_from_cam[None, :3, :3])[0])
 
 
 # Index choice by map size (``kind="auto"``): exact search while the descriptors fit the CPU cache (a flat scan of
@@ -154,7 +161,7 @@ class GlobalIndex:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         k = min(k, n)
         q = np.ascontiguousarray(query_G, np.float32).reshape(1, -1)
-        if prior is not None and prior.has_rotation and self.rotations is not None and self.global_desc is not None:
+        if prior is not None and prior.has_rotation and self._slab is not None:
             found = self._search_window(q[0], k, prior)
             if found is not None:
                 return found
@@ -175,22 +182,13 @@ class GlobalIndex:
 
     def _search_window(self, q_G: np.ndarray, k: int, prior: PosePrior):
         """The pose-window search of :meth:`search`; None when no keyframe lies in the window."""
-        s_m = max(prior.sigma_m, 1e-3)
-        pos = np.asarray(prior.position, np.float64).reshape(3)
-        if self._slab is None:
-            return None
+        reach = 3.0 * max(prior.sigma_m, 1e-3)
         axis, order, coord = self._slab
-        lo = int(np.searchsorted(coord, pos[axis] - 3.0 * s_m, side="left"))
-        hi = int(np.searchsorted(coord, pos[axis] + 3.0 * s_m, side="right"))
+        x = float(np.asarray(prior.position, np.float64).reshape(3)[axis])
+        lo = int(np.searchsorted(coord, x - reach, side="left"))
+        hi = int(np.searchsorted(coord, x + reach, side="right"))
         slab = np.sort(order[lo:hi])  # keyframe order: ties among equal similarities as before
-        d = np.linalg.norm(self.centers[slab] - pos.reshape(1, 3), axis=1)
-        keep = d <= 3.0 * s_m
-        near, d = slab[keep], d[keep]
-        if len(near) == 0:
-            return None
-        ang = prior.viewing_angle_deg(self.rotations[near])
-        keep = ang <= 3.0 * prior.sigma_deg
-        near, ang = near[keep], ang[keep]
+        near = slab[prior.within(self.centers[slab], self.rotations[slab])]
         if len(near) == 0:
             return None
         sims = self.global_desc[near].astype(np.float32) @ q_G.astype(np.float32)

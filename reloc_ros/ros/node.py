@@ -725,10 +725,8 @@ class RelocNode(LifecycleNode):
         T_map_from_odom = self._odom_gate.accepted_map_from_odom()
         if T_map_from_odom is None:
             return None
-        timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
         try:
-            T_odom_from_base = self._lookup(frame, p["odom_frame"], p["base_frame"], timeout)
-            T = T_map_from_odom @ T_odom_from_base @ self._T_base_from_cam(frame, p, timeout)
+            T = T_map_from_odom @ self._odom_from_cam(frame, p)
         except TfError:
             return None
         return PosePrior(position=T[:3, 3].copy(), sigma_m=p["odom_prior_sigma_m"], rotation=T[:3, :3].copy(),
@@ -852,6 +850,14 @@ class RelocNode(LifecycleNode):
             self.stats.latency_ms.append((time.monotonic() - frame.t_recv) * 1000.0)
             self.stats.done_times.append(time.monotonic())
 
+    def _odom_from_cam(self, frame: _Frame, p: dict) -> np.ndarray:
+        """Odometry of the camera at the frame's stamp (odom -> base -> camera), for the odometry check and the
+        odometry prior. It waits for odometry only where it is expected (``tf_mode`` map_odom); otherwise it uses
+        what is there. Raises TfError."""
+        timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
+        T_base_from_cam = self._T_base_from_cam(frame, p, timeout)
+        return self._lookup(frame, p["odom_frame"], p["base_frame"], timeout) @ T_base_from_cam
+
     def _odometry_check(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
         """Turn a LOCALIZED result FAILED when it jumps against odometry since the last accepted pose
         (see :mod:`reloc_ros.ros.odom_gate`). Without odometry (no odom->base at the stamp) nothing is checked."""
@@ -866,16 +872,13 @@ class RelocNode(LifecycleNode):
             with self._lock:
                 self.stats.odom_check = "off"
             return
-        # Wait for odometry only where it is expected (map_odom); otherwise use what is there.
-        timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
         try:
-            T_base_from_cam = self._T_base_from_cam(frame, p, timeout)
-            T_odom_from_base = self._lookup(frame, p["odom_frame"], p["base_frame"], timeout)
+            T_odom_from_cam = self._odom_from_cam(frame, p)
         except TfError as e:
             with self._lock:
                 self.stats.odom_check = f"no odometry, not checked: {e}"
             return
-        d = gate.check(res.T_map_from_cam, T_odom_from_base @ T_base_from_cam)
+        d = gate.check(res.T_map_from_cam, T_odom_from_cam)
         with self._lock:
             s = self.stats
             s.odom_hypotheses = d.hypotheses
