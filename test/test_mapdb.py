@@ -196,13 +196,13 @@ def test_loaded_descriptors_stay_float16_and_match_exactly(tmp_path):
     ref32 = KeyframeDescriptors.from_flat(desc32[has], store.offsets)
     assert ref32.desc.dtype == np.float32
     got16 = loc._matcher.match(q, cand)
-    got32 = KeyframeMatcher(ref32, loc.config.ratio, loc.config.mutual).match(q, cand)
+    got32 = KeyframeMatcher(ref32, loc.match_ratio, loc.config.mutual).match(q, cand)
     total = 0
     for k, (m16, s16), (m32, s32) in zip(cand, got16, got32):
-        m_ref, s_ref = match_mutual_nn(q, ref32.get(k), loc.config.ratio, loc.config.mutual)
+        m_ref, s_ref = match_mutual_nn(q, ref32.get(k), loc.match_ratio, loc.config.mutual)
         assert np.array_equal(m16, m32) and np.array_equal(m16, m_ref)
         assert np.array_equal(s16, s32) and np.array_equal(s16, s_ref)  # bit for bit
-        m_h, s_h = match_mutual_nn(q, store.get(k), loc.config.ratio, loc.config.mutual)  # float16 input
+        m_h, s_h = match_mutual_nn(q, store.get(k), loc.match_ratio, loc.config.mutual)  # float16 input
         assert np.array_equal(m_h, m_ref) and np.array_equal(s_h, s_ref)
         total += len(m16)
     assert total >= 300  # the comparison is not vacuous

@@ -310,7 +310,8 @@ def test_parameter_validation():
     for spec in PARAMETERS:
         assert validate(spec.name, spec.default) is None, spec.name
     assert "out of range" in validate("top_k", 0)
-    assert "out of range" in validate("ratio", 0.0)
+    assert "out of range" in validate("ratio", -0.1)
+    assert validate("ratio", 0.0) is None  # 0: the extractor's own ratio
     assert "out of range" in validate("ratio", 1.5)
     assert "must be one of" in validate("tf_mode", "map_world")
     assert "must be a int" in validate("top_k", 2.5)

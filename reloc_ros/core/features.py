@@ -62,6 +62,9 @@ class FeatureExtractor(abc.ABC):
     IDENTITY_PARAMS: tuple = ()
     # constructor parameters for localizing queries only (e.g. skip outputs only map building needs)
     QUERY_PARAMS: dict = {}
+    # Lowe ratio for query-keyframe matching when LocalizerConfig.ratio is 0 (the default): what suits this
+    # extractor's descriptors (SIFT 0.8 as in Lowe 2004; learned descriptors keep more good matches at 0.9)
+    MATCH_RATIO: float = 0.8
 
     @abc.abstractmethod
     def extract(self, image: np.ndarray) -> Features:

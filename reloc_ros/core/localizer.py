@@ -42,7 +42,8 @@ class LocalizerConfig:
     method: str = "pnp"  # "pnp": 2D-3D matches + PnP; "retrieval": the top-1 keyframe's pose (coarse, ablation);
     #   "2d2d": essential matrices against the top-K keyframes, no map 3D (core/relpose2d2d.py)
     top_k: int = 5  # keyframes retrieved per query
-    ratio: float = 0.8  # Lowe ratio test for query-keyframe matching
+    ratio: float = 0.0  # Lowe ratio test for query-keyframe matching; 0: the map's extractor's own
+    #   (FeatureExtractor.MATCH_RATIO: SIFT 0.8, learned 0.9)
     mutual: bool = True  # require mutual nearest neighbours
     max_query_keypoints: int = 0  # > 0: match only the strongest this many query keypoints (matching cost is
     #   linear in it); 0: all the extractor gives
@@ -86,7 +87,7 @@ class LocalizerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"LocalizerConfig.{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
-        ranges = {"top_k": (1, None), "ratio": (1e-6, 1.0), "max_query_keypoints": (0, None),
+        ranges = {"top_k": (1, None), "ratio": (0.0, 1.0), "max_query_keypoints": (0, None),
                   "max_map_keypoints": (0, None), "agg_cell_px": (0, None), "agg_rel_tol": (0, None),
                   "min_matches": (4, None),
                   "ransac_reproj_px": (1e-6, None), "ransac_iterations": (1, None), "min_inliers": (4, None),
@@ -256,7 +257,13 @@ class Localizer:
         self._kf_conf = np.split(np.maximum(conf, 1e-3).astype(np.float64), split)
         # the map's descriptors as stored (fp16 maps stay fp16), never copied: a subset is indexed by ``rows``
         self._kf_desc = KeyframeDescriptors.from_flat(db.descriptors, offsets, rows=None if has.all() else rows)
-        self._matcher = KeyframeMatcher(self._kf_desc, config.ratio, config.mutual, threads=config.matching_threads)
+        self._matcher = KeyframeMatcher(self._kf_desc, self.match_ratio, config.mutual,
+                                        threads=config.matching_threads)
+
+    @property
+    def match_ratio(self) -> float:
+        """The Lowe ratio in use: ``config.ratio``, or the extractor's ``MATCH_RATIO`` when that is 0."""
+        return self.config.ratio if self.config.ratio > 0 else float(self.extractor.MATCH_RATIO)
 
     @classmethod
     def from_map(cls, map_path, config: LocalizerConfig = LocalizerConfig(), **extractor_kwargs) -> "Localizer":
@@ -307,7 +314,7 @@ class Localizer:
         if 0 < cfg.max_query_keypoints < len(desc_q):
             sel = np.sort(np.argsort(-features.scores, kind="stable")[:cfg.max_query_keypoints])
             desc_q = desc_q[sel]
-        self._matcher.ratio, self._matcher.mutual = cfg.ratio, cfg.mutual
+        self._matcher.ratio, self._matcher.mutual = self.match_ratio, cfg.mutual
         per_kf = []
         for k, (m, s) in zip(cand, self._matcher.match(desc_q, cand)):
             if sel is not None:
@@ -546,7 +553,7 @@ class Localizer:
         """``method`` "retrieval" or "2d2d" (see :func:`reloc_ros.core.relpose2d2d.pose_without_3d`); the
         position-uncertainty gate applies to both."""
         cfg = self.config
-        out = pose_without_3d(self.db, cfg.method, features, camera, res.candidates, cfg.ratio, cfg.mutual,
+        out = pose_without_3d(self.db, cfg.method, features, camera, res.candidates, self.match_ratio, cfg.mutual,
                               timings=res.timings_ms)
         res.num_matches, res.num_inliers = out.num_matches, out.num_inliers
         if not out.success:

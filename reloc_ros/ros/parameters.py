@@ -61,7 +61,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=("cpu", "cuda", "tensorrt")),
     # -- localizer (LocalizerConfig) ------------------------------------------------------------------
     ParamSpec("top_k", 5, "keyframes retrieved per query", 1, 200, config_field="top_k"),
-    ParamSpec("ratio", 0.8, "Lowe ratio test for matching", 0.0, 1.0, min_exclusive=True, config_field="ratio"),
+    ParamSpec("ratio", 0.0, "Lowe ratio test for matching (0 = the map's extractor's own: SIFT 0.8, learned 0.9)",
+              0.0, 1.0, config_field="ratio"),
     ParamSpec("aggregation", True, "merge 2D-3D matches of all top-K keyframes (False: best single keyframe)",
               config_field="aggregation"),
     ParamSpec("ransac_reproj_px", 8.0, "PnP RANSAC inlier threshold (pixels)", 0.0, 100.0, min_exclusive=True,
