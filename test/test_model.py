@@ -362,3 +362,63 @@ def test_resumed_optimizer_takes_the_configs_learning_rates():
     step(cont)
     assert all(torch.equal(a, p) for a, p in zip(g0, net.global_head.parameters()))
     assert any(not torch.equal(a, p) for a, p in zip(d0, net.depth_head.parameters()))
+
+
+def test_mined_negatives_are_the_most_similar_wrong_frames():
+    from reloc_ros.model.train_global import mine_negatives
+
+    rng = np.random.default_rng(0)
+    G = [rng.normal(size=(6, 8)), rng.normal(size=(4, 8))]
+    G = [g / np.linalg.norm(g, axis=1, keepdims=True) for g in G]
+    ov0 = np.eye(6)
+    ov0[0, 1] = ov0[1, 0] = 0.5  # frames 0 and 1 see the same place: never each other's negative
+    same, other, start = mine_negatives(G, [ov0, np.eye(4)], n=3, max_overlap=0.02)
+    S = G[0] @ G[0].T
+    expect = [k for k in np.argsort(-S[0]) if k not in (0, 1)][:3]
+    assert list(same[0][0]) == expect
+    assert 1 not in same[0][0] and 0 not in same[0][1]
+    So = G[0] @ np.concatenate(G).T
+    assert list(other[0][0]) == list(6 + np.argsort(-So[0, 6:])[:3])  # only the other scene's frames
+    assert list(start) == [0, 6, 10]
+    tiny, _, _ = mine_negatives([G[0][:2]], [np.full((2, 2), 0.5)], n=3, max_overlap=0.02)
+    assert (tiny[0] == -1).all()  # no valid negative in a scene that overlaps everywhere
+
+
+@needs_torch
+def test_global_stage_trains_only_the_global_head_and_resumes(tmp_path):
+    """``stage: global_hard_negatives``: from a checkpoint, a few steps on two tiny rendered scenes change the
+    global head, leave every other weight bit-identical, write final.pt, and a longer run resumes from last.pt."""
+    import json
+
+    import torch
+    import yaml
+
+    from reloc_ros.model.network import RelocNet
+    from reloc_ros.model.train import main
+    from reloc_ros.model.weights import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "init.pt", RelocNet({"global": {"dim": 32}}), None, 0)
+    cfg = {"stage": "global_hard_negatives", "init_checkpoint": str(tmp_path / "init.pt"),
+           "out_dir": str(tmp_path / "out"), "threads": 1, "device": "cpu",
+           "data": {"root": str(tmp_path / "synth"), "train_scenes": 2, "val_scenes": 1, "n_map": 6, "n_query": 2,
+                    "stride": 3, "size_hw": [96, 128]},
+           "train": {"steps": 3, "anchors": 2, "refresh": 2, "log_every": 1, "checkpoint_every": 3}}
+    path = tmp_path / "stage.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    final = main(path)
+    net, ckpt = load_checkpoint(final)
+    init, _ = load_checkpoint(tmp_path / "init.pt")
+    ref = init.state_dict()
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, ref[k]) != k.startswith("global_head."), k  # the head changed, nothing else
+    assert ckpt["step"] == 3
+    cfg["train"]["steps"] = 4
+    path.write_text(yaml.safe_dump(cfg))
+    main(path)
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "resume" and r["step"] == 3 for r in log)
+    assert log[-1]["event"] == "done" and log[-1]["step"] == 4
+    with pytest.raises(ValueError, match="unknown config key"):
+        path.write_text(yaml.safe_dump({**cfg, "train": {**cfg["train"], "stepz": 1}}))
+        main(path)

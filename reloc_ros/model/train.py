@@ -12,6 +12,9 @@ What is trained (see ``default_config``):
   (``data.sparse_depth_points > 0`` trains on that many random points per image instead: the masked-loss
   path used for sparse triangulated depth of real posed images).
 
+A later stage, ``stage: global_hard_negatives`` in the config (``config/train_relocnet_global.yaml``), trains
+the global head alone on mined hard negatives (:mod:`reloc_ros.model.train_global`).
+
 Checkpoints: ``out_dir/init.pt`` (XFeat + initialised global head, before any step), ``last.pt``, ``final.pt``.
 Resumable: ``out_dir/last.pt`` (weights-only: state dicts, step, config) is written every
 ``checkpoint_every`` steps and picked up on restart; batches depend only on (seed, step), so a resumed run
@@ -307,7 +310,13 @@ def _photos() -> list[np.ndarray]:
 
 
 def main(config_path: str | Path | None = None, overrides: dict | None = None) -> Path:
-    """Train (or resume) as configured; returns the final checkpoint path (``out_dir/final.pt``)."""
+    """Train (or resume) as configured; returns the final checkpoint path (``out_dir/final.pt``). A config with
+    ``stage: global_hard_negatives`` runs that stage instead (:mod:`reloc_ros.model.train_global`)."""
+    raw = (yaml.safe_load(Path(config_path).read_text()) if config_path else None) or {}
+    if raw.get("stage") == "global_hard_negatives":
+        from reloc_ros.model import train_global
+
+        return train_global.main(_merge(_merge(train_global.default_config, raw), overrides or {}))
     cfg = _merge(load_config(config_path), overrides or {})
     out_dir = Path(cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
