@@ -93,15 +93,30 @@ def prepare(work: Path, cfg: BenchConfig, extractors=("learned", "sift"), resolu
         for W, H in resolutions:
             side = max(W, H)
             out = work / f"map_{name}_{side}"
-            if not cached or not (out / "manifest.yaml").is_file():
+            params = {} if side >= full else {"max_side": side}
+            ex = create_extractor(name, **params)
+            if not cached or _built_with_another(out, ex):  # a cached map of a previous model is rebuilt
                 if progress:
                     print(f"building the {name} map at {W}x{H} ({len(map_frames)} keyframes, depth points)")
-                params = {} if side >= full else {"max_side": side}
-                build_map(map_frames, create_extractor(name, **params), "depth", out, overwrite=True,
+                build_map(map_frames, ex, "depth", out, overwrite=True,
                           info={"command": "reloc bench"}, show_progress=False)
             maps[(name, f"{W}x{H}")] = out
     meta_path.write_text(json.dumps(key))
     return {"dataset": ds, "map_frames": map_frames, "queries": queries, "maps": maps, "fresh": not cached}
+
+
+def _built_with_another(map_dir: Path, ex) -> bool:
+    """True when ``map_dir`` holds no map, or one whose extractor identity differs from ``ex``'s (e.g. the
+    shipped model changed since the benchmark's work folder was filled)."""
+    import yaml
+
+    try:
+        manifest = yaml.safe_load((map_dir / "manifest.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return True
+    have = ex.identity()
+    want = (manifest or {}).get("extractor") or {}
+    return any(want.get(k) != have.get(k) for k in set(want) | set(have))
 
 
 # -----------------------------------------------------------------------------------------------------------------

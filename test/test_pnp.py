@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from reloc_ros.core.geometry import invert_T, make_T, pose_errors, random_rotation
-from reloc_ros.core.pnp import PnPConfig, solve_pnp
+from reloc_ros.core.geometry import so3_exp
+from reloc_ros.core.pnp import PnPConfig, refine_pnp, solve_pnp
 
 K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
 
@@ -68,3 +69,24 @@ def test_pnp_too_few_points_fails_cleanly():
     assert not r.success
     with pytest.raises(ValueError, match="backend"):
         solve_pnp(np.zeros((10, 2)), np.ones((10, 3)), K, (640, 480), PnPConfig(backend="nope"))
+
+
+@pytest.mark.parametrize("backend", ["poselib", "opencv"])
+def test_refine_from_a_nearby_pose(backend):
+    """refine_pnp (guided refinement): from a pose ~1 cm / 0.1 deg off, with 1 px noise and 30 % outliers, it lands
+    as close as RANSAC does, keeps the outliers out, and refuses a start pose that sees no correspondence."""
+    rng = np.random.default_rng(13)
+    cfg = PnPConfig(backend=backend, reproj_px=4.0)
+    for _ in range(20):
+        T, obs, X, out_idx = _scene(rng, noise_px=1.0, outlier_frac=0.3)
+        T0 = invert_T(T)  # perturb the camera (world from camera), not the world origin
+        T0 = invert_T(make_T(so3_exp(np.radians(0.1) * random_rotation(rng)[:, 0]) @ T0[:3, :3],
+                             T0[:3, 3] + 0.01 * random_rotation(rng)[:, 0]))
+        r = refine_pnp(obs, X, K, (640, 480), T0, cfg)
+        ref = solve_pnp(obs, X, K, (640, 480), cfg)
+        assert r.success and r.inliers[out_idx].mean() < 0.05
+        dt, dr = pose_errors(invert_T(r.T_cam_from_world), invert_T(T))
+        dt_ref, dr_ref = pose_errors(invert_T(ref.T_cam_from_world), invert_T(T))
+        assert dt < max(2 * dt_ref, 5e-3) and dr < max(2 * dr_ref, 0.05), (dt, dt_ref, dr, dr_ref)
+    far = make_T(T[:3, :3], T[:3, 3] + np.array([0.0, 0.0, 50.0]))
+    assert not refine_pnp(obs, X, K, (640, 480), far, cfg).success

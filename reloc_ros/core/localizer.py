@@ -19,7 +19,7 @@ from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, MapError
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
-from reloc_ros.core.pnp import PnPConfig, solve_pnp
+from reloc_ros.core.pnp import PnPConfig, refine_pnp, solve_pnp
 from reloc_ros.core.relpose2d2d import METHODS, pose_without_3d
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior
 
@@ -492,7 +492,7 @@ class Localizer:
                                          np.concatenate(ctr_all), cfg.agg_cell_px, cfg.agg_rel_tol)
         if len(corr) < max(4, cfg.min_matches):
             return None
-        refined = solve_pnp(corr.uv, corr.xyz, K, size, self._pnp_config())
+        refined = refine_pnp(corr.uv, corr.xyz, K, size, pnp.T_cam_from_world, self._pnp_config())
         if not refined.success or refined.num_inliers <= pnp.num_inliers:
             return None
         return refined, corr

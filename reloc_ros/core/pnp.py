@@ -14,7 +14,7 @@ import numpy as np
 
 from reloc_ros.core.geometry import invert_T, make_T, so3_exp
 
-__all__ = ["PnPConfig", "PnPResult", "solve_pnp", "pose_covariance", "reprojection_errors"]
+__all__ = ["PnPConfig", "PnPResult", "solve_pnp", "refine_pnp", "pose_covariance", "reprojection_errors"]
 
 
 @dataclass
@@ -91,6 +91,47 @@ def solve_pnp(uv_P2: np.ndarray, xyz_P3: np.ndarray, K_33: np.ndarray, image_siz
         return PnPResult(False)
     cov = pose_covariance(T, K_33, uv[inl], X[inl], cfg.min_sigma_px)
     return PnPResult(True, T, inl, err, cov)
+
+
+def refine_pnp(uv_P2: np.ndarray, xyz_P3: np.ndarray, K_33: np.ndarray, image_size: tuple[int, int],
+               T_init: np.ndarray, cfg: PnPConfig = PnPConfig(), rounds: int = 3) -> PnPResult:
+    """Refine a known-good pose (``T_cam_from_world``) on new correspondences, without RANSAC: the
+    correspondences within ``cfg.reproj_px`` of the pose are the inliers, a robust (Cauchy) Gauss-Newton
+    refinement moves the pose, and inliers are re-selected, up to ``rounds`` times (until they stop changing).
+    Meant for correspondences found *with* the pose (guided matching), where a random-sample search would only
+    find the same pose again at a few times the cost."""
+    uv = np.ascontiguousarray(uv_P2, np.float64).reshape(-1, 2)
+    X = np.ascontiguousarray(xyz_P3, np.float64).reshape(-1, 3)
+    T = np.asarray(T_init, np.float64)
+    inl = reprojection_errors(T, K_33, uv, X) <= cfg.reproj_px
+    for _ in range(max(1, int(rounds))):
+        if inl.sum() < 4:
+            return PnPResult(False)
+        T = _refine_once(uv[inl], X[inl], K_33, image_size, T, cfg)
+        err = reprojection_errors(T, K_33, uv, X)
+        new = err <= cfg.reproj_px
+        if np.array_equal(new, inl):
+            break
+        inl = new
+    if inl.sum() < 4:
+        return PnPResult(False)
+    return PnPResult(True, T, inl, err, pose_covariance(T, K_33, uv[inl], X[inl], cfg.min_sigma_px))
+
+
+def _refine_once(uv, X, K, image_size, T, cfg: PnPConfig) -> np.ndarray:
+    if cfg.backend == "poselib":
+        import poselib
+
+        camera = {"model": "PINHOLE", "width": int(image_size[0]), "height": int(image_size[1]),
+                  "params": [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
+        pose = poselib.CameraPose()
+        pose.R, pose.t = T[:3, :3], T[:3, 3]
+        bundle_opt = {"loss_type": "CAUCHY", "loss_scale": float(cfg.reproj_px) / 2.0, "max_iterations": 100}
+        pose, _ = poselib.refine_absolute_pose(uv, X, pose, camera, bundle_opt)
+        return make_T(np.asarray(pose.R), np.asarray(pose.t))
+    rvec, _ = cv2.Rodrigues(T[:3, :3])
+    rvec, tvec = cv2.solvePnPRefineLM(X, uv, K, None, rvec, T[:3, 3].reshape(3, 1).copy())
+    return make_T(cv2.Rodrigues(rvec)[0], tvec.reshape(3))
 
 
 def _ransac_opencv(uv, X, K, cfg: PnPConfig):

@@ -28,7 +28,7 @@ from reloc_ros.model.weights import XFEAT_SHA256, load_checkpoint
 
 __all__ = ["main", "export_onnx", "check_parity", "model_metadata", "sha256_file", "DEFAULT_CHECKPOINT", "OPSET"]
 
-DEFAULT_CHECKPOINT = Path("models/checkpoints/relocnet/final.pt")
+DEFAULT_CHECKPOINT = Path("models/checkpoints/relocnet_global/final.pt")  # the last stage of the shipped run
 OPSET = 17
 
 

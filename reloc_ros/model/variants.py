@@ -62,7 +62,8 @@ ARMS = ("global_rgb", "depth_aware_global", "depth_sparse", "depth_sparse_dense"
 
 default_config = {
     "seed": 0,
-    "checkpoint": "models/checkpoints/relocnet/final.pt",  # the shipped model's checkpoint (starting point)
+    "checkpoint": "models/checkpoints/relocnet/final.pt",  # starting point: the first stage of the shipped run
+    #   (the published ablation variants were fine-tuned from it, before the depth and global-head stages)
     "out_dir": "models/checkpoints/variants",  # <arm>.pt, log.jsonl, summary.json
     "onnx_dir": "models/checkpoints/variants",  # relocnet_<arm>.onnx (never models/: not shipped)
     "threads": 1,  # torch CPU threads
