@@ -309,6 +309,28 @@ def _photos() -> list[np.ndarray]:
     return out
 
 
+def prepare_run(cfg: dict) -> tuple[Path, torch.device]:
+    """Create ``out_dir``, set torch's threads and seed; returns (out_dir, device) (``device: auto`` = CUDA when
+    present)."""
+    out_dir = Path(cfg["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(int(cfg["threads"]))
+    device = torch.device("cuda" if cfg["device"] == "auto" and torch.cuda.is_available()
+                          else ("cpu" if cfg["device"] == "auto" else cfg["device"]))
+    torch.manual_seed(int(cfg["seed"]))
+    return out_dir, device
+
+
+def load_scenes(dc: dict, seed: int) -> tuple[SceneSet, SceneSet]:
+    """The training and validation scenes of the config's ``data`` section (rendered into ``root`` if missing)."""
+    root = Path(dc["root"])
+    train_dirs = ensure_scenes(root, [f"train_{i:03d}" for i in range(dc["train_scenes"])], dc["n_map"],
+                               dc["n_query"], dc["stride"], seed, dc["render_workers"])
+    val_dirs = ensure_scenes(root, [f"val_{i:03d}" for i in range(dc["val_scenes"])], dc["n_map"], dc["n_query"],
+                             dc["stride"], seed + 1000, dc["render_workers"])
+    return SceneSet(train_dirs, tuple(dc["size_hw"])), SceneSet(val_dirs, tuple(dc["size_hw"]))
+
+
 def main(config_path: str | Path | None = None, overrides: dict | None = None) -> Path:
     """Train (or resume) as configured; returns the final checkpoint path (``out_dir/final.pt``). A config with
     ``stage: global_hard_negatives`` runs that stage instead (:mod:`reloc_ros.model.train_global`)."""
@@ -318,23 +340,10 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
 
         return train_global.main(_merge(_merge(train_global.default_config, raw), overrides or {}))
     cfg = _merge(load_config(config_path), overrides or {})
-    out_dir = Path(cfg["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(int(cfg["threads"]))
-    device = torch.device("cuda" if cfg["device"] == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg["device"] == "auto" else cfg["device"]))
+    out_dir, device = prepare_run(cfg)
     seed, dc, tc = int(cfg["seed"]), cfg["data"], cfg["train"]
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
-
-    # data (rendered once, cached)
-    root = Path(dc["root"])
-    train_dirs = ensure_scenes(root, [f"train_{i:03d}" for i in range(dc["train_scenes"])], dc["n_map"],
-                               dc["n_query"], dc["stride"], seed, dc["render_workers"])
-    val_dirs = ensure_scenes(root, [f"val_{i:03d}" for i in range(dc["val_scenes"])], dc["n_map"], dc["n_query"],
-                             dc["stride"], seed + 1000, dc["render_workers"])
-    train = SceneSet(train_dirs, tuple(dc["size_hw"]))
-    val = SceneSet(val_dirs, tuple(dc["size_hw"]))
+    train, val = load_scenes(dc, seed)  # rendered once, cached
     _log(out_dir, {"event": "data", "train_frames": len(train), "val_frames": len(val),
                    "seconds": round(time.perf_counter() - t0, 1)})
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reloc_ros.model.data import SceneSet, ensure_scenes
+from reloc_ros.model.data import SceneSet
 from reloc_ros.model.losses import triplet_loss
 from reloc_ros.model.weights import load_checkpoint, save_checkpoint
 
@@ -68,13 +68,6 @@ default_config = {
         "checkpoint_every": 100,
     },
 }
-
-
-def _log(out_dir: Path, record: dict) -> None:
-    line = json.dumps(record, sort_keys=True)
-    print(line, flush=True)
-    with open(out_dir / "log.jsonl", "a") as f:
-        f.write(line + "\n")
 
 
 @torch.no_grad()
@@ -171,22 +164,12 @@ def _negative_mask(items, data: SceneSet, max_overlap: float) -> torch.Tensor:
 
 def main(cfg: dict) -> Path:
     """Run the stage as configured (``cfg``: ``default_config`` merged with the YAML); returns ``final.pt``."""
-    from reloc_ros.model.train import evaluate
+    from reloc_ros.model.train import _log, evaluate, load_scenes, prepare_run
 
-    out_dir = Path(cfg["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(int(cfg["threads"]))
-    device = torch.device("cuda" if cfg["device"] == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg["device"] == "auto" else cfg["device"]))
+    out_dir, device = prepare_run(cfg)
     seed, dc, tc = int(cfg["seed"]), cfg["data"], cfg["train"]
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
-    root = Path(dc["root"])
-    train_dirs = ensure_scenes(root, [f"train_{i:03d}" for i in range(dc["train_scenes"])], dc["n_map"],
-                               dc["n_query"], dc["stride"], seed, dc["render_workers"])
-    val_dirs = ensure_scenes(root, [f"val_{i:03d}" for i in range(dc["val_scenes"])], dc["n_map"], dc["n_query"],
-                             dc["stride"], seed + 1000, dc["render_workers"])
-    train, val = SceneSet(train_dirs, tuple(dc["size_hw"])), SceneSet(val_dirs, tuple(dc["size_hw"]))
+    train, val = load_scenes(dc, seed)
 
     init, _ = load_checkpoint(cfg["init_checkpoint"])
     last = out_dir / "last.pt"
