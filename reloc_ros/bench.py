@@ -110,13 +110,13 @@ def _built_with_another(map_dir: Path, ex) -> bool:
     shipped model changed since the benchmark's work folder was filled)."""
     import yaml
 
+    from reloc_ros.core.localizer import identity_differences
+
     try:
         manifest = yaml.safe_load((map_dir / "manifest.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return True
-    have = ex.identity()
-    want = (manifest or {}).get("extractor") or {}
-    return any(want.get(k) != have.get(k) for k in set(want) | set(have))
+    return bool(identity_differences((manifest or {}).get("extractor"), ex))
 
 
 # -----------------------------------------------------------------------------------------------------------------

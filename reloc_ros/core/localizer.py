@@ -214,10 +214,16 @@ def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
     return ex
 
 
+def identity_differences(map_identity: dict, ex: FeatureExtractor) -> dict:
+    """``{key: (map's value, extractor's value)}`` where a map's recorded extractor identity and ``ex``'s differ."""
+    want, have = map_identity or {}, ex.identity()
+    return {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
+
+
 def check_extractor(db: MapDatabase, ex: FeatureExtractor) -> None:
     """Refuse an extractor whose identity (name, weights hash, dims) disagrees with the map's."""
-    want, have = db.extractor_identity, ex.identity()
-    diff = {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
+    have = ex.identity()
+    diff = identity_differences(db.extractor_identity, ex)
     if diff:
         details = ", ".join(f"{k}: map={a!r} vs extractor={b!r}" for k, a, b in
                             ((k, *v) for k, v in sorted(diff.items())))

@@ -122,12 +122,9 @@ def _refine_once(uv, X, K, image_size, T, cfg: PnPConfig) -> np.ndarray:
     if cfg.backend == "poselib":
         import poselib
 
-        camera = {"model": "PINHOLE", "width": int(image_size[0]), "height": int(image_size[1]),
-                  "params": [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
         pose = poselib.CameraPose()
         pose.R, pose.t = T[:3, :3], T[:3, 3]
-        bundle_opt = {"loss_type": "CAUCHY", "loss_scale": float(cfg.reproj_px) / 2.0, "max_iterations": 100}
-        pose, _ = poselib.refine_absolute_pose(uv, X, pose, camera, bundle_opt)
+        pose, _ = poselib.refine_absolute_pose(uv, X, pose, _poselib_camera(K, image_size), _bundle_options(cfg))
         return make_T(np.asarray(pose.R), np.asarray(pose.t))
     rvec, _ = cv2.Rodrigues(T[:3, :3])
     rvec, tvec = cv2.solvePnPRefineLM(X, uv, K, None, rvec, T[:3, 3].reshape(3, 1).copy())
@@ -154,15 +151,23 @@ def _ransac_opencv(uv, X, K, cfg: PnPConfig):
 def _ransac_poselib(uv, X, K, image_size, cfg: PnPConfig):
     import poselib
 
-    camera = {"model": "PINHOLE", "width": int(image_size[0]), "height": int(image_size[1]),
-              "params": [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
     ransac_opt = {"max_reproj_error": float(cfg.reproj_px), "max_iterations": int(cfg.max_iterations),
                   "success_prob": float(cfg.confidence), "min_iterations": 100}
-    bundle_opt = {"loss_type": "CAUCHY", "loss_scale": float(cfg.reproj_px) / 2.0, "max_iterations": 100}
-    pose, info = poselib.estimate_absolute_pose(uv, X, camera, ransac_opt, bundle_opt)
+    pose, info = poselib.estimate_absolute_pose(uv, X, _poselib_camera(K, image_size), ransac_opt,
+                                                _bundle_options(cfg))
     if info.get("num_inliers", 0) < 4:
         return None
     return make_T(np.asarray(pose.R), np.asarray(pose.t))
+
+
+def _poselib_camera(K, image_size) -> dict:
+    return {"model": "PINHOLE", "width": int(image_size[0]), "height": int(image_size[1]),
+            "params": [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
+
+
+def _bundle_options(cfg: PnPConfig) -> dict:
+    """PoseLib's refinement: Cauchy loss at half the inlier threshold (RANSAC's final step and refine_pnp)."""
+    return {"loss_type": "CAUCHY", "loss_scale": float(cfg.reproj_px) / 2.0, "max_iterations": 100}
 
 
 def pose_covariance(T_cam_from_world: np.ndarray, K_33: np.ndarray, uv_P2: np.ndarray, xyz_P3: np.ndarray,

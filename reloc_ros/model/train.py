@@ -331,6 +331,17 @@ def load_scenes(dc: dict, seed: int) -> tuple[SceneSet, SceneSet]:
     return SceneSet(train_dirs, tuple(dc["size_hw"])), SceneSet(val_dirs, tuple(dc["size_hw"]))
 
 
+def resume(out_dir: Path) -> tuple[RelocNet | None, dict | None, int]:
+    """(network, checkpoint, step) from ``out_dir/last.pt`` when a run left one (logged), else (None, None, 0)."""
+    last = out_dir / "last.pt"
+    if not last.is_file():
+        return None, None, 0
+    net, ckpt = load_checkpoint(last)
+    step = int(ckpt["step"])
+    _log(out_dir, {"event": "resume", "step": step, "checkpoint": str(last)})
+    return net, ckpt, step
+
+
 def main(config_path: str | Path | None = None, overrides: dict | None = None) -> Path:
     """Train (or resume) as configured; returns the final checkpoint path (``out_dir/final.pt``). A config with
     ``stage: global_hard_negatives`` runs that stage instead (:mod:`reloc_ros.model.train_global`)."""
@@ -348,16 +359,10 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
                    "seconds": round(time.perf_counter() - t0, 1)})
 
     # network: resume, or XFeat + initialised global head
-    last = out_dir / "last.pt"
-    step = 0
-    if last.is_file():
-        net, ckpt = load_checkpoint(last)
-        step = int(ckpt["step"])
-        _log(out_dir, {"event": "resume", "step": step, "checkpoint": str(last)})
-    else:
+    net, ckpt, step = resume(out_dir)
+    if net is None:
         net = RelocNet(cfg["model"])
         load_xfeat(net, read_xfeat_state_dict(cfg["xfeat_weights"]))
-        ckpt = None
     net = net.to(device)
     frozen = bool(tc["freeze_backbone"])
     teacher = None
@@ -424,7 +429,7 @@ def main(config_path: str | Path | None = None, overrides: dict | None = None) -
         if step % tc["val_every"] == 0 and step < steps:
             _log(out_dir, {"step": step, **evaluate(net, val, device)})
         if step % tc["checkpoint_every"] == 0 or step == steps:
-            save_checkpoint(last, net, opt, step, {"config": json.dumps(cfg, sort_keys=True)})
+            save_checkpoint(out_dir / "last.pt", net, opt, step, {"config": json.dumps(cfg, sort_keys=True)})
     final = out_dir / "final.pt"
     metrics = evaluate(net, val, device)
     save_checkpoint(final, net, None, step, {"config": json.dumps(cfg, sort_keys=True), **metrics})

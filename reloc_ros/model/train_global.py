@@ -151,35 +151,18 @@ def _batch(rng, data: SceneSet, same, other, start, tc) -> list[tuple[int, int]]
     return anchors + positives + negatives
 
 
-def _negative_mask(items, data: SceneSet, max_overlap: float) -> torch.Tensor:
-    B = len(items)
-    m = np.ones((B, B), bool)
-    for i, (si, fi) in enumerate(items):
-        for j, (sj, fj) in enumerate(items):
-            if si == sj:
-                ov = data.scenes[si].overlap
-                m[i, j] = fi != fj and max(ov[fi, fj], ov[fj, fi]) < max_overlap
-    return torch.from_numpy(m)
-
-
 def main(cfg: dict) -> Path:
     """Run the stage as configured (``cfg``: ``default_config`` merged with the YAML); returns ``final.pt``."""
-    from reloc_ros.model.train import _log, evaluate, load_scenes, prepare_run
+    from reloc_ros.model.train import _log, _negative_mask, evaluate, load_scenes, prepare_run, resume
 
     out_dir, device = prepare_run(cfg)
     seed, dc, tc = int(cfg["seed"]), cfg["data"], cfg["train"]
     t0 = time.perf_counter()
     train, val = load_scenes(dc, seed)
 
-    init, _ = load_checkpoint(cfg["init_checkpoint"])
-    last = out_dir / "last.pt"
-    step = 0
-    if last.is_file():
-        net, ckpt = load_checkpoint(last)
-        step = int(ckpt["step"])
-        _log(out_dir, {"event": "resume", "step": step, "checkpoint": str(last)})
-    else:
-        net, ckpt = init, None
+    net, ckpt, step = resume(out_dir)
+    if net is None:
+        net, _ = load_checkpoint(cfg["init_checkpoint"])
     net = net.to(device).requires_grad_(False)
     head = net.global_head.requires_grad_(True)
     maps = _descriptor_maps(net, train, device)
@@ -222,9 +205,10 @@ def main(cfg: dict) -> Path:
                            **{k: round(float(np.mean(v)), 4) for k, v in acc.items()}})
             acc = {}
         if step % tc["checkpoint_every"] == 0 or step == steps:
-            save_checkpoint(last, net, opt, step, {"config": json.dumps(cfg, sort_keys=True)})
-    # everything but the global head must be the input checkpoint's, bit for bit
-    ref = init.state_dict() if ckpt is None else load_checkpoint(cfg["init_checkpoint"])[0].state_dict()
+            save_checkpoint(out_dir / "last.pt", net, opt, step, {"config": json.dumps(cfg, sort_keys=True)})
+    # everything but the global head must be the input checkpoint's, bit for bit (a fresh copy: ``net`` may be
+    # the very object loaded from it)
+    ref = load_checkpoint(cfg["init_checkpoint"])[0].state_dict()
     changed = [k for k, v in net.state_dict().items()
                if not k.startswith("global_head.") and not torch.equal(v.cpu(), ref[k])]
     if changed:
