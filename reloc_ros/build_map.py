@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -9,20 +10,28 @@ import numpy as np
 
 from reloc_ros.core.features import ExtractorError, FeatureExtractor
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase
-from reloc_ros.core.points import TriangulationConfig, points_from_depth, triangulate_keyframes
+from reloc_ros.core.points import (TriangulationConfig, fit_depth_scale, points_from_depth, sample_depth,
+                                   triangulate_keyframes)
 from reloc_ros.datasets.base import DatasetError, Frame, load_depth, load_image
 from reloc_ros.progress import progress_bar
 
-__all__ = ["build_map", "POINT_MODES"]
+__all__ = ["build_map", "POINT_MODES", "DEPTH_SCALE_MODES"]
+
+log = logging.getLogger(__name__)
 
 POINT_MODES = ("depth", "triangulate", "learned")
+# --points learned: rescale the predicted depth to the depth the map's own poses triangulate (fit), only compare the
+# two and warn (check), or neither (none); see fit_depth_scale
+DEPTH_SCALE_MODES = ("fit", "check", "none")
+DEPTH_SCALE_TOLERANCE = 1.25  # check: warn when the fitted factor is outside [1 / this, this]
+DEPTH_SCALE_KEYFRAMES = 60  # the factor is measured on at most this many (evenly spaced) keyframes
 # Predicted depth is smooth: the 5 % neighbourhood test for sensor depth rejects most points on slanted surfaces.
 LEARNED_DEPTH_MAX_SPREAD = 0.2
 
 
 def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path, overwrite: bool = False,
               info: dict | None = None, tri_cfg: TriangulationConfig = TriangulationConfig(),
-              show_progress: bool = True, index_kind: str = "auto") -> MapDatabase:
+              show_progress: bool = True, index_kind: str = "auto", depth_scale: str = "fit") -> MapDatabase:
     """Extract features of ``frames``, give their keypoints 3D points, and write the map to ``out``.
 
     Args:
@@ -32,12 +41,19 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             poses) or ``learned`` (the extractor's depth head, Perspective-n-Learned-Point).
         out: map directory (written atomically; an existing one needs ``overwrite``).
         info: extra manifest entries (e.g. the build command).
+        depth_scale: with ``points="learned"``: ``fit`` measures one factor between the depth head's metric depth
+            and the depth of the keypoints that the map's poses triangulate and rescales the depth by it (the
+            shipped depth head's scale is indoor: outdoors it is 2-8x short); when the poses do not constrain it
+            (too little overlap) it warns and keeps the network's scale. ``check`` only records the factor and warns
+            when it is off by more than 25 %; ``none`` skips both. The factor goes into the manifest.
 
     Raises:
         DatasetError / ExtractorError: unusable input, with what to do.
     """
     if points not in POINT_MODES:
         raise ValueError(f"unknown --points {points!r}; choose one of {POINT_MODES}")
+    if depth_scale not in DEPTH_SCALE_MODES:
+        raise ValueError(f"unknown --depth-scale {depth_scale!r}; choose one of {DEPTH_SCALE_MODES}")
     if not frames:
         raise DatasetError("no map frames selected: check --map-every or the dataset's TrainSplit.txt")
     if points == "depth" and any(f.depth_path is None for f in frames):
@@ -71,11 +87,15 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
                                                   np.stack(globals_), tri_cfg, progress=bar.update_to)
         bar.close()
     else:  # learned
+        if any(fe.depth is None for fe in feats):
+            raise ExtractorError(f"--points learned needs an extractor with a depth head; "
+                                 f"{extractor.name} predicts no depth (use --points triangulate)")
+        scale = 1.0
+        if depth_scale != "none":
+            scale, stats["depth_scale"] = _depth_scale(frames, feats, kp_ideal, poses, cams, globals_, tri_cfg,
+                                                       depth_scale, show_progress)
         for f, fe, kpi in zip(frames, feats, kp_ideal):
-            if fe.depth is None:
-                raise ExtractorError(f"--points learned needs an extractor with a depth head; "
-                                     f"{extractor.name} predicts no depth (use --points triangulate)")
-            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth, f.T_world_from_cam,
+            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth * np.float32(scale), f.T_world_from_cam,
                                   max_rel_spread=LEARNED_DEPTH_MAX_SPREAD)
             pts.append(p)
             c = np.ones(len(p), np.float32) if fe.depth_conf is None else _sample_conf(fe, f)
@@ -92,11 +112,38 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             global_desc=g))
     manifest_info = {"points": points, "build": dict(info or {})}
     manifest_info["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
+    if "depth_scale" in stats:
+        manifest_info["build"]["depth_scale"] = stats.pop("depth_scale")
     if stats:
         manifest_info["build"]["triangulation"] = stats
     db = MapDatabase.from_keyframes(keyframes, extractor.identity(), extractor.state(), manifest_info)
     db.save(Path(out), overwrite=overwrite, index_kind=index_kind)
     return db
+
+
+def _depth_scale(frames, feats, kp_ideal, poses, cams, globals_, tri_cfg, mode: str, show_progress: bool):
+    """(factor to apply, manifest entry): the depth head's scale against the depth the map's poses triangulate,
+    on at most DEPTH_SCALE_KEYFRAMES evenly spaced keyframes (one number: a subset measures it as well)."""
+    sel = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), DEPTH_SCALE_KEYFRAMES)).round().astype(int))
+    z_pred = [sample_depth(feats[i].depth, feats[i].keypoints, frames[i].camera.size, LEARNED_DEPTH_MAX_SPREAD)
+              for i in sel]
+    bar = progress_bar(None, "depth scale", show_progress)
+    tri, _, _ = triangulate_keyframes([kp_ideal[i] for i in sel], [feats[i].descriptors for i in sel], poses[sel],
+                                      [cams[i] for i in sel], np.stack(globals_)[sel], tri_cfg,
+                                      progress=bar.update_to)
+    bar.close()
+    try:
+        factor, stats = fit_depth_scale(z_pred, tri, poses[sel])
+    except ValueError as e:
+        log.warning("reloc: warning: the depth head's scale is used as it is: %s", e)
+        return 1.0, {"mode": mode, "factor": None, "reason": str(e)}
+    stats = {"mode": mode, **stats, "applied": mode == "fit"}
+    off = not 1 / DEPTH_SCALE_TOLERANCE <= factor <= DEPTH_SCALE_TOLERANCE
+    if mode == "check" and off:
+        log.warning("reloc: warning: the depth head's depth is %.2fx the depth the map's poses triangulate (%d "
+                    "points): the map's 3D points are off by that factor and poses from it will be wrong; rebuild "
+                    "with --depth-scale fit, or --points triangulate", 1 / factor, stats["points"])
+    return (factor if mode == "fit" else 1.0), stats
 
 
 def _sample_conf(fe, frame: Frame) -> np.ndarray:

@@ -62,3 +62,12 @@ def test_bad_format_choice(capsys):
         main(["eval", "--map", "x", "--dataset", "y", "--format", "kitti"])
     assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_depth_scale_needs_learned_points(capsys, tmp_path):
+    _tiny_posed_images(tmp_path, 4)
+    code, err = _run(capsys, ["-q", "map", "build", "--dataset", str(tmp_path), "--format", "posed_images",
+                              "--map-every", "2", "--points", "triangulate", "--depth-scale", "fit",
+                              "--out", str(tmp_path / "m")])
+    assert code == 2 and "--depth-scale applies to --points learned only" in err
+    assert not (tmp_path / "m").exists()

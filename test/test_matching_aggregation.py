@@ -216,3 +216,30 @@ def test_localizer_refuses_ambiguous_pose_unless_prior_decides():
     assert loc._second_hypothesis(corr, pnp, K, (640, 480), PosePrior(c_main, sigma_m=5.0)) is not None
     loc.config = LocalizerConfig(ambiguity_ratio=0.8, min_inliers=15)  # 50 < 0.8 * 70: not ambiguous enough
     assert loc._second_hypothesis(corr, pnp, K, (640, 480), None) is None
+
+
+def test_second_hypothesis_is_found_among_many_wrong_matches():
+    """The ambiguity search runs only as many RANSAC iterations as finding a pose with the needed support takes;
+    a copy seen by 50 of 350 leftover correspondences (300 wrong matches) is still found, every time."""
+    from reloc_ros.core.aggregation import Correspondences
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.pnp import PnPConfig, solve_pnp
+
+    K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        uv = rng.uniform([0, 0], [640, 480], size=(120, 2))
+        z = rng.uniform(3, 6, 120)
+        X = np.c_[(uv - [319.5, 239.5]) / 500.0 * z[:, None], z]
+        wrong_uv = rng.uniform([0, 0], [640, 480], size=(300, 2))
+        wrong_xyz = np.c_[rng.uniform(-3, 3, (300, 2)), rng.uniform(3, 6, 300)]
+        uv_all = np.r_[uv, wrong_uv]
+        xyz_all = np.r_[X[:70], X[70:] + [2.0, 0.0, 0.0], wrong_xyz]
+        n = len(uv_all)
+        corr = Correspondences(uv_all, xyz_all, np.ones(n), np.arange(n), np.ones(n, np.int64))
+        loc = Localizer.__new__(Localizer)
+        loc.config = LocalizerConfig(ambiguity_ratio=0.5, min_inliers=15, ransac_reproj_px=2.0)
+        pnp = solve_pnp(corr.uv, corr.xyz, K, (640, 480), PnPConfig(reproj_px=2.0))
+        assert pnp.success and pnp.num_inliers >= 70
+        alt = loc._second_hypothesis(corr, pnp, K, (640, 480), None)
+        assert alt is not None and alt[0] >= 50 and abs(alt[1] - 2.0) < 0.05, (seed, alt)

@@ -91,6 +91,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                         "precise (docs/RESULTS.md: Strecha at 640 / 768 / 1024 px)")
     b.add_argument("--points", choices=["depth", "triangulate", "learned"], default=None,
                    help="where map 3D comes from (default: depth if the dataset has depth images, else triangulate)")
+    b.add_argument("--depth-scale", choices=["fit", "check", "none"], default=None,
+                   help="--points learned: rescale the depth head's depth by one factor fitted to the depth the map's "
+                        "poses triangulate (fit, the default: the shipped depth head's scale is indoor, 2-8x short "
+                        "outdoors), only measure it and warn when off by > 25 %% (check), or neither (none)")
     b.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"], default="auto",
                    help="retrieval index type (auto: exact search for small maps, IVF for large ones)")
     b.add_argument("--out", required=True, type=Path, help="map directory to write")
@@ -175,6 +179,8 @@ def _map_build(args, argv) -> int:
     whole_bag = args.format == "rosbag" and args.map_every is None
     map_frames = ds.frames if whole_bag else ds.split(args.map_every)[0]
     points = args.points or ("depth" if all(f.depth_path for f in map_frames) else "triangulate")
+    if args.depth_scale is not None and points != "learned":
+        raise ValueError(f"--depth-scale applies to --points learned only (this map's points: {points})")
     if args.max_side is not None and args.max_side < 32:
         raise ValueError(f"--max-side must be at least 32 pixels (got {args.max_side})")
     extractor = create_extractor(args.extractor, **({} if args.max_side is None else {"max_side": args.max_side}))
@@ -185,10 +191,12 @@ def _map_build(args, argv) -> int:
         info["dataset"].update(topics=ds.meta["topics"], gt_source=ds.meta["gt_source"],
                                skipped_no_gt=ds.meta["skipped_no_gt"])
     db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, show_progress=not args.quiet,
-                   index_kind=args.index)
+                   index_kind=args.index, depth_scale=args.depth_scale or "fit")
     c = db.manifest["counts"]
+    scale = db.manifest["build"].get("depth_scale", {})
+    note = f", depth x {scale['factor']:.3g}" if scale.get("applied") else ""
     print(f"map written to {db.path}: {c['keyframes']} keyframes, {c['keypoints']} keypoints, "
-          f"{c['points'][points]} with 3D ({points}), {db.manifest['build']['seconds']:.1f} s")
+          f"{c['points'][points]} with 3D ({points}{note}), {db.manifest['build']['seconds']:.1f} s")
     return 0
 
 

@@ -226,3 +226,40 @@ def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.
         n_points += int(good.sum())
     stats = {"pairs": len(pairs), "pair_matches": n_pair_matches, "tracks": n_tracks, "points": n_points}
     return points, confs, stats
+
+
+def fit_depth_scale(z_pred: list, points_world: list, T_map_from_cam_K44: np.ndarray,
+                    min_points: int = 20) -> tuple[float, dict]:
+    """The factor that brings predicted depth to the depth of independently known 3D points.
+
+    A monocular depth network's metric scale holds only where it was trained (indoors here): outdoors it is 2-8x
+    off. Given the depth predicted at each keyframe's keypoints and the 3D points the keyframes' poses triangulate
+    for some of them, the factor is the median of ``z_known / z_pred`` (median of logs: robust to the wrong
+    matches triangulation lets through).
+
+    Args:
+        z_pred: per keyframe ``[N_i]`` predicted depth at its keypoints (NaN where none).
+        points_world: per keyframe ``[N_i x 3]`` known map-frame points of the same keypoints (NaN rows: none).
+
+    Returns:
+        (factor, stats: the factor, the points used, the spread of the ratios as a factor (median absolute
+        deviation of the logs), the range of the per-keyframe factors of keyframes with >= ``min_points``).
+
+    Raises:
+        ValueError: fewer than ``min_points`` keypoints have both depths (nothing constrains the scale).
+    """
+    logs = []
+    for z, p, T in zip(z_pred, points_world, T_map_from_cam_K44):
+        z_known = ((p - T[:3, 3]) @ T[:3, :3])[:, 2]
+        ok = np.isfinite(z) & np.isfinite(z_known) & (z > 0) & (z_known > 0)
+        logs.append(np.log(z_known[ok] / z[ok]))
+    pooled = np.concatenate(logs) if logs else np.zeros(0)
+    if len(pooled) < min_points:
+        raise ValueError(f"cannot fit the depth scale: only {len(pooled)} keypoints have both a predicted and a "
+                         f"triangulated depth (need {min_points}); the map images need more overlap")
+    log_f = float(np.median(pooled))
+    per_kf = [float(np.median(lg)) for lg in logs if len(lg) >= min_points] or [log_f]
+    stats = {"factor": round(float(np.exp(log_f)), 4), "points": int(len(pooled)),
+             "spread_factor": round(float(np.exp(np.median(np.abs(pooled - log_f)))), 4),
+             "keyframe_range": [round(float(np.exp(min(per_kf))), 4), round(float(np.exp(max(per_kf))), 4)]}
+    return float(np.exp(log_f)), stats
