@@ -99,7 +99,7 @@ def checked_rotation(R_33: np.ndarray, where: str, tol: float = 1e-3) -> np.ndar
     return U @ Vt
 
 
-def _data_lines(path: Path) -> list[tuple[int, list[str]]]:
+def data_lines(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, tokens) of the non-blank, non-comment lines of a text file."""
     try:
         text = path.read_text()
@@ -122,7 +122,7 @@ def read_camera_file(path: Path) -> tuple[Camera, np.ndarray]:
     Raises:
         DatasetError: malformed file (the message names the file, the line and what was expected).
     """
-    lines = _data_lines(path)
+    lines = data_lines(path)
     if len(lines) != len(_CAMERA_FILE_LINES):
         raise DatasetError(
             f"{path}: expected {len(_CAMERA_FILE_LINES)} data lines after the comment line (3 lines K, 3 lines "

@@ -40,7 +40,8 @@ from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_lo
 from reloc_ros.ros.tf_buffer import TfError, TransformBuffer, slerp
 
 __all__ = ["BagTopics", "BagImage", "Trajectory", "load", "load_bag", "iter_bag_images", "read_ground_truth",
-           "bag_dir", "open_reader", "require_topic", "DEFAULT_IMAGE_TOPIC", "DEFAULT_GT_TOPIC"]
+           "bag_dir", "open_reader", "require_topic", "require_camera_topics", "DEFAULT_IMAGE_TOPIC",
+           "DEFAULT_GT_TOPIC"]
 
 FORMAT = "rosbag"
 NS = 1_000_000_000
@@ -149,6 +150,13 @@ def require_topic(topics: dict, topic: str, types: tuple[str, ...], what: str, h
         raise DatasetError(f"the bag has no {what} topic {topic!r}; {hint}. Topics in the bag: {listed}")
     if topics[topic] not in types:
         raise DatasetError(f"topic {topic!r} is {topics[topic]}, not {' / '.join(types)} ({what}); {hint}")
+
+
+def require_camera_topics(topics_in_bag: dict, topics: "BagTopics") -> None:
+    """Refuse a bag without the image topic or its camera_info topic (see :func:`require_topic`)."""
+    require_topic(topics_in_bag, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
+    require_topic(topics_in_bag, topics.info_topic, (INFO_TYPE,), "camera_info",
+                  "record the camera's camera_info topic with the images (the intrinsics are needed)")
 
 
 def _stamp(h) -> int:
@@ -308,9 +316,7 @@ def iter_bag_images(path, topics: BagTopics = BagTopics(), gt: Trajectory | None
     r = open_reader(bag)
     try:
         tops = {c.topic: c.msgtype for c in r.connections}
-        require_topic(tops, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
-        require_topic(tops, topics.info_topic, (INFO_TYPE,), "camera_info",
-                      "record the camera's camera_info topic with the images (the intrinsics are needed)")
+        require_camera_topics(tops, topics)
         if topics.depth:
             require_topic(tops, topics.depth, (IMAGE_TYPE,), "depth image",
                           "pass --depth-topic TOPIC or leave it out")

@@ -20,7 +20,7 @@ import numpy as np
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.geometry import T_from_pos_quat
 from reloc_ros.datasets.base import Dataset, DatasetError, Frame
-from reloc_ros.datasets.posed_images import parse_floats
+from reloc_ros.datasets.posed_images import data_lines, parse_floats
 from reloc_ros.datasets.sevenscenes import read_camera_yaml
 
 __all__ = ["load", "default_camera", "interpolate_pose", "MAX_DEPTH_DT", "MAX_GT_GAP", "DEPTH_SCALE"]
@@ -53,24 +53,11 @@ def default_camera(folder_name: str) -> tuple[Camera, str]:
 
 
 # --------------------------------------------------------------------------------------------------
-def _read_lines(path: Path) -> list[tuple[int, list[str]]]:
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read {path}: {e}") from None
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if s and not s.startswith("#"):
-            out.append((lineno, s.split()))
-    return out
-
-
 def _read_file_list(root: Path, name: str) -> list[tuple[float, Path]]:
     """(timestamp, file path) of an ``rgb.txt`` / ``depth.txt``, sorted by time."""
     path = root / name
     out = []
-    for lineno, tokens in _read_lines(path):
+    for lineno, tokens in data_lines(path):
         if len(tokens) != 2:
             raise DatasetError(f"{path}:{lineno}: expected 'timestamp filename', got {' '.join(tokens)!r}")
         (t,) = parse_floats(tokens[:1], path, lineno, "timestamp in seconds", 1)
@@ -87,7 +74,7 @@ def _read_file_list(root: Path, name: str) -> list[tuple[float, Path]]:
 def _read_groundtruth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(times N, positions Nx3, unit quaternions Nx4 in xyzw order) sorted by time, duplicates dropped."""
     rows = []
-    for lineno, tokens in _read_lines(path):
+    for lineno, tokens in data_lines(path):
         v = parse_floats(tokens, path, lineno, "timestamp tx ty tz qx qy qz qw", 8)
         q = v[4:]
         n = np.linalg.norm(q)

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from reloc_ros.datasets.base import DatasetError
-from reloc_ros.datasets.rosbag import (IMAGE_TYPE, INFO_TYPE, NS, BagTopics, bag_dir, open_reader, read_ground_truth,
-                                       require_topic)
+from reloc_ros.datasets.rosbag import NS, BagTopics, bag_dir, open_reader, read_ground_truth, require_camera_topics
 from reloc_ros.replay.ros_process import NodeProcess, ros_env, use_ros_env
 from reloc_ros.replay.run import ReplayRun, frame_record
 from reloc_ros.replay.shm import ShmCleanup
@@ -91,9 +90,7 @@ def _playlist(bag: Path, topics: BagTopics) -> _Playlist:
     r = open_reader(bag)
     try:
         tops = {c.topic: c.msgtype for c in r.connections}
-        require_topic(tops, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
-        require_topic(tops, topics.info_topic, (INFO_TYPE,), "camera_info",
-                      "record the camera's camera_info topic with the images (the intrinsics are needed)")
+        require_camera_topics(tops, topics)
         counts = {c.topic: c.msgcount for c in r.connections}
         static = [bytes(raw) for _, _, raw in r.messages(connections=[c for c in r.connections
                                                                       if c.topic == "/tf_static"])]
