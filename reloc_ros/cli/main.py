@@ -19,7 +19,8 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_COMMAND_MODULES = ("reloc_ros.cli.replay_cmd", "reloc_ros.cli.bench_cmd", "reloc_ros.cli.ablate_cmd")
+_COMMAND_MODULES = ("reloc_ros.cli.replay_cmd", "reloc_ros.cli.bench_cmd", "reloc_ros.cli.ablate_cmd",
+                    "reloc_ros.cli.quantize_cmd")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser, dataset_required: bool = True) -> None:
@@ -85,6 +86,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     _add_dataset_args(b, dataset_required=False)
     _add_bag_args(b)
     b.add_argument("--extractor", default="sift", help="feature extractor: sift (baseline) or learned")
+    b.add_argument("--model", type=Path, default=None,
+                   help="--extractor learned: ONNX file when not the shipped one (your own export, or an INT8 copy "
+                        "from `reloc quantize`); queries must use the same file (the map records its sha256)")
     b.add_argument("--max-side", type=int, default=None, metavar="PX",
                    help="the extractor works on images downscaled so that the longer side is at most PX (default "
                         "1024 for both; recorded in the map, queries use the same); smaller is faster and less "
@@ -183,7 +187,12 @@ def _map_build(args, argv) -> int:
         raise ValueError(f"--depth-scale applies to --points learned only (this map's points: {points})")
     if args.max_side is not None and args.max_side < 32:
         raise ValueError(f"--max-side must be at least 32 pixels (got {args.max_side})")
-    extractor = create_extractor(args.extractor, **({} if args.max_side is None else {"max_side": args.max_side}))
+    kwargs = {} if args.max_side is None else {"max_side": args.max_side}
+    if args.model is not None:
+        if args.extractor != "learned":
+            raise ValueError(f"--model applies to --extractor learned only (got --extractor {args.extractor})")
+        kwargs["model_path"] = args.model
+    extractor = create_extractor(args.extractor, **kwargs)
     info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
             "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format,
                         "map_every": args.map_every}}

@@ -47,7 +47,7 @@ PROVIDERS = {
 # ---------------------------------------------------------------------------------------------------------------
 # model file
 # ---------------------------------------------------------------------------------------------------------------
-def _model_dirs() -> list[Path]:
+def model_dirs() -> list[Path]:
     """Where the shipped model may be: the source tree, the install prefix, the ament share directory."""
     dirs = [Path(__file__).resolve().parents[2] / "models", Path(sys.prefix) / "share" / "reloc_ros" / "models"]
     try:  # a ROS 2 install (colcon / apt): share/reloc_ros/models
@@ -60,9 +60,9 @@ def _model_dirs() -> list[Path]:
 
 
 def find_default_model() -> Path:
-    """The single shipped ``models/*.onnx`` (first directory of :func:`_model_dirs` that has one)."""
+    """The single shipped ``models/*.onnx`` (first directory of :func:`model_dirs` that has one)."""
     searched = []
-    for d in _model_dirs():
+    for d in model_dirs():
         searched.append(str(d))
         found = sorted(d.glob("*.onnx")) if d.is_dir() else []
         if len(found) == 1:
