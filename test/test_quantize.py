@@ -23,6 +23,18 @@ def scene(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def int8_model(scene):
+    from reloc_ros.datasets import load_dataset
+    from reloc_ros.datasets.base import load_image
+    from reloc_ros.model.quantize import quantize_model
+
+    map_frames = load_dataset(scene / "office", "7scenes").split()[0]
+    q_path = scene / "int8_b" / "relocnet_int8.onnx"
+    quantize_model(None, q_path, [load_image(f) for f in map_frames[::3]], max_side=640)
+    return q_path
+
+
 def test_quantize_cli_writes_a_close_int8_copy(scene, capsys):
     from reloc_ros.cli.main import main
     from reloc_ros.core.learned import LearnedExtractor, find_default_model, recorded_sha256, sha256_file
@@ -44,7 +56,7 @@ def test_quantize_cli_writes_a_close_int8_copy(scene, capsys):
     assert ex.identity()["model_sha256"] == report["sha256"]
 
 
-def test_int8_maps_localize_like_float_maps_and_models_do_not_mix(scene):
+def test_int8_maps_localize_like_float_maps_and_models_do_not_mix(scene, int8_model):
     from reloc_ros.build_map import build_map
     from reloc_ros.core.geometry import pose_errors
     from reloc_ros.core.learned import LearnedExtractor
@@ -52,12 +64,10 @@ def test_int8_maps_localize_like_float_maps_and_models_do_not_mix(scene):
     from reloc_ros.core.mapdb import MapDatabase, MapError
     from reloc_ros.datasets import load_dataset
     from reloc_ros.datasets.base import load_image
-    from reloc_ros.model.quantize import quantize_model
 
     ds = load_dataset(scene / "office", "7scenes")
     map_frames, queries = ds.split()
-    q_path = scene / "int8_b" / "relocnet_int8.onnx"
-    quantize_model(None, q_path, [load_image(f) for f in map_frames[::3]], max_side=640)
+    q_path = int8_model
     hits = {}
     for name, model in (("float", None), ("int8", q_path)):
         db = build_map(map_frames, LearnedExtractor(model_path=model, max_side=640), "depth", scene / f"map_{name}",
@@ -84,3 +94,20 @@ def test_quantize_refuses_to_make_the_default_model_ambiguous(scene):
     with pytest.raises(ExtractorError, match="makes the default model ambiguous"):
         quantize_model(None, beside, [np.zeros((480, 640, 3), np.uint8)])
     assert not beside.exists()
+
+
+def test_a_map_built_with_an_int8_copy_names_it_when_refusing_another_model(scene, int8_model, capsys):
+    from reloc_ros.cli.main import main
+
+    m = scene / "map_cli_int8"
+    assert main(["-q", "map", "build", "--dataset", str(scene / "office"), "--format", "7scenes", "--extractor",
+                 "learned", "--model", str(int8_model), "--max-side", "640", "--out", str(m)]) == 0
+    capsys.readouterr()
+    code = main(["-q", "eval", "--map", str(m), "--dataset", str(scene / "office"), "--format", "7scenes"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"it was built with --model {int8_model}" in err and "model_path" in err, err
+    assert main(["-q", "eval", "--map", str(m), "--dataset", str(scene / "office"), "--format", "7scenes",
+                 "--model", str(int8_model)]) == 0
+    code = main(["-q", "map", "build", "--dataset", str(scene / "office"), "--format", "7scenes", "--model",
+                 str(int8_model), "--out", str(scene / "m_sift")])
+    assert code == 2 and "--model applies to --extractor learned only" in capsys.readouterr().err

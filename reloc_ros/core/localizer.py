@@ -6,6 +6,7 @@ A result always has a status: LOCALIZED, or FAILED with the reason. A failure ne
 from __future__ import annotations
 
 import enum
+import shlex
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -227,8 +228,25 @@ def check_extractor(db: MapDatabase, ex: FeatureExtractor) -> None:
     if diff:
         details = ", ".join(f"{k}: map={a!r} vs extractor={b!r}" for k, a, b in
                             ((k, *v) for k, v in sorted(diff.items())))
+        hint = "use the model it was built with"
+        built_with = _build_option(db, "--model")
+        if "model_sha256" in diff and built_with:
+            hint = (f"it was built with --model {built_with}: pass that file (node parameter model_path, "
+                    f"`reloc eval --model`)")
         raise MapError(f"map {db.path} was built with another extractor ({details}): rebuild the map with "
-                       f"`reloc map build ... --extractor {have.get('name')}` or use the model it was built with")
+                       f"`reloc map build ... --extractor {have.get('name')}` or {hint}")
+
+
+def _build_option(db: MapDatabase, option: str) -> str | None:
+    """The value of ``option`` in the ``reloc map build`` command recorded in the map's manifest, if any."""
+    try:
+        argv = shlex.split(str((db.manifest.get("build") or {}).get("command") or ""))
+    except ValueError:
+        return None
+    for i, a in enumerate(argv[:-1]):
+        if a == option:
+            return argv[i + 1]
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(option + "=")), None)
 
 
 class Localizer:
