@@ -54,6 +54,7 @@ class BenchConfig:
     scaling_queries: int = 200  # queries per retrieval size
     map_load_kp: int = 500  # keypoints per keyframe in the map-load study (the strongest of the real keyframes)
     seed: int = 0
+    int8: bool = False  # also an INT8 copy of the learned model (reloc quantize, calibrated on the map images)
 
     @classmethod
     def quick_config(cls) -> "BenchConfig":
@@ -101,8 +102,37 @@ def prepare(work: Path, cfg: BenchConfig, extractors=("learned", "sift"), resolu
                 build_map(map_frames, ex, "depth", out, overwrite=True,
                           info={"command": "reloc bench"}, show_progress=False)
             maps[(name, f"{W}x{H}")] = out
+    int8 = _prepare_int8(work, map_frames, maps, cached, progress) if cfg.int8 else None
     meta_path.write_text(json.dumps(key))
-    return {"dataset": ds, "map_frames": map_frames, "queries": queries, "maps": maps, "fresh": not cached}
+    return {"dataset": ds, "map_frames": map_frames, "queries": queries, "maps": maps, "fresh": not cached,
+            "int8_model": int8}
+
+
+def _prepare_int8(work: Path, map_frames, maps: dict, cached: bool, progress: bool) -> Path:
+    """An INT8 copy of the shipped model calibrated on 16 map images, and its 640x480 map (both reused while the
+    shipped model is the one they were made from)."""
+    from reloc_ros.build_map import build_map
+    from reloc_ros.core.learned import LearnedExtractor
+    from reloc_ros.datasets import load_image
+    from reloc_ros.model.quantize import quantize_model
+
+    model = work / "int8" / "relocnet_int8.onnx"
+    shipped = LearnedExtractor(outputs="query").model_sha256
+    if not cached or not model.is_file() or \
+            LearnedExtractor(model_path=model, outputs="query").metadata.get("quantized_from") != shipped:
+        if progress:
+            print("quantizing the learned model (INT8, calibrated on 16 map images)")
+        pick = np.unique(np.linspace(0, len(map_frames) - 1, min(16, len(map_frames))).round().astype(int))
+        quantize_model(None, model, [load_image(map_frames[i]) for i in pick])
+    out = work / "map_learned-int8_640"
+    ex = LearnedExtractor(model_path=model)
+    if not cached or _built_with_another(out, ex):
+        if progress:
+            print(f"building the learned INT8 map at 640x480 ({len(map_frames)} keyframes, depth points)")
+        build_map(map_frames, ex, "depth", out, overwrite=True, info={"command": "reloc bench --int8"},
+                  show_progress=False)
+    maps[("learned-int8", "640x480")] = out
+    return model
 
 
 def _built_with_another(map_dir: Path, ex) -> bool:
@@ -161,7 +191,7 @@ def _localize_timed(localizer, buf: bytes, shape: tuple, camera) -> tuple[dict, 
     return t, res
 
 
-def _variants(cfg: BenchConfig, maps: dict) -> list[dict]:
+def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> list[dict]:
     """(name, map, resolution, ``extractor_for_map`` keyword arguments) of every variant this machine can run."""
     import onnxruntime as ort
 
@@ -172,6 +202,10 @@ def _variants(cfg: BenchConfig, maps: dict) -> list[dict]:
                     "map": maps[("learned", res)], "extractor_kwargs": {"provider": "cpu"}})
         out.append({"name": f"sift {res}", "extractor": "sift", "backend": "opencv", "size": (W, H),
                     "map": maps[("sift", res)], "extractor_kwargs": {}})
+        if int8_model is not None and ("learned-int8", res) in maps:
+            out.append({"name": f"learned ort-cpu-int8 {res}", "extractor": "learned", "backend": "ort-cpu-int8",
+                        "size": (W, H), "map": maps[("learned-int8", res)],
+                        "extractor_kwargs": {"provider": "cpu", "model_path": int8_model}})
     if cfg.quick:
         return out
     full = cfg.resolutions[0]
@@ -215,7 +249,7 @@ def run_pipeline_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> d
 
     prep = prepare(work, cfg, progress=progress)
     queries = prep["queries"]
-    variants = _variants(cfg, prep["maps"])
+    variants = _variants(cfg, prep["maps"], prep["int8_model"])
     dbs = {}  # map folder -> the loaded map, shared by the variants that use it (read-only)
     for v in variants:
         if v["map"] not in dbs:
@@ -555,9 +589,10 @@ def format_scaling(r: dict) -> str:
 
 # -----------------------------------------------------------------------------------------------------------------
 def main(work: Path | None, json_path: Path | None, quick: bool = False, scaling: bool = False,
-         scaling_max: int | None = None, progress: bool = True) -> dict:
+         scaling_max: int | None = None, progress: bool = True, int8: bool = False) -> dict:
     """Run the pipeline benchmark (or the scaling study), print the table, write JSON; returns the results."""
     cfg = BenchConfig.quick_config() if quick else BenchConfig()
+    cfg.int8 = int8
     if scaling_max is not None:
         if scaling_max < 100:
             raise ValueError(f"--scaling-max must be >= 100, got {scaling_max}")

@@ -93,7 +93,7 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     from reloc_ros.cli.main import main
 
     out = tmp_path / "bench.json"
-    assert main(["-q", "bench", "--quick", "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    assert main(["-q", "bench", "--quick", "--int8", "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     e2e = r["end_to_end_ms"]
     assert 0 < e2e["p50"] <= e2e["p95"]
@@ -108,6 +108,7 @@ def test_bench_quick_writes_json(tmp_path, capsys):
         assert 0 <= v["recall"]["50cm_5deg"] <= 100
     # the learned pipeline at 640x480 localizes office queries (one that silently broke would not)
     assert r["variants"]["learned ort-cpu 640x480"]["recall"]["50cm_5deg"] > 0
+    assert r["variants"]["learned ort-cpu-int8 640x480"]["recall"]["50cm_5deg"] > 0  # the INT8 copy (--int8) too
     assert "speed-up" in capsys.readouterr().out
 
 
