@@ -106,6 +106,25 @@ def test_map_from_bag_localizes_like_map_from_folder(scene):
           f"localized {a['localized']} vs {b['localized']} / {N_QUERY}")
 
 
+def test_int8_copy_from_a_bag_builds_and_replays(scene, tmp_path, capsys):
+    """`reloc quantize` calibrated on the mapping bag, a map from the bag with it, `eval-bag --model` with it; the
+    map refuses the shipped model and says which file it was built with."""
+    pytest.importorskip("onnx", reason="quantization needs onnx (pip install .[cpu])")
+    bag, model, m = scene["data"] / "bags" / "mapping", tmp_path / "int8.onnx", tmp_path / "map_int8"
+    assert reloc(["-q", "quantize", "--dataset", str(bag), "--format", "rosbag", "--images", "8",
+                  "--out", str(model)]) == 0
+    assert reloc(["-q", "map", "build", "--format", "rosbag", "--bag", str(bag), "--extractor", "learned",
+                  "--points", "learned", "--model", str(model), "--out", str(m)]) == 0
+    capsys.readouterr()
+    assert reloc(["-q", "eval-bag", "--map", str(m), "--bag", str(scene["query"])]) == 2
+    assert f"--model {model}" in capsys.readouterr().err
+    out = tmp_path / "int8.json"
+    assert reloc(["-q", "eval-bag", "--map", str(m), "--bag", str(scene["query"]), "--model", str(model),
+                  "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["localized"] >= report["queries"] // 2, [r["reason"] for r in report["records"]]
+
+
 def test_offline_and_live_replay_agree(scene, tmp_path):
     offline = _offline(scene, "map_bag")
     out = tmp_path / "live"

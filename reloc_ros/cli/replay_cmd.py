@@ -27,6 +27,9 @@ def add_parsers(sub) -> dict:
     p.add_argument("--node-arg", action="append", default=[], metavar="ARG",
                    help="--live: extra ROS argument of the node, repeatable (e.g. --node-arg=-p "
                         "--node-arg=top_k:=3)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="ONNX file of a learned map's network when it is not the shipped one (e.g. from `reloc "
+                        "quantize`); live: passed to the node as model_path")
     p.add_argument("--domain-id", type=int, default=None, help="--live: ROS_DOMAIN_ID (default: from the pid)")
     p.add_argument("--out", type=Path, default=None,
                    help="report folder: report.json, summary.md, PNG plots, TUM trajectories")
@@ -48,7 +51,10 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     if args.live:
         from reloc_ros.replay.live import LiveOptions, ReplayError, replay_live
 
-        opts = LiveOptions(rate=args.rate, domain_id=args.domain_id, node_args=list(args.node_arg))
+        node_args = list(args.node_arg)
+        if args.model is not None:
+            node_args += ["-p", f"model_path:={Path(args.model).resolve()}"]
+        opts = LiveOptions(rate=args.rate, domain_id=args.domain_id, node_args=node_args)
         try:
             run = replay_live(args.map, args.bag, topics, opts)
         except ReplayError as e:
@@ -58,7 +64,8 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
 
         overrides = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
         cfg = config_from_dict(LocalizerConfig, overrides)
-        run = replay_offline(args.map, args.bag, topics, cfg, every=args.every, show_progress=not args.quiet)
+        run = replay_offline(args.map, args.bag, topics, cfg, every=args.every, show_progress=not args.quiet,
+                             model=args.model)
     summary = write_report(run, args.out) if args.out else summarize_run(run)
     print(format_table({f"{run.mode} {Path(run.bag).name}": summary}))
     st = summary["latency_ms"]["stages"]

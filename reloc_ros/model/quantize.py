@@ -32,8 +32,9 @@ def quantize_model(src: Path | None, out: Path, images: list[np.ndarray], max_si
     """Write an INT8 copy of ``src`` (default: the shipped model) to ``out``, calibrated on ``images`` (RGB).
 
     Returns:
-        A report: sha256 of both files, their sizes, and the fidelity of the copy on the calibration images
-        (median cosine of dense descriptors and of global descriptors, keypoints found by both within 1 px).
+        A report: sha256 of both files, the copy's size, and its fidelity on (up to 8 of) the calibration images
+        (median cosine of dense and of global descriptors to the float model's, share of the float model's
+        keypoints that the copy finds within 1 px).
 
     Raises:
         ExtractorError: no images, or the onnx / onnxruntime quantization tools are missing.

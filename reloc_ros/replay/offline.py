@@ -16,8 +16,9 @@ __all__ = ["replay_offline"]
 
 def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
                    config: LocalizerConfig = LocalizerConfig(), every: int = 1,
-                   show_progress: bool = True) -> ReplayRun:
-    """Localize every ``every``-th image of ``bag`` against ``map_path`` (no pose prior: each image on its own).
+                   show_progress: bool = True, model: Path | None = None) -> ReplayRun:
+    """Localize every ``every``-th image of ``bag`` against ``map_path`` (no pose prior: each image on its own);
+    ``model``: the learned map's ONNX file when it is not the shipped one.
 
     Ground truth is interpolated at each image stamp; images without ground truth are skipped and counted.
 
@@ -26,7 +27,7 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         MapError / ExtractorError: unusable map.
     """
     gt = read_ground_truth(bag, topics)
-    loc = Localizer.from_map(map_path, config)
+    loc = Localizer.from_map(map_path, config, **({"model_path": model} if model else {}))
     run = ReplayRun("offline", str(bag), str(map_path), gt=gt)
     no_gt = 0
     t0 = time.perf_counter()
