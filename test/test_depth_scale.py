@@ -83,3 +83,17 @@ def test_monocular_map_takes_the_scale_of_its_poses(tmp_path, caplog):
     ratio = depth_from_camera(maps["fit"]) / depth_from_camera(maps["none"])
     assert abs(ratio / fitted["factor"] - 1) < 0.05, (ratio, fitted["factor"])
     assert depth_from_camera(maps["check"]) == pytest.approx(depth_from_camera(maps["none"]))
+
+    # the map localizes one of its own frames, with the learned-point defaults: the epipolar check runs and the
+    # median-reprojection gate is the learned points' 5 px
+    from reloc_ros.core.geometry import pose_errors
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_map
+    from reloc_ros.datasets.base import load_image
+
+    loc = Localizer(maps["fit"], extractor_for_map(maps["fit"]), LocalizerConfig())
+    assert loc.epipolar_check_on and loc.max_median_reproj_px() == 5.0
+    res = loc.localize(load_image(big[6]), big[6].camera)
+    assert res.ok, res.reason
+    assert "epipolar" in res.timings_ms
+    dt, dr = pose_errors(res.T_map_from_cam, big[6].T_world_from_cam)
+    assert dt < 0.05 and dr < 1.0, (dt, dr)

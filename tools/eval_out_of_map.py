@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reloc_ros.core.geometry import invert_T, pose_errors  # noqa: E402
-from reloc_ros.core.localizer import Localizer, LocalizerConfig  # noqa: E402
+from reloc_ros.core.localizer import MAX_MEDIAN_REPROJ_PX, Localizer, LocalizerConfig  # noqa: E402
 from reloc_ros.core.metrics import RECALL_THRESHOLDS  # noqa: E402
 from reloc_ros.core.plausibility import inlier_coverage  # noqa: E402
 from reloc_ros.core.pnp import solve_pnp  # noqa: E402
@@ -59,13 +59,14 @@ from reloc_ros.ros.odom_gate import OdomGate  # noqa: E402
 SCENES = ["office", "corridor", "hall", "storage"]  # the four synthetic benchmark scenes
 
 DEFAULT = LocalizerConfig()
+REPROJ_PX = MAX_MEDIAN_REPROJ_PX["depth"]  # the default gate of this tool's maps (built from depth images)
 NO_GATES = dict(min_inliers=6, min_inlier_ratio=0.0, max_median_reproj_px=100.0, max_position_sigma_m=1e6,
                 ambiguity_ratio=0.0, max_keyframe_distance_ratio=0.0, min_inlier_coverage=0.0)
 # single gates applied offline to the no-gate figures: name -> predicate on a record (True = passes)
 SINGLE_GATES = {
     f"min_inliers {DEFAULT.min_inliers}": lambda r: r["inliers"] >= DEFAULT.min_inliers,
     f"inlier ratio {DEFAULT.min_inlier_ratio}": lambda r: r["inliers"] >= DEFAULT.min_inlier_ratio * r["matches"],
-    f"reprojection {DEFAULT.max_median_reproj_px} px": lambda r: r["median_reproj_px"] <= DEFAULT.max_median_reproj_px,
+    f"reprojection {REPROJ_PX} px": lambda r: r["median_reproj_px"] <= REPROJ_PX,
     f"sigma {DEFAULT.max_position_sigma_m} m": lambda r: r["sigma_m"] <= DEFAULT.max_position_sigma_m,
 }
 GOOD_M, GOOD_DEG = RECALL_THRESHOLDS["50cm_5deg"]  # a correct pose
@@ -286,7 +287,7 @@ def print_false_localizations(report: dict) -> dict:
                 wrong.append({**row, "error": f"{err_m:.2f} m / {err_deg:.1f} deg",
                               "odometry check": "passes" if r["ok_node"] else "stops it"})
     thresholds = (f"thresholds: inliers >= {DEFAULT.min_inliers}, ratio >= {DEFAULT.min_inlier_ratio}, "
-                  f"reprojection <= {DEFAULT.max_median_reproj_px} px, sigma <= {DEFAULT.max_position_sigma_m} m, "
+                  f"reprojection <= {REPROJ_PX} px, sigma <= {DEFAULT.max_position_sigma_m} m, "
                   f"coverage >= {DEFAULT.min_inlier_coverage}, keyframe distance <= "
                   f"{DEFAULT.max_keyframe_distance_ratio}, distinct second pose < {DEFAULT.ambiguity_ratio} x inliers")
     n_false = sum(x["coverage gate"] == "passes" for x in oom)

@@ -73,8 +73,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("min_inliers", 15, "fewer PnP inliers: FAILED", 4, 100_000, config_field="min_inliers"),
     ParamSpec("min_inlier_ratio", 0.10, "inliers / matches below this: FAILED", 0.0, 1.0,
               config_field="min_inlier_ratio"),
-    ParamSpec("max_median_reproj_px", 4.0, "median inlier reprojection error above this: FAILED", 0.0, 100.0,
-              min_exclusive=True, config_field="max_median_reproj_px"),
+    ParamSpec("max_median_reproj_px", -1.0, "median inlier reprojection error (px) above this: FAILED; < 0 = the "
+              "default for the map's point source (depth and triangulate 4, learned 5)", -1.0, 100.0,
+              config_field="max_median_reproj_px"),
+    ParamSpec("epipolar_check", "auto", "FAILED when the essential matrices of the image with its retrieved "
+              "keyframes agree on a camera orientation more than epipolar_max_rot_deg from the PnP pose's (the map's "
+              "3D points fit a wrong pose); auto = on for maps of learned points (--points learned)",
+              choices=("auto", "on", "off"), config_field="epipolar_check"),
+    ParamSpec("epipolar_max_rot_deg", 5.0, "tolerance of epipolar_check (deg)", 0.0, 180.0, min_exclusive=True,
+              config_field="epipolar_max_rot_deg"),
     ParamSpec("max_position_sigma_m", 2.0, "position std-dev (from the covariance) above this: FAILED", 0.0, 1e6,
               min_exclusive=True, config_field="max_position_sigma_m"),
     ParamSpec("max_keyframe_distance_ratio", 0.9, "a pose farther from every matched keyframe than this x the "
