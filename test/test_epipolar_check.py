@@ -56,6 +56,9 @@ def test_epipolar_check_refuses_a_wrong_orientation_and_passes_the_right_one(see
     wrong = make_T(so3_exp([np.radians(15.0), 0.0, 0.0]) @ T_q[:3, :3], T_q[:3, 3] + [0.3, 0.0, 0.0])
     out = loc._epipolar_disagreement(per_kf, kq, K, wrong)
     assert out is not None and abs(out[0] - 15.0) < 1.0 and out[1] >= 3, out  # most keyframes agree on the truth
+    loc.config = LocalizerConfig(epipolar_max_keyframes=1)  # only the keyframe with the most matches votes
+    out1 = loc._epipolar_disagreement(per_kf, kq, K, wrong)
+    assert out1 is not None and out1[1] == 1
     loc.config = LocalizerConfig(epipolar_max_rot_deg=20.0)
     assert loc._epipolar_disagreement(per_kf, kq, K, wrong) is None
 

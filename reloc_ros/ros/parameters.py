@@ -82,6 +82,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=("auto", "on", "off"), config_field="epipolar_check"),
     ParamSpec("epipolar_max_rot_deg", 5.0, "tolerance of epipolar_check (deg)", 0.0, 180.0, min_exclusive=True,
               config_field="epipolar_max_rot_deg"),
+    ParamSpec("epipolar_max_keyframes", 5, "epipolar_check looks at this many retrieved keyframes (most matches "
+              "first), one five-point RANSAC each (~6 ms on 2 cores)", 1, 1000, config_field="epipolar_max_keyframes"),
     ParamSpec("max_position_sigma_m", 2.0, "position std-dev (from the covariance) above this: FAILED", 0.0, 1e6,
               min_exclusive=True, config_field="max_position_sigma_m"),
     ParamSpec("max_keyframe_distance_ratio", 0.9, "a pose farther from every matched keyframe than this x the "
