@@ -77,7 +77,7 @@ def test_epipolar_check_makes_no_decision_without_enough_evidence():
 def test_epipolar_check_runs_on_learned_point_maps_by_default():
     loc = Localizer.__new__(Localizer)
     for mode, source, on in [("auto", "learned", True), ("auto", "depth", False), ("auto", "triangulate", False),
-                             ("on", "depth", True), ("off", "learned", False)]:
+                             ("always", "depth", True), ("never", "learned", False)]:
         loc.config, loc._point_source = LocalizerConfig(epipolar_check=mode), source
         assert loc.epipolar_check_on is on, (mode, source)
     with pytest.raises(ValueError, match="epipolar_check"):

@@ -36,8 +36,9 @@ MAP_POINT_SIGMA_REL = {"depth": 0.0042, "triangulate": 0.013, "learned": 0.13}
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
 # outside (0.5 m, 5 deg) (docs/RESULTS.md "Session 7").
 MAX_MEDIAN_REPROJ_PX = {"depth": 4.0, "triangulate": 4.0, "learned": 5.0}
-MIN_KEYFRAME_MATCHES = 10
-RELPOSE_CHECK = RelPoseConfig()  # essential-matrix settings of the epipolar check (the 2D-2D method's)  # a retrieved keyframe with fewer matches does not count as contributing
+MIN_KEYFRAME_MATCHES = 10  # a retrieved keyframe with fewer matches does not count as contributing
+EPIPOLAR_CHECK_MODES = ("auto", "always", "never")  # LocalizerConfig.epipolar_check
+RELPOSE_CHECK = RelPoseConfig()  # essential-matrix settings of the epipolar check (the 2D-2D method's)
 
 
 class Status(str, enum.Enum):
@@ -72,10 +73,11 @@ class LocalizerConfig:
     ambiguity_ratio: float = 0.5  # > 0: FAILED when the correspondences the pose leaves out support a second,
     #   distinct pose with at least this fraction of its inliers (repeated structure); 0 disables the check
     ambiguity_min_dist_m: float = 0.25  # two poses closer than this (and 5 deg) are the same hypothesis
-    epipolar_check: str = "auto"  # "on": FAILED when the essential matrices of the query with its retrieved keyframes
-    #   (no map 3D involved) agree on a camera orientation more than epipolar_max_rot_deg from the PnP pose's;
-    #   "auto": on for maps whose 3D points come from the depth head (--points learned), whose shape errors can make
-    #   PnP choose the wrong one of a near-planar view's two poses; "off"
+    epipolar_check: str = "auto"  # "always": FAILED when the essential matrices of the query with its retrieved
+    #   keyframes (no map 3D involved) agree on a camera orientation more than epipolar_max_rot_deg from the PnP
+    #   pose's; "auto": that for maps whose 3D points come from the depth head (--points learned), whose shape errors
+    #   can make PnP choose the wrong one of a near-planar view's two poses; "never" (not on/off: YAML and ROS
+    #   parameters read those as booleans)
     epipolar_max_rot_deg: float = 5.0  # the check's tolerance (and the width of its rotation clusters)
     epipolar_max_keyframes: int = 5  # the check looks at this many retrieved keyframes, those with the most matches
     #   (one five-point RANSAC each; 3 instead of 5 on the tuning scenes: 19 instead of 31 ms, 467 vs 475 of 720 hits)
@@ -99,7 +101,7 @@ class LocalizerConfig:
 
     def __post_init__(self):
         """Refuse values the pipeline cannot run with, naming the field and its valid range."""
-        choices = {"method": METHODS, "pnp_backend": ("poselib", "opencv"), "epipolar_check": ("auto", "on", "off")}
+        choices = {"method": METHODS, "pnp_backend": ("poselib", "opencv"), "epipolar_check": EPIPOLAR_CHECK_MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"LocalizerConfig.{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
@@ -552,9 +554,9 @@ class Localizer:
 
     @property
     def epipolar_check_on(self) -> bool:
-        """Whether the epipolar check runs: ``epipolar_check`` "on", or "auto" on a map of learned points."""
+        """Whether the epipolar check runs: ``epipolar_check`` "always", or "auto" on a map of learned points."""
         mode = self.config.epipolar_check
-        return mode == "on" or (mode == "auto" and self._point_source == "learned")
+        return mode == "always" or (mode == "auto" and self._point_source == "learned")
 
     def _epipolar_disagreement(self, per_kf, kpts_ideal, K, T_map_from_cam, timings: dict | None = None
                                ) -> tuple[float, int] | None:
@@ -564,7 +566,8 @@ class Localizer:
         Each keyframe with enough matches gives an essential matrix (five-point RANSAC on all its matches) and so
         an orientation of the query that does not depend on the map's 3D points. The orientations are grouped:
         the group with the most essential-matrix inliers (within the tolerance of one of them) decides, when it
-        holds at least half of all inliers (and twice one keyframe's minimum). No decision (too few matches, parallax, or a split vote) passes.
+        holds at least half of all inliers (and twice one keyframe's minimum). No decision (too few matches, no
+        parallax, or a split vote) passes.
         On the generated tuning corridors with learned-depth maps, PnP poses ~0.35 m / 15 deg off (a near-planar
         wall: two poses explain its points) were refused while the essential matrices gave the right orientation
         within ~2 deg (docs/RESULTS.md "Session 7"). Cost: one five-point RANSAC per keyframe, ~30 ms per query

@@ -79,7 +79,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("epipolar_check", "auto", "FAILED when the essential matrices of the image with its retrieved "
               "keyframes agree on a camera orientation more than epipolar_max_rot_deg from the PnP pose's (the map's "
               "3D points fit a wrong pose); auto = on for maps of learned points (--points learned)",
-              choices=("auto", "on", "off"), config_field="epipolar_check"),
+              choices=("auto", "always", "never"), config_field="epipolar_check"),
     ParamSpec("epipolar_max_rot_deg", 5.0, "tolerance of epipolar_check (deg)", 0.0, 180.0, min_exclusive=True,
               config_field="epipolar_max_rot_deg"),
     ParamSpec("epipolar_max_keyframes", 5, "epipolar_check looks at this many retrieved keyframes (most matches "
