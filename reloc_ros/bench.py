@@ -114,6 +114,7 @@ def _prepare_int8(work: Path, map_frames, maps: dict, cached: bool, progress: bo
     from reloc_ros.build_map import build_map
     from reloc_ros.core.learned import LearnedExtractor
     from reloc_ros.datasets import load_image
+    from reloc_ros.datasets.base import evenly_spaced
     from reloc_ros.model.quantize import quantize_model
 
     model = work / "int8" / "relocnet_int8.onnx"
@@ -122,8 +123,7 @@ def _prepare_int8(work: Path, map_frames, maps: dict, cached: bool, progress: bo
             LearnedExtractor(model_path=model, outputs="query").metadata.get("quantized_from") != shipped:
         if progress:
             print("quantizing the learned model (INT8, calibrated on 16 map images)")
-        pick = np.unique(np.linspace(0, len(map_frames) - 1, min(16, len(map_frames))).round().astype(int))
-        quantize_model(None, model, [load_image(map_frames[i]) for i in pick])
+        quantize_model(None, model, [load_image(map_frames[i]) for i in evenly_spaced(len(map_frames), 16)])
     out = work / "map_learned-int8_640"
     ex = LearnedExtractor(model_path=model)
     if not cached or _built_with_another(out, ex):

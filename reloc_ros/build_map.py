@@ -12,7 +12,7 @@ from reloc_ros.core.features import ExtractorError, FeatureExtractor
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase
 from reloc_ros.core.points import (TriangulationConfig, fit_depth_scale, points_from_depth, sample_depth,
                                    triangulate_keyframes)
-from reloc_ros.datasets.base import DatasetError, Frame, load_depth, load_image
+from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced, load_depth, load_image
 from reloc_ros.progress import progress_bar
 
 __all__ = ["build_map", "POINT_MODES", "DEPTH_SCALE_MODES"]
@@ -124,7 +124,7 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
 def _depth_scale(frames, feats, kp_ideal, poses, cams, globals_, tri_cfg, mode: str, show_progress: bool):
     """(factor to apply, manifest entry): the depth head's scale against the depth the map's poses triangulate,
     on at most DEPTH_SCALE_KEYFRAMES evenly spaced keyframes (one number: a subset measures it as well)."""
-    sel = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), DEPTH_SCALE_KEYFRAMES)).round().astype(int))
+    sel = evenly_spaced(len(frames), DEPTH_SCALE_KEYFRAMES)
     z_pred = [sample_depth(feats[i].depth, feats[i].keypoints, frames[i].camera.size, LEARNED_DEPTH_MAX_SPREAD)
               for i in sel]
     bar = progress_bar(None, "depth scale", show_progress)

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from reloc_ros.core.camera import Camera
-from reloc_ros.core.geometry import invert_T, look_at, make_T, so3_exp
+from reloc_ros.core.geometry import invert_T, look_at, make_T, so3_exp, transform_points
 from reloc_ros.core.localizer import Localizer, LocalizerConfig
 
 CAM = Camera(640, 480, 525.0, 525.0, 319.5, 239.5)
 
 
 def _project(T_map_from_cam, X):
-    T = invert_T(T_map_from_cam)
-    Xc = X @ T[:3, :3].T + T[:3, 3]
-    return np.c_[CAM.fx * Xc[:, 0] / Xc[:, 2] + CAM.cx, CAM.fy * Xc[:, 1] / Xc[:, 2] + CAM.cy], Xc[:, 2]
+    """Pixels of map points ``X`` in a camera at ``T_map_from_cam``, and which of them it sees."""
+    uv, front = CAM.project(transform_points(invert_T(T_map_from_cam), X))
+    return uv, front & CAM.in_image(uv)
 
 
 def _scene(seed=0, n_kf=4, n=300, outliers=0.3, q_center=(0.4, 0.05, 0.1)):
@@ -27,12 +27,11 @@ def _scene(seed=0, n_kf=4, n=300, outliers=0.3, q_center=(0.4, 0.05, 0.1)):
     kfs = [look_at([0, 0, 0], [np.sin(a), 0, np.cos(a)], up_3=[0, -1, 0]) for a in np.radians([-12, -4, 4, 12])[:n_kf]]
     c = np.asarray(q_center, np.float64)
     T_q = look_at(c, c + [np.sin(0.1), 0.0, np.cos(0.1)], up_3=[0, -1, 0])
-    uv_q, zq = _project(T_q, X)
+    uv_q, seen_q = _project(T_q, X)
     kf_uv, per_kf = [], []
     for k, T in enumerate(kfs):
-        uv_k, zk = _project(T, X)
-        seen = np.flatnonzero((zk > 0) & (zq > 0) & np.all((uv_k >= 0) & (uv_k < [640, 480]), 1)
-                              & np.all((uv_q >= 0) & (uv_q < [640, 480]), 1))
+        uv_k, seen_k = _project(T, X)
+        seen = np.flatnonzero(seen_k & seen_q)
         kf_uv.append(uv_k[seen] + rng.normal(0, 0.3, (len(seen), 2)))
         q_idx = seen.copy()
         bad = rng.random(len(seen)) < outliers

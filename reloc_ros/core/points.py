@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reloc_ros.core.camera import Camera
-from reloc_ros.core.geometry import invert_T
+from reloc_ros.core.geometry import invert_T, transform_points
 from reloc_ros.core.matching import match_mutual_nn
 
 __all__ = ["TriangulationConfig", "points_from_depth", "triangulate_keyframes", "select_pairs",
@@ -250,7 +250,7 @@ def fit_depth_scale(z_pred: list, points_world: list, T_map_from_cam_K44: np.nda
     """
     logs = []
     for z, p, T in zip(z_pred, points_world, T_map_from_cam_K44):
-        z_known = ((p - T[:3, 3]) @ T[:3, :3])[:, 2]
+        z_known = transform_points(invert_T(T), p)[:, 2]
         ok = np.isfinite(z) & np.isfinite(z_known) & (z > 0) & (z_known > 0)
         logs.append(np.log(z_known[ok] / z[ok]))
     pooled = np.concatenate(logs) if logs else np.zeros(0)

@@ -10,7 +10,7 @@ import numpy as np
 
 from reloc_ros.core.camera import Camera
 
-__all__ = ["Frame", "Dataset", "DatasetError", "load_image", "load_depth"]
+__all__ = ["Frame", "Dataset", "DatasetError", "load_image", "load_depth", "evenly_spaced"]
 
 
 class DatasetError(ValueError):
@@ -94,6 +94,13 @@ class Dataset:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """Indices of at most ``k`` evenly spaced items of ``n`` (first and last included; all when ``n <= k``)."""
+    if n <= 0 or k <= 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
 
 
 def load_image(frame_or_path, gray: bool = False) -> np.ndarray:
