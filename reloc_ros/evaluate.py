@@ -11,10 +11,33 @@ import numpy as np
 from reloc_ros.core.geometry import pose_errors
 from reloc_ros.core.localizer import Localizer
 from reloc_ros.core.metrics import RECALL_THRESHOLDS, summarize
+from reloc_ros.core.tracking import PlaceTracker, TrackerConfig
 from reloc_ros.datasets.base import Frame, load_image
 from reloc_ros.progress import progress_bar
 
-__all__ = ["evaluate", "format_table", "write_json"]
+__all__ = ["evaluate", "evaluate_track", "format_table", "write_json", "is_wrong", "WRONG_M", "WRONG_DEG"]
+
+# A pose farther than this from the ground truth is wrong (the trust figures: published_wrong, localized_wrong).
+WRONG_M, WRONG_DEG = 0.5, 5.0
+
+
+def is_wrong(t_err: float, r_err: float) -> bool:
+    """A LOCALIZED pose outside (0.5 m, 5 deg) of the ground truth."""
+    return t_err > WRONG_M or r_err > WRONG_DEG
+
+
+def _record(f: Frame, res) -> dict:
+    """The JSON record of one query's result (errors, covariance consistency)."""
+    rec = {"name": f.name, "sequence": f.sequence, "ok": res.ok, "status": res.status.value,
+           "reason": res.reason, "num_matches": res.num_matches, "num_inliers": res.num_inliers,
+           "timings_ms": res.timings_ms, "t_err": math.inf, "r_err": math.inf}
+    if res.ok:
+        rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
+        rec["T_map_from_cam"] = res.T_map_from_cam.tolist()
+        rec["position_sigma_m"] = float(np.sqrt(np.trace(res.covariance[:3, :3])))
+        e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
+        rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
+    return rec
 
 
 def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = True,
@@ -26,20 +49,10 @@ def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = T
         ``median_r_deg``, ``recall`` (percent per threshold), ``latency_ms`` (p50/p95, per stage), and
         ``per_sequence`` when the queries come from several sequences; one record per query.
     """
-    records = []
-    for f in progress_bar(queries, "localize", show_progress):
-        res = localizer.localize(load_image(f), f.camera)
-        rec = {"name": f.name, "sequence": f.sequence, "ok": res.ok, "status": res.status.value,
-               "reason": res.reason, "num_matches": res.num_matches, "num_inliers": res.num_inliers,
-               "timings_ms": res.timings_ms, "t_err": math.inf, "r_err": math.inf}
-        if res.ok:
-            rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
-            rec["T_map_from_cam"] = res.T_map_from_cam.tolist()
-            rec["position_sigma_m"] = float(np.sqrt(np.trace(res.covariance[:3, :3])))
-            e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
-            rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
-        records.append(rec)
+    records = [_record(f, localizer.localize(load_image(f), f.camera))
+               for f in progress_bar(queries, "localize", show_progress)]
     summary = summarize(records)
+    summary["localized_wrong"] = sum(1 for r in records if r["ok"] and is_wrong(r["t_err"], r["r_err"]))
     nees = [r["nees_position"] for r in records if r["ok"]]
     # Normalised estimation error squared of the position (3 dof): 3 when the covariance is calibrated.
     summary["nees_position"] = {"mean": float(np.mean(nees)) if nees else float("nan"),
@@ -50,6 +63,84 @@ def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = T
         summary["per_sequence"] = {labels.get(s, s): summarize([r for r in records if r["sequence"] == s])
                                    for s in seqs}
     return summary, records
+
+
+def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | None, config: TrackerConfig,
+                   starts_every: int = 25, track_frames: int = 150, show_progress: bool = True,
+                   records: list[dict] | None = None) -> dict:
+    """Cold starts through the node's place tracker: every ``starts_every``-th frame of each query sequence starts
+    a fresh :class:`~reloc_ros.core.tracking.PlaceTracker`, which then sees up to ``track_frames`` frames in order
+    (retrieval priors chosen by it, as in the node); what it would publish is compared with the ground truth.
+
+    Args:
+        odometry: ``{sequence: [N x 4 x 4] T_odom_from_cam}`` aligned with the sequence's frames in name order, or
+            None (no odometry: the tracker checks the pose sequence itself).
+        records: :func:`evaluate`'s records of the same queries (localized without a prior): reused, not redone.
+
+    Returns:
+        ``{"starts", "frames", "published", "published_wrong", "starts_without_pose", "time_to_first_pose_s":
+        {"p50", "p95"}, "nees_mean_published", "nees_median_published_correct", "per_sequence", "config"}``.
+    """
+    seqs: dict[str, list[Frame]] = {}
+    for f in sorted(queries, key=lambda f: f.name):
+        seqs.setdefault(f.sequence, []).append(f)
+    plan = [(s, k) for s, frames in seqs.items() for k in range(0, len(frames), max(1, starts_every))]
+    # frame name -> record localized without a prior (shared by every start)
+    cache: dict[str, dict] = {r["name"]: r for r in records or []}
+
+    def localize(f: Frame, prior) -> dict:
+        if prior is None and f.name in cache:
+            return cache[f.name]
+        rec = _record(f, localizer.localize(load_image(f), f.camera, prior))
+        if prior is None:
+            cache[f.name] = rec
+        return rec
+
+    starts = []
+    for seq, k0 in progress_bar(plan, "cold starts", show_progress):
+        frames = seqs[seq][k0:k0 + track_frames]
+        odo = None if odometry is None else odometry[seq][k0:k0 + track_frames]
+        tracker = PlaceTracker(config)
+        t0 = _stamp_s(frames[0], 0)
+        pub = []
+        for i, f in enumerate(frames):
+            stamp_ns = int(round(_stamp_s(f, k0 + i) * 1e9))
+            T_odom = None if odo is None else odo[i]
+            prior, src = tracker.choose_prior(stamp_ns, T_odom)
+            rec = localize(f, prior)
+            if rec["ok"] and tracker.update(stamp_ns, np.asarray(rec["T_map_from_cam"]), T_odom).accepted:
+                pub.append({**rec, "dt_s": _stamp_s(f, k0 + i) - t0})
+            elif not rec["ok"]:
+                tracker.note_failure(src)
+        starts.append({"sequence": seq, "start": k0, "frames": len(frames), "published": pub})
+    out = _track_summary(starts)
+    out["per_sequence"] = {s: _track_summary([x for x in starts if x["sequence"] == s]) for s in seqs}
+    out["odometry"] = odometry is not None
+    out["config"] = dict(vars(config))
+    out["localizations"] = len(cache)
+    return out
+
+
+def _stamp_s(f: Frame, index: int) -> float:
+    """A frame's time (s): its timestamp, else 30 Hz from its index in the sequence."""
+    return float(f.timestamp) if f.timestamp is not None else index / 30.0
+
+
+def _track_summary(starts: list[dict]) -> dict:
+    pub = [r for s in starts for r in s["published"]]
+    wrong = [r for r in pub if is_wrong(r["t_err"], r["r_err"])]
+    first = [s["published"][0]["dt_s"] for s in starts if s["published"]]
+    nees_ok = [r["nees_position"] for r in pub if not is_wrong(r["t_err"], r["r_err"])]
+
+    def pct(v, q):
+        return float(np.percentile(v, q)) if v else float("nan")
+
+    return {"starts": len(starts), "frames": sum(s["frames"] for s in starts), "published": len(pub),
+            "published_wrong": len(wrong), "starts_without_pose": sum(1 for s in starts if not s["published"]),
+            "time_to_first_pose_s": {"p50": pct(first, 50), "p95": pct(first, 95)},
+            "nees_mean_published": float(np.mean([r["nees_position"] for r in pub])) if pub else float("nan"),
+            "nees_median_published_correct": float(np.median(nees_ok)) if nees_ok else float("nan"),
+            "wrong_examples": [{k: r[k] for k in ("name", "t_err", "r_err", "num_inliers")} for r in wrong[:5]]}
 
 
 def format_table(rows: dict[str, dict]) -> str:

@@ -199,3 +199,14 @@ def test_help_text_lists_every_parameter():
     text = usage()
     for p in PARAMETERS:
         assert re.search(rf"^  {re.escape(p.name)} \(", text, re.M), p.name
+
+
+def test_params_file_and_readme_table_are_generated_from_the_parameter_table():
+    """config/localizer.yaml and the README's parameter table are written by tools/gen_param_docs.py from
+    reloc_ros/ros/parameters.py: this fails when one was edited by hand or the table changed without a re-run."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "gen_param_docs.py"), "--check"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -41,7 +41,7 @@ from lifecycle_msgs.srv import GetState  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
@@ -169,6 +169,7 @@ class Graph:
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
         self.cli_relocalize = n.create_client(Trigger, f"{NODE}/relocalize")
         self.cli_params = n.create_client(SetParameters, f"{NODE}/set_parameters")
+        self.cli_get_params = n.create_client(GetParameters, f"{NODE}/get_parameters")
         self.cli_state = n.create_client(GetState, f"{NODE}/get_state")
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(n)
@@ -257,6 +258,11 @@ class Graph:
         wait_until(fut.done, timeout, what=f"response of {client.srv_name}")
         return fut.result()
 
+    def get_param(self, name: str):
+        res = self.call(self.cli_get_params, GetParameters.Request(names=[name]))
+        v = res.values[0]
+        return {1: v.bool_value, 2: v.integer_value, 3: v.double_value, 4: v.string_value}.get(v.type)
+
     def set_param(self, name: str, value):
         kinds = {bool: (ParameterType.PARAMETER_BOOL, "bool_value"),
                  int: (ParameterType.PARAMETER_INTEGER, "integer_value"),
@@ -290,6 +296,8 @@ def session(scene, tmp_path_factory):
     node = NodeProcess(ENV, ["--params-file", str(REPO / "config" / "localizer.yaml"),
                              "-p", f"map_path:={scene.map_dir}", "-p", "use_sim_time:=true",
                              "-p", "tf_publish_rate_hz:=5.0",
+                             # a 42-frame run (1.4 s): the tracker's motion rule is tested in test_tracking*.py
+                             "-p", "track_min_motion_m:=0.0",
                              "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"], log)
     graph = Graph(scene)
     s = Session(scene, graph, node, janitor)
@@ -471,8 +479,9 @@ def test_bad_inputs_reported_and_node_keeps_running(session):
 
 def test_parameters_validated_and_map_reloaded_in_background(session, tmp_path):
     g, sc = session.graph, session.scene
-    # single frames after reloads: publish a pose without waiting for the odometry gate to confirm the place again
+    # single frames after reloads: publish a pose without waiting for the tracker to confirm the place again
     assert g.set_param("odom_accept_after", 1).successful
+    assert g.set_param("track_min_motion_m", 0.0).successful
     r = g.set_param("top_k", 0)
     assert not r.successful and "out of range" in r.reason
     r = g.set_param("tf_mode", "map_world")
@@ -488,6 +497,8 @@ def test_parameters_validated_and_map_reloaded_in_background(session, tmp_path):
         fh.truncate(1000)
     assert g.set_param("map_path", str(bad)).successful
     wait_until(lambda: "keeping" in g.last_diag().get("map_error", ""), WAIT, what="the failed reload to be reported")
+    # the parameter names the map in use again (a later configure loads it, not the broken one)
+    wait_until(lambda: g.get_param("map_path") == str(sc.map_dir), WAIT, what="map_path to be set back")
     off = session.next_offset()
     d = g.wait_done(g.publish_frame(sc.frames[5], off), "a frame after the failed reload")
     assert d["status"] == "LOCALIZED" and d["map_path"] == str(sc.map_dir), d
@@ -506,6 +517,7 @@ def test_time_jump_back_resets_state(session):
     """A bag loop: frames whose stamps jump back by more than time_jump_reset_s reset the node's state."""
     g = session.graph
     assert g.set_param("odom_accept_after", 1).successful  # after the reset, publish without re-confirmation
+    assert g.set_param("track_min_motion_m", 0.0).successful
     resets = int(g.last_diag()["resets"])
     n_tf = len(g.map_odom)
     stamps = g.play([0, 2, 4, 6], offset_ns=-5 * NS, rate_hz=5.0)  # earlier than anything played so far

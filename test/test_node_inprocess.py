@@ -123,6 +123,9 @@ class Harness:
         use_ros_env(ENV)
         self.ctx = rclpy.context.Context()
         rclpy.init(context=self.ctx)
+        # The place tracker (test_tracking.py, test_tracking_node.py) withholds poses until the robot moved; tests of
+        # other behaviour switch it off unless they set it.
+        overrides = {"odom_jump_max_m": 0.0, **overrides}
         params = [Parameter(k, value=v) for k, v in overrides.items()]
         self.node = RelocNode(context=self.ctx, parameter_overrides=params)
         self.node.autostart()  # what main() does (when the autostart parameter is true)
@@ -441,7 +444,7 @@ def test_pipeline_handover_holds_one_frame_counts_replaced_ones_and_prior_is_cho
 
     T_prior = T5 @ make_T(np.eye(3), [0.05, 0.0, 0.0])
     h.pub_initialpose.publish(conv.pose_with_covariance_stamped(T_prior, np.eye(6) * 0.04, "map", 0))
-    h.wait(lambda: node._initial_prior is not None, "the node to take /initialpose")
+    h.wait(lambda: node._tracker._prior.initial is not None, "the node to take /initialpose")
     release.set()
     h.wait(lambda: node._done_stamp_ns == 405 * NS, "frame 5 handled")
     d = _diag(node)
@@ -530,3 +533,74 @@ def test_pipeline_threads_stop_on_deactivate_and_the_mode_switches_at_activation
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert workers() == [] and node._handover.wait_idle(0.0)
+
+
+def _boundary_values(spec):
+    """(value, must be accepted) pairs at and beyond a parameter's documented range."""
+    if spec.choices:
+        return [(c, True) for c in spec.choices] + [("no_such_choice", False)]
+    if isinstance(spec.default, bool) or isinstance(spec.default, str):
+        return []
+    cast = type(spec.default)
+    out = []
+    if spec.min is not None:
+        lo = cast(spec.min)
+        out.append((lo, not spec.min_exclusive))
+        out.append((cast(spec.min - 1) if cast is int else spec.min - 0.5, False))
+    if spec.max is not None:
+        out.append((cast(spec.max), True))
+        out.append((cast(spec.max) + 1, False))
+    return out
+
+
+def test_every_parameter_at_its_boundaries_is_refused_or_applied(plane_map, harness_factory):
+    """Each parameter set at run time to the edges of its range (and past them): refused with a reason, or
+    accepted and then in effect in the localizer's / tracker's configuration; never an exception out of
+    set_parameters, never a parameter that reads one value while the localizer uses another. Values a single
+    range cannot judge (max_median_reproj_px 0.0) are refused by building the candidate configuration."""
+    from reloc_ros.ros.parameters import PARAMETERS, RELOAD_PARAMS
+
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none")
+    node = h.node
+    h.wait(lambda: node.lifecycle_state == "active", "active")
+    checked = 0
+    for spec in PARAMETERS:
+        if spec.name in RELOAD_PARAMS:
+            continue
+        for value, ok in _boundary_values(spec):
+            res = node.set_parameters([Parameter(spec.name, value=value)])[0]
+            now = node.get_parameter(spec.name).value
+            if not res.successful:
+                assert res.reason, (spec.name, value)
+                assert now != value or not ok, (spec.name, value, res.reason)
+                continue
+            assert ok, (spec.name, value, "accepted out of range")
+            assert now == value
+            if spec.config_field:
+                assert getattr(node._localizer.config, spec.config_field) == value, spec.name
+            if spec.tracker_field:
+                assert getattr(node._tracker.config, spec.tracker_field) == value, spec.name
+            checked += 1
+        node.set_parameters([Parameter(spec.name, value=spec.default)])
+    assert checked > 80, checked
+    res = node.set_parameters([Parameter("max_median_reproj_px", value=0.0)])[0]
+    assert not res.successful and "max_median_reproj_px" in res.reason
+    assert node.get_parameter("max_median_reproj_px").value == -1.0
+    assert node._localizer.config.max_median_reproj_px == -1.0
+
+
+def test_unknown_parameters_and_a_clock_far_from_the_image_stamps_are_reported(plane_map, harness_factory):
+    """`-p topk:=3` is reported with the close match (not silently ignored); images stamped 100 s after the epoch
+    while the node runs on wall time (a bag replayed without use_sim_time) are reported in /diagnostics."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera", topk=3)
+    assert h.node.unknown_parameters == ["topk"]
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "matching")
+    h.send(_render(plane_map["tex"], _query(1)), 100 * NS)
+    h.wait(lambda: h.diags and any(kv.key == "clock_warning" and "use_sim_time" in kv.value
+                                   for kv in h.diags[-1].values), "the clock warning")
+    d = {kv.key: kv.value for kv in h.diags[-1].values}
+    assert d["unknown_parameters"] == "topk" and "use_sim_time:=true" in d["clock_warning"], d
+    # stamped now: no warning
+    h.send(_render(plane_map["tex"], _query(1)), h.node.get_clock().now().nanoseconds)
+    h.wait(lambda: any(kv.key == "clock_warning" and kv.value == "" for kv in h.diags[-1].values),
+           "the warning to clear")

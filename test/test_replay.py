@@ -135,7 +135,8 @@ def test_offline_and_live_replay_agree(scene, tmp_path):
                         "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]), "--out", str(out),
                         "--domain-id", ENV["ROS_DOMAIN_ID"],
                         # 8 frames: compare every localization, without the odometry gate's confirmation at start
-                        "--node-arg=-p", "--node-arg=odom_accept_after:=1"],
+                        "--node-arg=-p", "--node-arg=odom_accept_after:=1",
+                        "--node-arg=-p", "--node-arg=track_min_motion_m:=0.0"],
                        env=ENV, capture_output=True, text=True, timeout=240, cwd=str(REPO))
     wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

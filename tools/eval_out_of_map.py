@@ -19,7 +19,7 @@ inliers; out-of-map matches of a picture that hangs in both scenes cluster on th
 default result at several thresholds (the localizer's default ``min_inlier_coverage`` among them; the localizer
 checks it before the keyframe-distance and ambiguity gates, and all three are deterministic on the same PnP, so
 the replay gives what the localizer gives). The odometry check of the node
-(:class:`reloc_ros.ros.odom_gate.OdomGate`, default thresholds) is replayed over each query run in order on the
+(the place tracker :class:`reloc_ros.core.tracking.PlaceTracker`, default settings) is replayed over each query run in order on the
 default results, with odometry = the run's ground truth scaled by 1 % (drift); note that it cannot reject the
 first pose of a run (there is nothing to compare it with yet).
 
@@ -54,7 +54,9 @@ from reloc_ros.core.plausibility import inlier_coverage  # noqa: E402
 from reloc_ros.core.pnp import solve_pnp  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
 from reloc_ros.datasets.base import load_image  # noqa: E402
-from reloc_ros.ros.odom_gate import OdomGate  # noqa: E402
+from reloc_ros.core.tracking import PlaceTracker  # noqa: E402
+
+NS = 1_000_000_000
 
 SCENES = ["office", "corridor", "hall", "storage"]  # the four synthetic benchmark scenes
 
@@ -199,16 +201,16 @@ def _replay_odometry(recs: list[dict], key: str, passes) -> None:
     """The node's odometry check over each query run in order, on the results ``passes`` accepts (odometry:
     ground truth with 1 % scale drift); sets ``ok_{key}`` and ``good_{key}``."""
     for seq in sorted({r["sequence"] for r in recs}):
-        gate = OdomGate()
+        gate = PlaceTracker()
         run = [r for r in recs if r["sequence"] == seq]
         p0 = np.asarray(run[0]["T_gt"])[:3, 3]
-        for r in run:
+        for i, r in enumerate(run):
             r[f"ok_{key}"] = r[f"good_{key}"] = False
             if not passes(r):
                 continue
             T_odom_cam = np.asarray(r["T_gt"]).copy()
             T_odom_cam[:3, 3] = p0 + 1.01 * (T_odom_cam[:3, 3] - p0)
-            r[f"ok_{key}"] = gate.check(np.asarray(r["T_default"]), T_odom_cam).accepted
+            r[f"ok_{key}"] = gate.update(i * NS // 30, np.asarray(r["T_default"]), T_odom_cam).accepted
             r[f"good_{key}"] = r[f"ok_{key}"] and r["good_default"]
 
 

@@ -122,6 +122,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     e.add_argument("--model", type=Path, default=None,
                    help="ONNX file of a learned map's network when it is not the shipped one (e.g. an ablation "
                         "variant under models/checkpoints/variants/); the map's weights hash must match")
+    e.add_argument("--track", action="store_true",
+                   help="also replay every query sequence through the node's place tracker from cold starts (what "
+                        "the node would publish; JSON key 'track'); odometry as in the scene's bags")
+    e.add_argument("--starts-every", type=int, default=25, help="with --track: a cold start every N frames (25)")
+    e.add_argument("--track-frames", type=int, default=150,
+                   help="with --track: frames tracked after each start (150)")
+    e.add_argument("--no-odometry", action="store_true",
+                   help="with --track: no odometry (the node with tf_mode map_base): the pose sequence is checked")
 
     t = sub.add_parser("train", help="train the shared encoder (needs the [train] extra: torch)")
     t.add_argument("--config", required=True, type=Path, help="training YAML (see config/train_relocnet.yaml)")
@@ -241,7 +249,7 @@ def _eval(args) -> int:
     from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map
     from reloc_ros.core.mapdb import MapDatabase
     from reloc_ros.datasets import load_dataset
-    from reloc_ros.evaluate import evaluate, format_table, write_json
+    from reloc_ros.evaluate import WRONG_DEG, WRONG_M, evaluate, format_table, write_json
 
     overrides = {}
     if args.config:
@@ -286,9 +294,48 @@ def _eval(args) -> int:
     print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
     nees = summary["nees_position"]
     print(f"position NEES (3 = calibrated covariance): mean {nees['mean']:.2f}, median {nees['median']:.2f}")
+    print(f"localized outside ({WRONG_M} m, {WRONG_DEG} deg): {summary['localized_wrong']}")
+    if args.track:
+        summary["track"] = _eval_track(args, ds, loc, queries, records)
     if args.json:
         write_json(args.json, {**summary, "records": records})
     return 0
+
+
+def _eval_track(args, ds, loc, queries, records) -> dict:
+    """``reloc eval --track``: cold starts through the place tracker (reloc_ros.evaluate.evaluate_track)."""
+    import numpy as np
+
+    from reloc_ros.core.tracking import TrackerConfig
+    from reloc_ros.evaluate import evaluate_track
+
+    if args.starts_every < 1 or args.track_frames < 1:
+        raise ValueError("--starts-every and --track-frames must be >= 1")
+    odometry = None
+    if not args.no_odometry:
+        from reloc_ros.datasets.synthetic.writer import SynthError, run_odometry
+
+        odometry = {}
+        for seq in sorted({q.sequence for q in queries}):
+            frames = sorted((q for q in queries if q.sequence == seq), key=lambda q: q.name)
+            try:
+                odometry[seq] = run_odometry(args.dataset, seq, np.stack([f.T_world_from_cam for f in frames]))
+            except SynthError as e:
+                raise ValueError(f"--track: {e}") from None
+    tr = evaluate_track(loc, queries, odometry, TrackerConfig(), args.starts_every, args.track_frames,
+                        show_progress=not args.quiet, records=records)
+    rows = {"all": tr, **tr["per_sequence"]}
+    print(f"cold starts through the place tracker ({'odometry' if odometry else 'no odometry'}, a start every "
+          f"{args.starts_every} frames, {args.track_frames} frames each):")
+    print("| run | starts | frames | published | published wrong | starts without pose | first pose p50 / p95 s | "
+          "NEES mean | NEES median (correct) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, t in rows.items():
+        ttf = t["time_to_first_pose_s"]
+        print(f"| {name} | {t['starts']} | {t['frames']} | {t['published']} | {t['published_wrong']} | "
+              f"{t['starts_without_pose']} | {ttf['p50']:.2f} / {ttf['p95']:.2f} | {t['nees_mean_published']:.2f} | "
+              f"{t['nees_median_published_correct']:.2f} |")
+    return tr
 
 
 if __name__ == "__main__":  # pragma: no cover

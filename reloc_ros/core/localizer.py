@@ -73,6 +73,15 @@ class LocalizerConfig:
     ambiguity_ratio: float = 0.5  # > 0: FAILED when the correspondences the pose leaves out support a second,
     #   distinct pose with at least this fraction of its inliers (repeated structure); 0 disables the check
     ambiguity_min_dist_m: float = 0.25  # two poses closer than this (and 5 deg) are the same hypothesis
+    ambiguity_top_k: int = 20  # > 0: the place check looks for another place among this many retrieved keyframes
+    #   (globally, without the prior): those farther than ambiguity_place_m from the pose (at most
+    #   ambiguity_place_keyframes of them) are matched and solved on their own; a pose there with at least
+    #   ambiguity_place_ratio x the inliers is FAILED "ambiguous place", a weaker one widens the covariance to cover
+    #   it. A whole view repeated elsewhere (the retrieval's top-k all at the look-alike) is found this way; 0 = off
+    ambiguity_place_ratio: float = 0.2  # see ambiguity_top_k: at the office scene's look-alike (3.6 m away) the
+    #   wrong poses' rivals had 0.25-0.49 x their inliers, a correct pose's 0.37 x: single images cannot tell
+    ambiguity_place_m: float = 1.0  # keyframes farther than this from the pose may show another place
+    ambiguity_place_keyframes: int = 5  # at most this many of them are matched (most similar first)
     epipolar_check: str = "auto"  # "always": FAILED when the essential matrices of the query with its retrieved
     #   keyframes (no map 3D involved) agree on a camera orientation more than epipolar_max_rot_deg from the PnP
     #   pose's; "auto": that for maps whose 3D points come from the depth head (--points learned), whose shape errors
@@ -112,6 +121,9 @@ class LocalizerConfig:
                   "blas_threads": (0, None), "matching_threads": (1, 64), "min_inlier_ratio": (0.0, 1.0),
                   "max_position_sigma_m": (1e-6, None), "ambiguity_ratio": (0.0, None),
                   "min_inlier_coverage": (0.0, 1.0), "ambiguity_min_dist_m": (0.0, None),
+                  "ambiguity_top_k": (0, None), "ambiguity_place_m": (0.0, None),
+                  "ambiguity_place_ratio": (0.0, None),
+                  "ambiguity_place_keyframes": (1, None),
                   "max_keyframe_distance_ratio": (0.0, None), "covariance_scale": (1e-12, None),
                   "guided_radius_px": (0.0, None), "epipolar_max_rot_deg": (1e-6, 180.0),
                   "epipolar_max_keyframes": (1, None),
@@ -359,12 +371,7 @@ class Localizer:
         if 0 < cfg.max_query_keypoints < len(desc_q):
             sel = np.sort(np.argsort(-features.scores, kind="stable")[:cfg.max_query_keypoints])
             desc_q = desc_q[sel]
-        self._matcher.ratio, self._matcher.mutual = self.match_ratio, cfg.mutual
-        per_kf = []
-        for k, (m, s) in zip(cand, self._matcher.match(desc_q, cand)):
-            if sel is not None:
-                m[:, 0] = sel[m[:, 0]]
-            per_kf.append((k, m, s))
+        per_kf = self._match(desc_q, sel, cand)
         t["matching"] = _ms(t2)
 
         t3 = time.perf_counter()
@@ -428,6 +435,11 @@ class Localizer:
                 alt := self._second_hypothesis(corr, pnp, K, camera.size, prior)) is not None:
             res.reason = (f"ambiguous: a second pose {alt[1]:.2f} m / {alt[2]:.1f} deg away has {alt[0]} inliers "
                           f"(vs {n_inl}); repeated structure?")
+        elif cfg.ambiguity_top_k > 0 and (rival := self._rival_place(
+                features, desc_q, sel, kpts_ideal, K, camera.size, T_map_from_cam, n_inl, prior, t)) is not None \
+                and rival[0] >= cfg.ambiguity_place_ratio * n_inl:
+            res.reason = (f"ambiguous place: another place {rival[1]:.2f} m / {rival[2]:.1f} deg away has {rival[0]} "
+                          f"inliers (vs {n_inl}): a look-alike view; move, or give /initialpose")
         else:
             res.status = Status.LOCALIZED
             if cfg.guided_radius_px > 0:  # refine the accepted pose; the gates above judged the first matches
@@ -443,12 +455,59 @@ class Localizer:
                         cov = self._covariance(g.covariance, z_med, res.keyframes_used)
                         res.num_inliers = g.num_inliers
                         res.median_reproj_px = float(np.median(g.reproj_px[g.inliers]))
+            if cfg.ambiguity_top_k > 0 and rival is not None:  # weaker evidence for another place: cover it
+                cov = cov.copy()
+                cov[:3, :3] += rival[0] / (rival[0] + n_inl) * np.outer(rival[3], rival[3])
             res.T_map_from_cam = T_map_from_cam
             res.covariance = cov
             res.inlier_xyz = inlier_xyz
         return self._finish(res, t0)
 
     # ---------------------------------------------------------------------------------------------
+    def _match(self, desc_q: np.ndarray, sel: np.ndarray | None, keyframes) -> list:
+        """``[(keyframe, matches [M x 2] (query keypoint, keyframe point), similarities [M])]`` per keyframe;
+        ``sel``: the query keypoints ``desc_q`` holds (None: all)."""
+        self._matcher.ratio, self._matcher.mutual = self.match_ratio, self.config.mutual
+        per_kf = []
+        for k, (m, s) in zip(keyframes, self._matcher.match(desc_q, keyframes)):
+            if sel is not None:
+                m[:, 0] = sel[m[:, 0]]
+            per_kf.append((k, m, s))
+        return per_kf
+
+    def _rival_place(self, features: Features, desc_q, sel, kpts_ideal, K, size, T_map_from_cam: np.ndarray,
+                     n_inliers: int, prior: PosePrior | None, timings: dict):
+        """(inliers, metres, degrees, position offset [3]) of the best pose at another place than
+        ``T_map_from_cam``, from the retrieved keyframes far from it (``ambiguity_top_k``, ``ambiguity_place_m``),
+        or None. A whole view repeated elsewhere (a look-alike room 3.6 m away, the same corridor both ways) often
+        has all of the top-k at one of the two places: the keyframes of the other one are further down the
+        retrieval list. A prior that rules out the other pose (and not this one) settles it: None."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        try:
+            ids, _ = self.index.search(features.global_desc, cfg.ambiguity_top_k, None)
+            far = np.linalg.norm(self.db.centers[ids] - T_map_from_cam[:3, 3], axis=1) > cfg.ambiguity_place_m
+            ids = ids[far][:cfg.ambiguity_place_keyframes]
+            if len(ids) == 0:
+                return None
+            corr = self._aggregate(self._match(desc_q, sel, ids), kpts_ideal)
+            if len(corr) < max(4, cfg.min_matches):
+                return None
+            # a rival below a tenth of the pose's inliers would neither fail it nor widen its covariance much
+            need = max(cfg.min_inliers, int(np.ceil(0.1 * n_inliers)))
+            alt = solve_pnp(corr.uv, corr.xyz, K, size, self._bounded_pnp_config(need, len(corr)))
+            if not alt.success or alt.num_inliers < need:
+                return None
+            T_alt = invert_T(alt.T_cam_from_world)
+            dt, dr = pose_errors(T_alt, T_map_from_cam)
+            if self._one_hypothesis(dt, dr):
+                return None
+            if prior is not None and not prior.rules_out(T_map_from_cam) and prior.rules_out(T_alt):
+                return None
+            return alt.num_inliers, dt, dr, T_alt[:3, 3] - T_map_from_cam[:3, 3]
+        finally:
+            timings["place_check"] = _ms(t0)
+
     def _aggregate(self, per_kf, kpts_ideal) -> Correspondences:
         cfg = self.config
         q, xyz, conf, ctr = [], [], [], []
@@ -471,6 +530,16 @@ class Localizer:
         if len(corr) < max(4, cfg.min_matches):
             return None, len(corr), corr
         return solve_pnp(corr.uv, corr.xyz, K, size, self._pnp_config()), len(corr), corr
+
+    def _bounded_pnp_config(self, need: int, n: int) -> PnPConfig:
+        """The PnP settings for a search where only a pose with >= ``need`` of ``n`` correspondences as inliers
+        matters: RANSAC needs no more iterations than it takes to draw a minimal (3-point) sample of its inliers with
+        the PnP confidence (10-15 ms less per query where most correspondences are wrong matches, e.g. Strecha)."""
+        pcfg = self._pnp_config()
+        p_sample = (need / max(n, 1)) ** 3
+        enough = np.log(1 - pcfg.confidence) / np.log1p(-p_sample) if p_sample < 1 else 1.0
+        pcfg.max_iterations = int(min(pcfg.max_iterations, max(100, np.ceil(enough))))
+        return pcfg
 
     def _pnp_config(self) -> PnPConfig:
         cfg = self.config
@@ -615,14 +684,7 @@ class Localizer:
         need = max(cfg.min_inliers, int(np.ceil(cfg.ambiguity_ratio * pnp.num_inliers)))
         if rest.sum() < need:
             return None
-        # only a pose with >= need inliers matters: RANSAC needs no more iterations than it takes to draw a minimal
-        # (3-point) sample of its inliers with the PnP confidence (10-15 ms less per query where most leftover
-        # correspondences are wrong matches, e.g. Strecha)
-        pcfg = self._pnp_config()
-        p_sample = (need / rest.sum()) ** 3
-        enough = np.log(1 - pcfg.confidence) / np.log1p(-p_sample) if p_sample < 1 else 1.0
-        pcfg.max_iterations = int(min(pcfg.max_iterations, max(100, np.ceil(enough))))
-        alt = solve_pnp(corr.uv[rest], corr.xyz[rest], K, size, pcfg)
+        alt = solve_pnp(corr.uv[rest], corr.xyz[rest], K, size, self._bounded_pnp_config(need, int(rest.sum())))
         if not alt.success or alt.num_inliers < need:
             return None
         T_main, T_alt = invert_T(pnp.T_cam_from_world), invert_T(alt.T_cam_from_world)

@@ -8,5 +8,4 @@ Modules, one responsibility each:
     tf_buffer         TF lookups (tf2_ros, or an own buffer over /tf and /tf_static) and broadcasting
     conversions       poses, transforms, covariances, stamps and point clouds <-> messages
     frame_slot        the worker's queue of one (newest frame wins, drops counted)
-    odom_gate         wrong-pose protection: place hypotheses from odometry; only a confirmed, dominant place is published
 """

@@ -16,11 +16,9 @@ Frames (REP-105): with odometry (``tf_mode: map_odom``) the node publishes
 ``T_map_from_odom = T_map_from_cam @ inv(T_odom_from_base(t_image) @ T_base_from_cam)``; without
 (``map_base``) ``T_map_from_base``. A FAILED result is never published as a pose or TF.
 
-Priors (the first that applies, per frame): none once after ``~/relocalize``; ``/initialpose``; with odometry and a
-place the odometry gate has accepted, the camera pose odometry predicts from that place (``odom_prior_*``: a pose
-window for retrieval, which also settles the ambiguity check in repeated structure; released after
-``odom_prior_release_after`` frames in a row that were not accepted with it, until a pose is accepted again); the
-last good pose (``prior_sigma_m``, ``prior_timeout_s``).
+Which poses are published and each frame's retrieval prior: the place tracker (:mod:`reloc_ros.core.tracking`,
+the same code ``reloc eval --track`` runs): a place is published only once its poses were consistent over enough
+motion (odometry, else the pose sequence itself) and no other place comes close.
 
 Run ``reloc_node --help`` for parameters and topics.
 """
@@ -37,6 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import rclpy
 import rclpy.exceptions
+import rclpy.parameter
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
@@ -59,9 +59,9 @@ from reloc_ros.ros import conversions as conv
 from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info, camera_info_key, check_image_size
 from reloc_ros.ros.frame_slot import HandOver, LatestSlot
 from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
-from reloc_ros.ros.odom_gate import OdomGate
-from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, localizer_config_from, \
-    parse_base_from_camera, usage, validate
+from reloc_ros.core.tracking import PlaceTracker
+from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, \
+    localizer_config_from, parse_base_from_camera, tracker_config_from, usage, validate
 from reloc_ros.ros.tf_buffer import TfClient, TfError, TfUnavailableError
 
 __all__ = ["RelocNode", "main", "PARAMETERS", "NODE_NAME"]
@@ -71,6 +71,7 @@ NS = 1_000_000_000
 
 _RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 _LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+_CLOCK_SKEW_WARN_S = 10.0  # image stamps this far from the node's clock: bag replay without use_sim_time?
 _INFO_WAIT_S = 0.1  # longest wait for the CameraInfo of an image's stamp (when the stream's stamps match)
 _PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -124,6 +125,7 @@ class _Stats:
     last_input_error: str = ""
     last_tf_error: str = ""
     last_prior: str = ""  # prior of the last frame: none, initialpose, odometry or last_pose
+    clock_warning: str = ""  # image stamps far from the node's clock (use_sim_time?)
     num_inliers: int = 0
     num_matches: int = 0
     timings_ms: dict = field(default_factory=dict)
@@ -147,6 +149,7 @@ class RelocNode(LifecycleNode):
                                        dynamic_typing=isinstance(spec.default, float))
             self.declare_parameter(spec.name, spec.default, desc)
         self._p = {s.name: self._coerce(s.name, self.get_parameter(s.name).value) for s in PARAMETERS}
+        self.unknown_parameters = self._report_unknown_parameters()
 
         self.stats = _Stats()
         self._localizer: Localizer | None = None
@@ -171,14 +174,8 @@ class RelocNode(LifecycleNode):
         self._first_image_wall: float | None = None
         self._last_stamp_ns: int | None = None
         self._last_accepted_ns: int | None = None
-        self._last_good: tuple | None = None  # (stamp_ns, camera centre [3])
-        self._odom_prior_failures = 0  # consecutive frames not accepted while localized with the odometry prior
-        self._odom_gate = OdomGate()  # wrong-pose protection: consistency with odometry (the localizing worker only)
-        # set by callbacks, applied by the localizing worker before its next check: "forget" (new map, time jump:
-        # the place must be confirmed again) or "trust" (~/relocalize, /initialpose: the next pose is accepted)
-        self._odom_gate_reset: str | None = None
-        self._initial_prior: PosePrior | None = None
-        self._ignore_prior_once = False
+        # wrong-pose protection and priors (thread-safe: callbacks reset it, the localizing worker updates it)
+        self._tracker = PlaceTracker(tracker_config_from(self._p))
         self._map_from_odom: tuple | None = None  # (T, parent, child)
         self._last_tf_stamp_ns = -1  # newest stamp of a periodic republication
         self._sent_tf_stamps: collections.deque = collections.deque(maxlen=256)  # stamps we sent on /tf
@@ -195,6 +192,21 @@ class RelocNode(LifecycleNode):
 
     # =============================================================================================
     # parameters
+    def _report_unknown_parameters(self) -> list[str]:
+        """Parameters given to this node (``-p``, ``--params-file``) that it does not have: each is reported with
+        the closest name (a typo such as ``topk`` would otherwise be ignored without a word)."""
+        import difflib
+
+        ours = [s.name for s in PARAMETERS]
+        known = set(ours) | {"use_sim_time", "start_type_description_service"}
+        unknown = sorted(n for n in getattr(self, "_parameter_overrides", {}) if n not in known
+                         and not n.startswith("qos_overrides."))
+        for name in unknown:
+            close = difflib.get_close_matches(name, ours, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "`reloc_node --help` lists the parameters"
+            self.get_logger().error(f"unknown parameter {name!r} is ignored: {hint}")
+        return unknown
+
     @staticmethod
     def _coerce(name: str, value):
         spec = PARAMS_BY_NAME.get(name)
@@ -203,10 +215,20 @@ class RelocNode(LifecycleNode):
         return value
 
     def _on_set_parameters(self, params) -> SetParametersResult:
+        """Refuse a value with the reason, never accept one the localizer or tracker would then refuse: each value
+        is checked on its own, then the candidate configurations are built with all of them."""
         for p in params:
             why = validate(p.name, p.value)
             if why:
                 return SetParametersResult(successful=False, reason=why)
+        if not self._ready:
+            return SetParametersResult(successful=True)
+        candidate = {**self._p, **{p.name: self._coerce(p.name, p.value) for p in params if p.name in PARAMS_BY_NAME}}
+        try:
+            localizer_config_from(candidate)
+            tracker_config_from(candidate)
+        except (ValueError, TypeError) as e:
+            return SetParametersResult(successful=False, reason=str(e))
         return SetParametersResult(successful=True)
 
     def _on_parameters_set(self, params) -> None:
@@ -218,6 +240,8 @@ class RelocNode(LifecycleNode):
             loc = self._localizer
         if loc is not None:
             loc.config = localizer_config_from(self._p, loc.config)  # one attribute swap: the worker sees old or new
+        if any(k in changed for k in TRACKER_FIELDS):
+            self._tracker.config = tracker_config_from(self._p)
         if "diagnostics_rate_hz" in changed:
             self._restart_diag_timer()
         if "tf_publish_rate_hz" in changed and self._state_label == "active":
@@ -261,6 +285,15 @@ class RelocNode(LifecycleNode):
                                f"points, extractor {name}) in {time.perf_counter() - t0:.2f} s")
         return loc
 
+    def _restore_loaded(self, loaded: dict) -> None:
+        """Set map_path / model_path / inference_provider back to what is loaded (a failed reload): the parameters
+        then name the map in use, and the next configure loads it again."""
+        if not loaded.get("map_path"):
+            return
+        with self._lock:
+            self._p.update(loaded)
+        self.set_parameters([rclpy.parameter.Parameter(k, value=v) for k, v in loaded.items()])
+
     def _start_reload(self, want: dict) -> None:
         with self._lock:
             self._reload_gen += 1
@@ -272,10 +305,15 @@ class RelocNode(LifecycleNode):
         try:
             loc = self._load_localizer(want)
         except Exception as e:  # MapError, ExtractorError, OSError, ...
-            msg = f"reloading {want['map_path']!r} failed, keeping {self._loaded['map_path']!r}: {e}"
             with self._lock:
-                if gen == self._reload_gen:
+                current = gen == self._reload_gen
+                loaded = dict(self._loaded)
+            msg = (f"reloading {want['map_path']!r} failed, keeping {loaded['map_path']!r} (the parameters "
+                   f"{', '.join(RELOAD_PARAMS)} are set back to it): {e}")
+            if current:
+                with self._lock:
                     self._map_error = msg
+                self._restore_loaded(loaded)
             self.get_logger().error(msg)
             self._publish_diagnostics()
             return
@@ -285,11 +323,9 @@ class RelocNode(LifecycleNode):
             self._localizer = loc
             self._loaded = dict(want)
             self._map_error = ""
-            self._last_good = None
-            self._initial_prior = None
-            self._odom_gate_reset = "forget"
             self._map_from_odom = None  # the new map may have another origin
             self._path = Path()
+        self._tracker.reset()  # places of the old map mean nothing in the new one
         self._publish_map_points()
         self._publish_diagnostics()
 
@@ -430,6 +466,7 @@ class RelocNode(LifecycleNode):
     # callbacks (executor thread; never wait on inference)
     def _on_image(self, msg: Image) -> None:
         stamp = conv.stamp_to_ns(msg.header.stamp)
+        self._check_clock(stamp)
         with self._lock:
             self.stats.received += 1
             if self._first_image_wall is None:
@@ -441,6 +478,27 @@ class RelocNode(LifecycleNode):
                 return
             self._last_accepted_ns = stamp
         self._slot.put(_Frame(msg, stamp, time.monotonic()))
+
+    def _check_clock(self, stamp_ns: int) -> None:
+        """Report image stamps far from the node's clock: a bag replayed without ``use_sim_time`` (map->odom would
+        go out in wall time against odometry in bag time), or sim time without ``/clock``."""
+        now = self.get_clock().now().nanoseconds
+        skew = (now - stamp_ns) / NS
+        if abs(skew) <= _CLOCK_SKEW_WARN_S:
+            if self.stats.clock_warning:
+                with self._lock:
+                    self.stats.clock_warning = ""
+            return
+        sim = self.get_parameter("use_sim_time").value
+        if sim:
+            why = (f"image stamps are {skew:+.1f} s from the node's clock (use_sim_time true): is /clock published "
+                   "(`ros2 bag play --clock`)?")
+        else:
+            why = (f"image stamps are {skew:+.1f} s from the node's clock: replaying a bag? Start the node with "
+                   "-p use_sim_time:=true and play the bag with --clock, else TF goes out in the wrong time")
+        with self._lock:
+            self.stats.clock_warning = why
+        self.get_logger().warning(why, throttle_duration_sec=10.0)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._lock:
@@ -469,10 +527,7 @@ class RelocNode(LifecycleNode):
         if T_base_from_cam is None:
             T_base_from_cam = self._last_T_base_from_cam  # from TF, as last used by the worker
         pos = (T @ T_base_from_cam)[:3, 3] if T_base_from_cam is not None else T[:3, 3]
-        with self._lock:
-            self._initial_prior = PosePrior(position=pos, sigma_m=max(sigma, 0.1))
-            self._last_good = None
-            self._odom_gate_reset = "trust"  # the operator says where the robot is: no check against the old pose
+        self._tracker.set_initial_pose(PosePrior(position=pos, sigma_m=max(sigma, 0.1)))
         self.get_logger().info(f"prior from /initialpose at {np.round(pos, 2).tolist()} (sigma {sigma:.2f} m)")
 
     def _initialpose_ignored(self, why: str) -> None:
@@ -482,13 +537,10 @@ class RelocNode(LifecycleNode):
         self.get_logger().warning(why)
 
     def _on_relocalize(self, request, response):
-        with self._lock:
-            self._ignore_prior_once = True
-            self._last_good = None
-            self._initial_prior = None
-            self._odom_gate_reset = "trust"
+        self._tracker.relocalize()
         response.success = True
-        response.message = "the next frame is localized without a prior and its pose is not checked against odometry"
+        response.message = ("the places are forgotten and the next frame is localized without a prior; a pose is "
+                            "published again once its place is confirmed by motion")
         self.get_logger().info("relocalize requested: " + response.message)
         return response
 
@@ -627,14 +679,12 @@ class RelocNode(LifecycleNode):
     def _reset_state(self, why: str) -> None:
         with self._lock:
             self.stats.resets += 1
-            self._last_good = None
-            self._initial_prior = None
-            self._odom_gate_reset = "forget"
             self._map_from_odom = None
             self._last_tf_stamp_ns = -1
             self._sent_tf_stamps.clear()
             self._path = Path()
             self._last_accepted_ns = None
+        self._tracker.reset()
         if self._tf is not None:
             self._tf.clear()
         self.get_logger().warning(f"state reset: {why}")
@@ -691,59 +741,15 @@ class RelocNode(LifecycleNode):
             time.sleep(0.02)
 
     def _choose_prior(self, frame: _Frame) -> tuple[PosePrior | None, str]:
-        """The retrieval prior of the next frame and where it comes from (none, initialpose, odometry, last_pose)."""
-        p = self._p
-        stamp_ns = frame.stamp_ns
-        with self._lock:
-            if self._ignore_prior_once:
-                self._ignore_prior_once = False
-                return None, "none"
-            if self._initial_prior is not None:
-                return self._initial_prior, "initialpose"
-            gate_reset_pending = self._odom_gate_reset is not None
-        if p["use_prior"] and not gate_reset_pending:
-            prior = self._odometry_prior(frame, p)
-            if prior is not None:
-                return prior, "odometry"
-        with self._lock:
-            if p["use_prior"] and self._last_good is not None:
-                t, pos = self._last_good
-                if 0 <= stamp_ns - t <= p["prior_timeout_s"] * NS:
-                    return PosePrior(position=pos, sigma_m=p["prior_sigma_m"]), "last_pose"
-        return None, "none"
-
-    def _odometry_prior(self, frame: _Frame, p: dict) -> PosePrior | None:
-        """The camera pose predicted by odometry from the accepted place (the odometry gate's map->odom), as a tight
-        prior with a rotation (a pose window for retrieval; it also settles the ambiguity check), or None: no
-        accepted place, no odometry at the stamp, ``odom_prior_sigma_m`` 0, or released after
-        ``odom_prior_release_after`` frames in a row that were not accepted with it (then frames are localized
-        without it until a pose is accepted again: a robot carried elsewhere is found by global retrieval)."""
-        if p["odom_prior_sigma_m"] <= 0 or not self._odom_gate.enabled:
-            return None
-        if self._odom_prior_failures >= p["odom_prior_release_after"]:
-            return None
-        T_map_from_odom = self._odom_gate.accepted_map_from_odom()
-        if T_map_from_odom is None:
-            return None
-        try:
-            T = T_map_from_odom @ self._odom_from_cam(frame, p)
-        except TfError:
-            return None
-        return PosePrior(position=T[:3, 3].copy(), sigma_m=p["odom_prior_sigma_m"], rotation=T[:3, :3].copy(),
-                         sigma_deg=p["odom_prior_sigma_deg"])
-
-    def _count_odometry_prior(self, accepted: bool, prior_src: str, p: dict) -> None:
-        """Track frames that were not accepted with the odometry prior (see :meth:`_odometry_prior`)."""
-        if accepted:
-            self._odom_prior_failures = 0
-        elif prior_src == "odometry":
-            self._odom_prior_failures += 1
-            if self._odom_prior_failures == p["odom_prior_release_after"]:
-                with self._lock:
-                    self.stats.odom_prior_releases += 1
-                self.get_logger().info(f"{self._odom_prior_failures} frames in a row not localized at the place "
-                                       "odometry predicts: localizing without the odometry prior until a pose is "
-                                       "accepted again", throttle_duration_sec=5.0)
+        """The retrieval prior of the next frame and where it comes from (none, initialpose, odometry, last_pose);
+        odometry is looked up only when the tracker can use it (an accepted place with odometry)."""
+        T_odom = None
+        if self._p["use_prior"] and self._tracker.accepted_map_from_odom() is not None:
+            try:
+                T_odom = self._odom_from_cam(frame, self._p)
+            except TfError:
+                T_odom = None
+        return self._tracker.choose_prior(frame.stamp_ns, T_odom)
 
     def _process(self, frame: _Frame) -> None:
         """pipeline false: a whole frame."""
@@ -826,8 +832,13 @@ class RelocNode(LifecycleNode):
     def _report(self, res: LocalizationResult, frame: _Frame, loc: Localizer, p: dict, prior_src: str) -> None:
         """The end of a localized frame (both modes): odometry check, statistics, publication and latency."""
         if res.ok:
-            self._odometry_check(res, frame, p)
-        self._count_odometry_prior(res.ok, prior_src, p)
+            self._track(res, frame, p)
+        if not res.ok and self._tracker.note_failure(prior_src):
+            with self._lock:
+                self.stats.odom_prior_releases += 1
+            self.get_logger().info(f"{p['odom_prior_release_after']} frames in a row not localized at the place "
+                                   "odometry predicts: localizing without the odometry prior until a pose is "
+                                   "accepted again", throttle_duration_sec=5.0)
         with self._lock:
             s = self.stats
             s.processed += 1
@@ -858,40 +869,31 @@ class RelocNode(LifecycleNode):
         T_base_from_cam = self._T_base_from_cam(frame, p, timeout)
         return self._lookup(frame, p["odom_frame"], p["base_frame"], timeout) @ T_base_from_cam
 
-    def _odometry_check(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
-        """Turn a LOCALIZED result FAILED when it jumps against odometry since the last accepted pose
-        (see :mod:`reloc_ros.ros.odom_gate`). Without odometry (no odom->base at the stamp) nothing is checked."""
-        gate = self._odom_gate
-        gate.configure(p["odom_jump_max_m"], p["odom_jump_max_deg"], p["odom_accept_after"], p["odom_dominance"],
-                       p["odom_memory"])
-        with self._lock:
-            if self._odom_gate_reset:
-                gate.reset(trust_next=self._odom_gate_reset == "trust")
-                self._odom_gate_reset = None
-        if not gate.enabled:
-            with self._lock:
-                self.stats.odom_check = "off"
-            return
+    def _track(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
+        """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
+        checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         try:
             T_odom_from_cam = self._odom_from_cam(frame, p)
+            no_odom = ""
         except TfError as e:
-            with self._lock:
-                self.stats.odom_check = f"no odometry, not checked: {e}"
-            return
-        d = gate.check(res.T_map_from_cam, T_odom_from_cam)
+            T_odom_from_cam, no_odom = None, str(e)
+        d = self._tracker.update(frame.stamp_ns, res.T_map_from_cam, T_odom_from_cam)
+        basis = "odometry" if d.odometry else f"pose sequence (no odometry: {no_odom})"
         with self._lock:
             s = self.stats
             s.odom_hypotheses = d.hypotheses
-            if d.accepted and d.reason:
+            if not self._tracker.config.enabled:
+                s.odom_check = "off"
+            elif d.accepted and d.switched:
                 s.odom_recovered += 1
                 s.odom_check = d.reason
             elif d.accepted:
-                s.odom_check = (f"ok ({d.jump_m:.2f} m / {d.jump_deg:.1f} deg; support {d.support:.1f}, "
+                s.odom_check = (f"ok by {basis} ({d.jump_m:.2f} m / {d.jump_deg:.1f} deg; support {d.support:.1f}, "
                                 f"next place {d.rival:.1f})")
             else:
                 s.odom_rejected += 1
-                s.odom_check = "rejected"
-        if d.accepted and d.reason:
+                s.odom_check = f"rejected ({basis})"
+        if d.accepted and d.switched:
             self.get_logger().warning(d.reason)
         if not d.accepted:
             res.status, res.reason = Status.FAILED, d.reason
@@ -938,9 +940,6 @@ class RelocNode(LifecycleNode):
         stamp = frame.stamp_ns
         map_frame = p["map_frame"]
         T_map_from_cam = res.T_map_from_cam
-        with self._lock:  # a good pose is the next frame's prior, whether or not TF lets us publish it
-            self._last_good = (stamp, T_map_from_cam[:3, 3].copy())
-            self._initial_prior = None
         T_base_from_cam = None
         if p["pose_frame"] == "base" or p["tf_mode"] != "none":
             try:
@@ -1086,6 +1085,8 @@ class RelocNode(LifecycleNode):
                 "output_rate_hz": round(rate, 3),
                 "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",
                 "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else "",
+                "unknown_parameters": ", ".join(self.unknown_parameters),
+                "clock_warning": s.clock_warning,
                 "tf": self._tf.backend if self._tf is not None else (self._tf_unavailable or "not configured"),
                 "tf_bad_transforms": getattr(self._tf, "bad_transforms", ""),  # invalid /tf entries ignored
                 "tf_last_bad_transform": getattr(self._tf, "last_bad_transform", ""),
@@ -1100,6 +1101,8 @@ class RelocNode(LifecycleNode):
                 level, message = DiagnosticStatus.WARN, self._map_error
             elif s.last_status == "FAILED":
                 level, message = DiagnosticStatus.WARN, f"FAILED: {s.last_reason}"
+            elif s.clock_warning:
+                level, message = DiagnosticStatus.WARN, f"{s.last_status}; {s.clock_warning}"
             elif s.last_status == "LOCALIZED":
                 level, message = DiagnosticStatus.OK, f"LOCALIZED ({s.num_inliers} inliers)"
             else:
@@ -1133,7 +1136,13 @@ def main(args: list[str] | None = None) -> int:
     if unknown:
         sys.stderr.write(f"reloc_node: unknown arguments {unknown} (ROS arguments go after --ros-args)\n\n" + usage())
         return 2
-    rclpy.init(args=[sys.argv[0]] + argv)
+    try:
+        rclpy.init(args=[sys.argv[0]] + argv)
+    except _rclpy.RCLError as e:  # e.g. --params-file that does not exist or is not YAML
+        why = str(e).split("Error:")[0].strip().rstrip(".,")
+        sys.stderr.write(f"reloc_node: cannot start: {why} (check the --ros-args arguments: the file after "
+                         f"--params-file must exist and be YAML)\n")
+        return 2
     node = None
     rc = 0
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ParamSpec", "PARAMETERS", "PARAMS_BY_NAME", "LOCALIZER_FIELDS", "RELOAD_PARAMS", "validate",
-           "parse_base_from_camera", "localizer_config_from", "TOPICS", "SERVICES", "usage"]
+           "parse_base_from_camera", "localizer_config_from", "tracker_config_from", "TRACKER_FIELDS", "TOPICS", "SERVICES", "usage"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class ParamSpec:
         min, max: inclusive range for numbers (None: unbounded); ``min_exclusive``: the minimum itself is refused.
         choices: allowed values of a string parameter.
         config_field: the :class:`~reloc_ros.core.localizer.LocalizerConfig` field it sets, if any.
+        tracker_field: the :class:`~reloc_ros.core.tracking.TrackerConfig` field it sets, if any.
     """
 
     name: str
@@ -36,6 +37,7 @@ class ParamSpec:
     min_exclusive: bool = False
     choices: tuple = ()
     config_field: str | None = None
+    tracker_field: str | None = None
 
     @property
     def type_name(self) -> str:
@@ -100,11 +102,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "+8 ms at 640x480 on 2 cores); 0 = off",
               0.0, 100.0, config_field="guided_radius_px"),
     ParamSpec("prior_sigma_m", 5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
-              0.0, 1e6, min_exclusive=True, config_field="prior_sigma_m"),
+              0.0, 1e6, min_exclusive=True, config_field="prior_sigma_m", tracker_field="prior_sigma_m"),
     # -- node behaviour -------------------------------------------------------------------------------
-    ParamSpec("use_prior", True, "use the last good pose as a retrieval prior for the next frame"),
-    ParamSpec("prior_timeout_s", 10.0, "a last good pose older than this (image time) is not used as a prior",
-              0.0, 1e6),
+    ParamSpec("use_prior", True, "use the last accepted pose (or odometry's prediction from it) as a retrieval prior "
+              "for the next frame", tracker_field="use_prior"),
+    ParamSpec("prior_timeout_s", 10.0, "a last accepted pose older than this (image time) is not used as a prior",
+              0.0, 1e6, tracker_field="prior_timeout_s"),
     ParamSpec("max_rate_hz", 0.0, "localize at most this often (image time); 0 = as fast as the worker can",
               0.0, 1000.0),
     ParamSpec("pipeline", False, "two worker threads: feature extraction of the newest frame runs while retrieval, "
@@ -118,31 +121,50 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "this (s); otherwise the latest CameraInfo is used", 0.0, 10.0),
     ParamSpec("time_jump_reset_s", 1.0, "an image stamp going back by more than this (s) resets state (bag loop); "
               "smaller steps back are dropped as out of order", 0.0, 1e6),
-    # -- wrong-pose protection (reloc_ros/core/plausibility.py, reloc_ros/ros/odom_gate.py) ------------
+    # -- wrong-pose protection (reloc_ros/core/plausibility.py, reloc_ros/core/tracking.py) -----------
     ParamSpec("min_inlier_coverage", 0.1, "a pose whose PnP inliers cover less than this fraction of the image "
               "(convex hull) is FAILED: matches on one small patch, e.g. a picture that also hangs elsewhere; "
               "0 = no check", 0.0, 1.0, config_field="min_inlier_coverage"),
-    ParamSpec("odom_jump_max_m", 0.5, "odometry gate (reloc_ros/ros/odom_gate.py): poses whose map->odom agree "
-              "within this (m) support the same place hypothesis; a pose is published only when its place is the "
-              "best supported by far; 0 = no odometry check", 0.0, 1e6),
-    ParamSpec("odom_jump_max_deg", 10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True),
+    ParamSpec("odom_jump_max_m", 0.5, "place tracker (reloc_ros/core/tracking.py): poses whose map->odom agree "
+              "within this (m; without odometry: consecutive poses, plus track_max_speed_mps x the time between "
+              "them) support the same place hypothesis; a pose is published only when its place is the best "
+              "supported by far and confirmed by motion; 0 = every LOCALIZED pose is published (not safe)",
+              0.0, 1e6, tracker_field="max_m"),
+    ParamSpec("odom_jump_max_deg", 10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True,
+              tracker_field="max_deg"),
     ParamSpec("odom_accept_after", 5, "support a place needs before its poses are published (consistent poses, "
-              "decayed by odom_memory: 5 with memory 50 means the 6th pose): after start, a bag loop or a new map; "
-              "~/relocalize and /initialpose accept the next pose at once", 1, 1000),
+              "decayed by odom_memory): after start, a bag loop, ~/relocalize or a new map", 1, 1000,
+              tracker_field="accept_after"),
     ParamSpec("odom_dominance", 1.5, "a place's poses are published only when its support is at least this many "
               "times that of any other place (repeated structure: an identical door, a symmetric corridor)",
-              1.0, 1000.0),
+              1.0, 1000.0, tracker_field="dominance"),
     ParamSpec("odom_memory", 50.0, "support decays by 1 - 1/odom_memory per localized frame (about the frames "
               "remembered; a robot carried elsewhere is accepted at its new place after ~0.9 x this many)",
-              1.0, 1e6),
+              1.0, 1e6, tracker_field="memory"),
+    ParamSpec("track_min_motion_m", 1.0, "a place is accepted only when its consistent poses were gathered over at "
+              "least this much travel (m, by odometry, else by the poses) or track_min_motion_deg of turn: an alias "
+              "seen from a robot that has not moved is consistent too. After a cold start the robot must move this "
+              "far (or turn) before the first pose is published, unless /initialpose is given", 0.0, 1e6,
+              tracker_field="min_motion_m"),
+    ParamSpec("track_min_motion_deg", 30.0, "same, turn (deg)", 0.0, 360.0, tracker_field="min_motion_deg"),
+    ParamSpec("track_max_speed_mps", 1.5, "without odometry: the fastest plausible camera speed (m/s); consecutive "
+              "poses farther apart than odom_jump_max_m + this x their time difference belong to different places",
+              0.0, 1e3, tracker_field="max_speed_mps"),
+    ParamSpec("track_max_turn_dps", 90.0, "without odometry: the fastest plausible turn (deg/s), same use",
+              0.0, 1e4, tracker_field="max_turn_dps"),
+    ParamSpec("track_timeout_s", 2.0, "without odometry: a place not supported for this long (image time) is "
+              "forgotten (its poses can no longer be linked)", 0.0, 1e6, min_exclusive=True,
+              tracker_field="track_timeout_s"),
     ParamSpec("odom_prior_sigma_m", 0.5, "with odometry and an accepted place, the camera pose odometry predicts "
               "from it is the next frame's prior: retrieval takes the keyframes within 3 sigma of it (m) and "
               "odom_prior_sigma_deg, and a second pose outside them does not make the result ambiguous "
-              "(repeated structure); 0 = off (the last good pose, prior_sigma_m, is the prior)", 0.0, 1e6),
-    ParamSpec("odom_prior_sigma_deg", 10.0, "same, viewing direction (deg)", 0.0, 180.0, min_exclusive=True),
+              "(repeated structure); 0 = off (the last good pose, prior_sigma_m, is the prior)", 0.0, 1e6,
+              tracker_field="odom_prior_sigma_m"),
+    ParamSpec("odom_prior_sigma_deg", 10.0, "same, viewing direction (deg)", 0.0, 180.0, min_exclusive=True,
+              tracker_field="odom_prior_sigma_deg"),
     ParamSpec("odom_prior_release_after", 3, "after this many frames in a row not accepted with the odometry "
               "prior, frames are localized without it until a pose is accepted again (a robot carried "
-              "elsewhere)", 1, 1000000),
+              "elsewhere)", 1, 1000000, tracker_field="odom_prior_release_after"),
     # -- frames and TF --------------------------------------------------------------------------------
     ParamSpec("map_frame", "map", "frame of the map (and of published poses)"),
     ParamSpec("odom_frame", "odom", "odometry frame (REP-105)"),
@@ -173,6 +195,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 
 PARAMS_BY_NAME = {p.name: p for p in PARAMETERS}
 LOCALIZER_FIELDS = {p.name: p.config_field for p in PARAMETERS if p.config_field}
+TRACKER_FIELDS = {p.name: p.tracker_field for p in PARAMETERS if p.tracker_field}
 RELOAD_PARAMS = ("map_path", "model_path", "inference_provider")
 
 # Topic names relative to the node (remap them); "~/" = private.
@@ -270,6 +293,13 @@ def localizer_config_from(values: dict, base=None):
                 raise ValueError(f"parameter {pname} maps to unknown LocalizerConfig field {field_name}")
             kw[field_name] = values[pname]
     return replace(base, **kw)
+
+
+def tracker_config_from(values: dict):
+    """The TrackerConfig set by the parameters in ``values`` (the others at their defaults)."""
+    from reloc_ros.core.tracking import TrackerConfig
+
+    return TrackerConfig(**{f: values[p] for p, f in TRACKER_FIELDS.items() if p in values})
 
 
 def usage(prog: str = "reloc_node") -> str:

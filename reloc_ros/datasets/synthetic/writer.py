@@ -37,7 +37,7 @@ from reloc_ros.datasets.synthetic.scene import Scene, make_scene, scene_rng
 from reloc_ros.datasets.synthetic.trajectory import FRAME_RATE_HZ, MOUNT, Trajectory, plan_runs, simulate_odometry
 
 __all__ = ["generate", "DEFAULT_CAMERA", "DEFAULT_N_MAP", "DEFAULT_N_QUERY", "RUNS", "GENERATOR_VERSION",
-           "SynthError", "write_frame_files"]
+           "SynthError", "write_frame_files", "run_odometry"]
 
 GENERATOR_VERSION = "1.0.0"
 DEFAULT_CAMERA = Camera(640, 480, 525.0, 525.0, 319.5, 239.5)
@@ -308,3 +308,33 @@ def _write_scene_yaml(root, sc: Scene, seed, camera, stride, counts, trajs, ligh
         "timing": timing,
     }
     (root / "scene.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def run_odometry(dataset_dir: Path, sequence: str, T_world_from_cam_N44: np.ndarray) -> np.ndarray:
+    """``[N x 4 x 4] T_odom_from_cam`` of a generated run: the odometry its bag carries (``odom -> base_link``, the
+    same drift model and seed as :func:`generate`), composed with the mount. For replaying a run's query frames
+    through the place tracker as the node sees them (``reloc eval --track``).
+
+    Args:
+        dataset_dir: a folder written by :func:`generate` (it has ``scene.yaml``).
+        sequence: ``seq-02`` ...; T_world_from_cam_N44: the run's ground-truth camera poses, every frame in order.
+
+    Raises:
+        SynthError: not a generated scene, or an unknown sequence.
+    """
+    meta_path = Path(dataset_dir) / "scene.yaml"
+    if not meta_path.is_file():
+        raise SynthError(f"{dataset_dir} has no scene.yaml: odometry can only be replayed for scenes made by "
+                         "`reloc data synth` (use --no-odometry for other datasets)")
+    meta = yaml.safe_load(meta_path.read_text())
+    runs = {seq: run for seq, run, _ in RUNS}
+    if sequence not in runs:
+        raise SynthError(f"{dataset_dir}: unknown sequence {sequence!r} (have {sorted(runs)})")
+    from reloc_ros.core.geometry import invert_T
+    from reloc_ros.datasets.synthetic.trajectory import mount_T_base_from_cam
+
+    T_base_from_cam = mount_T_base_from_cam()
+    T_world_from_base = np.asarray(T_world_from_cam_N44, np.float64) @ invert_T(T_base_from_cam)
+    odom = simulate_odometry(T_world_from_base, scene_rng(str(meta["scene"]), int(meta["seed"]),
+                                                          f"odom_{runs[sequence]}"))
+    return odom @ T_base_from_cam

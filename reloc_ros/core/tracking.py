@@ -1,0 +1,351 @@
+"""Place tracking: which single-image poses may be published, and the prior of the next frame.
+
+Pure numpy (no ROS): the node (:mod:`reloc_ros.ros.node`) and ``reloc eval --track`` run this same code.
+
+Why. A single image can look exactly like another place (identical doors, a corridor that looks the same both ways,
+a whole view repeated 3.6 m away). The localizer refuses what it can see is ambiguous, but a view whose look-alike
+is the only one retrieved gives a confident wrong pose, and it gives it again on the next frame: an alias seen from
+a robot that has not moved is perfectly consistent. Consistency without motion is no evidence. So poses are
+grouped into place hypotheses, and a place is published only when its support was gathered over enough motion for
+an alias to have disagreed.
+
+Hypotheses. Every LOCALIZED camera pose ``T_map_from_cam`` supports the place whose prediction it matches, or
+starts a new one:
+
+- with odometry (``T_odom_from_cam`` at the image stamp) a place is a ``T_map_from_odom``; its prediction is
+  ``T_map_from_odom @ T_odom_from_cam``, matched within ``max_m`` / ``max_deg``;
+- without odometry a place is a track of poses; its prediction is its last pose, matched within
+  ``max_m + max_speed_mps * dt`` / ``max_deg + max_turn_dps * dt``, and a track not continued for
+  ``track_timeout_s`` is dropped.
+
+Support counts consistent poses and decays by ``1 - 1/memory`` per localized frame. A place is ACCEPTED (its poses
+published) when it is the best supported, has at least ``accept_after`` of support and ``dominance`` times any
+other place's, and its supporting poses span at least ``min_motion_m`` of travel or ``min_motion_deg`` of turn
+(measured by odometry, else by the poses themselves). Once accepted, a place's poses are published while it leads;
+another place takes over only by meeting the same rule (a robot carried elsewhere: after about ``memory`` frames).
+
+What the robot must do after a cold start: move ``min_motion_m`` (default 1 m) or turn ``min_motion_deg``
+(default 30 deg) while localizing, or be given ``/initialpose`` (the next pose within 3 sigma of it is accepted).
+
+Priors (the first that applies, per frame): none, once, after :meth:`PlaceTracker.relocalize`; the initial pose;
+with odometry and an accepted place, the camera pose odometry predicts from it (a pose window: ``odom_prior_*``),
+released after ``odom_prior_release_after`` frames in a row that were not accepted with it; the last accepted
+pose (``prior_sigma_m`` within ``prior_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from reloc_ros.core.geometry import invert_T, pose_errors
+from reloc_ros.core.retrieval import PosePrior
+
+__all__ = ["TrackerConfig", "TrackDecision", "PlaceTracker"]
+
+NS = 1_000_000_000
+
+
+@dataclass
+class TrackerConfig:
+    """Settings of :class:`PlaceTracker` (node parameters ``odom_*``, ``track_*``, ``prior_*``, ``use_prior``)."""
+
+    max_m: float = 0.5  # a pose supports a place whose prediction is within this (m); 0: every pose is published
+    max_deg: float = 10.0  # same, rotation (deg)
+    accept_after: int = 5  # support a place needs before its poses are published
+    dominance: float = 1.5  # ... and this many times the support of any other place
+    memory: float = 50.0  # support decays by 1 - 1/memory per localized frame
+    min_motion_m: float = 1.0  # ... and its support must span this much travel (m) ...
+    min_motion_deg: float = 30.0  # ... or this much turn (deg); 0 and 0: no motion needed (not safe: aliases)
+    max_speed_mps: float = 1.5  # without odometry: fastest plausible camera speed between two frames (m/s)
+    max_turn_dps: float = 90.0  # without odometry: fastest plausible turn (deg/s)
+    track_timeout_s: float = 2.0  # without odometry: a place not supported for this long is dropped
+    max_hypotheses: int = 8  # the weakest places beyond this many are dropped
+    use_prior: bool = True  # use priors for retrieval (odometry prediction, last accepted pose)
+    prior_sigma_m: float = 5.0  # std-dev (m) of the last-accepted-pose prior
+    prior_timeout_s: float = 10.0  # a last accepted pose older than this is not a prior
+    odom_prior_sigma_m: float = 0.5  # std-dev (m) of the odometry prior; 0: off
+    odom_prior_sigma_deg: float = 10.0  # same, viewing direction (deg)
+    odom_prior_release_after: int = 3  # frames in a row not accepted with the odometry prior before it is dropped
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_m > 0
+
+
+@dataclass
+class TrackDecision:
+    """Outcome of :meth:`PlaceTracker.update` for one LOCALIZED pose.
+
+    Attributes:
+        accepted: the pose may be published.
+        reason: why not ("" when accepted), or a note when the accepted place changed.
+        switched: the accepted place changed with this pose.
+        jump_m, jump_deg: difference to the prediction of the place it supports (0 for a new place).
+        support: that place's support after this pose; rival: the largest support of any other place.
+        motion_m, motion_deg: travel and turn the place's support spans.
+        hypotheses: places kept.
+        odometry: the pose was checked with odometry (else against the pose sequence).
+    """
+
+    accepted: bool
+    reason: str = ""
+    switched: bool = False
+    jump_m: float = 0.0
+    jump_deg: float = 0.0
+    support: float = 0.0
+    rival: float = 0.0
+    motion_m: float = 0.0
+    motion_deg: float = 0.0
+    hypotheses: int = 0
+    odometry: bool = False
+
+
+@dataclass(eq=False)  # compared by identity
+class _Place:
+    uid: int
+    support: float
+    T_last: np.ndarray  # last supporting camera pose (map)
+    t_last_ns: int
+    T_map_from_odom: np.ndarray | None  # with odometry
+    T_ref: np.ndarray  # first supporting pose, in odom when motion_in_odom, else in the map
+    motion_in_odom: bool
+    motion_m: float = 0.0
+    motion_deg: float = 0.0
+
+
+@dataclass
+class _PriorState:
+    initial: PosePrior | None = None  # /initialpose
+    ignore_once: bool = False  # ~/relocalize
+    last_good: tuple | None = None  # (stamp_ns, camera centre [3]) of the last accepted pose
+    odom_failures: int = 0  # frames in a row not accepted with the odometry prior
+    releases: int = 0  # times the odometry prior was released
+    counters: dict = field(default_factory=dict)
+
+
+class PlaceTracker:
+    """See the module docstring. Thread-safe: callbacks may reset it while a worker updates it."""
+
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = config or TrackerConfig()
+        self._lock = threading.RLock()
+        self._uid = 0
+        self.rejected = 0  # poses not published
+        self.switches = 0  # times the accepted place changed
+        self._prior = _PriorState()
+        self.reset()
+
+    # ----------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget every place and prior (a new map, a time jump back): the next place needs evidence again."""
+        with self._lock:
+            self._places: list[_Place] = []
+            self._accepted_uid: int | None = None
+            self._trust: PosePrior | None = None
+            releases = self._prior.releases
+            self._prior = _PriorState(releases=releases)
+
+    def relocalize(self) -> None:
+        """``~/relocalize``: forget the places and priors; the next frame is localized without a prior. The place
+        found then is published under the same rule as after a cold start (never trusted blindly)."""
+        with self._lock:
+            self.reset()
+            self._prior.ignore_once = True
+
+    def set_initial_pose(self, prior: PosePrior) -> None:
+        """``/initialpose``: forget the places; the prior guides retrieval, and the next pose within 3 sigma of it
+        is accepted at once (the operator vouches for the place). A pose outside it follows the cold-start rule."""
+        with self._lock:
+            self.reset()
+            self._prior.initial = prior
+            self._trust = prior
+
+    @property
+    def has_accepted_place(self) -> bool:
+        with self._lock:
+            return self._leader_accepted() is not None
+
+    @property
+    def hypotheses(self) -> int:
+        with self._lock:
+            return len(self._places)
+
+    @property
+    def prior_releases(self) -> int:
+        return self._prior.releases
+
+    def _leader_accepted(self) -> _Place | None:
+        if self._accepted_uid is None or not self._places or self._places[0].uid != self._accepted_uid:
+            return None
+        return self._places[0]
+
+    # ----------------------------------------------------------------------------------------------
+    def choose_prior(self, stamp_ns: int, T_odom_from_cam: np.ndarray | None) -> tuple[PosePrior | None, str]:
+        """The retrieval prior of the frame at ``stamp_ns`` and its source: none, initialpose, odometry, last_pose.
+
+        Args:
+            T_odom_from_cam: odometry of the camera at the stamp, None when there is none.
+        """
+        cfg = self.config
+        with self._lock:
+            ps = self._prior
+            if ps.ignore_once:
+                ps.ignore_once = False
+                return None, "none"
+            if ps.initial is not None:
+                return ps.initial, "initialpose"
+            if not cfg.use_prior:
+                return None, "none"
+            place = self._leader_accepted()
+            if (T_odom_from_cam is not None and place is not None and place.T_map_from_odom is not None
+                    and cfg.odom_prior_sigma_m > 0 and cfg.enabled and ps.odom_failures < cfg.odom_prior_release_after):
+                T = place.T_map_from_odom @ T_odom_from_cam
+                return PosePrior(position=T[:3, 3].copy(), sigma_m=cfg.odom_prior_sigma_m, rotation=T[:3, :3].copy(),
+                                 sigma_deg=cfg.odom_prior_sigma_deg), "odometry"
+            if ps.last_good is not None:
+                t, pos = ps.last_good
+                if 0 <= stamp_ns - t <= cfg.prior_timeout_s * NS:
+                    return PosePrior(position=pos.copy(), sigma_m=cfg.prior_sigma_m), "last_pose"
+        return None, "none"
+
+    def note_failure(self, prior_src: str) -> bool:
+        """A frame with prior ``prior_src`` gave no accepted pose. True when this released the odometry prior."""
+        with self._lock:
+            if prior_src != "odometry":
+                return False
+            ps = self._prior
+            ps.odom_failures += 1
+            if ps.odom_failures == self.config.odom_prior_release_after:
+                ps.releases += 1
+                return True
+            return False
+
+    # ----------------------------------------------------------------------------------------------
+    def update(self, stamp_ns: int, T_map_from_cam: np.ndarray, T_odom_from_cam: np.ndarray | None = None
+               ) -> TrackDecision:
+        """Decide on one LOCALIZED camera pose (call :meth:`note_failure` for frames without one).
+
+        Args:
+            stamp_ns: the image stamp.
+            T_map_from_cam: the localized pose.
+            T_odom_from_cam: odometry of the camera at the stamp (odom -> base -> camera), None without odometry.
+        """
+        with self._lock:
+            d = self._update(int(stamp_ns), np.asarray(T_map_from_cam, np.float64), T_odom_from_cam)
+            if d.accepted:
+                self._prior.last_good = (int(stamp_ns), np.asarray(T_map_from_cam)[:3, 3].copy())
+                self._prior.initial = None
+                self._prior.odom_failures = 0
+            else:
+                self.rejected += 1
+            return d
+
+    def _predict(self, h: _Place, stamp_ns: int, T_odom: np.ndarray | None):
+        """(predicted pose, tolerance m, tolerance deg) of place ``h`` at ``stamp_ns``, or None (cannot predict)."""
+        cfg = self.config
+        if T_odom is not None and h.T_map_from_odom is not None:
+            return h.T_map_from_odom @ T_odom, cfg.max_m, cfg.max_deg
+        dt = (stamp_ns - h.t_last_ns) / NS
+        if dt < 0 or dt > cfg.track_timeout_s:
+            return None
+        return h.T_last, cfg.max_m + cfg.max_speed_mps * dt, cfg.max_deg + cfg.max_turn_dps * dt
+
+    def _update(self, stamp_ns: int, T: np.ndarray, T_odom: np.ndarray | None) -> TrackDecision:
+        cfg = self.config
+        has_odom = T_odom is not None
+        if not cfg.enabled:
+            return TrackDecision(True, odometry=has_odom)
+        best = None
+        for h in self._places:
+            pred = self._predict(h, stamp_ns, T_odom)
+            if pred is None:
+                continue
+            dt, dr = pose_errors(T, pred[0])
+            if dt <= pred[1] and dr <= pred[2]:
+                score = dt / pred[1] + dr / max(pred[2], 1e-9)
+                if best is None or score < best[0]:
+                    best = (score, h, float(dt), float(dr))
+        keep = 1.0 - 1.0 / max(cfg.memory, 1.0)
+        for h in self._places:
+            h.support *= keep
+        T_map_from_odom = T @ invert_T(T_odom) if has_odom else None
+        if best is None:
+            self._uid += 1
+            h = _Place(self._uid, 1.0, T, stamp_ns, T_map_from_odom, T_odom if has_odom else T, has_odom)
+            self._places.append(h)
+            jump_m = jump_deg = 0.0
+        else:
+            _, h, jump_m, jump_deg = best
+            h.support += 1.0
+            h.T_last, h.t_last_ns = T, stamp_ns
+            if has_odom:
+                h.T_map_from_odom = T_map_from_odom  # follow the pose: odometry drifts slowly
+            if h.motion_in_odom == has_odom:
+                m, r = pose_errors(T_odom if has_odom else T, h.T_ref)
+                h.motion_m, h.motion_deg = max(h.motion_m, m), max(h.motion_deg, r)
+        trusted = self._trust is not None and not self._trust.rules_out(T)
+        if trusted:  # the operator said where the robot is
+            self._places = [h]
+            h.support = max(h.support, float(cfg.accept_after))
+        self._trust = None
+        self._prune(h, stamp_ns)
+        rival = max((x.support for x in self._places if x is not h), default=0.0)
+        d = TrackDecision(False, "", False, jump_m, jump_deg, h.support, rival, h.motion_m, h.motion_deg,
+                          len(self._places), has_odom)
+        moved = (h.motion_m >= cfg.min_motion_m or h.motion_deg >= cfg.min_motion_deg
+                 or h.uid == self._accepted_uid or trusted)
+        leads = self._places[0] is h and h.support >= cfg.accept_after and h.support >= cfg.dominance * rival
+        if leads and moved:
+            d.accepted = True
+            if self._accepted_uid is not None and self._accepted_uid != h.uid:
+                self.switches += 1
+                d.switched = True
+                d.reason = (f"the accepted place changed: {h.support:.1f} consistent poses over {h.motion_m:.2f} m / "
+                            f"{h.motion_deg:.0f} deg now outweigh the previous place ({rival:.1f})")
+            self._accepted_uid = h.uid
+            return d
+        basis = "odometry" if has_odom else "the pose sequence"
+        if leads:
+            d.reason = (f"place not yet confirmed by motion: its {h.support:.1f} consistent poses span {h.motion_m:.2f} m"
+                        f" / {h.motion_deg:.0f} deg ({basis}); it needs {cfg.min_motion_m:g} m or "
+                        f"{cfg.min_motion_deg:g} deg: move the robot, or give /initialpose")
+        elif best is None and self._places[0] is not h:
+            lead = self._places[0]
+            pred = self._predict(lead, stamp_ns, T_odom)
+            far = "" if pred is None else "%.2f m / %.1f deg " % pose_errors(T, pred[0])
+            d.reason = (f"inconsistent with {basis}: a new place {far}from the best-supported one "
+                        f"({lead.support:.1f} poses); it needs {cfg.accept_after} and {cfg.dominance:g}x any other's "
+                        f"support over {cfg.min_motion_m:g} m or {cfg.min_motion_deg:g} deg of motion")
+        else:
+            d.reason = (f"place not yet confirmed ({basis}): {h.support:.1f} consistent poses, another place "
+                        f"{rival:.1f}; it needs {cfg.accept_after} and {cfg.dominance:g}x any other's support")
+        return d
+
+    def _prune(self, h: _Place, stamp_ns: int) -> None:
+        cfg = self.config
+
+        def alive(x: _Place) -> bool:
+            if x is h:
+                return True
+            if x.support < 0.05:
+                return False
+            # a track without odometry cannot be continued after its timeout
+            return x.T_map_from_odom is not None or (stamp_ns - x.t_last_ns) <= cfg.track_timeout_s * NS
+
+        self._places = sorted((x for x in self._places if alive(x)), key=lambda x: -x.support)
+        del self._places[cfg.max_hypotheses:]
+        if not any(x is h for x in self._places):  # dropped as the weakest: it cannot be accepted
+            self._places.append(h)
+
+    def accepted_map_from_odom(self) -> np.ndarray | None:
+        """``T_map_from_odom`` of the accepted place while it leads and has odometry, else None."""
+        with self._lock:
+            p = self._leader_accepted()
+            return None if p is None or p.T_map_from_odom is None else p.T_map_from_odom.copy()
+
+    def with_config(self, **changes) -> None:
+        """Replace settings (an attribute swap: an update in progress sees the old or the new config)."""
+        self.config = replace(self.config, **changes)

@@ -1,0 +1,191 @@
+"""The place tracker (reloc_ros/core/tracking.py), without ROS: poses are published only once their place was
+consistent over enough motion and dominates every other place; with odometry and without (the pose sequence)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reloc_ros.core.geometry import invert_T, make_T, random_rotation, so3_exp
+from reloc_ros.core.retrieval import PosePrior
+from reloc_ros.core.tracking import PlaceTracker, TrackerConfig
+
+NS = 1_000_000_000
+DT = NS // 30  # 30 Hz
+
+
+def _rand_T(rng, scale=2.0):
+    return make_T(random_rotation(rng), rng.uniform(-scale, scale, 3))
+
+
+def _drive(rng, T_odom_cam, T_map_odom, step_m):
+    """The robot moves ``step_m`` forward (camera z) with a little turn; odometry drifts ~5 mm / 0.1 deg a step."""
+    T_odom_cam = T_odom_cam @ make_T(so3_exp(rng.normal(size=3) * 0.002), [0.0, 0.0, step_m])
+    T_map_odom = T_map_odom @ make_T(so3_exp(rng.normal(size=3) * 0.002), rng.normal(size=3) * 0.002)
+    return T_odom_cam, T_map_odom
+
+
+def test_a_consistent_place_is_published_only_after_the_robot_moved():
+    """A robot standing still sees its place consistently for 60 frames: nothing is published (an alias would look
+    just as consistent). It drives 3 cm a frame: the first pose goes out once the support spans 1 m (34 frames)."""
+    rng = np.random.default_rng(0)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig())
+    stamp = 100 * NS
+    for k in range(60):
+        stamp += DT
+        d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam)
+        assert not d.accepted and d.odometry, d
+        assert ("not yet confirmed by motion" if k >= 5 else "not yet confirmed") in d.reason, (k, d)
+    assert d.support > 5 and d.motion_m < 0.01
+    accepted_at = None
+    for k in range(60):
+        T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+        stamp += DT
+        d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam)
+        if d.accepted and accepted_at is None:
+            accepted_at = k
+        assert d.accepted == (accepted_at is not None), (k, d)  # once accepted, every consistent pose goes out
+    assert accepted_at is not None and 32 <= accepted_at <= 35, accepted_at
+    assert d.motion_m >= 1.0 and tr.has_accepted_place and tr.switches == 0
+    assert np.allclose(tr.accepted_map_from_odom(), T_map_odom, atol=1e-6)
+
+
+def test_a_turn_in_place_counts_as_motion():
+    rng = np.random.default_rng(1)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig(min_motion_deg=30.0))
+    accepted = []
+    for k in range(40):  # 1 deg a frame about the camera's y axis (a robot turning in place)
+        T_odom_cam = T_odom_cam @ make_T(so3_exp([0.0, np.radians(1.0), 0.0]), [0, 0, 0])
+        accepted.append(tr.update((k + 1) * DT, T_map_odom @ T_odom_cam, T_odom_cam).accepted)
+    assert accepted.index(True) in (29, 30, 31) and all(accepted[accepted.index(True):])
+
+
+def test_a_cold_start_at_an_alias_publishes_no_wrong_pose():
+    """The office case: started where a whole view repeats 3.6 m away, the first 11 poses are the look-alike's
+    (consistent with each other and with odometry: the robot barely moved), then the true place's. Nothing wrong is
+    published, with odometry and without; the true place is published once the robot has moved 1 m."""
+    alias = make_T(so3_exp([0, 0, 0.005]), [3.6, 0.0, 0.0])
+    for with_odom in (True, False):
+        rng = np.random.default_rng(2)
+        T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+        tr = PlaceTracker(TrackerConfig())
+        published = []
+        for k in range(120):
+            T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.025)  # 0.75 m/s
+            wrong = k < 11
+            T = (alias if wrong else np.eye(4)) @ T_map_odom @ T_odom_cam
+            d = tr.update((k + 1) * DT, T, T_odom_cam if with_odom else None)
+            assert d.odometry == with_odom
+            if d.accepted:
+                published.append((k, wrong))
+        assert published and not any(w for _, w in published), (with_odom, published)
+        # the true place's support spans 1 m after 40 more frames (1.4 s)
+        assert 11 + 39 <= published[0][0] <= 11 + 42, (with_odom, published[0])
+
+
+def test_without_odometry_a_jump_starts_a_new_place_and_a_lost_track_is_forgotten():
+    rng = np.random.default_rng(3)
+    T = _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig(min_motion_m=0.5))
+    stamp = 0
+    for _ in range(30):  # 0.75 m/s for 1 s: accepted
+        T = T @ make_T(np.eye(3), [0, 0, 0.025])
+        stamp += DT
+        d = tr.update(stamp, T, None)
+    assert d.accepted and not d.odometry and tr.hypotheses == 1
+    far = make_T(np.eye(3), [4.0, 0, 0]) @ T  # a pose 4 m away 1/30 s later: not the same track
+    d = tr.update(stamp + DT, far, None)
+    assert not d.accepted and "inconsistent with the pose sequence" in d.reason and tr.hypotheses == 2
+    # 1 s without poses: the track may have moved 1.5 m + 0.5 m; a pose 1 m on is still the same place
+    T = T @ make_T(np.eye(3), [0, 0, 1.0])
+    stamp += NS
+    d = tr.update(stamp, T, None)
+    assert d.accepted and d.jump_m > 0.9, d
+    # after track_timeout_s without support, a track cannot be continued: a new place must be confirmed again
+    stamp += 3 * NS
+    d = tr.update(stamp, T, None)
+    assert not d.accepted and d.support == 1.0, d
+
+
+def test_initial_pose_trusts_only_a_pose_near_it_and_relocalize_trusts_nothing():
+    rng = np.random.default_rng(4)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    T = T_map_odom @ T_odom_cam
+    tr = PlaceTracker(TrackerConfig())
+    # a wrong /initialpose (5 m off, sigma 0.5 m): the pose is not trusted
+    tr.set_initial_pose(PosePrior(position=T[:3, 3] + [5.0, 0, 0], sigma_m=0.5))
+    prior, src = tr.choose_prior(DT, T_odom_cam)
+    assert src == "initialpose" and np.allclose(prior.position, T[:3, 3] + [5.0, 0, 0])
+    assert not tr.update(DT, T, T_odom_cam).accepted
+    # a right one: the next pose within 3 sigma is published at once, and the place after it without motion
+    tr.set_initial_pose(PosePrior(position=T[:3, 3] + [0.3, 0, 0], sigma_m=0.5))
+    assert tr.update(2 * DT, T, T_odom_cam).accepted and tr.update(3 * DT, T, T_odom_cam).accepted
+    assert tr.choose_prior(4 * DT, T_odom_cam)[1] == "odometry"
+    # ~/relocalize: the places are forgotten, one frame without a prior, then a cold start (motion needed)
+    tr.relocalize()
+    assert tr.choose_prior(5 * DT, T_odom_cam) == (None, "none")
+    assert [tr.update((6 + k) * DT, T, T_odom_cam).accepted for k in range(10)] == [False] * 10
+    assert tr.choose_prior(20 * DT, T_odom_cam) == (None, "none")  # no accepted pose: no prior
+
+
+def test_odometry_prior_is_released_after_failures_and_a_kidnapped_robot_is_found_again():
+    rng = np.random.default_rng(5)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    cfg = TrackerConfig(accept_after=2, memory=3.0, odom_prior_release_after=2, min_motion_m=0.2)
+    tr = PlaceTracker(cfg)
+    stamp = 0
+    for _ in range(10):
+        T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.05)
+        stamp += DT
+        d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam)
+    assert d.accepted
+    prior, src = tr.choose_prior(stamp + DT, T_odom_cam)
+    assert src == "odometry" and prior.has_rotation
+    assert np.allclose(prior.position, (T_map_odom @ T_odom_cam)[:3, 3], atol=0.02)
+    assert not tr.note_failure("odometry") and tr.note_failure("odometry") and tr.prior_releases == 1
+    assert tr.choose_prior(stamp + DT, T_odom_cam)[1] == "last_pose"  # released: the last accepted pose
+    # kidnapped: odometry continues, the (correct) poses are 4 m from what it predicts
+    T_new = make_T(so3_exp([0, 0, 1.0]), [4.0, -1.0, 0.0]) @ T_map_odom
+    decisions = []
+    for _ in range(10):
+        T_odom_cam, _ = _drive(rng, T_odom_cam, T_map_odom, 0.05)
+        stamp += DT
+        decisions.append(tr.update(stamp, T_new @ T_odom_cam, T_odom_cam))
+    assert not decisions[0].accepted and "inconsistent with odometry" in decisions[0].reason
+    first = next(i for i, d in enumerate(decisions) if d.accepted)
+    assert decisions[first].switched and "place changed" in decisions[first].reason and tr.switches == 1
+    assert 3 <= first <= 5, first  # support >= 2 and 1.5x the old place, and 0.2 m of travel
+    assert tr.choose_prior(stamp + DT, T_odom_cam)[1] == "odometry"
+
+
+def test_inconsistent_poses_never_gather_support_and_reset_forgets():
+    rng = np.random.default_rng(6)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig(min_motion_m=0.0, min_motion_deg=0.0, accept_after=3))
+    for k in range(8):
+        wild = make_T(np.eye(3), [5.0 * (k + 1), 0, 0]) @ T_map_odom @ T_odom_cam
+        d = tr.update((k + 1) * DT, wild, T_odom_cam)
+        assert not d.accepted and d.support == 1.0, d
+    assert tr.hypotheses == 8
+    tr.reset()
+    assert tr.hypotheses == 0 and tr.choose_prior(NS, T_odom_cam) == (None, "none")
+    off = PlaceTracker(TrackerConfig(max_m=0.0))  # tracker off: every pose goes out (not safe; documented)
+    assert all(off.update(k * DT, _rand_T(rng), None).accepted for k in range(3))
+
+
+def test_tracker_defaults_are_the_node_parameter_defaults():
+    from reloc_ros.ros.parameters import PARAMS_BY_NAME, TRACKER_FIELDS
+
+    cfg = TrackerConfig()
+    for pname, field in TRACKER_FIELDS.items():
+        assert getattr(cfg, field) == PARAMS_BY_NAME[pname].default, pname
+
+
+def test_odometry_prediction_uses_the_place_map_from_odom():
+    rng = np.random.default_rng(7)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig(accept_after=1, dominance=1.0, min_motion_m=0.0, min_motion_deg=0.0))
+    assert tr.update(DT, T_map_odom @ T_odom_cam, T_odom_cam).accepted
+    assert np.allclose(tr.accepted_map_from_odom() @ T_odom_cam, T_map_odom @ T_odom_cam)
+    assert np.allclose(invert_T(tr.accepted_map_from_odom()) @ T_map_odom, np.eye(4), atol=1e-9)
