@@ -14,6 +14,9 @@ Arguments:
     fastdds_profile Fast DDS XML profile (shared memory with 16 MiB segments for VGA images); give the camera
                    driver / bag player the same FASTDDS_DEFAULT_PROFILES_FILE
     rviz           start RViz with config/reloc.rviz
+    autostart      true: the node configures and activates itself (standalone); false: it waits for lifecycle
+                   transitions - use false under Nav2's lifecycle_manager (add reloc_node to its node_names), whose
+                   configure would otherwise find the node already active and fail
 """
 
 import os
@@ -49,6 +52,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("fastdds_profile", default_value=default_profile,
                               description="Fast DDS profile (SHM transport with 16 MiB segments)"),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate at start; false under Nav2's lifecycle_manager"),
         DeclareLaunchArgument("rviz_config", default_value=default_rviz, description="RViz config file"),
     ]
     env = [
@@ -68,7 +73,8 @@ def generate_launch_description() -> LaunchDescription:
 
 def _reloc_node(context):
     """The node; map / model override the params file only when given (an empty argument keeps the file's)."""
-    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")}
+    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1"),
+                 "autostart": LaunchConfiguration("autostart").perform(context).lower() in ("true", "1")}
     map_path = LaunchConfiguration("map").perform(context)
     model_path = LaunchConfiguration("model").perform(context)
     if map_path:

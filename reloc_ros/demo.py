@@ -23,6 +23,9 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+DEMO_MARKER = ".reloc_ros_demo"  # marks a folder the demo wrote (and may replace)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="reloc-demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (replaced)")
@@ -52,8 +55,15 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out
     if out.exists():
+        # only a folder this demo wrote before (its report.json, summary.md and scene) is replaced
+        ours = (out / DEMO_MARKER).is_file() or ((out / "report.json").is_file() and (out / "summary.md").is_file())
+        if not out.is_dir() or (any(out.iterdir()) and not ours):
+            print(f"demo: {out} exists and was not written by the demo: refusing to replace it (choose another "
+                  "--out, or remove it yourself)", file=sys.stderr)
+            return 2
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / DEMO_MARKER).write_text("written by python -m reloc_ros.demo; replaced by the next demo run\n")
     extractors = args.extractors.split(",")
     t0 = time.perf_counter()
     timings = {}

@@ -99,7 +99,8 @@ def test_package_and_executable_match_setup_py():
 def test_launch_arguments_are_declared_and_used():
     tree = _tree()
     declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
-    expected = {"map", "model", "params_file", "namespace", "use_sim_time", "image", "camera_info", "rviz"}
+    expected = {"map", "model", "params_file", "namespace", "use_sim_time", "image", "camera_info", "rviz",
+                "autostart"}
     assert expected <= declared, f"missing launch arguments: {expected - declared}"
     used = _launch_config_names(tree)
     assert declared == used, f"declared but unused: {declared - used}; used but undeclared: {used - declared}"

@@ -322,3 +322,52 @@ def test_map_load_bench_reports_time_and_memory(tmp_path):
     assert len(r["loadavg_before"]) == 3
     table = format_scaling({"retrieval": [], "map_load": rows, "matching": []})
     assert "| 9 | 20 |" in table and "RSS with localizer MB" in table
+
+
+def test_saved_maps_are_readable_by_other_users(tmp_path):
+    """A map is built in a private temporary directory and renamed: its folder must still be 0755 and its files
+    0644 under the usual umask (a node running as another user loads it)."""
+    import os
+    import stat
+
+    from map_helpers import random_map
+
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(prefix="reloc_perm_"))  # pytest's tmp_path is 0700: another user cannot enter it
+    os.chmod(base, 0o755)
+    old = os.umask(0o022)
+    try:
+        out = random_map(base / "map")
+    finally:
+        os.umask(old)
+    request_cleanup = shutil.rmtree
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes and all(m == 0o644 for m in modes.values()), modes
+    if os.geteuid() == 0 and hasattr(os, "fork"):  # load it as another user
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                from reloc_ros.core.mapdb import MapDatabase
+                code = 0 if len(MapDatabase.load(out)) > 0 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0, "a map could not be loaded as user nobody"
+    request_cleanup(base)
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    from reloc_ros.demo import main as demo_main
+
+    mine = tmp_path / "my_files"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    assert demo_main(["--out", str(mine)]) == 2
+    assert (mine / "thesis.tex").read_text() == "precious"

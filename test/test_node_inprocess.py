@@ -604,3 +604,63 @@ def test_unknown_parameters_and_a_clock_far_from_the_image_stamps_are_reported(p
     h.send(_render(plane_map["tex"], _query(1)), h.node.get_clock().now().nanoseconds)
     h.wait(lambda: any(kv.key == "clock_warning" and kv.value == "" for kv in h.diags[-1].values),
            "the warning to clear")
+
+
+@pytest.mark.parametrize("size", [(320, 240), (640, 480), (1600, 1200), (4000, 3000)])
+def test_pixel_gates_scale_with_the_image_resolution(plane_map, size):
+    """The same view at 320x240 .. 4000x3000 (a camera info that matches each): localized within 2 cm. Pixel
+    thresholds are defined up to a 1024 px side and grow with it beyond (at 4000x3000 correct poses reprojected
+    > 4 px and every query failed the median gate)."""
+    from reloc_ros.core.camera import Camera
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig, pixel_scale
+
+    s = size[0] / CAM.width
+    cam = Camera(size[0], size[1], CAM.fx * s, CAM.fy * s, (CAM.cx + 0.5) * s - 0.5, (CAM.cy + 0.5) * s - 0.5)
+    tex = plane_map["tex"]
+    n = tex.shape[0]
+    T = _query(11)
+    A = np.array([[2 * PLANE_HALF / n, 0, -PLANE_HALF], [0, 2 * PLANE_HALF / n, -PLANE_HALF], [0, 0, 1]])
+    Ti = invert_T(T)
+    H = cam.K @ np.stack([Ti[:3, 0], Ti[:3, 1], Ti[:3, 3]], axis=1) @ A
+    img = cv2.warpPerspective(tex, H, cam.size, flags=cv2.INTER_LINEAR, borderValue=(90, 90, 90))
+    loc = Localizer.from_map(plane_map["map"], LocalizerConfig())
+    res = loc.localize(img, cam)
+    assert res.ok, (size, res.reason)
+    assert np.linalg.norm(res.T_map_from_cam[:3, 3] - T[:3, 3]) < 0.02 * max(1.0, pixel_scale(size)), size
+    assert loc.max_median_reproj_px() == pytest.approx(4.0 * pixel_scale(size))
+    assert loc._pnp_config().reproj_px == pytest.approx(8.0 * pixel_scale(size))
+
+
+def test_lifecycle_services_driven_as_nav2_lifecycle_manager_does(plane_map, harness_factory):
+    """autostart false (the launch file's autostart:=false, for Nav2): the node's lifecycle services, called by
+    another node as nav2_lifecycle_manager does, take it through configure, activate, deactivate, cleanup and
+    configure + activate again; each transition succeeds and the node localizes when active."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    h = harness_factory(map_path=str(plane_map["map"]), autostart=False, tf_mode="none", pose_frame="camera")
+    change = h.helper.create_client(ChangeState, "/reloc_node/change_state")
+    get = h.helper.create_client(GetState, "/reloc_node/get_state")
+    h.wait(lambda: change.service_is_ready() and get.service_is_ready(), "the lifecycle services")
+
+    def call(cli, req):
+        fut = cli.call_async(req)
+        h.wait(fut.done, f"{type(req).__name__}")
+        return fut.result()
+
+    def transition(tid):
+        return call(change, ChangeState.Request(transition=Transition(id=tid))).success
+
+    def state():
+        return call(get, GetState.Request()).current_state.label
+
+    assert state() == "unconfigured"
+    for tid, label in ((Transition.TRANSITION_CONFIGURE, "inactive"), (Transition.TRANSITION_ACTIVATE, "active"),
+                       (Transition.TRANSITION_DEACTIVATE, "inactive"), (Transition.TRANSITION_CLEANUP, "unconfigured"),
+                       (Transition.TRANSITION_CONFIGURE, "inactive"), (Transition.TRANSITION_ACTIVATE, "active")):
+        assert transition(tid), (tid, label)
+        assert state() == label and h.node.lifecycle_state == label
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "matching")
+    stamp = h.node.get_clock().now().nanoseconds
+    h.send(_render(plane_map["tex"], _query(3)), stamp)
+    h.wait(lambda: h.poses, "a pose after configure/activate by service")

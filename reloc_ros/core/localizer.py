@@ -36,6 +36,10 @@ MAP_POINT_SIGMA_REL = {"depth": 0.0042, "triangulate": 0.013, "learned": 0.13}
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
 # outside (0.5 m, 5 deg) (docs/RESULTS.md "Session 7").
 MAX_MEDIAN_REPROJ_PX = {"depth": 4.0, "triangulate": 4.0, "learned": 5.0}
+# Pixel thresholds (ransac_reproj_px, the median-reprojection gate, guided_radius_px) are pixels of an image whose
+# longer side is at most this; on larger images they scale with the longer side (a 4000x3000 image: x3.9), since
+# keypoint noise grows with the resolution (a 4000x3000 query with correct poses failed at 4.2 px > 4 px).
+REFERENCE_SIDE_PX = 1024
 MIN_KEYFRAME_MATCHES = 10  # a retrieved keyframe with fewer matches does not count as contributing
 EPIPOLAR_CHECK_MODES = ("auto", "always", "never")  # LocalizerConfig.epipolar_check
 RELPOSE_CHECK = RelPoseConfig()  # essential-matrix settings of the epipolar check (the 2D-2D method's)
@@ -63,7 +67,7 @@ class LocalizerConfig:
     agg_rel_tol: float = 0.05  # 3D points agree within this fraction of their viewing distance
     min_matches: int = 12  # fewer 2D-3D correspondences than this: FAILED(too few matches)
     pnp_backend: str = "poselib"  # "poselib" or "opencv"
-    ransac_reproj_px: float = 8.0  # RANSAC inlier threshold (pixels at the query resolution)
+    ransac_reproj_px: float = 8.0  # RANSAC inlier threshold (pixels; scaled on images larger than REFERENCE_SIDE_PX)
     ransac_iterations: int = 10000  # RANSAC iteration cap
     min_inliers: int = 15  # fewer PnP inliers: FAILED(too few inliers)
     min_inlier_ratio: float = 0.10  # inliers / correspondences below this: FAILED (PNLP's 10 % rule)
@@ -185,6 +189,12 @@ class LocalizationResult:
     @property
     def ok(self) -> bool:
         return self.status == Status.LOCALIZED
+
+
+def pixel_scale(size: tuple[int, int]) -> float:
+    """How much the pixel thresholds grow for an image of ``size`` (w, h): 1 up to REFERENCE_SIDE_PX, else the
+    longer side over it."""
+    return max(1.0, max(size) / REFERENCE_SIDE_PX)
 
 
 def _main_point_source(db: MapDatabase) -> str:
@@ -316,6 +326,7 @@ class Localizer:
         self._kf_desc = KeyframeDescriptors.from_flat(db.descriptors, offsets, rows=None if has.all() else rows)
         self._matcher = KeyframeMatcher(self._kf_desc, self.match_ratio, config.mutual,
                                         threads=config.matching_threads)
+        self._px_scale = 1.0  # pixel thresholds' scale for the query being localized (see REFERENCE_SIDE_PX)
 
     @property
     def match_ratio(self) -> float:
@@ -342,6 +353,7 @@ class Localizer:
         cfg = self.config
         t = {}
         t0 = time.perf_counter()
+        self._px_scale = pixel_scale(camera.size)
         if image is not None and (image.shape[1], image.shape[0]) != camera.size:
             return LocalizationResult(Status.FAILED, f"image is {image.shape[1]}x{image.shape[0]} but the camera "
                                       f"info says {camera.width}x{camera.height}")
@@ -543,7 +555,8 @@ class Localizer:
 
     def _pnp_config(self) -> PnPConfig:
         cfg = self.config
-        return PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px, max_iterations=cfg.ransac_iterations)
+        return PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px * self._px_scale,
+                         max_iterations=cfg.ransac_iterations)
 
     def _guided(self, pnp, per_kf, features: Features, kpts_ideal: np.ndarray, K: np.ndarray, size):
         """Guided matching (``guided_radius_px``): the points of the contributing keyframes, projected with the
@@ -566,7 +579,7 @@ class Localizer:
         kxy = np.round(kpts_ideal).astype(np.int64)
         inside = (kxy[:, 0] >= 0) & (kxy[:, 0] < w) & (kxy[:, 1] >= 0) & (kxy[:, 1] < h)
         grid[kxy[inside, 1], kxy[inside, 0]] = np.flatnonzero(inside)
-        r = float(cfg.guided_radius_px)
+        r = float(cfg.guided_radius_px) * self._px_scale
         ri = int(np.ceil(r))
         dx, dy = np.meshgrid(np.arange(-ri, ri + 1), np.arange(-ri, ri + 1))
         disk = dx * dx + dy * dy <= (r + 0.5) ** 2
@@ -701,9 +714,10 @@ class Localizer:
         return float(np.min(d)) / max(z_med, 1e-6)
 
     def max_median_reproj_px(self) -> float:
-        """The median-reprojection gate in use: the config's, else the map's point-source default."""
+        """The median-reprojection gate in use for the current query: the config's, else the map's point-source
+        default, scaled to the query's resolution (REFERENCE_SIDE_PX)."""
         v = self.config.max_median_reproj_px
-        return v if v > 0 else MAX_MEDIAN_REPROJ_PX[self._point_source]
+        return (v if v > 0 else MAX_MEDIAN_REPROJ_PX[self._point_source]) * self._px_scale
 
     def map_point_sigma_rel(self) -> float:
         """The relative map-point error used by the covariance: the config's, else the map's default."""

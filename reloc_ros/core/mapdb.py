@@ -406,7 +406,12 @@ def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         write_fn(tmp)
+        # readable by other users (a node running as another user) under the usual umask: mkdtemp made it 0700
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         for fh_path in tmp.iterdir():  # make the data durable before the swap
+            os.chmod(fh_path, 0o666 & ~umask)
             with open(fh_path, "rb") as fh:
                 os.fsync(fh.fileno())
         if out.exists():

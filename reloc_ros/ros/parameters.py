@@ -67,7 +67,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               0.0, 1.0, config_field="ratio"),
     ParamSpec("aggregation", True, "merge 2D-3D matches of all top-K keyframes (False: best single keyframe)",
               config_field="aggregation"),
-    ParamSpec("ransac_reproj_px", 8.0, "PnP RANSAC inlier threshold (pixels)", 0.0, 100.0, min_exclusive=True,
+    ParamSpec("ransac_reproj_px", 8.0, "PnP RANSAC inlier threshold (pixels of an image up to 1024 px wide or high; scaled by the longer side / "
+              "1024 above that, like every pixel threshold)", 0.0, 100.0, min_exclusive=True,
               config_field="ransac_reproj_px"),
     ParamSpec("ransac_iterations", 10000, "PnP RANSAC iteration cap", 10, 1_000_000,
               config_field="ransac_iterations"),
