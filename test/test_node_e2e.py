@@ -427,6 +427,9 @@ def test_stream_query_run_accuracy_and_map_to_odom(session):
 
 def test_relocalize_and_initialpose_priors(session):
     g, sc = session.graph, session.scene
+    # single frames: a place confirmed by one pose (the tracker's rule after ~/relocalize, a cold start that needs
+    # motion, is tested in test_tracking_node.py)
+    assert g.set_param("odom_accept_after", 1).successful
     res = g.call(g.cli_relocalize, Trigger.Request())
     assert res.success and "without a prior" in res.message
     off = session.next_offset()
@@ -455,6 +458,7 @@ def test_relocalize_and_initialpose_priors(session):
 
 def test_bad_inputs_reported_and_node_keeps_running(session):
     g, sc = session.graph, session.scene
+    assert g.set_param("odom_accept_after", 1).successful  # single frames: see test_relocalize_and_initialpose_priors
     off = session.next_offset()
     f = sc.frames[20]
     cases = []

@@ -299,6 +299,8 @@ class Localizer:
         config: thresholds and switches.
     """
 
+    _px_scale = 1.0  # pixel thresholds' scale for the query being localized (REFERENCE_SIDE_PX); set per query
+
     def __init__(self, db: MapDatabase, extractor: FeatureExtractor, config: LocalizerConfig = LocalizerConfig()):
         check_extractor(db, extractor)
         if config.blas_threads > 0:
@@ -326,7 +328,6 @@ class Localizer:
         self._kf_desc = KeyframeDescriptors.from_flat(db.descriptors, offsets, rows=None if has.all() else rows)
         self._matcher = KeyframeMatcher(self._kf_desc, self.match_ratio, config.mutual,
                                         threads=config.matching_threads)
-        self._px_scale = 1.0  # pixel thresholds' scale for the query being localized (see REFERENCE_SIDE_PX)
 
     @property
     def match_ratio(self) -> float:

@@ -218,7 +218,7 @@ TOPICS = {
         "/diagnostics": "diagnostic_msgs/DiagnosticArray (status, reason, inliers, drops, latency)",
     },
 }
-SERVICES = {"~/relocalize": "std_srvs/Trigger: the next frame ignores any prior"}
+SERVICES = {"~/relocalize": "std_srvs/Trigger: forget the accepted place; the next frame ignores any prior (a cold start)"}
 
 
 def parse_base_from_camera(text: str) -> np.ndarray | None:
