@@ -53,24 +53,33 @@ def _done(h, stamp, what):
     return _diag_of(h, stamp)
 
 
+def _start(h):
+    """The camera mount on /tf_static; wait until the node's image and TF subscriptions matched."""
+    h.pub_tf_static.publish(TFMessage(transforms=[conv.transform_stamped(tni.T_BASE_CAM, "base_link",
+                                                                         "camera_optical", 0)]))
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0 and h.pub_tf.get_subscription_count() > 0, "matching")
+
+
+def _publish_odom(h, T_odom_base, stamp):
+    """odom -> base_link just before and after ``stamp`` (the node interpolates at the image stamp)."""
+    for t in (stamp - NS // 20, stamp + NS // 20):
+        h.pub_tf.publish(TFMessage(transforms=[conv.transform_stamped(T_odom_base, "odom", "base_link", t)]))
+
+
 def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
     h = tni.Harness(dict(map_path=str(plane_map["map"]), tf_mode="map_odom", pose_frame="camera",
                          tf_publish_rate_hz=0.0, odom_jump_max_m=0.3, odom_jump_max_deg=10.0, odom_accept_after=2,
                          odom_dominance=1.5, odom_memory=3.0, odom_prior_release_after=2,
                          track_min_motion_m=0.0, track_min_motion_deg=0.0))  # motion: the next test
     try:
-        h.pub_tf_static.publish(TFMessage(transforms=[conv.transform_stamped(tni.T_BASE_CAM, "base_link",
-                                                                             "camera_optical", 0)]))
-        h.wait(lambda: h.pub_image.get_subscription_count() > 0 and h.pub_tf.get_subscription_count() > 0,
-               "matching")
+        _start(h)
         T_map_odom = make_T(so3_exp([0, 0, 0.2]), [0.3, -0.1, 0.0])
         T_A = tni._pose(-0.45, -0.4, -0.1, -0.1)
         T_B = tni._pose(0.45, 0.4, 0.1, 0.1)  # 1.2 m from A
         T_odom_base_A = invert_T(T_map_odom) @ T_A @ invert_T(tni.T_BASE_CAM)
 
         def frame(T_cam_true, T_odom_base, stamp):
-            for t in (stamp - NS // 20, stamp + NS // 20):
-                h.pub_tf.publish(TFMessage(transforms=[conv.transform_stamped(T_odom_base, "odom", "base_link", t)]))
+            _publish_odom(h, T_odom_base, stamp)
             h.send(tni._render(plane_map["tex"], T_cam_true), stamp)
             return _done(h, stamp, f"the frame at {stamp / NS:.0f} s")
 
@@ -129,10 +138,7 @@ def test_node_publishes_a_place_only_after_the_robot_moved(plane_map):
                              pose_frame="camera", tf_publish_rate_hz=0.0, odom_jump_max_m=0.5,
                              tf_timeout=0.05))
         try:
-            h.pub_tf_static.publish(TFMessage(transforms=[conv.transform_stamped(tni.T_BASE_CAM, "base_link",
-                                                                                 "camera_optical", 0)]))
-            h.wait(lambda: h.pub_image.get_subscription_count() > 0 and h.pub_tf.get_subscription_count() > 0,
-                   "matching")
+            _start(h)
             T_map_odom = make_T(so3_exp([0, 0, 0.2]), [0.3, -0.1, 0.0])
             xs = [-0.5] * 4 + [-0.2, 0.1, 0.4, 0.7, 0.8]  # 4 frames at A, then 0.3 m a frame along x
             published_at = None
@@ -141,9 +147,7 @@ def test_node_publishes_a_place_only_after_the_robot_moved(plane_map):
                 stamp = (300 + k) * NS
                 if with_odom:
                     T_odom_base = invert_T(T_map_odom) @ T_cam @ invert_T(tni.T_BASE_CAM)
-                    for t in (stamp - NS // 20, stamp + NS // 20):
-                        h.pub_tf.publish(TFMessage(transforms=[conv.transform_stamped(T_odom_base, "odom",
-                                                                                      "base_link", t)]))
+                    _publish_odom(h, T_odom_base, stamp)
                 h.send(tni._render(plane_map["tex"], T_cam), stamp)
                 d = _done(h, stamp, f"frame {k}")
                 travel = x + 0.5

@@ -422,6 +422,7 @@ class Localizer:
         z_med = _median_depth(inlier_xyz, pnp.T_cam_from_world)
         cov = self._covariance(pnp.covariance, z_med, res.keyframes_used)
         pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))) if np.all(np.isfinite(cov)) else np.inf
+        rival = None  # another place's pose (the place check), set by the last gate below
         if n_inl < cfg.min_inliers:
             res.reason = f"too few inliers ({n_inl} < min_inliers {cfg.min_inliers})"
         elif n_inl < cfg.min_inlier_ratio * n_corr:
@@ -468,7 +469,7 @@ class Localizer:
                         cov = self._covariance(g.covariance, z_med, res.keyframes_used)
                         res.num_inliers = g.num_inliers
                         res.median_reproj_px = float(np.median(g.reproj_px[g.inliers]))
-            if cfg.ambiguity_top_k > 0 and rival is not None:  # weaker evidence for another place: cover it
+            if rival is not None:  # weaker evidence for another place: cover it
                 cov = cov.copy()
                 cov[:3, :3] += rival[0] / (rival[0] + n_inl) * np.outer(rival[3], rival[3])
             res.T_map_from_cam = T_map_from_cam

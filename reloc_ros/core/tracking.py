@@ -36,7 +36,7 @@ pose (``prior_sigma_m`` within ``prior_timeout_s``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -123,7 +123,6 @@ class _PriorState:
     last_good: tuple | None = None  # (stamp_ns, camera centre [3]) of the last accepted pose
     odom_failures: int = 0  # frames in a row not accepted with the odometry prior
     releases: int = 0  # times the odometry prior was released
-    counters: dict = field(default_factory=dict)
 
 
 class PlaceTracker:
@@ -345,7 +344,3 @@ class PlaceTracker:
         with self._lock:
             p = self._leader_accepted()
             return None if p is None or p.T_map_from_odom is None else p.T_map_from_odom.copy()
-
-    def with_config(self, **changes) -> None:
-        """Replace settings (an attribute swap: an update in progress sees the old or the new config)."""
-        self.config = replace(self.config, **changes)
