@@ -290,6 +290,7 @@ def test_sigkill_mid_build_leaves_old_map_intact(tmp_path):
            "posed_images", "--map-every", "2", "--out", str(tmp_path / "m")]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     before = MapDatabase.load(tmp_path / "m")
+    assert before.extractor_identity["name"] == "learned"  # the default extractor of `reloc map build`
     manifest_before = (tmp_path / "m" / "manifest.yaml").read_text()
     proc = subprocess.Popen(cmd + ["--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

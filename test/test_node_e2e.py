@@ -127,7 +127,8 @@ def scene(tmp_path_factory) -> Scene:
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "map", "build", "--dataset",
-                        str(root / "office"), "--format", "7scenes", "--out", str(root / "map")],
+                        str(root / "office"), "--format", "7scenes", "--out", str(root / "map"),
+                        "--extractor", "sift"],  # the node's behaviour on a SIFT map (learned: test_replay.py)
                        env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     timings["map_build_s"] = time.perf_counter() - t0

@@ -85,7 +85,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     b = msub.add_parser("build", help="build a map from posed images (a dataset folder or a rosbag2)")
     _add_dataset_args(b, dataset_required=False)
     _add_bag_args(b)
-    b.add_argument("--extractor", default="sift", help="feature extractor: sift (baseline) or learned")
+    b.add_argument("--extractor", default="learned",
+                   help="feature extractor: learned (default: the shipped network, models/relocnet_v1.onnx; it keeps "
+                        "localizing in dim light where SIFT finds nothing) or sift (the classical baseline)")
     b.add_argument("--model", type=Path, default=None,
                    help="--extractor learned: ONNX file when not the shipped one (your own export, or an INT8 copy "
                         "from `reloc quantize`); queries must use the same file (the map records its sha256)")

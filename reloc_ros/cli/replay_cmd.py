@@ -22,6 +22,9 @@ def add_parsers(sub) -> dict:
                    help="start reloc_node as a subprocess and play the bag into it at the recorded rate (/clock, "
                         "use_sim_time); default: offline, every image through the Localizer as fast as possible")
     p.add_argument("--rate", type=float, default=1.0, help="--live: playback speed (1.0 = recorded rate)")
+    p.add_argument("--start-frame", type=int, default=0, metavar="K",
+                   help="--live: start playing at the K-th image (the node starts cold in the middle of the "
+                        "recording; what was recorded before is not played)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="offline: localize every N-th image")
     p.add_argument("--config", type=Path, default=None, help="offline: YAML file with LocalizerConfig overrides")
     p.add_argument("--node-arg", action="append", default=[], metavar="ARG",
@@ -54,7 +57,8 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
         node_args = list(args.node_arg)
         if args.model is not None:
             node_args += ["-p", f"model_path:={Path(args.model).resolve()}"]
-        opts = LiveOptions(rate=args.rate, domain_id=args.domain_id, node_args=node_args)
+        opts = LiveOptions(rate=args.rate, domain_id=args.domain_id, node_args=node_args,
+                           start_frame=args.start_frame)
         try:
             run = replay_live(args.map, args.bag, topics, opts)
         except ReplayError as e:

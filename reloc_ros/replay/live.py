@@ -55,6 +55,7 @@ class LiveOptions:
     startup_timeout_s: float = 90.0  # the node loads the map (and model) before it subscribes
     finish_timeout_s: float = 60.0  # after the last image: wait this long for the node to handle it
     log_path: Path | None = None  # the node's output (default: a temporary file, shown in errors)
+    start_frame: int = 0  # play from the image with this index on (a node started in the middle of a recording)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,6 +74,19 @@ class _Playlist:
     @property
     def has_tf(self) -> bool:
         return "/tf" in self.topics
+
+    def image_time(self, image_topic: str, index: int) -> int:
+        """Recording time (ns) of the ``index``-th image of the bag."""
+        r = open_reader(self.bag)
+        n = 0
+        try:
+            for _, t, _ in r.messages(connections=[c for c in r.connections if c.topic == image_topic]):
+                if n == index:
+                    return int(t)
+                n += 1
+        finally:
+            r.close()
+        raise DatasetError(f"{self.bag}: --start-frame {index} is past the last image ({n} images)")
 
     def messages(self):
         """``(recording time ns, topic, raw CDR bytes)`` in recording order, read from the bag as it plays."""
@@ -217,6 +231,8 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
     """
     if options.rate <= 0:
         raise ValueError(f"--rate must be > 0 (got {options.rate})")
+    if options.start_frame < 0:
+        raise ValueError(f"--start-frame must be >= 0 (got {options.start_frame})")
     bag = bag_dir(bag)
     gt = read_ground_truth(bag, topics)
     playlist = _playlist(bag, topics)
@@ -249,7 +265,7 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         startup_s = time.monotonic() - t_start
         for raw in playlist.static:
             graph.publish_raw("/tf_static", raw)
-        sent = _play(graph, playlist, topics, options.rate)
+        sent = _play(graph, playlist, topics, options.rate, options.start_frame)
         last = max(sent)
 
         def finished() -> bool:
@@ -269,12 +285,17 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         atexit.register(shm.cleanup, include_own=True)
 
 
-def _play(graph: _Graph, playlist: _Playlist, topics: BagTopics, rate: float) -> dict[int, float]:
-    """Publish the playlist at the recorded pace; returns {image stamp: wall time it was sent}."""
+def _play(graph: _Graph, playlist: _Playlist, topics: BagTopics, rate: float, start_frame: int = 0
+          ) -> dict[int, float]:
+    """Publish the playlist at the recorded pace from the ``start_frame``-th image's recording time on (what was
+    recorded before it is skipped); returns {image stamp: wall time it was sent}."""
     sent: dict[int, float] = {}
     has_clock = playlist.has_clock
     t0_bag, t0_wall = None, time.monotonic()
+    t_start = playlist.image_time(topics.image, start_frame) if start_frame > 0 else None
     for t, topic, raw in playlist.messages():
+        if t_start is not None and t < t_start:
+            continue
         if t0_bag is None:
             t0_bag = t
         delay = t0_wall + (t - t0_bag) / NS / rate - time.monotonic()

@@ -22,7 +22,7 @@ import numpy as np
 
 from reloc_ros.core.geometry import pos_quat_from_T
 from reloc_ros.core.metrics import RECALL_THRESHOLDS, summarize
-from reloc_ros.evaluate import format_table, write_json
+from reloc_ros.evaluate import format_table, is_wrong, write_json
 from reloc_ros.replay.run import ReplayRun
 
 __all__ = ["summarize_run", "write_report", "write_tum", "PLOTS"]
@@ -38,6 +38,7 @@ def summarize_run(run: ReplayRun) -> dict:
     nees = [r["nees_position"] for r in run.records if "nees_position" in r]
     s["nees_position"] = {"mean": float(np.mean(nees)) if nees else float("nan"),
                           "median": float(np.median(nees)) if nees else float("nan")}
+    s["localized_wrong"] = sum(1 for r in run.records if r["ok"] and is_wrong(r["t_err"], r["r_err"]))
     s.update(mode=run.mode, bag=run.bag, map=run.map, replay=dict(run.stats))
     return s
 
