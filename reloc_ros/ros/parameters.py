@@ -147,13 +147,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "seen from a robot that has not moved is consistent too. After a cold start the robot must move this "
               "far (or turn) before the first pose is published, unless /initialpose is given", 0.0, 1e6,
               tracker_field="min_motion_m"),
-    ParamSpec("track_min_motion_deg", 30.0, "same, turn (deg)", 0.0, 360.0, tracker_field="min_motion_deg"),
+    ParamSpec("track_min_motion_deg", 60.0, "same, turn (deg)", 0.0, 360.0, tracker_field="min_motion_deg"),
     ParamSpec("track_max_speed_mps", 1.5, "without odometry: the fastest plausible camera speed (m/s); consecutive "
               "poses farther apart than odom_jump_max_m + this x their time difference belong to different places",
               0.0, 1e3, tracker_field="max_speed_mps"),
     ParamSpec("track_max_turn_dps", 90.0, "without odometry: the fastest plausible turn (deg/s), same use",
               0.0, 1e4, tracker_field="max_turn_dps"),
-    ParamSpec("track_timeout_s", 2.0, "without odometry: a place not supported for this long (image time) is "
+    ParamSpec("track_timeout_s", 1.0, "without odometry: a place not supported for this long (image time) is "
               "forgotten (its poses can no longer be linked)", 0.0, 1e6, min_exclusive=True,
               tracker_field="track_timeout_s"),
     ParamSpec("odom_prior_sigma_m", 0.5, "with odometry and an accepted place, the camera pose odometry predicts "
