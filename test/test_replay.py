@@ -163,6 +163,47 @@ def test_offline_and_live_replay_agree(scene, tmp_path):
           f"vs offline {m_off.round(4)}")
 
 
+def test_live_replay_starts_in_the_middle_of_the_bag(scene, tmp_path):
+    """`eval-bag --live --start-frame 4`: the node starts cold at the 5th image (what was recorded before is not
+    played); with the default tracker nothing it sees in 4 frames (0.13 s of motion) may be published."""
+    out = tmp_path / "live.json"
+    r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "eval-bag", "--live", "--rate", "0.1",
+                        "--start-frame", "4", "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]),
+                        "--json", str(out), "--domain-id", ENV["ROS_DOMAIN_ID"]],
+                       env=ENV, capture_output=True, text=True, timeout=240, cwd=str(REPO))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    live = json.loads(out.read_text())
+    assert live["replay"]["images_sent"] == N_QUERY - 4, live["replay"]
+    assert live["localized"] == 0 and live["localized_wrong"] == 0, [x["reason"] for x in live["records"]]
+    assert any("not yet confirmed" in x["reason"] for x in live["records"]), [x["reason"] for x in live["records"]]
+    from reloc_ros.datasets.base import DatasetError
+    from reloc_ros.replay.live import _playlist
+
+    pl = _playlist(scene["query"], BagTopics())
+    times = [t for t, topic, _ in pl.messages() if topic == TOPICS["image"]]
+    assert pl.image_time(TOPICS["image"], 4) == times[4]
+    with pytest.raises(DatasetError, match="past the last image"):
+        pl.image_time(TOPICS["image"], N_QUERY)
+
+
+def test_eval_track_cold_starts_on_the_scene(scene, tmp_path, capsys):
+    """`reloc eval --track` replays each query run from cold starts through the node's tracker, with the bags'
+    odometry and without: 8-frame runs (0.27 s of motion) are too short for the motion rule, so no start publishes
+    a pose, every start is counted, and the plain evaluation's localized_wrong is reported alongside."""
+    for extra in ([], ["--no-odometry"]):
+        out = tmp_path / f"track{len(extra)}.json"
+        assert reloc(["-q", "eval", "--map", str(scene["root"] / "map_folder"), "--dataset", str(scene["data"]),
+                      "--format", "7scenes", "--track", "--starts-every", "4", "--track-frames", "6",
+                      "--json", str(out), *extra]) == 0
+        res = json.loads(out.read_text())
+        tr = res["track"]
+        assert isinstance(res["localized_wrong"], int) and res["localized_wrong"] <= res["localized"]
+        assert tr["odometry"] == (not extra) and tr["starts"] == 4 and tr["frames"] == 2 * (6 + 4), tr
+        assert tr["published"] == 0 and tr["published_wrong"] == 0 and tr["starts_without_pose"] == 4, tr
+        assert set(tr["time_to_first_pose_s"]) == {"p50", "p95"}
+    assert "cold starts through the place tracker" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------------------------------
 def _copy_bag(src: Path, dst: Path, keep, storage: str = "MCAP") -> Path:
     """A copy of ``src`` with only the topics for which ``keep(topic)`` holds."""
