@@ -71,3 +71,20 @@ def test_depth_scale_needs_learned_points(capsys, tmp_path):
                               "--out", str(tmp_path / "m")])
     assert code == 2 and "--depth-scale applies to --points learned only" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_eval_of_a_rosbag_points_to_eval_bag(capsys, tmp_path):
+    code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path), "--dataset", str(tmp_path), "--format", "rosbag"])
+    assert code == 2 and "reloc eval-bag --map MAP --bag BAG" in err and "Traceback" not in err
+
+
+
+def test_track_odometry_needs_a_generated_scene(tmp_path):
+    """`reloc eval --track` replays the generator's odometry: a dataset without scene.yaml is refused with a line
+    naming --no-odometry."""
+    import numpy as np
+
+    from reloc_ros.datasets.synthetic.writer import SynthError, run_odometry
+
+    with pytest.raises(SynthError, match="--no-odometry"):
+        run_odometry(tmp_path, "seq-02", np.tile(np.eye(4), (3, 1, 1)))

@@ -253,6 +253,9 @@ def _eval(args) -> int:
     from reloc_ros.datasets import load_dataset
     from reloc_ros.evaluate import WRONG_DEG, WRONG_M, evaluate, format_table, write_json
 
+    if args.format == "rosbag":
+        raise ValueError("reloc eval reads dataset folders; for a rosbag2 recording use `reloc eval-bag --map MAP "
+                         "--bag BAG` (offline through the localizer, or --live through reloc_node)")
     overrides = {}
     if args.config:
         try:
