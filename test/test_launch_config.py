@@ -211,3 +211,20 @@ def test_params_file_and_readme_table_are_generated_from_the_parameter_table():
     out = subprocess.run([sys.executable, str(REPO / "tools" / "gen_param_docs.py"), "--check"], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_example_nav2_and_ekf_configs_name_the_node_and_its_topic():
+    """config/ekf_reloc.yaml fuses the node's ~/pose_with_covariance (absolute x, y, yaw) in the map frame;
+    config/nav2_lifecycle_reloc.yaml lists the node for Nav2's lifecycle manager (docs/robot_guide.md)."""
+    ekf = yaml.safe_load((REPO / "config" / "ekf_reloc.yaml").read_text())
+    (p,) = [v["ros__parameters"] for v in ekf.values()]
+    assert p["pose0"] == f"/{NODE_NAME}/pose_with_covariance" and "~/pose_with_covariance" in TOPICS["publishes"]
+    assert p["world_frame"] == p["map_frame"] == PARAMS_BY_NAME["map_frame"].default
+    assert p["odom_frame"] == PARAMS_BY_NAME["odom_frame"].default
+    assert p["base_link_frame"] == PARAMS_BY_NAME["base_frame"].default
+    assert len(p["pose0_config"]) == 15 and p["pose0_config"][:2] == [True, True] and p["pose0_config"][5]
+    assert p["pose0_differential"] is False
+    lm = yaml.safe_load((REPO / "config" / "nav2_lifecycle_reloc.yaml").read_text())
+    (q,) = [v["ros__parameters"] for v in lm.values()]
+    assert NODE_NAME in q["node_names"] and q["autostart"] is True
+    assert "autostart" in PARAMS_BY_NAME
