@@ -131,7 +131,7 @@ def test_guided_refinement_keeps_what_localizes_and_sharpens_the_pose(office):
 
 def test_learned_maps_match_with_the_extractors_own_ratio(office):
     """ratio 0 (the default) takes the extractor's MATCH_RATIO: 0.9 for the learned descriptors, which keeps more
-    2D-3D matches than SIFT's 0.8 and localizes at least as many queries (docs/RESULTS.md, session 5)."""
+    2D-3D matches than SIFT's 0.8 and localizes at least as many queries (docs/RESULTS.md "Synthetic benchmark accuracy")."""
     base, queries = office
     assert base.config.ratio == 0 and base.match_ratio == type(base.extractor).MATCH_RATIO == 0.9
     strict = Localizer(base.db, base.extractor, LocalizerConfig(ratio=0.8))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The INT8 option against the float model: per scene, an INT8 copy calibrated on the scene's map images
-# (`reloc quantize`), a map built with it, its queries evaluated with it (docs/RESULTS.md "Session 6").
+# (`reloc quantize`), a map built with it, its queries evaluated with it (docs/RESULTS.md "INT8 option").
 # Usage: tools/eval_int8.sh SYNTH_DIR STRECHA_DIR OUT
 #   SYNTH_DIR: folder with the generated office, corridor, hall, storage scenes (`reloc data synth --scene S`)
 # Environment: RELOC (the reloc command).

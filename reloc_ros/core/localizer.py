@@ -34,7 +34,7 @@ MAP_POINT_SIGMA_REL = {"depth": 0.0042, "triangulate": 0.013, "learned": 0.13}
 # Median inlier reprojection error (px) above which a pose is FAILED, per point source: the depth head's points are
 # off by ~12 % of their depth, so correct poses from them reproject 4-5 px; with the epipolar check guarding the
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
-# outside (0.5 m, 5 deg) (docs/RESULTS.md "Session 7").
+# outside (0.5 m, 5 deg) (docs/RESULTS.md "Monocular maps").
 MAX_MEDIAN_REPROJ_PX = {"depth": 4.0, "triangulate": 4.0, "learned": 5.0}
 # Pixel thresholds (ransac_reproj_px, the median-reprojection gate, guided_radius_px) are pixels of an image whose
 # longer side is at most this; on larger images they scale with the longer side (a 4000x3000 image: x3.9), since
@@ -654,8 +654,8 @@ class Localizer:
         parallax, or a split vote) passes.
         On the generated tuning corridors with learned-depth maps, PnP poses ~0.35 m / 15 deg off (a near-planar
         wall: two poses explain its points) were refused while the essential matrices gave the right orientation
-        within ~2 deg (docs/RESULTS.md "Session 7"). Cost: one five-point RANSAC per keyframe, ~30 ms per query
-        for 5 keyframes on a 2-core CPU (``timings["epipolar"]``)."""
+        within ~2 deg (docs/RESULTS.md "Monocular maps"). Cost: one five-point RANSAC per keyframe, ~30 ms per
+        query for 5 keyframes on a 2-core CPU (``timings["epipolar"]``)."""
         t0 = time.perf_counter()
         try:
             return self._epipolar_vote(per_kf, kpts_ideal, K, T_map_from_cam)

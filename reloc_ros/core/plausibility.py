@@ -4,7 +4,7 @@
 matches all sit on one small patch (a picture that also hangs elsewhere, a logo, a poster) supports a pose
 geometrically but says little about where the camera is: out-of-map queries of the four synthetic scenes that
 passed every other gate had coverage 0.014-0.078, correct in-map poses >= 0.107 (SIFT) / 0.124 (learned)
-(``tools/eval_out_of_map.py``, docs/reliability.md, session 3).
+(``tools/eval_out_of_map.py``, docs/reliability.md, docs/RESULTS.md "Wrong-pose gates and out-of-map queries").
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 
 Weights int8 per output channel, activations uint8 (QDQ format), ranges from MinMax calibration on evenly spaced
 images of the dataset (use the map's own images: the ranges then fit the place the robot works in). The encoder is
-1.3-1.5x faster on an x86 CPU with AVX-512 VNNI (docs/RESULTS.md "Session 6"); keypoints and descriptors change a
-little, so a map must be built with the same file (its sha256 is in the map, as for any model). Needs only
+1.3-1.5x faster on an x86 CPU with AVX-512 VNNI (docs/RESULTS.md "INT8 option"); keypoints and descriptors change
+a little, so a map must be built with the same file (its sha256 is in the map, as for any model). Needs only
 onnxruntime and onnx (the ``cpu`` extra), no torch.
 """
 

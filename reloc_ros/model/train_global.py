@@ -2,8 +2,8 @@
 
 The first training run (``train.py``) draws triplets at random: a batch of 8 images rarely holds two views of one
 corridor that look alike but see different walls, so the head never learns to tell them apart, and retrieval in
-repeated structure returns the look-alike (docs/RESULTS.md, "The corridor's look-alike views"). This stage
-continues from a finished checkpoint and trains the global head alone on *mined* negatives:
+repeated structure returns the look-alike (docs/RESULTS.md, "Odometry prior and repeated structure"). This
+stage continues from a finished checkpoint and trains the global head alone on *mined* negatives:
 
 * The encoder and local head are frozen, so the global head's input (the dense 64-d descriptors at 1/8) is
   computed once per training frame and kept in memory (float16, 0.6 MB per 640 x 480 frame); a step then costs
