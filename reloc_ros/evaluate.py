@@ -29,7 +29,8 @@ def is_wrong(t_err: float, r_err: float) -> bool:
 def _record(f: Frame, res) -> dict:
     """The JSON record of one query's result (errors, covariance consistency)."""
     rec = {"name": f.name, "sequence": f.sequence, "ok": res.ok, "status": res.status.value,
-           "reason": res.reason, "num_matches": res.num_matches, "num_inliers": res.num_inliers,
+           "reason": res.reason, "code": res.code.value if res.code is not None else "",
+           "num_matches": res.num_matches, "num_inliers": res.num_inliers,
            "timings_ms": res.timings_ms, "t_err": math.inf, "r_err": math.inf}
     if res.ok:
         rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)

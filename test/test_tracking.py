@@ -7,6 +7,7 @@ import numpy as np
 
 from reloc_ros.core.geometry import invert_T, make_T, random_rotation, so3_exp
 from reloc_ros.core.retrieval import PosePrior
+from reloc_ros.core.status import FailureCode
 from reloc_ros.core.tracking import PlaceTracker, TrackerConfig
 
 NS = 1_000_000_000
@@ -36,6 +37,7 @@ def test_a_consistent_place_is_published_only_after_the_robot_moved():
         d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam)
         assert not d.accepted and d.odometry, d
         assert ("not yet confirmed by motion" if k >= 5 else "not yet confirmed") in d.reason, (k, d)
+        assert d.code == (FailureCode.NEEDS_MOTION if k >= 5 else FailureCode.UNCONFIRMED), (k, d)
     assert d.support > 5 and d.motion_m < 0.01
     accepted_at = None
     for k in range(60):
@@ -97,6 +99,7 @@ def test_without_odometry_a_jump_starts_a_new_place_and_a_lost_track_is_forgotte
     far = make_T(np.eye(3), [4.0, 0, 0]) @ T  # a pose 4 m away 1/30 s later: not the same track
     d = tr.update(stamp + DT, far, None)
     assert not d.accepted and "inconsistent with the pose sequence" in d.reason and tr.hypotheses == 2
+    assert d.code == FailureCode.INCONSISTENT
     # 1 s without poses: the track may have moved 1.5 m + 0.5 m; a pose 1 m on is still the same place
     T = T @ make_T(np.eye(3), [0, 0, 1.0])
     stamp += NS

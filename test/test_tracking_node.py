@@ -153,6 +153,7 @@ def test_node_publishes_a_place_only_after_the_robot_moved(plane_map):
                 travel = x + 0.5
                 if travel < 1.0:
                     assert d["status"] == "FAILED" and "not yet confirmed" in d["reason"], (with_odom, k, d)
+                    assert d["reason_code"] in ("unconfirmed", "needs_motion"), (with_odom, k, d)
                     basis = "odometry" if with_odom else "pose sequence"
                     assert basis in d["reason"] or k < 5, (with_odom, k, d)
                 elif published_at is None:
@@ -200,6 +201,7 @@ def test_node_fails_a_pose_supported_by_one_small_patch(plane_map):
         h.send(img, 200 * NS)
         d = _done(h, 200 * NS, "the patch frame")
         assert d["status"] == "FAILED" and "min_inlier_coverage" in d["reason"], d
+        assert d["reason_code"] == "small_coverage", d
         assert not h.poses
         assert h.node.set_parameters([rclpy.parameter.Parameter("min_inlier_coverage", value=0.0)])[0].successful
         h.send(img, 201 * NS)

@@ -5,7 +5,6 @@ A result always has a status: LOCALIZED, or FAILED with the reason. A failure ne
 
 from __future__ import annotations
 
-import enum
 import shlex
 import time
 from dataclasses import dataclass, field, fields
@@ -24,8 +23,10 @@ from reloc_ros.core.pnp import PnPConfig, refine_pnp, solve_pnp
 from reloc_ros.core.relpose2d2d import METHODS, KeyframeView, RelPoseConfig, average_rotations, estimate_line, \
     pose_without_3d
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior
+from reloc_ros.core.status import FailureCode, Status
 
-__all__ = ["Status", "LocalizerConfig", "LocalizationResult", "Localizer", "extractor_for_map", "config_from_dict"]
+__all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Localizer", "extractor_for_map",
+           "config_from_dict"]
 
 
 # 1-sigma map-point error relative to depth, per point source, for the covariance's map term. Fitted on the
@@ -43,11 +44,6 @@ REFERENCE_SIDE_PX = 1024
 MIN_KEYFRAME_MATCHES = 10  # a retrieved keyframe with fewer matches does not count as contributing
 EPIPOLAR_CHECK_MODES = ("auto", "always", "never")  # LocalizerConfig.epipolar_check
 RELPOSE_CHECK = RelPoseConfig()  # essential-matrix settings of the epipolar check (the 2D-2D method's)
-
-
-class Status(str, enum.Enum):
-    LOCALIZED = "LOCALIZED"
-    FAILED = "FAILED"
 
 
 @dataclass
@@ -160,7 +156,8 @@ class LocalizationResult:
 
     Attributes:
         status: LOCALIZED or FAILED.
-        reason: why it failed ("" when localized).
+        reason: why it failed, for people ("" when localized).
+        code: why it failed, for programs (None when localized).
         T_map_from_cam: 4x4 camera pose in the map frame, None unless LOCALIZED.
         covariance: 6x6 (x, y, z, rot x, rot y, rot z) in the map frame, None unless LOCALIZED.
         num_matches: 2D-3D correspondences given to PnP.
@@ -175,6 +172,7 @@ class LocalizationResult:
 
     status: Status
     reason: str = ""
+    code: FailureCode | None = None
     T_map_from_cam: np.ndarray | None = None
     covariance: np.ndarray | None = None
     num_matches: int = 0
@@ -189,6 +187,12 @@ class LocalizationResult:
     @property
     def ok(self) -> bool:
         return self.status == Status.LOCALIZED
+
+    def fail(self, code: FailureCode, reason: str) -> "LocalizationResult":
+        """Mark FAILED with ``code`` and ``reason``; a failure carries no pose."""
+        self.status, self.code, self.reason = Status.FAILED, code, reason
+        self.T_map_from_cam = self.covariance = self.inlier_xyz = None
+        return self
 
 
 def pixel_scale(size: tuple[int, int]) -> float:
@@ -357,7 +361,7 @@ class Localizer:
         self._px_scale = pixel_scale(camera.size)
         if image is not None and (image.shape[1], image.shape[0]) != camera.size:
             return LocalizationResult(Status.FAILED, f"image is {image.shape[1]}x{image.shape[0]} but the camera "
-                                      f"info says {camera.width}x{camera.height}")
+                                      f"info says {camera.width}x{camera.height}", FailureCode.BAD_INPUT)
         if features is None:
             features = self.extractor.extract(image)
         if features.global_desc is None:
@@ -369,11 +373,12 @@ class Localizer:
         t["retrieval"] = _ms(t1)
         res = LocalizationResult(Status.FAILED, candidates=cand.tolist(), timings_ms=t)
         if len(cand) == 0:
-            res.reason = "no candidates: the map is empty"
+            res.fail(FailureCode.EMPTY_MAP, "no candidates: the map is empty")
             return self._finish(res, t0)
         res.coarse_T_map_from_cam = self.db.T_map_from_cam[cand[0]].copy()
         if len(features) < 4:
-            res.reason = f"too few keypoints in the image ({len(features)}): too dark, blurred or textureless?"
+            res.fail(FailureCode.FEW_KEYPOINTS,
+                     f"too few keypoints in the image ({len(features)}): too dark, blurred or textureless?")
             return self._finish(res, t0)
         if cfg.method != "pnp":  # the seed methods without 2D-3D matches (they match all keyframe keypoints)
             return self._finish(self._localize_without_pnp(res, features, camera), t0)
@@ -407,10 +412,10 @@ class Localizer:
         pnp, n_corr, corr = best if best is not None else (None, 0, None)
         res.num_matches = n_corr
         if n_corr < cfg.min_matches:
-            res.reason = f"too few matches ({n_corr} < min_matches {cfg.min_matches})"
+            res.fail(FailureCode.FEW_MATCHES, f"too few matches ({n_corr} < min_matches {cfg.min_matches})")
             return self._finish(res, t0)
         if pnp is None or not pnp.success:
-            res.reason = "PnP RANSAC found no pose"
+            res.fail(FailureCode.NO_POSE, "PnP RANSAC found no pose")
             return self._finish(res, t0)
         n_inl = pnp.num_inliers
         res.num_inliers = n_inl
@@ -423,37 +428,47 @@ class Localizer:
         cov = self._covariance(pnp.covariance, z_med, res.keyframes_used)
         pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))) if np.all(np.isfinite(cov)) else np.inf
         rival = None  # another place's pose (the place check), set by the last gate below
+        failure = None  # (code, reason) of the first gate the pose fails, in order of cost
         if n_inl < cfg.min_inliers:
-            res.reason = f"too few inliers ({n_inl} < min_inliers {cfg.min_inliers})"
+            failure = FailureCode.FEW_INLIERS, f"too few inliers ({n_inl} < min_inliers {cfg.min_inliers})"
         elif n_inl < cfg.min_inlier_ratio * n_corr:
-            res.reason = f"inlier ratio {n_inl / n_corr:.2f} < min_inlier_ratio {cfg.min_inlier_ratio}"
+            failure = (FailureCode.LOW_INLIER_RATIO,
+                       f"inlier ratio {n_inl / n_corr:.2f} < min_inlier_ratio {cfg.min_inlier_ratio}")
         elif res.median_reproj_px > (max_reproj := self.max_median_reproj_px()):
-            res.reason = f"median reprojection error {res.median_reproj_px:.1f} px > {max_reproj} px"
+            failure = (FailureCode.REPROJECTION,
+                       f"median reprojection error {res.median_reproj_px:.1f} px > {max_reproj} px")
         elif pos_sigma > cfg.max_position_sigma_m:
-            res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
+            failure = (FailureCode.UNCERTAIN,
+                       f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}")
         elif cfg.min_inlier_coverage > 0 and (
                 cover := inlier_coverage(inlier_xyz, T_map_from_cam, camera)) < cfg.min_inlier_coverage:
-            res.reason = (f"inliers cover {100 * cover:.1f} % of the image < min_inlier_coverage "
-                          f"{100 * cfg.min_inlier_coverage:g} %: matches on one small patch "
-                          "(a picture seen elsewhere?)")
+            failure = (FailureCode.SMALL_COVERAGE,
+                       f"inliers cover {100 * cover:.1f} % of the image < min_inlier_coverage "
+                       f"{100 * cfg.min_inlier_coverage:g} %: matches on one small patch (a picture seen elsewhere?)")
         elif (far := self._keyframe_distance_ratio(T_map_from_cam, z_med, used or list(cand))) \
                 > cfg.max_keyframe_distance_ratio > 0:
-            res.reason = (f"implausible pose: {far:.2f} x the scene depth away from every matched keyframe "
-                          f"(> max_keyframe_distance_ratio {cfg.max_keyframe_distance_ratio})")
+            failure = (FailureCode.IMPLAUSIBLE,
+                       f"implausible pose: {far:.2f} x the scene depth away from every matched keyframe "
+                       f"(> max_keyframe_distance_ratio {cfg.max_keyframe_distance_ratio})")
         elif self.epipolar_check_on and (
                 rot := self._epipolar_disagreement(per_kf, kpts_ideal, camera.K, T_map_from_cam, t)) is not None:
-            res.reason = (f"the essential matrices with {rot[1]} retrieved keyframes put the camera's orientation "
-                          f"{rot[0]:.1f} deg from the PnP pose's (> epipolar_max_rot_deg {cfg.epipolar_max_rot_deg}): "
-                          "the map's 3D points fit a wrong pose (learned depth of a near-planar view?)")
+            failure = (FailureCode.EPIPOLAR,
+                       f"the essential matrices with {rot[1]} retrieved keyframes put the camera's orientation "
+                       f"{rot[0]:.1f} deg from the PnP pose's (> epipolar_max_rot_deg {cfg.epipolar_max_rot_deg}): "
+                       "the map's 3D points fit a wrong pose (learned depth of a near-planar view?)")
         elif cfg.ambiguity_ratio > 0 and (
                 alt := self._second_hypothesis(corr, pnp, K, camera.size, prior)) is not None:
-            res.reason = (f"ambiguous: a second pose {alt[1]:.2f} m / {alt[2]:.1f} deg away has {alt[0]} inliers "
-                          f"(vs {n_inl}); repeated structure?")
+            failure = (FailureCode.AMBIGUOUS,
+                       f"ambiguous: a second pose {alt[1]:.2f} m / {alt[2]:.1f} deg away has {alt[0]} inliers "
+                       f"(vs {n_inl}); repeated structure?")
         elif cfg.ambiguity_top_k > 0 and (rival := self._rival_place(
                 features, desc_q, sel, kpts_ideal, K, camera.size, T_map_from_cam, n_inl, prior, t)) is not None \
                 and rival[0] >= cfg.ambiguity_place_ratio * n_inl:
-            res.reason = (f"ambiguous place: another place {rival[1]:.2f} m / {rival[2]:.1f} deg away has {rival[0]} "
-                          f"inliers (vs {n_inl}): a look-alike view; move, or give /initialpose")
+            failure = (FailureCode.AMBIGUOUS_PLACE,
+                       f"ambiguous place: another place {rival[1]:.2f} m / {rival[2]:.1f} deg away has {rival[0]} "
+                       f"inliers (vs {n_inl}): a look-alike view; move, or give /initialpose")
+        if failure is not None:
+            res.fail(*failure)
         else:
             res.status = Status.LOCALIZED
             if cfg.guided_radius_px > 0:  # refine the accepted pose; the gates above judged the first matches
@@ -750,12 +765,13 @@ class Localizer:
                               timings=res.timings_ms)
         res.num_matches, res.num_inliers = out.num_matches, out.num_inliers
         if not out.success:
-            res.reason = f"{cfg.method}: {out.reason}"
+            res.fail(FailureCode.NO_POSE, f"{cfg.method}: {out.reason}")
             return res
         cov = out.covariance * cfg.covariance_scale
         pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0)))
         if pos_sigma > cfg.max_position_sigma_m:
-            res.reason = f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}"
+            res.fail(FailureCode.UNCERTAIN,
+                     f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}")
             return res
         res.status = Status.LOCALIZED
         res.T_map_from_cam = out.T_map_from_cam

@@ -42,6 +42,7 @@ import numpy as np
 
 from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.retrieval import PosePrior
+from reloc_ros.core.status import FailureCode
 
 __all__ = ["TrackerConfig", "TrackDecision", "PlaceTracker"]
 
@@ -85,6 +86,7 @@ class TrackDecision:
     Attributes:
         accepted: the pose may be published.
         reason: why not ("" when accepted), or a note when the accepted place changed.
+        code: why not, for programs (None when accepted).
         switched: the accepted place changed with this pose.
         jump_m, jump_deg: difference to the prediction of the place it supports (0 for a new place).
         support: that place's support after this pose; rival: the largest support of any other place.
@@ -95,6 +97,7 @@ class TrackDecision:
 
     accepted: bool
     reason: str = ""
+    code: FailureCode | None = None
     switched: bool = False
     jump_m: float = 0.0
     jump_deg: float = 0.0
@@ -295,7 +298,7 @@ class PlaceTracker:
         self._trust = None
         self._prune(h, stamp_ns)
         rival = max((x.support for x in self._places if x is not h), default=0.0)
-        d = TrackDecision(False, "", False, jump_m, jump_deg, h.support, rival, h.motion_m, h.motion_deg,
+        d = TrackDecision(False, "", None, False, jump_m, jump_deg, h.support, rival, h.motion_m, h.motion_deg,
                           len(self._places), has_odom)
         moved = (h.motion_m >= cfg.min_motion_m or h.motion_deg >= cfg.min_motion_deg
                  or h.uid == self._accepted_uid or trusted)
@@ -311,6 +314,7 @@ class PlaceTracker:
             return d
         basis = "odometry" if has_odom else "the pose sequence"
         if leads:
+            d.code = FailureCode.NEEDS_MOTION
             d.reason = (f"place not yet confirmed by motion: its {h.support:.1f} consistent poses span {h.motion_m:.2f} m"
                         f" / {h.motion_deg:.0f} deg ({basis}); it needs {cfg.min_motion_m:g} m or "
                         f"{cfg.min_motion_deg:g} deg: move the robot, or give /initialpose")
@@ -318,10 +322,12 @@ class PlaceTracker:
             lead = self._places[0]
             pred = self._predict(lead, stamp_ns, T_odom)
             far = "" if pred is None else "%.2f m / %.1f deg " % pose_errors(T, pred[0])
+            d.code = FailureCode.INCONSISTENT
             d.reason = (f"inconsistent with {basis}: a new place {far}from the best-supported one "
                         f"({lead.support:.1f} poses); it needs {cfg.accept_after} and {cfg.dominance:g}x any other's "
                         f"support over {cfg.min_motion_m:g} m or {cfg.min_motion_deg:g} deg of motion")
         else:
+            d.code = FailureCode.UNCONFIRMED
             d.reason = (f"place not yet confirmed ({basis}): {h.support:.1f} consistent poses, another place "
                         f"{rival:.1f}; it needs {cfg.accept_after} and {cfg.dominance:g}x any other's support")
         return d

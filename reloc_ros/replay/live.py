@@ -347,7 +347,8 @@ def _score(graph: _Graph, sent: dict, gt, bag: str, map_path: str) -> ReplayRun:
         timings["end_to_end"] = (t_done - sent[s]) * 1000.0
         run.records.append(frame_record(f"frame-{index[s]:06d}", s, T_gt, ok, d.get("status", ""),
                                         d.get("reason", ""), poses[s][0] if ok else None, covs.get(s), timings,
-                                        int(d.get("num_matches") or 0), int(d.get("num_inliers") or 0)))
+                                        int(d.get("num_matches") or 0), int(d.get("num_inliers") or 0),
+                                        d.get("reason_code", "")))
     if not run.records:
         raise ReplayError(f"reloc_node handled no image with ground truth ({len(frames)} handled, {no_gt} without "
                           f"ground truth); its last diagnostics: {last}")

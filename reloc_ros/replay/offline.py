@@ -38,7 +38,8 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         res = loc.localize(item.image, item.camera)
         run.records.append(frame_record(f"frame-{item.index:06d}", item.stamp_ns, item.T_world_from_cam, res.ok,
                                         res.status.value, res.reason, res.T_map_from_cam, res.covariance,
-                                        res.timings_ms, res.num_matches, res.num_inliers))
+                                        res.timings_ms, res.num_matches, res.num_inliers,
+                                        res.code.value if res.code is not None else ""))
     if not run.records:
         raise DatasetError(f"{bag}: no image has ground truth ({no_gt} without); check --gt-topic / --gt-frame")
     run.stats = {"images_with_gt": len(run.records), "no_gt": no_gt, "every": every,

@@ -36,7 +36,7 @@ class ReplayRun:
 
 def frame_record(name: str, stamp_ns: int, T_gt: np.ndarray, ok: bool, status: str, reason: str,
                  T_est: np.ndarray | None, covariance: np.ndarray | None, timings_ms: dict,
-                 num_matches: int = 0, num_inliers: int = 0) -> dict:
+                 num_matches: int = 0, num_inliers: int = 0, code: str = "") -> dict:
     """One scored image, with the keys of :func:`reloc_ros.evaluate.evaluate`'s records.
 
     Args:
@@ -44,7 +44,7 @@ def frame_record(name: str, stamp_ns: int, T_gt: np.ndarray, ok: bool, status: s
         covariance: 6x6 pose covariance of the estimate (None: no NEES for this record).
     """
     rec = {"name": name, "sequence": "", "stamp_ns": int(stamp_ns), "ok": bool(ok), "status": status,
-           "reason": reason, "num_matches": int(num_matches), "num_inliers": int(num_inliers),
+           "reason": reason, "code": code, "num_matches": int(num_matches), "num_inliers": int(num_inliers),
            "timings_ms": dict(timings_ms), "t_err": math.inf, "r_err": math.inf, "T_gt": np.asarray(T_gt).tolist()}
     if ok:
         rec["t_err"], rec["r_err"] = pose_errors(T_est, T_gt)

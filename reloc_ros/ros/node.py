@@ -52,7 +52,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import Features
 from reloc_ros.core.geometry import invert_T
-from reloc_ros.core.localizer import LocalizationResult, Localizer, Status, extractor_for_map
+from reloc_ros.core.localizer import LocalizationResult, Localizer, extractor_for_map
 from reloc_ros.core.mapdb import MapDatabase
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.ros import conversions as conv
@@ -122,6 +122,7 @@ class _Stats:
     odom_check: str = ""  # last check: "", "off", "no odometry: ...", "ok 0.02 m / 0.3 deg", "rejected ..."
     last_status: str = "waiting for images"
     last_reason: str = ""
+    last_code: str = ""  # FailureCode value of the last FAILED frame
     last_input_error: str = ""
     last_tf_error: str = ""
     last_prior: str = ""  # prior of the last frame: none, initialpose, odometry or last_pose
@@ -846,6 +847,7 @@ class RelocNode(LifecycleNode):
             s.num_inliers, s.num_matches = res.num_inliers, res.num_matches
             s.timings_ms = dict(res.timings_ms)
             s.last_status, s.last_reason = res.status.value, res.reason
+            s.last_code = res.code.value if res.code is not None else ""
             s.last_input_error = ""
             if res.ok:
                 s.localized += 1
@@ -896,8 +898,7 @@ class RelocNode(LifecycleNode):
         if d.accepted and d.switched:
             self.get_logger().warning(d.reason)
         if not d.accepted:
-            res.status, res.reason = Status.FAILED, d.reason
-            res.T_map_from_cam = res.covariance = res.inlier_xyz = None
+            res.fail(d.code, d.reason)
 
     # ---------------------------------------------------------------------------------------------
     def _base_from_camera_param(self, text: str) -> np.ndarray | None:
@@ -1049,6 +1050,7 @@ class RelocNode(LifecycleNode):
                 "lifecycle_state": self._state_label,
                 "status": s.last_status,
                 "reason": s.last_reason,
+                "reason_code": s.last_code,
                 "prior": s.last_prior,
                 "last_done_stamp_ns": self._done_stamp_ns if self._done_stamp_ns is not None else "",
                 "input_error": s.last_input_error,
