@@ -56,8 +56,8 @@ from reloc_ros.core.localizer import LocalizationResult, Localizer, extractor_fo
 from reloc_ros.core.mapdb import MapDatabase
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.ros import conversions as conv
-from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info, camera_info_key, check_image_size
-from reloc_ros.ros.frame_slot import HandOver, LatestSlot
+from reloc_ros.ros.camera_info import CameraInfoError, CameraInfoSync, check_image_size
+from reloc_ros.ros.frame_worker import Frame, FrameWorkers
 from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
 from reloc_ros.core.tracking import PlaceTracker
 from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, \
@@ -72,33 +72,20 @@ NS = 1_000_000_000
 _RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 _LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 _CLOCK_SKEW_WARN_S = 10.0  # image stamps this far from the node's clock: bag replay without use_sim_time?
-_INFO_WAIT_S = 0.1  # longest wait for the CameraInfo of an image's stamp (when the stream's stamps match)
 _PARAM_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-
-
-@dataclass
-class _Frame:
-    msg: Image
-    stamp_ns: int
-    t_recv: float  # time.monotonic() at reception
-    tf: dict = field(default_factory=dict)  # (target, source) -> 4x4 looked up at the stamp (each looked up once)
 
 
 @dataclass
 class _Work:
     """A frame extracted by pipeline stage 1, handed to stage 2."""
 
-    frame: _Frame
+    frame: Frame
     localizer: Localizer  # whose extractor made ``features``: stage 2 drops the work when the map changed since
     camera: Camera
     features: Features
     extract_ms: float
     t_handed: float = 0.0  # time.monotonic() when handed over
-
-
-class _ShuttingDown(Exception):
-    """Ends a worker: a frame failed because the node is shutting down (not a frame error)."""
 
 
 @dataclass
@@ -164,14 +151,10 @@ class RelocNode(LifecycleNode):
         self._subs: list = []
         self._srv = None
         self._tf_timer = None
-        self._slot = LatestSlot()  # callbacks -> the worker (pipeline: stage 1)
-        self._handover: HandOver | None = None  # pipeline stage 1 -> stage 2
-        self._workers: list[threading.Thread] = []
-        self._stop = threading.Event()
+        self._frames = FrameWorkers(self._process, self._extract, self._localize_work, self._frame_done,
+                                    self._internal_error, lambda: self.context.ok())
         # state reset on a time jump
-        self._camera_infos: collections.deque = collections.deque(maxlen=30)  # (stamp_ns, CameraInfo)
-        self._camera_cache: tuple | None = None  # (key, Camera or CameraInfoError)
-        self._info_stamps_match = False  # the last image had a CameraInfo with its stamp
+        self._cameras = CameraInfoSync()
         self._first_image_wall: float | None = None
         self._last_stamp_ns: int | None = None
         self._last_accepted_ns: int | None = None
@@ -375,7 +358,7 @@ class RelocNode(LifecycleNode):
                 self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data),
                 self.create_subscription(PoseWithCovarianceStamped, "/initialpose", self._on_initialpose, _RELIABLE_10),
             ]
-            self._start_workers()
+            self._frames.start(self._p["pipeline"])
             self._state_label = "active"
             self._restart_tf_timer()
             self.get_logger().info(f"active: localizing images from {self.resolve_topic_name('image')} "
@@ -409,7 +392,7 @@ class RelocNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_active(self) -> None:
-        self._stop_workers()
+        self._frames.stop()
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
@@ -478,7 +461,7 @@ class RelocNode(LifecycleNode):
                 self.stats.rate_skipped += 1
                 return
             self._last_accepted_ns = stamp
-        self._slot.put(_Frame(msg, stamp, time.monotonic()))
+        self._frames.put(Frame(msg, stamp, time.monotonic()))
 
     def _check_clock(self, stamp_ns: int) -> None:
         """Report image stamps far from the node's clock: a bag replayed without ``use_sim_time`` (map->odom would
@@ -502,8 +485,7 @@ class RelocNode(LifecycleNode):
         self.get_logger().warning(why, throttle_duration_sec=10.0)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        with self._lock:
-            self._camera_infos.append((conv.stamp_to_ns(msg.header.stamp), msg))
+        self._cameras.add(conv.stamp_to_ns(msg.header.stamp), msg)
 
     def _on_initialpose(self, msg: PoseWithCovarianceStamped) -> None:
         p = self._p
@@ -571,101 +553,26 @@ class RelocNode(LifecycleNode):
     # worker threads. pipeline false: one worker (_worker_loop) does a whole frame (_process). pipeline true:
     # stage 1 (_extract_loop) prepares and extracts the newest frame while stage 2 (_localize_loop) localizes the
     # newest extracted one. Both modes share the checks before (_prepare) and the report after (_report).
-    def _start_workers(self) -> None:
-        self._stop.clear()
-        self._slot = LatestSlot()
-        if self._p["pipeline"]:
-            self._handover = HandOver()
-            loops = {"reloc_extract": self._extract_loop, "reloc_localize": self._localize_loop}
-        else:
-            self._handover = None
-            loops = {"reloc_worker": self._worker_loop}
-        self._workers = [threading.Thread(target=self._run_loop, args=(loop,), name=name, daemon=True)
-                         for name, loop in loops.items()]
-        for t in self._workers:
-            t.start()
+    @property
+    def _slot(self):
+        return self._frames.slot
 
-    def _stop_workers(self) -> None:
-        self._stop.set()
-        self._slot.close()
-        if self._handover is not None:
-            self._handover.close()
-        for t in self._workers:
-            t.join(timeout=10.0)
-        self._workers = []
+    @property
+    def _handover(self):
+        return self._frames.handover
 
-    def _run_loop(self, loop) -> None:
-        try:
-            loop()
-        except _ShuttingDown:
-            pass
+    @property
+    def _workers(self) -> list:
+        return self._frames.threads
 
-    def _worker_loop(self) -> None:
-        """pipeline false: the newest frame, start to end, in one thread."""
-        slot = self._slot
-        while not self._stop.is_set():
-            frame = slot.get(timeout=0.2)
-            if frame is None:
-                continue
-            self._safely(self._process, frame)
-            self._frame_done(frame)
+    def _internal_error(self, short: str, full: str) -> None:
+        with self._lock:
+            self.stats.input_errors += 1
+            self.stats.last_status = "INPUT_ERROR"
+            self.stats.last_input_error = "internal error: " + short
+        self.get_logger().error("frame processing failed:\n" + full)
 
-    def _extract_loop(self) -> None:
-        """Pipeline stage 1: the newest frame -> checks, CameraInfo, image, features -> the hand-over to stage 2."""
-        slot, handover = self._slot, self._handover
-        while not self._stop.is_set():
-            frame = slot.get(timeout=0.2)
-            if frame is None:
-                continue
-            work = self._safely(self._extract, frame, settle=True)
-            if work is None:
-                self._frame_done(frame)  # it ended here, reported after stage 2 finished the frames before it
-                continue
-            work.t_handed = time.monotonic()
-            handover.put(work)  # an extracted frame stage 2 has not started yet is replaced and counted as dropped
-
-    def _localize_loop(self) -> None:
-        """Pipeline stage 2: the newest extracted frame -> retrieval, matching, PnP -> odometry check, publishing."""
-        handover = self._handover
-        while not self._stop.is_set():
-            work = handover.get(timeout=0.2)
-            if work is None:
-                continue
-            try:
-                self._safely(self._localize_work, work)
-                self._frame_done(work.frame)
-            finally:
-                handover.task_done()
-
-    def _safely(self, step, item, settle: bool = False):
-        """``step(item)``; an exception is reported as the frame's internal error (after :meth:`_settle` when
-        ``settle``) and gives None, or ends the worker when the node is shutting down (Ctrl-C shuts the context
-        down under the workers: not a frame error)."""
-        try:
-            return step(item)
-        except Exception:
-            if self._stop.is_set() or not self.context.ok():
-                raise _ShuttingDown from None
-            if settle:
-                self._settle()
-            with self._lock:
-                self.stats.input_errors += 1
-                self.stats.last_status = "INPUT_ERROR"
-                self.stats.last_input_error = "internal error: " + traceback.format_exc(limit=3)
-            self.get_logger().error("frame processing failed:\n" + traceback.format_exc())
-            return None
-
-    def _settle(self) -> None:
-        """Pipeline stage 1, before it reports a frame's end or resets state: wait until stage 2 finished the frames
-        handed to it, so that reports stay in frame order and a reset hits no frame in flight (no-op without the
-        pipeline)."""
-        handover = self._handover
-        if handover is None:
-            return
-        while not handover.wait_idle(0.2) and not self._stop.is_set():
-            pass
-
-    def _frame_done(self, frame: _Frame) -> None:
+    def _frame_done(self, frame: Frame) -> None:
         with self._lock:
             self._done_stamp_ns = frame.stamp_ns
         self._publish_diagnostics()
@@ -690,58 +597,7 @@ class RelocNode(LifecycleNode):
             self._tf.clear()
         self.get_logger().warning(f"state reset: {why}")
 
-    def _camera_for(self, stamp_ns: int) -> Camera:
-        """The camera of the image at ``stamp_ns`` (CameraInfo with the same stamp, else the latest)."""
-        tol = int(self._p["camera_info_tolerance"] * NS)
-        with self._lock:
-            infos = list(self._camera_infos)
-        if not infos:
-            raise CameraInfoError(f"no CameraInfo received on {self.resolve_topic_name('camera_info')}")
-        best = min(infos, key=lambda si: abs(si[0] - stamp_ns))
-        matched = abs(best[0] - stamp_ns) <= tol
-        if not matched and self._info_stamps_match and infos[-1][0] < stamp_ns:
-            # The stream's CameraInfos carry the image stamps, and this image's may still be on its way (the
-            # two topics are not ordered): wait for it briefly rather than use another image's calibration.
-            deadline = time.monotonic() + _INFO_WAIT_S
-            while not matched and time.monotonic() < deadline and not self._stop.is_set():
-                time.sleep(0.005)
-                with self._lock:
-                    infos = list(self._camera_infos)
-                best = min(infos, key=lambda si: abs(si[0] - stamp_ns))
-                matched = abs(best[0] - stamp_ns) <= tol
-        self._info_stamps_match = matched
-        msg = best[1] if matched else infos[-1][1]
-        key = camera_info_key(msg)
-        if self._camera_cache is not None and self._camera_cache[0] == key:
-            cam = self._camera_cache[1]
-        else:
-            try:
-                cam = camera_from_info(msg)
-            except CameraInfoError as e:
-                cam = e
-            self._camera_cache = (key, cam)
-        if isinstance(cam, Exception):
-            raise cam
-        return cam
-
-    def _wait_camera_info(self, stamp_ns: int) -> Camera:
-        """:meth:`_camera_for`, waiting up to camera_info_timeout (from the first image) for the first CameraInfo.
-
-        Raises:
-            CameraInfoError: none arrived in time, or the matching one is unusable.
-        """
-        deadline = (self._first_image_wall or time.monotonic()) + self._p["camera_info_timeout"]
-        while True:
-            try:
-                return self._camera_for(stamp_ns)
-            except CameraInfoError as e:
-                if self._camera_infos:
-                    raise
-                if time.monotonic() >= deadline or self._stop.is_set():
-                    raise CameraInfoError(f"{e} within {self._p['camera_info_timeout']:.1f} s") from None
-            time.sleep(0.02)
-
-    def _choose_prior(self, frame: _Frame) -> tuple[PosePrior | None, str]:
+    def _choose_prior(self, frame: Frame) -> tuple[PosePrior | None, str]:
         """The retrieval prior of the next frame and where it comes from (none, initialpose, odometry, last_pose);
         odometry is looked up only when the tracker can use it (an accepted place with odometry)."""
         T_odom = None
@@ -752,7 +608,7 @@ class RelocNode(LifecycleNode):
                 T_odom = None
         return self._tracker.choose_prior(frame.stamp_ns, T_odom)
 
-    def _process(self, frame: _Frame) -> None:
+    def _process(self, frame: Frame) -> None:
         """pipeline false: a whole frame."""
         p = dict(self._p)
         ready = self._prepare(frame, p)
@@ -763,7 +619,7 @@ class RelocNode(LifecycleNode):
         res = loc.localize(image, cam, prior)
         self._report(res, frame, loc, p, prior_src)
 
-    def _extract(self, frame: _Frame) -> _Work | None:
+    def _extract(self, frame: Frame) -> _Work | None:
         """Pipeline stage 1 of a frame: :meth:`_prepare`, then the map's extractor. None when the frame ends here."""
         ready = self._prepare(frame, dict(self._p))
         if ready is None:
@@ -801,13 +657,13 @@ class RelocNode(LifecycleNode):
         self.get_logger().info("dropped a frame extracted before the map was replaced", throttle_duration_sec=5.0)
         return True
 
-    def _prepare(self, frame: _Frame, p: dict) -> tuple[Localizer, Camera, np.ndarray] | None:
+    def _prepare(self, frame: Frame, p: dict) -> tuple[Localizer, Camera, np.ndarray] | None:
         """What a frame needs before feature extraction: its stamp in order (a jump back resets state), the map, its
         camera (CameraInfo) and image. None when the frame ends here (counted or reported as an input error)."""
         stamp = frame.stamp_ns
         last = self._last_stamp_ns
         if last is not None and stamp < last:
-            self._settle()
+            self._frames.settle()
             if last - stamp > p["time_jump_reset_s"] * NS:
                 self._reset_state(f"image time jumped back by {(last - stamp) / NS:.2f} s (bag loop?)")
             else:
@@ -817,20 +673,22 @@ class RelocNode(LifecycleNode):
         self._last_stamp_ns = stamp
         loc = self._localizer
         if loc is None:
-            self._settle()
+            self._frames.settle()
             self._input_error(self._map_error or "no map loaded")
             return None
         try:
-            cam = self._wait_camera_info(stamp)
+            cam = self._cameras.wait(stamp, self._first_image_wall or time.monotonic(), p["camera_info_timeout"],
+                                     p["camera_info_tolerance"], self.resolve_topic_name("camera_info"),
+                                     lambda: self._frames.stopping)
             image = image_msg_to_localizer_input(frame.msg)
             check_image_size(cam, image.shape[1], image.shape[0])
         except (ImageConversionError, CameraInfoError) as e:
-            self._settle()
+            self._frames.settle()
             self._input_error(str(e))
             return None
         return loc, cam, image
 
-    def _report(self, res: LocalizationResult, frame: _Frame, loc: Localizer, p: dict, prior_src: str) -> None:
+    def _report(self, res: LocalizationResult, frame: Frame, loc: Localizer, p: dict, prior_src: str) -> None:
         """The end of a localized frame (both modes): odometry check, statistics, publication and latency."""
         if res.ok:
             self._track(res, frame, p)
@@ -863,7 +721,7 @@ class RelocNode(LifecycleNode):
             self.stats.latency_ms.append((time.monotonic() - frame.t_recv) * 1000.0)
             self.stats.done_times.append(time.monotonic())
 
-    def _odom_from_cam(self, frame: _Frame, p: dict) -> np.ndarray:
+    def _odom_from_cam(self, frame: Frame, p: dict) -> np.ndarray:
         """Odometry of the camera at the frame's stamp (odom -> base -> camera), for the odometry check and the
         odometry prior. It waits for odometry only where it is expected (``tf_mode`` map_odom); otherwise it uses
         what is there. Raises TfError."""
@@ -871,7 +729,7 @@ class RelocNode(LifecycleNode):
         T_base_from_cam = self._T_base_from_cam(frame, p, timeout)
         return self._lookup(frame, p["odom_frame"], p["base_frame"], timeout) @ T_base_from_cam
 
-    def _track(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
+    def _track(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         try:
@@ -907,7 +765,7 @@ class RelocNode(LifecycleNode):
             self._base_from_camera_parsed = (text, parse_base_from_camera(text))
         return self._base_from_camera_parsed[1]
 
-    def _lookup(self, frame: _Frame, target: str, source: str, timeout: float) -> np.ndarray:
+    def _lookup(self, frame: Frame, target: str, source: str, timeout: float) -> np.ndarray:
         """TF ``target <- source`` at the frame's stamp, looked up once per frame (the odometry check and the
         publication need the same transforms); failures are not remembered (a later caller may wait longer)."""
         T = frame.tf.get((target, source))
@@ -917,7 +775,7 @@ class RelocNode(LifecycleNode):
             T = frame.tf[(target, source)] = self._tf.lookup(target, source, frame.stamp_ns, timeout)
         return T
 
-    def _T_base_from_cam(self, frame: _Frame, p: dict, timeout: float | None = None) -> np.ndarray:
+    def _T_base_from_cam(self, frame: Frame, p: dict, timeout: float | None = None) -> np.ndarray:
         """base <- camera for ``frame``: the ``base_from_camera`` parameter, else TF (``timeout``: tf_timeout)."""
         T = self._base_from_camera_param(p["base_from_camera"])
         if T is not None:
@@ -937,7 +795,7 @@ class RelocNode(LifecycleNode):
             self.stats.last_tf_error = what
         self.get_logger().warning(what, throttle_duration_sec=5.0)
 
-    def _publish_result(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
+    def _publish_result(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
         stamp = frame.stamp_ns
         map_frame = p["map_frame"]
         T_map_from_cam = res.T_map_from_cam
@@ -986,7 +844,7 @@ class RelocNode(LifecycleNode):
         # stamp, 1 ns later, so that tf2 does not drop the new value as repeated data.
         self._send_tf(T, parent, child, stamp)
 
-    def _publish_coarse(self, res: LocalizationResult, frame: _Frame, p: dict) -> None:
+    def _publish_coarse(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
         cov = np.diag([p["coarse_sigma_m"] ** 2] * 3 + [p["coarse_sigma_rad"] ** 2] * 3)
         T = res.coarse_T_map_from_cam
         if p["pose_frame"] == "base":
@@ -1070,7 +928,7 @@ class RelocNode(LifecycleNode):
                 "queue_frames": self._slot.pending,  # the worker's (pipeline: stage 1's) queue of one
                 "queue_extracted": handover.pending if handover is not None else 0,  # stage 2's queue of one
                 "pipeline": handover is not None if self._workers else self._p["pipeline"],  # running, else next
-                "queue_camera_infos": len(self._camera_infos),
+                "queue_camera_infos": len(self._cameras),
                 "path_length": len(self._path.poses),
                 "frames_rate_skipped": s.rate_skipped,
                 "frames_out_of_order": s.out_of_order,
