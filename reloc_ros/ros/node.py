@@ -30,14 +30,14 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import rclpy
 import rclpy.exceptions
 import rclpy.parameter
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
@@ -57,6 +57,7 @@ from reloc_ros.core.mapdb import MapDatabase
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.ros import conversions as conv
 from reloc_ros.ros.camera_info import CameraInfoError, CameraInfoSync, check_image_size
+from reloc_ros.ros.diagnostics import FrameStats, diagnostic_array
 from reloc_ros.ros.frame_worker import Frame, FrameWorkers
 from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
 from reloc_ros.core.tracking import PlaceTracker
@@ -88,39 +89,6 @@ class _Work:
     t_handed: float = 0.0  # time.monotonic() when handed over
 
 
-@dataclass
-class _Stats:
-    received: int = 0
-    processed: int = 0
-    localized: int = 0
-    failed: int = 0
-    rate_skipped: int = 0
-    out_of_order: int = 0
-    input_errors: int = 0
-    tf_errors: int = 0
-    resets: int = 0
-    odom_rejected: int = 0  # LOCALIZED poses turned FAILED by the odometry check
-    odom_recovered: int = 0  # times the accepted place changed (kidnapping, or recovery from an ambiguous start)
-    odom_hypotheses: int = 0  # place hypotheses the odometry gate keeps
-    odom_prior_releases: int = 0  # times the odometry prior was dropped after odom_prior_release_after failures
-    stale_dropped: int = 0  # extracted frames dropped because the map was replaced before stage 2 finished them
-    initialpose_ignored: int = 0  # /initialpose messages refused (bad quaternion, wrong frame)
-    last_initialpose_error: str = ""
-    odom_check: str = ""  # last check: "", "off", "no odometry: ...", "ok 0.02 m / 0.3 deg", "rejected ..."
-    last_status: str = "waiting for images"
-    last_reason: str = ""
-    last_code: str = ""  # FailureCode value of the last FAILED frame
-    last_input_error: str = ""
-    last_tf_error: str = ""
-    last_prior: str = ""  # prior of the last frame: none, initialpose, odometry or last_pose
-    clock_warning: str = ""  # image stamps far from the node's clock (use_sim_time?)
-    num_inliers: int = 0
-    num_matches: int = 0
-    timings_ms: dict = field(default_factory=dict)
-    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
-    done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
-
-
 class RelocNode(LifecycleNode):
     """The relocalization lifecycle node (see the module docstring)."""
 
@@ -139,7 +107,7 @@ class RelocNode(LifecycleNode):
         self._p = {s.name: self._coerce(s.name, self.get_parameter(s.name).value) for s in PARAMETERS}
         self.unknown_parameters = self._report_unknown_parameters()
 
-        self.stats = _Stats()
+        self.stats = FrameStats()
         self._localizer: Localizer | None = None
         self._loaded = {"map_path": "", "model_path": "", "inference_provider": ""}
         self._map_error = ""
@@ -898,81 +866,30 @@ class RelocNode(LifecycleNode):
 
     def _diagnostics(self) -> DiagnosticArray:
         with self._lock:
-            s = self.stats
-            handover = self._handover
-            handover_dropped = handover.dropped if handover is not None else 0
-            lat = np.array(s.latency_ms) if s.latency_ms else np.zeros(0)
-            done = list(s.done_times)
-            rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+            s, frames = self.stats, self._frames
+            handover = frames.handover
             values = {
                 "lifecycle_state": self._state_label,
-                "status": s.last_status,
-                "reason": s.last_reason,
-                "reason_code": s.last_code,
-                "prior": s.last_prior,
                 "last_done_stamp_ns": self._done_stamp_ns if self._done_stamp_ns is not None else "",
-                "input_error": s.last_input_error,
-                "tf_error": s.last_tf_error,
                 "map_error": self._map_error,
                 "map_path": self._loaded["map_path"],
                 "map_keyframes": len(self._localizer.db) if self._localizer is not None else 0,
-                "num_inliers": s.num_inliers,
-                "num_matches": s.num_matches,
-                "frames_received": s.received,
-                "frames_processed": s.processed,
-                "frames_localized": s.localized,
-                "frames_failed": s.failed,
-                "frames_dropped": self._slot.dropped + handover_dropped + s.stale_dropped,
-                "frames_dropped_handover": handover_dropped,  # extracted, replaced by a newer one before stage 2
-                "frames_dropped_stale": s.stale_dropped,  # extracted for a map replaced since
-                "queue_frames": self._slot.pending,  # the worker's (pipeline: stage 1's) queue of one
+                **s.frame_values(),
+                "frames_dropped": frames.dropped + s.stale_dropped,
+                "frames_dropped_handover": handover.dropped if handover is not None else 0,  # replaced before stage 2
+                "queue_frames": frames.slot.pending,  # the worker's (pipeline: stage 1's) queue of one
                 "queue_extracted": handover.pending if handover is not None else 0,  # stage 2's queue of one
-                "pipeline": handover is not None if self._workers else self._p["pipeline"],  # running, else next
+                "pipeline": handover is not None if frames.threads else self._p["pipeline"],  # running, else next
                 "queue_camera_infos": len(self._cameras),
                 "path_length": len(self._path.poses),
-                "frames_rate_skipped": s.rate_skipped,
-                "frames_out_of_order": s.out_of_order,
-                "input_errors": s.input_errors,
-                "tf_errors": s.tf_errors,
-                "resets": s.resets,
-                "initialpose_ignored": s.initialpose_ignored,
-                "initialpose_error": s.last_initialpose_error,
-                "odom_check": s.odom_check,
-                "odom_rejected": s.odom_rejected,
-                "odom_recovered": s.odom_recovered,
-                "odom_prior_releases": s.odom_prior_releases,
-                "odom_hypotheses": s.odom_hypotheses,
-                "output_rate_hz": round(rate, 3),
-                "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",
-                "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else "",
                 "unknown_parameters": ", ".join(self.unknown_parameters),
-                "clock_warning": s.clock_warning,
                 "tf": self._tf.backend if self._tf is not None else (self._tf_unavailable or "not configured"),
                 "tf_bad_transforms": getattr(self._tf, "bad_transforms", ""),  # invalid /tf entries ignored
                 "tf_last_bad_transform": getattr(self._tf, "last_bad_transform", ""),
             }
-            for k, v in s.timings_ms.items():
-                values[f"{k}_ms"] = round(float(v), 2)
-            if self._localizer is None and self._state_label != "finalized":
-                level, message = DiagnosticStatus.ERROR, (self._map_error or f"{self._state_label}: no map loaded")
-            elif s.last_status == "INPUT_ERROR":
-                level, message = DiagnosticStatus.ERROR, s.last_input_error
-            elif self._map_error:
-                level, message = DiagnosticStatus.WARN, self._map_error
-            elif s.last_status == "FAILED":
-                level, message = DiagnosticStatus.WARN, f"FAILED: {s.last_reason}"
-            elif s.clock_warning:
-                level, message = DiagnosticStatus.WARN, f"{s.last_status}; {s.clock_warning}"
-            elif s.last_status == "LOCALIZED":
-                level, message = DiagnosticStatus.OK, f"LOCALIZED ({s.num_inliers} inliers)"
-            else:
-                level, message = DiagnosticStatus.OK, s.last_status
-        st = DiagnosticStatus(level=level, name=f"{self.get_name()}: relocalization", message=message,
-                              hardware_id=self.get_fully_qualified_name())
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[st])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        return arr
+            level, message = s.level_and_message(self._localizer is not None, self._state_label, self._map_error)
+        return diagnostic_array(f"{self.get_name()}: relocalization", self.get_fully_qualified_name(), level, message,
+                                values, self.get_clock().now().to_msg())
 
     @property
     def lifecycle_state(self) -> str:

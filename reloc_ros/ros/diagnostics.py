@@ -1,0 +1,113 @@
+"""The node's counters and its ``/diagnostics`` status: one DiagnosticStatus with a level, a one-line message and
+key-value pairs (status, reason and reason_code of the last frame, counters, latencies, per-stage timings)."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+__all__ = ["FrameStats", "diagnostic_array"]
+
+
+@dataclass
+class FrameStats:
+    """What the node counts (under its lock)."""
+
+    received: int = 0
+    processed: int = 0
+    localized: int = 0
+    failed: int = 0
+    rate_skipped: int = 0
+    out_of_order: int = 0
+    input_errors: int = 0
+    tf_errors: int = 0
+    resets: int = 0
+    odom_rejected: int = 0  # LOCALIZED poses the tracker did not publish
+    odom_recovered: int = 0  # times the accepted place changed (kidnapping, or recovery from an ambiguous start)
+    odom_hypotheses: int = 0  # place hypotheses the tracker keeps
+    odom_prior_releases: int = 0  # times the odometry prior was dropped after odom_prior_release_after failures
+    stale_dropped: int = 0  # extracted frames dropped because the map was replaced before stage 2 finished them
+    initialpose_ignored: int = 0  # /initialpose messages refused (bad quaternion, wrong frame)
+    last_initialpose_error: str = ""
+    odom_check: str = ""  # last tracker decision: "off", "ok by odometry (...)", "rejected (...)", ...
+    last_status: str = "waiting for images"
+    last_reason: str = ""
+    last_code: str = ""  # FailureCode value of the last FAILED frame
+    last_input_error: str = ""
+    last_tf_error: str = ""
+    last_prior: str = ""  # prior of the last frame: none, initialpose, odometry or last_pose
+    clock_warning: str = ""  # image stamps far from the node's clock (use_sim_time?)
+    num_inliers: int = 0
+    num_matches: int = 0
+    timings_ms: dict = field(default_factory=dict)
+    latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+    def frame_values(self) -> dict:
+        """The key-value pairs about frames: the last one's outcome, counters, rate, latency, stage timings."""
+        lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(0)
+        done = list(self.done_times)
+        rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        values = {
+            "status": self.last_status,
+            "reason": self.last_reason,
+            "reason_code": self.last_code,
+            "prior": self.last_prior,
+            "input_error": self.last_input_error,
+            "tf_error": self.last_tf_error,
+            "num_inliers": self.num_inliers,
+            "num_matches": self.num_matches,
+            "frames_received": self.received,
+            "frames_processed": self.processed,
+            "frames_localized": self.localized,
+            "frames_failed": self.failed,
+            "frames_dropped_stale": self.stale_dropped,  # extracted for a map replaced since
+            "frames_rate_skipped": self.rate_skipped,
+            "frames_out_of_order": self.out_of_order,
+            "input_errors": self.input_errors,
+            "tf_errors": self.tf_errors,
+            "resets": self.resets,
+            "initialpose_ignored": self.initialpose_ignored,
+            "initialpose_error": self.last_initialpose_error,
+            "odom_check": self.odom_check,
+            "odom_rejected": self.odom_rejected,
+            "odom_recovered": self.odom_recovered,
+            "odom_prior_releases": self.odom_prior_releases,
+            "odom_hypotheses": self.odom_hypotheses,
+            "output_rate_hz": round(rate, 3),
+            "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",
+            "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else "",
+            "clock_warning": self.clock_warning,
+        }
+        for k, v in self.timings_ms.items():
+            values[f"{k}_ms"] = round(float(v), 2)
+        return values
+
+    def level_and_message(self, has_map: bool, state_label: str, map_error: str) -> tuple[bytes, str]:
+        """The status level and its one-line message: errors first (no map, bad input), then warnings."""
+        if not has_map and state_label != "finalized":
+            return DiagnosticStatus.ERROR, (map_error or f"{state_label}: no map loaded")
+        if self.last_status == "INPUT_ERROR":
+            return DiagnosticStatus.ERROR, self.last_input_error
+        if map_error:
+            return DiagnosticStatus.WARN, map_error
+        if self.last_status == "FAILED":
+            return DiagnosticStatus.WARN, f"FAILED: {self.last_reason}"
+        if self.clock_warning:
+            return DiagnosticStatus.WARN, f"{self.last_status}; {self.clock_warning}"
+        if self.last_status == "LOCALIZED":
+            return DiagnosticStatus.OK, f"LOCALIZED ({self.num_inliers} inliers)"
+        return DiagnosticStatus.OK, self.last_status
+
+
+def diagnostic_array(name: str, hardware_id: str, level: bytes, message: str, values: dict,
+                     stamp) -> DiagnosticArray:
+    """One DiagnosticStatus in a DiagnosticArray stamped ``stamp`` (builtin_interfaces/Time)."""
+    st = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id)
+    st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    arr = DiagnosticArray(status=[st])
+    arr.header.stamp = stamp
+    return arr
