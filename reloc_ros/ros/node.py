@@ -25,7 +25,6 @@ Run ``reloc_node --help`` for parameters and topics.
 
 from __future__ import annotations
 
-import collections
 import sys
 import threading
 import time
@@ -38,16 +37,13 @@ import rclpy.exceptions
 import rclpy.parameter
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Point, PoseStamped, PoseWithCovarianceStamped
-from nav_msgs.msg import Path
+from geometry_msgs.msg import PoseWithCovarianceStamped
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import ColorRGBA
+from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import Marker, MarkerArray
 
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import Features
@@ -59,6 +55,7 @@ from reloc_ros.ros import conversions as conv
 from reloc_ros.ros.camera_info import CameraInfoError, CameraInfoSync, check_image_size
 from reloc_ros.ros.diagnostics import FrameStats, diagnostic_array
 from reloc_ros.ros.frame_worker import Frame, FrameWorkers
+from reloc_ros.ros.outputs import Outputs
 from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
 from reloc_ros.core.tracking import PlaceTracker
 from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, \
@@ -115,7 +112,7 @@ class RelocNode(LifecycleNode):
         self._state_label = "unconfigured"
         self._tf: TfClient | None = None
         self._tf_unavailable = ""
-        self._pubs: dict = {}
+        self._out = Outputs()
         self._subs: list = []
         self._srv = None
         self._tf_timer = None
@@ -128,10 +125,6 @@ class RelocNode(LifecycleNode):
         self._last_accepted_ns: int | None = None
         # wrong-pose protection and priors (thread-safe: callbacks reset it, the localizing worker updates it)
         self._tracker = PlaceTracker(tracker_config_from(self._p))
-        self._map_from_odom: tuple | None = None  # (T, parent, child)
-        self._last_tf_stamp_ns = -1  # newest stamp of a periodic republication
-        self._sent_tf_stamps: collections.deque = collections.deque(maxlen=256)  # stamps we sent on /tf
-        self._path = Path()
         self._last_T_base_from_cam: np.ndarray | None = None
         self._base_from_camera_parsed: tuple = ("", None)  # (parameter text, its 4x4 or None)
         self._done_stamp_ns: int | None = None  # stamp of the last frame fully handled (published or reported)
@@ -209,9 +202,7 @@ class RelocNode(LifecycleNode):
                 self._autostart_timer = self.create_timer(0.01, self._autostart_once)
         frames = ("tf_mode", "pose_frame", "map_frame", "odom_frame", "base_frame", "camera_frame", "base_from_camera")
         if any(k in changed for k in frames):
-            with self._lock:
-                self._map_from_odom = None  # stop republishing a transform computed with the old frames
-                self._path = Path()
+            self._out.reset()  # stop republishing a transform computed with the old frames
             self.get_logger().info(f"frames: tf_mode={self._p['tf_mode']} pose_frame={self._p['pose_frame']}")
 
     # =============================================================================================
@@ -275,8 +266,7 @@ class RelocNode(LifecycleNode):
             self._localizer = loc
             self._loaded = dict(want)
             self._map_error = ""
-            self._map_from_odom = None  # the new map may have another origin
-            self._path = Path()
+        self._out.reset()  # the new map may have another origin
         self._tracker.reset()  # places of the old map mean nothing in the new one
         self._publish_map_points()
         self._publish_diagnostics()
@@ -295,14 +285,7 @@ class RelocNode(LifecycleNode):
                 return TransitionCallbackReturn.FAILURE
             with self._lock:
                 self._localizer, self._loaded, self._map_error = loc, want, ""
-            self._pubs = {
-                "pose": self.create_publisher(PoseStamped, "~/pose", _RELIABLE_10),
-                "pose_cov": self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance", _RELIABLE_10),
-                "pose_coarse": self.create_publisher(PoseWithCovarianceStamped, "~/pose_coarse", _RELIABLE_10),
-                "path": self.create_publisher(Path, "~/path", _RELIABLE_10),
-                "markers": self.create_publisher(MarkerArray, "~/markers", _RELIABLE_10),
-                "map_points": self.create_publisher(PointCloud2, "~/map_points", _LATCHED),
-            }
+            self._out.create(self, _RELIABLE_10, _LATCHED)
             try:
                 self._tf = TfClient(self)
                 self._tf_unavailable = ""
@@ -369,9 +352,7 @@ class RelocNode(LifecycleNode):
             self._tf_timer = None
 
     def _destroy_configured(self) -> None:
-        for p in self._pubs.values():
-            self.destroy_publisher(p)
-        self._pubs = {}
+        self._out.destroy(self)
         if self._tf is not None:
             self._tf.destroy()
             self._tf = None
@@ -496,26 +477,7 @@ class RelocNode(LifecycleNode):
         return response
 
     def _republish_tf(self) -> None:
-        with self._lock:
-            m = self._map_from_odom
-        if m is None or self._tf is None:
-            return
-        T, parent, child = m
-        now = self.get_clock().now().nanoseconds
-        stamp = now + int(self._p["transform_tolerance"] * NS)
-        if stamp <= self._last_tf_stamp_ns or stamp in self._sent_tf_stamps:
-            return  # clock paused (sim time): nothing new to say
-        self._last_tf_stamp_ns = stamp
-        self._send_tf(T, parent, child, stamp)
-
-    def _send_tf(self, T: np.ndarray, parent: str, child: str, stamp: int) -> int:
-        """Send one transform; a stamp already sent is moved by 1 ns (tf2 ignores repeated stamps)."""
-        with self._lock:
-            while stamp in self._sent_tf_stamps:
-                stamp += 1
-            self._sent_tf_stamps.append(stamp)
-        self._tf.send([conv.transform_stamped(T, parent, child, stamp)])
-        return stamp
+        self._out.republish(self._tf, self.get_clock().now().nanoseconds, self._p["transform_tolerance"])
 
     # =============================================================================================
     # worker threads. pipeline false: one worker (_worker_loop) does a whole frame (_process). pipeline true:
@@ -555,12 +517,9 @@ class RelocNode(LifecycleNode):
     def _reset_state(self, why: str) -> None:
         with self._lock:
             self.stats.resets += 1
-            self._map_from_odom = None
-            self._last_tf_stamp_ns = -1
-            self._sent_tf_stamps.clear()
-            self._path = Path()
             self._last_accepted_ns = None
         self._tracker.reset()
+        self._out.reset(tf_stamps=True)
         if self._tf is not None:
             self._tf.clear()
         self.get_logger().warning(f"state reset: {why}")
@@ -782,17 +741,7 @@ class RelocNode(LifecycleNode):
         else:
             T_pose, cov = T_map_from_cam, res.covariance
 
-        ps = conv.pose_stamped(T_pose, map_frame, stamp)
-        self._pubs["pose"].publish(ps)
-        self._pubs["pose_cov"].publish(conv.pose_with_covariance_stamped(T_pose, cov, map_frame, stamp))
-        with self._lock:
-            self._path.header = conv.header(map_frame, stamp)
-            self._path.poses.append(ps)
-            n = p["path_max_length"]
-            if len(self._path.poses) > n:
-                del self._path.poses[: len(self._path.poses) - n]
-            path = Path(header=self._path.header, poses=list(self._path.poses))
-        self._pubs["path"].publish(path)
+        self._out.pose(T_pose, cov, map_frame, stamp, p["path_max_length"])
 
         if p["tf_mode"] == "none" or T_base_from_cam is None or self._tf is None:
             return
@@ -806,11 +755,7 @@ class RelocNode(LifecycleNode):
                 self._tf_error(f"localized, but no odom->base at the image stamp (map->odom not updated): {e}")
                 return
             T, parent, child = T_map_from_base @ invert_T(T_odom_from_base), map_frame, p["odom_frame"]
-        with self._lock:
-            self._map_from_odom = (T, parent, child)
-        # At the image stamp (exact for data of that time); if a future-dated republication already used this
-        # stamp, 1 ns later, so that tf2 does not drop the new value as repeated data.
-        self._send_tf(T, parent, child, stamp)
+        self._out.send_transform(self._tf, T, parent, child, stamp)
 
     def _publish_coarse(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
         cov = np.diag([p["coarse_sigma_m"] ** 2] * 3 + [p["coarse_sigma_rad"] ** 2] * 3)
@@ -820,42 +765,18 @@ class RelocNode(LifecycleNode):
                 T = T @ invert_T(self._T_base_from_cam(frame, p))
             except TfError:
                 return
-        self._pubs["pose_coarse"].publish(conv.pose_with_covariance_stamped(T, cov, p["map_frame"], frame.stamp_ns))
+        self._out.coarse(T, cov, p["map_frame"], frame.stamp_ns)
 
     def _publish_markers(self, res: LocalizationResult, loc: Localizer, stamp: int, p: dict) -> None:
-        hdr = conv.header(p["map_frame"], stamp)
-        pts = Marker(header=hdr, ns="matched_points", id=0)
-        if res.ok and res.inlier_xyz is not None and len(res.inlier_xyz):
-            pts.type, pts.action = Marker.POINTS, Marker.ADD
-            pts.scale.x = pts.scale.y = 0.03
-            pts.color = ColorRGBA(r=0.1, g=0.9, b=0.2, a=1.0)
-            pts.pose.orientation.w = 1.0
-            pts.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in np.asarray(res.inlier_xyz)[:2000]]
-        else:
-            pts.action = Marker.DELETE
-        kfs = Marker(header=hdr, ns="retrieved_keyframes", id=0)
-        if res.candidates:
-            kfs.type, kfs.action = Marker.SPHERE_LIST, Marker.ADD
-            kfs.scale.x = kfs.scale.y = kfs.scale.z = 0.08
-            kfs.color = ColorRGBA(r=1.0, g=0.6, b=0.0, a=0.9) if res.ok else ColorRGBA(r=0.9, g=0.1, b=0.1, a=0.9)
-            kfs.pose.orientation.w = 1.0
-            centers = loc.db.centers
-            kfs.points = [Point(x=float(c[0]), y=float(c[1]), z=float(c[2]))
-                          for c in centers[[k for k in res.candidates if 0 <= k < len(centers)]]]
-        else:
-            kfs.action = Marker.DELETE
-        self._pubs["markers"].publish(MarkerArray(markers=[pts, kfs]))
+        centers = loc.db.centers
+        kfs = centers[[k for k in res.candidates if 0 <= k < len(centers)]]
+        self._out.markers(res.inlier_xyz, kfs, res.ok, p["map_frame"], stamp)
 
     def _publish_map_points(self) -> None:
-        pub = self._pubs.get("map_points")
         loc = self._localizer
-        if pub is None or loc is None:
-            return
-        xyz = loc.db.valid_points()
-        n_max = int(self._p["map_points_max"])
-        if len(xyz) > n_max:
-            xyz = xyz[np.linspace(0, len(xyz) - 1, n_max).astype(np.int64)]
-        pub.publish(conv.pointcloud2_xyz(xyz, self._p["map_frame"], self.get_clock().now().nanoseconds))
+        if loc is not None:
+            self._out.map_points(loc.db.valid_points(), int(self._p["map_points_max"]), self._p["map_frame"],
+                                 self.get_clock().now().nanoseconds)
 
     # ---------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -881,7 +802,7 @@ class RelocNode(LifecycleNode):
                 "queue_extracted": handover.pending if handover is not None else 0,  # stage 2's queue of one
                 "pipeline": handover is not None if frames.threads else self._p["pipeline"],  # running, else next
                 "queue_camera_infos": len(self._cameras),
-                "path_length": len(self._path.poses),
+                "path_length": self._out.path_length,
                 "unknown_parameters": ", ".join(self.unknown_parameters),
                 "tf": self._tf.backend if self._tf is not None else (self._tf_unavailable or "not configured"),
                 "tf_bad_transforms": getattr(self._tf, "bad_transforms", ""),  # invalid /tf entries ignored
