@@ -51,15 +51,16 @@ from reloc_ros.core.geometry import invert_T
 from reloc_ros.core.localizer import LocalizationResult, Localizer, extractor_for_map
 from reloc_ros.core.mapdb import MapDatabase
 from reloc_ros.core.retrieval import PosePrior
+from reloc_ros.core.tracking import PlaceTracker
 from reloc_ros.ros import conversions as conv
 from reloc_ros.ros.camera_info import CameraInfoError, CameraInfoSync, check_image_size
 from reloc_ros.ros.diagnostics import FrameStats, diagnostic_array
+from reloc_ros.ros.frame_tf import FrameTransforms
 from reloc_ros.ros.frame_worker import Frame, FrameWorkers
-from reloc_ros.ros.outputs import Outputs
 from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input
-from reloc_ros.core.tracking import PlaceTracker
-from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, \
-    localizer_config_from, parse_base_from_camera, tracker_config_from, usage, validate
+from reloc_ros.ros.outputs import Outputs
+from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, coerce, \
+    localizer_config_from, tracker_config_from, unknown_parameters, usage, validate_all
 from reloc_ros.ros.tf_buffer import TfClient, TfError, TfUnavailableError
 
 __all__ = ["RelocNode", "main", "PARAMETERS", "NODE_NAME"]
@@ -101,8 +102,11 @@ class RelocNode(LifecycleNode):
                                        description=spec.description, additional_constraints=spec.range_text(),
                                        dynamic_typing=isinstance(spec.default, float))
             self.declare_parameter(spec.name, spec.default, desc)
-        self._p = {s.name: self._coerce(s.name, self.get_parameter(s.name).value) for s in PARAMETERS}
-        self.unknown_parameters = self._report_unknown_parameters()
+        self._p = {s.name: coerce(s.name, self.get_parameter(s.name).value) for s in PARAMETERS}
+        self.unknown_parameters = []  # given with -p / --params-file but not ours: reported with the closest name
+        for name, message in unknown_parameters(getattr(self, "_parameter_overrides", {})):
+            self.unknown_parameters.append(name)
+            self.get_logger().error(message)
 
         self.stats = FrameStats()
         self._localizer: Localizer | None = None
@@ -125,8 +129,7 @@ class RelocNode(LifecycleNode):
         self._last_accepted_ns: int | None = None
         # wrong-pose protection and priors (thread-safe: callbacks reset it, the localizing worker updates it)
         self._tracker = PlaceTracker(tracker_config_from(self._p))
-        self._last_T_base_from_cam: np.ndarray | None = None
-        self._base_from_camera_parsed: tuple = ("", None)  # (parameter text, its 4x4 or None)
+        self._ftf = FrameTransforms(lambda: (self._tf, self._tf_unavailable))  # a frame's TF at its stamp
         self._done_stamp_ns: int | None = None  # stamp of the last frame fully handled (published or reported)
         self._autostart_timer = None
 
@@ -137,49 +140,15 @@ class RelocNode(LifecycleNode):
 
     # =============================================================================================
     # parameters
-    def _report_unknown_parameters(self) -> list[str]:
-        """Parameters given to this node (``-p``, ``--params-file``) that it does not have: each is reported with
-        the closest name (a typo such as ``topk`` would otherwise be ignored without a word)."""
-        import difflib
-
-        ours = [s.name for s in PARAMETERS]
-        known = set(ours) | {"use_sim_time", "start_type_description_service"}
-        unknown = sorted(n for n in getattr(self, "_parameter_overrides", {}) if n not in known
-                         and not n.startswith("qos_overrides."))
-        for name in unknown:
-            close = difflib.get_close_matches(name, ours, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "`reloc_node --help` lists the parameters"
-            self.get_logger().error(f"unknown parameter {name!r} is ignored: {hint}")
-        return unknown
-
-    @staticmethod
-    def _coerce(name: str, value):
-        spec = PARAMS_BY_NAME.get(name)
-        if spec is not None and isinstance(spec.default, float) and isinstance(value, int):
-            return float(value)
-        return value
-
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Refuse a value with the reason, never accept one the localizer or tracker would then refuse: each value
-        is checked on its own, then the candidate configurations are built with all of them."""
-        for p in params:
-            why = validate(p.name, p.value)
-            if why:
-                return SetParametersResult(successful=False, reason=why)
-        if not self._ready:
-            return SetParametersResult(successful=True)
-        candidate = {**self._p, **{p.name: self._coerce(p.name, p.value) for p in params if p.name in PARAMS_BY_NAME}}
-        try:
-            localizer_config_from(candidate)
-            tracker_config_from(candidate)
-        except (ValueError, TypeError) as e:
-            return SetParametersResult(successful=False, reason=str(e))
-        return SetParametersResult(successful=True)
+        """Refuse a value with the reason, never accept one the localizer or tracker would then refuse."""
+        why = validate_all(self._p if self._ready else {}, {p.name: p.value for p in params})
+        return SetParametersResult(successful=why is None, reason=why or "")
 
     def _on_parameters_set(self, params) -> None:
         if not self._ready:
             return
-        changed = {p.name: self._coerce(p.name, p.value) for p in params if p.name in PARAMS_BY_NAME}
+        changed = {p.name: coerce(p.name, p.value) for p in params if p.name in PARAMS_BY_NAME}
         with self._lock:
             self._p.update(changed)
             loc = self._localizer
@@ -455,9 +424,9 @@ class RelocNode(LifecycleNode):
         sigma = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2], 0.0)))
         sigma = sigma if sigma > 1e-3 else p["prior_sigma_m"]
         # The pose is the base's (RViz "2D Pose Estimate"); the prior is the camera centre's.
-        T_base_from_cam = self._base_from_camera_param(p["base_from_camera"])
+        T_base_from_cam = self._ftf.base_from_camera_param(p["base_from_camera"])
         if T_base_from_cam is None:
-            T_base_from_cam = self._last_T_base_from_cam  # from TF, as last used by the worker
+            T_base_from_cam = self._ftf.last_T_base_from_cam  # from TF, as last used by the worker
         pos = (T @ T_base_from_cam)[:3, 3] if T_base_from_cam is not None else T[:3, 3]
         self._tracker.set_initial_pose(PosePrior(position=pos, sigma_m=max(sigma, 0.1)))
         self.get_logger().info(f"prior from /initialpose at {np.round(pos, 2).tolist()} (sigma {sigma:.2f} m)")
@@ -530,7 +499,7 @@ class RelocNode(LifecycleNode):
         T_odom = None
         if self._p["use_prior"] and self._tracker.accepted_map_from_odom() is not None:
             try:
-                T_odom = self._odom_from_cam(frame, self._p)
+                T_odom = self._ftf.odom_from_cam(frame, self._p)
             except TfError:
                 T_odom = None
         return self._tracker.choose_prior(frame.stamp_ns, T_odom)
@@ -648,19 +617,11 @@ class RelocNode(LifecycleNode):
             self.stats.latency_ms.append((time.monotonic() - frame.t_recv) * 1000.0)
             self.stats.done_times.append(time.monotonic())
 
-    def _odom_from_cam(self, frame: Frame, p: dict) -> np.ndarray:
-        """Odometry of the camera at the frame's stamp (odom -> base -> camera), for the odometry check and the
-        odometry prior. It waits for odometry only where it is expected (``tf_mode`` map_odom); otherwise it uses
-        what is there. Raises TfError."""
-        timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
-        T_base_from_cam = self._T_base_from_cam(frame, p, timeout)
-        return self._lookup(frame, p["odom_frame"], p["base_frame"], timeout) @ T_base_from_cam
-
     def _track(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         try:
-            T_odom_from_cam = self._odom_from_cam(frame, p)
+            T_odom_from_cam = self._ftf.odom_from_cam(frame, p)
             no_odom = ""
         except TfError as e:
             T_odom_from_cam, no_odom = None, str(e)
@@ -686,36 +647,6 @@ class RelocNode(LifecycleNode):
             res.fail(d.code, d.reason)
 
     # ---------------------------------------------------------------------------------------------
-    def _base_from_camera_param(self, text: str) -> np.ndarray | None:
-        """The ``base_from_camera`` parameter as a 4x4 (None for ''), parsed once per value, not per frame."""
-        if self._base_from_camera_parsed[0] != text:
-            self._base_from_camera_parsed = (text, parse_base_from_camera(text))
-        return self._base_from_camera_parsed[1]
-
-    def _lookup(self, frame: Frame, target: str, source: str, timeout: float) -> np.ndarray:
-        """TF ``target <- source`` at the frame's stamp, looked up once per frame (the odometry check and the
-        publication need the same transforms); failures are not remembered (a later caller may wait longer)."""
-        T = frame.tf.get((target, source))
-        if T is None:
-            if self._tf is None:
-                raise TfError(self._tf_unavailable)
-            T = frame.tf[(target, source)] = self._tf.lookup(target, source, frame.stamp_ns, timeout)
-        return T
-
-    def _T_base_from_cam(self, frame: Frame, p: dict, timeout: float | None = None) -> np.ndarray:
-        """base <- camera for ``frame``: the ``base_from_camera`` parameter, else TF (``timeout``: tf_timeout)."""
-        T = self._base_from_camera_param(p["base_from_camera"])
-        if T is not None:
-            return T
-        if self._tf is None:
-            raise TfError(f"base->camera is unknown: {self._tf_unavailable}; or set base_from_camera")
-        cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
-        if not cam_frame:
-            raise TfError("the image has no header.frame_id: set the camera_frame parameter")
-        T = self._lookup(frame, p["base_frame"], cam_frame, p["tf_timeout"] if timeout is None else timeout)
-        self._last_T_base_from_cam = T
-        return T
-
     def _tf_error(self, what: str) -> None:
         with self._lock:
             self.stats.tf_errors += 1
@@ -729,7 +660,7 @@ class RelocNode(LifecycleNode):
         T_base_from_cam = None
         if p["pose_frame"] == "base" or p["tf_mode"] != "none":
             try:
-                T_base_from_cam = self._T_base_from_cam(frame, p)
+                T_base_from_cam = self._ftf.base_from_cam(frame, p)
             except TfError as e:
                 self._tf_error(f"localized, but base->camera is unavailable: {e}")
         if p["pose_frame"] == "base":
@@ -750,7 +681,7 @@ class RelocNode(LifecycleNode):
             T, parent, child = T_map_from_base, map_frame, p["base_frame"]
         else:
             try:
-                T_odom_from_base = self._lookup(frame, p["odom_frame"], p["base_frame"], p["tf_timeout"])
+                T_odom_from_base = self._ftf.lookup(frame, p["odom_frame"], p["base_frame"], p["tf_timeout"])
             except TfError as e:
                 self._tf_error(f"localized, but no odom->base at the image stamp (map->odom not updated): {e}")
                 return
@@ -762,7 +693,7 @@ class RelocNode(LifecycleNode):
         T = res.coarse_T_map_from_cam
         if p["pose_frame"] == "base":
             try:
-                T = T @ invert_T(self._T_base_from_cam(frame, p))
+                T = T @ invert_T(self._ftf.base_from_cam(frame, p))
             except TfError:
                 return
         self._out.coarse(T, cov, p["map_frame"], frame.stamp_ns)

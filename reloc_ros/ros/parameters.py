@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ParamSpec", "PARAMETERS", "PARAMS_BY_NAME", "LOCALIZER_FIELDS", "RELOAD_PARAMS", "validate",
+           "validate_all", "coerce", "unknown_parameters",
            "parse_base_from_camera", "localizer_config_from", "tracker_config_from", "TRACKER_FIELDS", "TOPICS", "SERVICES", "usage"]
 
 
@@ -277,6 +278,46 @@ def validate(name: str, value) -> str | None:
         if name == frame and not str(value).strip("/"):
             return f"{name} must not be empty"
     return None
+
+
+def coerce(name: str, value):
+    """An int given for a double parameter, as a float (ROS sends ``-p x:=1`` as an integer)."""
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is not None and isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def validate_all(current: dict, changes: dict) -> str | None:
+    """Why the parameter ``changes`` (name -> value) are refused on top of ``current``, or None: each value on its
+    own (:func:`validate`), then the configurations they make (LocalizerConfig, TrackerConfig) are built, so that no
+    value is accepted that the localizer or the tracker would then refuse."""
+    for name, value in changes.items():
+        why = validate(name, value)
+        if why:
+            return why
+    candidate = {**current, **{k: coerce(k, v) for k, v in changes.items() if k in PARAMS_BY_NAME}}
+    try:
+        localizer_config_from(candidate)
+        tracker_config_from(candidate)
+    except (ValueError, TypeError) as e:
+        return str(e)
+    return None
+
+
+def unknown_parameters(given) -> list[tuple[str, str]]:
+    """(name, message) for each parameter in ``given`` (names set with -p or --params-file) that the node does not
+    have, the message naming the closest one (a typo such as ``topk`` would otherwise be ignored without a word)."""
+    import difflib
+
+    ours = [s.name for s in PARAMETERS]
+    known = set(ours) | {"use_sim_time", "start_type_description_service"}
+    out = []
+    for name in sorted(n for n in given if n not in known and not n.startswith("qos_overrides.")):
+        close = difflib.get_close_matches(name, ours, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "`reloc_node --help` lists the parameters"
+        out.append((name, f"unknown parameter {name!r} is ignored: {hint}"))
+    return out
 
 
 def localizer_config_from(values: dict, base=None):
