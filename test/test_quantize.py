@@ -108,6 +108,6 @@ def test_a_map_built_with_an_int8_copy_names_it_when_refusing_another_model(scen
     assert code == 2 and f"it was built with --model {int8_model}" in err and "model_path" in err, err
     assert main(["-q", "eval", "--map", str(m), "--dataset", str(scene / "office"), "--format", "7scenes",
                  "--model", str(int8_model)]) == 0
-    code = main(["-q", "map", "build", "--dataset", str(scene / "office"), "--format", "7scenes", "--model",
-                 str(int8_model), "--out", str(scene / "m_sift")])
+    code = main(["-q", "map", "build", "--dataset", str(scene / "office"), "--format", "7scenes", "--extractor",
+                 "sift", "--model", str(int8_model), "--out", str(scene / "m_sift")])
     assert code == 2 and "--model applies to --extractor learned only" in capsys.readouterr().err
