@@ -41,6 +41,9 @@ def test_position_nees_is_calibrated(office):
     nees = np.array([r["nees_position"] for r in records if r["ok"]])
     assert len(nees) >= 0.8 * len(queries), f"only {len(nees)}/{len(queries)} localized"
     assert 1.0 <= nees.mean() <= 9.0, f"mean position NEES {nees.mean():.2f} (median {np.median(nees):.2f})"
+    # neither overconfident nor inflated: the median of a calibrated 3-dof NEES is 2.37
+    correct = np.array([r["nees_position"] for r in records if r["ok"] and r["t_err"] < 0.5 and r["r_err"] < 5])
+    assert 0.5 <= np.median(correct) <= 6.0, f"median NEES of the correct poses {np.median(correct):.2f}"
 
 
 def test_map_term_grows_with_the_point_error_and_the_scale(office):

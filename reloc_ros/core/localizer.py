@@ -29,9 +29,14 @@ __all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Lo
            "config_from_dict"]
 
 
-# 1-sigma map-point error relative to depth, per point source, for the covariance's map term. Fitted on the
-# generated training scene train_100 (mean position NEES 3 over localized queries), see docs/RESULTS.md.
-MAP_POINT_SIGMA_REL = {"depth": 0.0042, "triangulate": 0.013, "learned": 0.13}
+# The covariance model per point source (Localizer._covariance, docs/RESULTS.md "Covariance calibration"):
+# PNP_COVARIANCE_SCALE multiplies the reprojection term, MAP_POINT_SIGMA_REL is the 1-sigma map-point error relative
+# to depth of the map term. Depth-image maps: fitted on the tuning scenes (median and mean position NEES of the
+# correct poses near a calibrated 2.37 / 3); the reprojection term alone was 4x overconfident on every scene, and a
+# map term that grows with depth made the deep hall 5x too conservative. Triangulated and network-depth maps:
+# fitted on the training scene train_100 (mean NEES 3).
+PNP_COVARIANCE_SCALE = {"depth": 4.0, "triangulate": 1.0, "learned": 1.0}
+MAP_POINT_SIGMA_REL = {"depth": 0.001, "triangulate": 0.013, "learned": 0.13}
 # Median inlier reprojection error (px) above which a pose is FAILED, per point source: the depth head's points are
 # off by ~12 % of their depth, so correct poses from them reproject 4-5 px; with the epipolar check guarding the
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
@@ -741,16 +746,17 @@ class Localizer:
         return self.config.map_point_sigma_rel if self.config.map_point_sigma_rel >= 0 else self._map_sigma_rel
 
     def _covariance(self, pnp_cov: np.ndarray, z_med: float, n_keyframes: int) -> np.ndarray:
-        """Pose covariance: the reprojection term of PnP plus a map term.
+        """Pose covariance: the reprojection term of PnP (scaled per point source, PNP_COVARIANCE_SCALE) plus a
+        map term.
 
         The reprojection term ``sigma^2 (J^T J)^-1`` shrinks like 1/inliers, but the errors of map points are
         not independent: the points of one keyframe share its depth-scale error and its pose error. The map
         term models them as one independent random offset per contributing keyframe, of 1-sigma
         ``map_point_sigma_rel`` x the median inlier depth: position variance ``(rho z)^2 / n_keyframes`` per
-        axis. ``rho`` per point source was fitted on generated training scenes (never the benchmark scenes),
-        see docs/RESULTS.md "Covariance calibration".
+        axis. ``rho`` and the scale per point source were fitted on generated tuning and training scenes (never
+        the benchmark scenes), see docs/RESULTS.md "Covariance calibration".
         """
-        cov = pnp_cov.copy()
+        cov = pnp_cov * PNP_COVARIANCE_SCALE[self._point_source]
         rho = self.map_point_sigma_rel()
         if rho > 0 and np.all(np.isfinite(cov)):
             cov[:3, :3] += np.eye(3) * (rho * z_med) ** 2 / max(n_keyframes, 1)

@@ -96,7 +96,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("covariance_scale", 1.0, "multiplies the published covariance (calibration)", 0.0, 1e6,
               min_exclusive=True, config_field="covariance_scale"),
     ParamSpec("map_point_sigma_rel", -1.0, "1-sigma map-point error as a fraction of depth, added to the covariance "
-              "per contributing keyframe; < 0 = the default for the map's point source (depth 0.0042, triangulate "
+              "per contributing keyframe; < 0 = the default for the map's point source (depth 0.001, triangulate "
               "0.013, learned 0.13)", -1.0, 10.0, config_field="map_point_sigma_rel"),
     ParamSpec("guided_radius_px", 0.0, "> 0 (e.g. 4): refine a localized pose by guided matching: the matched "
               "keyframes' points projected with it, each matched to the most similar keypoint within this radius "
