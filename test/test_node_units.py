@@ -26,7 +26,8 @@ from reloc_ros.ros.image_conversion import SUPPORTED_ENCODINGS, ImageConversionE
     image_to_numpy, numpy_to_image, to_localizer_input  # noqa: E402
 from reloc_ros.ros.parameters import PARAMETERS, localizer_config_from, parse_base_from_camera, \
     usage, validate  # noqa: E402
-from reloc_ros.ros.tf_buffer import TfExtrapolationError, TfLookupError, TransformBuffer, slerp  # noqa: E402
+from reloc_ros.core.geometry import slerp  # noqa: E402
+from reloc_ros.core.tf_buffer import TfExtrapolationError, TfLookupError, TransformBuffer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000

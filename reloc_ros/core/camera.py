@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["Camera", "CameraError", "DISTORTION_MODELS"]
+__all__ = ["Camera", "CameraError", "CameraInfoError", "DISTORTION_MODELS", "camera_from_info", "camera_info_key",
+           "check_image_size"]
 
 # Distortion models understood here (names as in sensor_msgs/CameraInfo.distortion_model) and the
 # number of coefficients each takes.
@@ -171,3 +172,72 @@ class Camera:
         uv = np.asarray(uv_N2).reshape(-1, 2)
         return ((uv[:, 0] >= -0.5 + margin) & (uv[:, 0] < self.width - 0.5 - margin)
                 & (uv[:, 1] >= -0.5 + margin) & (uv[:, 1] < self.height - 0.5 - margin))
+
+
+# sensor_msgs/CameraInfo (any object with its fields: the node's messages, a bag's deserialised ones) -> Camera.
+# The camera of the *raw* image is returned (K and D), so the localizer undistorts keypoints itself; ROI and
+# binning (REP-104) are applied: the returned camera describes the image actually published.
+# Aliases of the distortion model names used by camera drivers.
+_MODEL_ALIASES = {"": "none", "none": "none", "plumb_bob": "plumb_bob", "rational_polynomial": "rational_polynomial",
+                  "equidistant": "equidistant", "fisheye": "equidistant"}
+
+
+class CameraInfoError(ValueError):
+    """A CameraInfo message that cannot describe the image stream."""
+
+
+def camera_info_key(msg) -> tuple:
+    """A hashable summary of everything :func:`camera_from_info` reads (to cache conversions)."""
+    roi = msg.roi
+    return (int(msg.width), int(msg.height), tuple(float(x) for x in msg.k), str(msg.distortion_model),
+            tuple(float(x) for x in msg.d), int(msg.binning_x), int(msg.binning_y),
+            (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
+
+
+def camera_from_info(msg) -> Camera:
+    """The camera of the images that accompany a ``sensor_msgs/CameraInfo``.
+
+    Raises:
+        CameraInfoError: zero or invalid K, zero size, an unsupported distortion model (the supported ones are
+            listed), too many distortion coefficients, or an ROI outside the image.
+    """
+    w, h = int(msg.width), int(msg.height)
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if w <= 0 or h <= 0:
+        raise CameraInfoError(f"CameraInfo has size {w}x{h}: width and height must be set (is the camera calibrated?)")
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise CameraInfoError(
+            f"CameraInfo K has fx={K[0, 0]} fy={K[1, 1]}: the camera is not calibrated (K is all zeros or invalid); "
+            "calibrate it (camera_calibration) or publish a camera_info with the intrinsics")
+    model_in = str(msg.distortion_model)
+    model = _MODEL_ALIASES.get(model_in)
+    d = [float(x) for x in msg.d]
+    if model is None:
+        raise CameraInfoError(
+            f"unsupported distortion model {model_in!r}; supported: {sorted(m for m in _MODEL_ALIASES if m)} "
+            "(or publish rectified images with an empty model / zero D)")
+    if model == "none" and any(abs(x) > 0 for x in d):
+        raise CameraInfoError(f"CameraInfo has distortion coefficients {d} but no distortion model: "
+                              "set distortion_model")
+    n = DISTORTION_MODELS[model]
+    if len(d) > n and any(abs(x) > 0 for x in d[n:]):
+        raise CameraInfoError(f"distortion model {model!r} takes {n} coefficients, CameraInfo has {len(d)}: {d}")
+    try:
+        cam = Camera.from_K(K, w, h, model, tuple(d[:n]))
+        roi = msg.roi
+        if int(roi.width) > 0 and int(roi.height) > 0 and (int(roi.width), int(roi.height)) != (w, h):
+            cam = cam.cropped(int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height))
+        bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+        if bx > 1 or by > 1:
+            cam = cam.resized(cam.width // bx, cam.height // by)
+    except CameraError as e:
+        raise CameraInfoError(f"invalid CameraInfo: {e}") from None
+    return cam
+
+
+def check_image_size(camera: Camera, width: int, height: int) -> None:
+    """Raise :class:`CameraInfoError` when the image size differs from the CameraInfo's."""
+    if (int(width), int(height)) != camera.size:
+        raise CameraInfoError(
+            f"image is {width}x{height} but its CameraInfo describes {camera.width}x{camera.height}: "
+            "camera_info and image topics do not belong together (check the remappings), or the image is resized")

@@ -16,6 +16,7 @@ import transforms3d.quaternions as _tq
 
 __all__ = [
     "make_T",
+    "slerp",
     "invert_T",
     "transform_points",
     "quat_from_matrix",
@@ -184,3 +185,18 @@ def look_at(eye_3: np.ndarray, target_3: np.ndarray, up_3=(0.0, 0.0, 1.0)) -> np
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     return make_T(np.stack([x, y, z], axis=1), eye)
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
+    """Spherical interpolation of unit quaternions (component order irrelevant, taken the short way)."""
+    q0 = np.asarray(q0, np.float64)
+    q1 = np.asarray(q1, np.float64)
+    d = float(np.dot(q0, q1))
+    if d < 0.0:
+        q1, d = -q1, -d
+    if d > 0.9995:
+        q = q0 + a * (q1 - q0)
+    else:
+        th = np.arccos(min(d, 1.0))
+        q = (np.sin((1.0 - a) * th) * q0 + np.sin(a * th) * q1) / np.sin(th)
+    return q / np.linalg.norm(q)

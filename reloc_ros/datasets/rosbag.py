@@ -33,11 +33,11 @@ import cv2
 import numpy as np
 
 from reloc_ros.core.camera import Camera
-from reloc_ros.core.geometry import T_from_pos_quat, make_T, matrix_from_quat, quat_from_matrix
+from reloc_ros.core.geometry import T_from_pos_quat, make_T, matrix_from_quat, quat_from_matrix, slerp
 from reloc_ros.datasets.base import Dataset, DatasetError, Frame
-from reloc_ros.ros.camera_info import CameraInfoError, camera_from_info
-from reloc_ros.ros.image_conversion import ImageConversionError, image_msg_to_localizer_input, image_to_numpy
-from reloc_ros.ros.tf_buffer import TfError, TransformBuffer, slerp
+from reloc_ros.core.camera import CameraInfoError, camera_from_info
+from reloc_ros.core.image_decoding import ImageConversionError, decode_image, decode_to_localizer_input
+from reloc_ros.core.tf_buffer import TfError, TransformBuffer
 
 __all__ = ["BagTopics", "BagImage", "Trajectory", "load", "load_bag", "iter_bag_images", "read_ground_truth",
            "bag_dir", "open_reader", "require_topic", "require_camera_topics", "DEFAULT_IMAGE_TOPIC",
@@ -289,7 +289,7 @@ class _CameraLookup:
 
 
 def _depth_m(msg) -> np.ndarray:
-    arr = image_to_numpy(msg)
+    arr = decode_image(msg)
     if msg.encoding in ("16UC1", "mono16"):
         d = arr.astype(np.float32) * np.float32(0.001)
         d[arr == 65535] = 0.0
@@ -339,7 +339,7 @@ def iter_bag_images(path, topics: BagTopics = BagTopics(), gt: Trajectory | None
             if index % every == 0:
                 t = _stamp(msg.header)
                 try:
-                    img = image_msg_to_localizer_input(msg)
+                    img = decode_to_localizer_input(msg)
                 except ImageConversionError as e:
                     raise DatasetError(f"image on {topics.image} at {t / NS:.3f} s: {e}") from None
                 item = BagImage(index, t, msg.header.frame_id, np.array(img), camera_at(t), gt.at(t))

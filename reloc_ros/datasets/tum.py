@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from reloc_ros.core.camera import Camera
-from reloc_ros.core.geometry import T_from_pos_quat
+from reloc_ros.core.geometry import T_from_pos_quat, slerp
 from reloc_ros.datasets.base import Dataset, DatasetError, Frame
 from reloc_ros.datasets.posed_images import data_lines, parse_floats
 from reloc_ros.datasets.sevenscenes import read_camera_yaml
@@ -92,18 +92,6 @@ def _read_groundtruth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return gt[:, 0], gt[:, 1:4], gt[:, 4:8]
 
 
-def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
-    """Spherical linear interpolation of unit quaternions (works in any component order, shortest arc)."""
-    d = float(np.dot(q0, q1))
-    if d < 0.0:
-        q1, d = -q1, -d
-    if d > 0.9995:  # nearly identical: normalised lerp is exact to rounding
-        q = q0 + a * (q1 - q0)
-        return q / np.linalg.norm(q)
-    th = np.arccos(min(d, 1.0))
-    return (np.sin((1.0 - a) * th) * q0 + np.sin(a * th) * q1) / np.sin(th)
-
-
 def interpolate_pose(t: float, times: np.ndarray, pos: np.ndarray, quat_xyzw: np.ndarray,
                      max_gap: float = MAX_GT_GAP) -> np.ndarray | None:
     """Ground-truth T_world_from_cam at time ``t``.
@@ -129,7 +117,7 @@ def interpolate_pose(t: float, times: np.ndarray, pos: np.ndarray, quat_xyzw: np
         return None
     a = (t - t0) / (t1 - t0)
     p = (1.0 - a) * pos[i0] + a * pos[i1]
-    q = _slerp(quat_xyzw[i0], quat_xyzw[i1], a)
+    q = slerp(quat_xyzw[i0], quat_xyzw[i1], a)
     return T_from_pos_quat(p, q, "xyzw")
 
 
