@@ -8,7 +8,6 @@ import collections
 import threading
 import time
 
-import numpy as np
 
 from reloc_ros.core.camera import Camera, CameraInfoError, camera_from_info, camera_info_key, check_image_size
 
