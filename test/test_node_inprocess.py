@@ -394,7 +394,7 @@ def test_pipeline_localizes_a_stream_as_accurately_as_one_worker(plane_map):
                      "pipeline": pipeline})
         try:
             node = h.node
-            assert [t.name for t in node._workers] == (["reloc_extract", "reloc_localize"] if pipeline
+            assert [t.name for t in node._frames.threads] == (["reloc_extract", "reloc_localize"] if pipeline
                                                        else ["reloc_worker"])
             h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
             gt = _stream(h, plane_map["tex"], 60, 10, 300 * NS, rate_hz=20.0)
@@ -435,11 +435,11 @@ def test_pipeline_handover_holds_one_frame_counts_replaced_ones_and_prior_is_cho
     T5 = _query(75)
     for k in range(1, 6):
         h.send(_render(plane_map["tex"], _query(70 + k)), (400 + k) * NS)
-        h.wait(lambda k=k: node._slot.pending == 0 and node._handover.dropped == k - 1 and node._handover.pending,
+        h.wait(lambda k=k: node._frames.slot.pending == 0 and node._frames.handover.dropped == k - 1 and node._frames.handover.pending,
                f"stage 1 to extract frame {k}")
         d = _diag(node)
         assert d["queue_extracted"] == "1" and int(d["frames_dropped_handover"]) == k - 1, d
-        assert node._handover.pending <= 1
+        assert node._frames.handover.pending <= 1
     assert int(_diag(node)["frames_processed"]) == 0, "stage 2 is still on frame 0"
 
     T_prior = T5 @ make_T(np.eye(3), [0.05, 0.0, 0.0])
@@ -471,7 +471,7 @@ def test_pipeline_map_reload_never_matches_old_features_against_the_new_map(plan
     h.send(_render(plane_map["tex"], _query(80)), 500 * NS)  # A
     h.wait(entered.is_set, "stage 2 to take frame A")
     h.send(_render(plane_map["tex"], _query(81)), 501 * NS)  # B
-    h.wait(lambda: node._handover.pending == 1, "stage 1 to extract frame B")
+    h.wait(lambda: node._frames.handover.pending == 1, "stage 1 to extract frame B")
 
     copy = tmp_path / "map_copy"
     shutil.copytree(plane_map["map"], copy)
@@ -518,9 +518,9 @@ def test_pipeline_threads_stop_on_deactivate_and_the_mode_switches_at_activation
     assert node.set_parameters([Parameter("pipeline", value=False)])[0].successful
     assert workers() == ["reloc_extract", "reloc_localize"], "applies at the next activation"
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert workers() == [] and node._workers == []
+    assert workers() == [] and node._frames.threads == []
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert workers() == ["reloc_worker"] and node._handover is None
+    assert workers() == ["reloc_worker"] and node._frames.handover is None
     h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
     h.send(_render(plane_map["tex"], _query(90)), 600 * NS)
     h.wait(lambda: h.poses, "a pose from the single worker")
@@ -532,7 +532,7 @@ def test_pipeline_threads_stop_on_deactivate_and_the_mode_switches_at_activation
     h.wait(lambda: len(h.poses) == 2, "a pose from the pipeline")
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-    assert workers() == [] and node._handover.wait_idle(0.0)
+    assert workers() == [] and node._frames.handover.wait_idle(0.0)
 
 
 def _boundary_values(spec):

@@ -19,7 +19,7 @@ __all__ = [
     "stamp_to_ns", "ns_to_stamp", "header",
     "pose_from_T", "T_from_pose", "transform_from_T", "T_from_transform",
     "pose_stamped", "transform_stamped", "pose_with_covariance_stamped", "covariance_of_composed",
-    "pointcloud2_xyz", "pointcloud2_to_xyz",
+    "pointcloud2_xyz", "pointcloud2_to_xyz", "initialpose_position",
 ]
 
 
@@ -122,3 +122,25 @@ def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
     n = int(msg.width) * int(msg.height)
     raw = np.frombuffer(msg.data, dtype=np.uint8).reshape(n, int(msg.point_step))
     return np.ascontiguousarray(raw[:, :12]).view("<f4").reshape(n, 3).astype(np.float32)
+
+
+def initialpose_position(msg: PoseWithCovarianceStamped, map_frame: str,
+                         T_base_from_cam: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """The camera centre and position sigma (m; 0 when the covariance gives none) of an ``/initialpose``: the pose
+    is the base's (RViz "2D Pose Estimate"), the camera sits at ``T_base_from_cam`` on it (None: at the base).
+
+    Raises:
+        ValueError: a bad quaternion, another frame than ``map_frame``, or non-finite values (the message says
+            which, for the log).
+    """
+    frame = msg.header.frame_id.lstrip("/")
+    T = T_from_pose(msg.pose.pose)
+    if frame and frame != map_frame:
+        raise ValueError(f"it is in frame {frame!r}, not the map frame {map_frame!r} (set the fixed frame of RViz "
+                         "to it)")
+    cov = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)
+    if not np.all(np.isfinite(cov)) or not np.all(np.isfinite(T)):
+        raise ValueError("its position or covariance has non-finite values")
+    sigma = float(np.sqrt(max(cov[0, 0], cov[1, 1], cov[2, 2], 0.0)))
+    pos = (T @ T_base_from_cam)[:3, 3] if T_base_from_cam is not None else T[:3, 3]
+    return pos, sigma

@@ -9,7 +9,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-__all__ = ["FrameStats", "diagnostic_array"]
+__all__ = ["FrameStats", "clock_warning", "diagnostic_array"]
+
+CLOCK_SKEW_WARN_S = 10.0  # image stamps this far from the node's clock: bag replay without use_sim_time?
+
+
+def clock_warning(skew_s: float, use_sim_time: bool) -> str:
+    """Why image stamps ``skew_s`` seconds behind the node's clock are a problem ('' when they are close): a bag
+    replayed without ``use_sim_time`` (map->odom would go out in wall time against odometry in bag time), or sim
+    time without ``/clock``."""
+    if abs(skew_s) <= CLOCK_SKEW_WARN_S:
+        return ""
+    if use_sim_time:
+        return (f"image stamps are {skew_s:+.1f} s from the node's clock (use_sim_time true): is /clock published "
+                "(`ros2 bag play --clock`)?")
+    return (f"image stamps are {skew_s:+.1f} s from the node's clock: replaying a bag? Start the node with "
+            "-p use_sim_time:=true and play the bag with --clock, else TF goes out in the wrong time")
 
 
 @dataclass
@@ -40,11 +55,43 @@ class FrameStats:
     last_tf_error: str = ""
     last_prior: str = ""  # prior of the last frame: none, initialpose, odometry or last_pose
     clock_warning: str = ""  # image stamps far from the node's clock (use_sim_time?)
+    first_image_wall: float | None = None  # time.monotonic() of the first image (CameraInfo waits count from it)
     num_inliers: int = 0
     num_matches: int = 0
     timings_ms: dict = field(default_factory=dict)
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
     done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
+
+    def record_result(self, res, prior_src: str) -> None:
+        """A frame's localization result (after the tracker's decision)."""
+        self.processed += 1
+        self.last_prior = prior_src
+        self.num_inliers, self.num_matches = res.num_inliers, res.num_matches
+        self.timings_ms = dict(res.timings_ms)
+        self.last_status, self.last_reason = res.status.value, res.reason
+        self.last_code = res.code.value if res.code is not None else ""
+        self.last_input_error = ""
+        if res.ok:
+            self.localized += 1
+        else:
+            self.failed += 1
+
+    def record_tracking(self, d, enabled: bool, no_odometry: str) -> None:
+        """The place tracker's decision ``d`` (a TrackDecision) on a LOCALIZED result; ``no_odometry``: why it had
+        no odometry ('' when it had)."""
+        self.odom_hypotheses = d.hypotheses
+        basis = "odometry" if d.odometry else f"pose sequence (no odometry: {no_odometry})"
+        if not enabled:
+            self.odom_check = "off"
+        elif d.accepted and d.switched:
+            self.odom_recovered += 1
+            self.odom_check = d.reason
+        elif d.accepted:
+            self.odom_check = (f"ok by {basis} ({d.jump_m:.2f} m / {d.jump_deg:.1f} deg; support {d.support:.1f}, "
+                               f"next place {d.rival:.1f})")
+        else:
+            self.odom_rejected += 1
+            self.odom_check = f"rejected ({basis})"
 
     def frame_values(self) -> dict:
         """The key-value pairs about frames: the last one's outcome, counters, rate, latency, stage timings."""

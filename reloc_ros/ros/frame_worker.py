@@ -56,6 +56,14 @@ class FrameWorkers:
         self.threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
+    def values(self, pipeline_param: bool) -> dict:
+        """The /diagnostics key-value pairs of the queues (``pipeline``: running, else the parameter's next)."""
+        h = self.handover
+        return {"frames_dropped_handover": h.dropped if h is not None else 0,  # replaced before stage 2
+                "queue_frames": self.slot.pending,  # the worker's (pipeline: stage 1's) queue of one
+                "queue_extracted": h.pending if h is not None else 0,  # stage 2's queue of one
+                "pipeline": h is not None if self.threads else pipeline_param}
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
