@@ -16,8 +16,8 @@ queries with every variant of :data:`ROWS`:
 
 Rows 5 and 6 use the dataset's "base" map points: depth images when every map frame has one (synthetic scenes),
 else triangulation. Variants 6 and 7 need the ONNX files written by ``python -m reloc_ros.model.variants``
-(``--variants DIR``); without them ``reloc ablate`` stops with an error, unless ``--skip-missing-variants``
-is given, in which case those rows are in the table marked "skipped" with the reason.
+(``--variants DIR``); without them their rows are in the table marked "skipped" with the reason (``reloc ablate
+--require-variants`` stops instead).
 """
 
 from __future__ import annotations

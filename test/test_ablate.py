@@ -116,12 +116,23 @@ def ablation(tmp_path_factory):
     argv = ["-q", "ablate", "--dataset", str(root / "office"), "--format", "7scenes", "--json",
             str(root / "ablate.json"), "--md", str(root / "ablate.md"), "--work", str(root / "work"),
             "--variants", str(VARIANTS_DIR)]
-    if not have:
-        warnings.warn(f"variant ONNX files missing in {VARIANTS_DIR}: the ablation test runs with "
-                      f"--skip-missing-variants (rows 6 and 7 are only checked to be marked skipped)")
-        argv.append("--skip-missing-variants")
+    if not have:  # what ships: the opt-in variant models are not there, their rows are marked skipped
+        warnings.warn(f"variant ONNX files missing in {VARIANTS_DIR}: rows 6 and 7 are only checked to be marked "
+                      "skipped")
     assert main(argv) == 0
     return root, have
+
+
+def test_require_variants_stops_when_they_are_missing(ablation, tmp_path, capsys):
+    from reloc_ros.cli.main import main
+
+    root, _ = ablation
+    rc = main(["-q", "ablate", "--dataset", str(root / "office"), "--format", "7scenes", "--json",
+               str(tmp_path / "a.json"), "--md", str(tmp_path / "a.md"), "--work", str(root / "work"),
+               "--variants", str(tmp_path / "none"), "--require-variants"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "not found" in err and "model.variants" in err, err
+    assert not (tmp_path / "a.json").exists()
 
 
 def test_ablate_writes_every_row(ablation):

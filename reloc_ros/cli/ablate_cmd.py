@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -16,8 +17,10 @@ def add_parsers(sub) -> dict:
                    help="folder for the maps it builds (reused by later runs with the same model and points)")
     p.add_argument("--variants", type=Path, default=None,
                    help="folder of the variant ONNX files (default models/checkpoints/variants)")
-    p.add_argument("--skip-missing-variants", action="store_true",
-                   help="mark the rows of missing variant models as skipped instead of stopping")
+    p.add_argument("--require-variants", action="store_true",
+                   help="stop when a variant model is missing (default: its rows are marked skipped; the variant "
+                        "models are opt-in files, see `python -m reloc_ros.model.variants`)")
+    p.add_argument("--skip-missing-variants", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--query-every", type=int, default=1, metavar="N",
                    help="localize every N-th query image only (shorter runs; the table says so)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the maps even when cached ones fit")
@@ -32,7 +35,7 @@ def _ablate(args, argv) -> int:
 
     report = run_ablation(args.dataset, args.format, args.map_every, args.work,
                           variants_dir=args.variants or DEFAULT_VARIANTS_DIR,
-                          skip_missing_variants=args.skip_missing_variants, rebuild=args.rebuild,
+                          skip_missing_variants=not args.require_variants, rebuild=args.rebuild,
                           query_every=args.query_every,
                           show_progress=not args.quiet, log=lambda m: print(m, file=sys.stderr, flush=True))
     md = format_markdown(report)
