@@ -88,3 +88,41 @@ def test_track_odometry_needs_a_generated_scene(tmp_path):
 
     with pytest.raises(SynthError, match="--no-odometry"):
         run_odometry(tmp_path, "seq-02", np.tile(np.eye(4), (3, 1, 1)))
+
+
+def test_map_build_input_options(capsys, tmp_path):
+    """`--dataset DIR --format F` or `--bag BAG` (format optional): no input, or both kinds, is one line."""
+    code, err = _run(capsys, ["-q", "map", "build", "--out", str(tmp_path / "m")])
+    assert code == 2 and "--dataset DIR --format F, or --bag BAG" in err
+    code, err = _run(capsys, ["-q", "map", "build", "--bag", str(tmp_path), "--format", "7scenes", "--out",
+                              str(tmp_path / "m")])
+    assert code == 2 and "--bag reads a rosbag2" in err and len(err.strip().splitlines()) == 1
+    code, err = _run(capsys, ["-q", "map", "build", "--bag", str(tmp_path / "nobag"), "--out", str(tmp_path / "m")])
+    assert code == 2 and "nobag" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_error_names_the_cli_option(capsys, tmp_path):
+    _tiny_posed_images(tmp_path, 4)
+    code, err = _run(capsys, ["-q", "map", "build", "--dataset", str(tmp_path), "--format", "posed_images",
+                              "--map-every", "2", "--model", str(tmp_path / "none.onnx"), "--out", str(tmp_path / "m")])
+    assert code == 2 and "--model" in err and "none.onnx" in err, err
+
+
+def test_eval_bag_has_no_depth_topic(capsys):
+    """Queries use no depth: the option exists only for map building."""
+    with pytest.raises(SystemExit):
+        main(["eval-bag", "--map", "m", "--bag", "b", "--depth-topic", "/d"])
+    assert "unrecognized arguments: --depth-topic" in capsys.readouterr().err
+
+
+def test_synth_without_its_extra_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['skimage'] = None; from reloc_ros.cli.main import main; "
+            f"sys.exit(main(['data', 'synth', '--scene', 'office', '--out', {str(tmp_path / 's')!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-1500:]
+    assert "pip install 'reloc_ros[synth]'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()

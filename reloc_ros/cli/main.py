@@ -1,7 +1,7 @@
 """`reloc`: the command-line entry point (thin wrappers around the pipeline functions).
 
 Subcommands:
-    reloc map build   build a map from posed images (a dataset folder, or a rosbag2 with --format rosbag --bag)
+    reloc map build   build a map from posed images (a dataset folder, or a rosbag2 with --bag)
     reloc map info    print a map's manifest
     reloc eval        localize a dataset's query images against a map, print a table, write JSON
     reloc data synth  generate a synthetic RGB-D scene (dataset folder and optional rosbag2)
@@ -27,22 +27,26 @@ def _add_dataset_args(p: argparse.ArgumentParser, dataset_required: bool = True)
     from reloc_ros.datasets import FORMATS
 
     p.add_argument("--dataset", required=dataset_required, type=Path, help="dataset folder")
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="dataset layout")
+    p.add_argument("--format", required=dataset_required, choices=sorted(FORMATS),
+                   help="dataset layout" + ("" if dataset_required else " (rosbag when --bag is given)"))
     p.add_argument("--map-every", type=int, default=None, metavar="N",
                    help="every N-th image (by sorted name) is a map image, the rest are queries; "
                         "default: the dataset's own split (7-Scenes / synthetic)")
 
 
-def _add_bag_args(p: argparse.ArgumentParser, bag_required: bool = False) -> None:
-    """``--bag BAG`` (with ``--format rosbag`` unless required) and the bag's topics (reloc_ros/datasets/rosbag.py)."""
+def _add_bag_args(p: argparse.ArgumentParser, bag_required: bool = False, depth: bool = False) -> None:
+    """``--bag BAG`` and the bag's topics (reloc_ros/datasets/rosbag.py); ``depth``: also ``--depth-topic`` (map
+    building: queries use no depth)."""
     from reloc_ros.datasets.rosbag import DEFAULT_GT_TOPIC, DEFAULT_IMAGE_TOPIC
 
     p.add_argument("--bag", type=Path, required=bag_required, default=None,
-                   help="rosbag2 directory (mcap or sqlite3)" + ("" if bag_required else ", with --format rosbag"))
+                   help="rosbag2 directory (mcap or sqlite3)" + ("" if bag_required else " instead of --dataset"))
     p.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC, help="sensor_msgs/Image topic")
     p.add_argument("--camera-info-topic", default=None,
                    help="sensor_msgs/CameraInfo topic (default: camera_info beside the image topic)")
-    p.add_argument("--depth-topic", default=None, help="optional depth images (16UC1 mm or 32FC1 m)")
+    if depth:
+        p.add_argument("--depth-topic", default=None, help="optional depth images (16UC1 mm or 32FC1 m, registered "
+                                                           "to the colour images): map points from depth")
     p.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC,
                    help="ground truth: pose of the camera optical frame (PoseStamped, PoseWithCovarianceStamped "
                         "or Odometry)")
@@ -53,21 +57,26 @@ def _add_bag_args(p: argparse.ArgumentParser, bag_required: bool = False) -> Non
 def _bag_topics(args):
     from reloc_ros.datasets.rosbag import BagTopics
 
-    return BagTopics(image=args.image_topic, camera_info=args.camera_info_topic, depth=args.depth_topic,
-                     gt_topic=args.gt_topic, gt_frame=args.gt_frame)
+    return BagTopics(image=args.image_topic, camera_info=args.camera_info_topic,
+                     depth=getattr(args, "depth_topic", None), gt_topic=args.gt_topic, gt_frame=args.gt_frame)
 
 
 def _load_build_dataset(args):
-    """The dataset of ``reloc map build``: a folder (``--dataset``) or a bag (``--format rosbag --bag``)."""
+    """The dataset of ``reloc map build``: a folder (``--dataset DIR --format F``) or a bag (``--bag BAG``, with or
+    without ``--format rosbag``)."""
     from reloc_ros.datasets import load_dataset
     from reloc_ros.datasets.rosbag import load_bag
 
+    if args.format is None and args.bag is not None:
+        args.format = "rosbag"
+    if args.format is None:
+        raise ValueError("give the input: --dataset DIR --format F, or --bag BAG")
     if args.format == "rosbag":
         if args.bag is None or args.dataset is not None:
             raise ValueError("--format rosbag takes --bag BAG (the rosbag2 directory) instead of --dataset")
         return load_bag(args.bag, _bag_topics(args))
     if args.bag is not None:
-        raise ValueError("--bag needs --format rosbag")
+        raise ValueError(f"--bag reads a rosbag2; --format {args.format} is for --dataset DIR: give one of them")
     if args.dataset is None:
         raise ValueError(f"--format {args.format} needs --dataset DIR")
     return load_dataset(args.dataset, args.format)
@@ -84,7 +93,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     msub = mp.add_subparsers(dest="map_cmd", required=True)
     b = msub.add_parser("build", help="build a map from posed images (a dataset folder or a rosbag2)")
     _add_dataset_args(b, dataset_required=False)
-    _add_bag_args(b)
+    _add_bag_args(b, depth=True)
     b.add_argument("--extractor", default="learned",
                    help="feature extractor: learned (default: the shipped network, models/relocnet_v1.onnx; it keeps "
                         "localizing in dim light where SIFT finds nothing) or sift (the classical baseline)")
@@ -157,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) >= 2 and argv[0] == "data" and argv[1] == "synth":
         from reloc_ros.datasets.synthetic.cli import main as synth_main
 
+        if not {"-h", "--help"} & set(argv[2:]):
+            try:  # its textures are scikit-image's photographs: fail before writing anything
+                import skimage.data  # noqa: F401
+            except ImportError as e:
+                print(f"reloc: error: {e}: the scene generator needs the [synth] extra: pip install "
+                      "'reloc_ros[synth]' (`make venv` installs it)", file=sys.stderr)
+                return 2
         return synth_main(argv[2:])
     args = ap.parse_args(argv)
     from reloc_ros.core.features import ExtractorError

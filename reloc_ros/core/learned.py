@@ -69,9 +69,9 @@ def find_default_model() -> Path:
             return found[0]
         if len(found) > 1:
             raise ExtractorError(f"several ONNX models in {d}: {[p.name for p in found]}; "
-                                 f"choose one with model_path=...")
-    raise ExtractorError(f"no learned model (*.onnx) found in {searched}: pass model_path=... or export one with "
-                         f"`reloc export --out models/relocnet_v1.onnx`")
+                                 "choose one (reloc commands: --model; reloc_node: model_path)")
+    raise ExtractorError(f"no learned model (*.onnx) found in {searched}: give one (reloc commands: --model; "
+                         "reloc_node: model_path) or export one with `reloc export --out models/relocnet_v1.onnx`")
 
 
 CHECKSUMS = "SHA256SUMS"  # beside a model: "<sha256>  <file name>" lines (sha256sum format), written by `reloc export`
@@ -396,8 +396,8 @@ class LearnedExtractor(FeatureExtractor):
             raise ExtractorError(f"outputs must be one of {sorted(self.OUTPUT_SETS)}, got {outputs!r}")
         path = Path(model_path) if model_path else find_default_model()
         if not path.is_file():
-            raise ExtractorError(f"learned model file not found: {path} (pass model_path=... or restore "
-                                 f"models/*.onnx)")
+            raise ExtractorError(f"learned model file not found: {path}: give an existing ONNX file (reloc "
+                                 "commands: --model; reloc_node: model_path) or restore models/*.onnx")
         if int(max_side) < STRIDE:
             raise ExtractorError(f"max_side must be >= {STRIDE}, got {max_side}")
         self.model_path = path
