@@ -536,20 +536,22 @@ def test_pipeline_threads_stop_on_deactivate_and_the_mode_switches_at_activation
 
 
 def _boundary_values(spec):
-    """(value, must be accepted) pairs at and beyond a parameter's documented range."""
-    if spec.choices:
-        return [(c, True) for c in spec.choices] + [("no_such_choice", False)]
+    """(value, must be accepted) pairs at and beyond a parameter's documented range: its config field's setting
+    (reloc_ros/core/config.py), the one source the parameter, its validation and its docs come from."""
+    st = spec.setting
+    if st.choices:
+        return [(c, True) for c in st.choices] + [("no_such_choice", False)]
     if isinstance(spec.default, bool) or isinstance(spec.default, str):
         return []
     cast = type(spec.default)
     out = []
-    if spec.min is not None:
-        lo = cast(spec.min)
-        out.append((lo, not spec.min_exclusive))
-        out.append((cast(spec.min - 1) if cast is int else spec.min - 0.5, False))
-    if spec.max is not None:
-        out.append((cast(spec.max), True))
-        out.append((cast(spec.max) + 1, False))
+    if st.min is not None:
+        lo = cast(st.min)
+        out.append((lo, not st.min_exclusive))
+        out.append((cast(st.min - 1) if cast is int else st.min - 0.5, False))
+    if st.max is not None:
+        out.append((cast(st.max), True))
+        out.append((cast(st.max) + 1, False))
     return out
 
 

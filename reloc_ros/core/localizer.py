@@ -14,6 +14,7 @@ import numpy as np
 
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
 from reloc_ros.core.camera import Camera
+from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.features import FeatureExtractor, Features, create_extractor, extractor_class
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, MapError
@@ -53,96 +54,102 @@ RELPOSE_CHECK = RelPoseConfig()  # essential-matrix settings of the epipolar che
 
 @dataclass
 class LocalizerConfig:
-    method: str = "pnp"  # "pnp": 2D-3D matches + PnP; "retrieval": the top-1 keyframe's pose (coarse, ablation);
-    #   "2d2d": essential matrices against the top-K keyframes, no map 3D (core/relpose2d2d.py)
-    top_k: int = 5  # keyframes retrieved per query
-    ratio: float = 0.0  # Lowe ratio test for query-keyframe matching; 0: the map's extractor's own
-    #   (FeatureExtractor.MATCH_RATIO: SIFT 0.8, learned 0.9)
-    mutual: bool = True  # require mutual nearest neighbours
-    max_query_keypoints: int = 0  # > 0: match only the strongest this many query keypoints (matching cost is
-    #   linear in it); 0: all the extractor gives
-    max_map_keypoints: int = 1000  # > 0: per keyframe, match only the strongest this many keypoints that have 3D
-    #   (fixed when the Localizer is made; matching cost is linear in it); 0: all of them
-    aggregation: bool = True  # merge 2D-3D matches of all top-K keyframes (DeViLoc); False: best single keyframe
-    agg_cell_px: float = 0.0  # quantisation cell for aggregation (0: by query keypoint)
-    agg_rel_tol: float = 0.05  # 3D points agree within this fraction of their viewing distance
-    min_matches: int = 12  # fewer 2D-3D correspondences than this: FAILED(too few matches)
-    pnp_backend: str = "poselib"  # "poselib" or "opencv"
-    ransac_reproj_px: float = 8.0  # RANSAC inlier threshold (pixels; scaled on images larger than REFERENCE_SIDE_PX)
-    ransac_iterations: int = 10000  # RANSAC iteration cap
-    min_inliers: int = 15  # fewer PnP inliers: FAILED(too few inliers)
-    min_inlier_ratio: float = 0.10  # inliers / correspondences below this: FAILED (PNLP's 10 % rule)
-    max_median_reproj_px: float = -1.0  # median inlier reprojection error above this: FAILED; < 0: the default for
-    #   the map's point source (MAX_MEDIAN_REPROJ_PX: 4 px for depth and triangulated points, 5 px for learned ones)
-    max_position_sigma_m: float = 2.0  # position std-dev (from the covariance) above this: FAILED
-    ambiguity_ratio: float = 0.5  # > 0: FAILED when the correspondences the pose leaves out support a second,
-    #   distinct pose with at least this fraction of its inliers (repeated structure); 0 disables the check
-    ambiguity_min_dist_m: float = 0.25  # two poses closer than this (and 5 deg) are the same hypothesis
-    ambiguity_top_k: int = 20  # > 0: the place check looks for another place among this many retrieved keyframes
-    #   (globally, without the prior): those farther than ambiguity_place_m from the pose (at most
-    #   ambiguity_place_keyframes of them) are matched and solved on their own; a pose there with at least
-    #   ambiguity_place_ratio x the inliers is FAILED "ambiguous place", a weaker one widens the covariance to cover
-    #   it. A whole view repeated elsewhere (the retrieval's top-k all at the look-alike) is found this way; 0 = off
-    ambiguity_place_ratio: float = 0.2  # see ambiguity_top_k: at the office scene's look-alike (3.6 m away) the
-    #   wrong poses' rivals had 0.25-0.49 x their inliers, a correct pose's 0.37 x: single images cannot tell
-    ambiguity_place_m: float = 1.0  # keyframes farther than this from the pose may show another place
-    ambiguity_place_keyframes: int = 5  # at most this many of them are matched (most similar first)
-    epipolar_check: str = "auto"  # "always": FAILED when the essential matrices of the query with its retrieved
-    #   keyframes (no map 3D involved) agree on a camera orientation more than epipolar_max_rot_deg from the PnP
-    #   pose's; "auto": that for maps whose 3D points come from the depth head (--points learned), whose shape errors
-    #   can make PnP choose the wrong one of a near-planar view's two poses; "never" (not on/off: YAML and ROS
-    #   parameters read those as booleans)
-    epipolar_max_rot_deg: float = 5.0  # the check's tolerance (and the width of its rotation clusters)
-    epipolar_max_keyframes: int = 5  # the check looks at this many retrieved keyframes, those with the most matches
-    #   (one five-point RANSAC each; 3 instead of 5 on the tuning scenes: 19 instead of 31 ms, 467 vs 475 of 720 hits)
-    min_inlier_coverage: float = 0.1  # > 0: FAILED when the convex hull of the inliers covers less than this
-    #   fraction of the image (matches on one small patch: a picture that also hangs elsewhere)
-    max_keyframe_distance_ratio: float = 0.9  # > 0: FAILED when the pose is farther from every contributing
-    #   retrieved keyframe than this x the median inlier depth (the map saw the matched points from > ~42 deg away,
-    #   across which local descriptors do not match: a wrong pose); 0 disables the check
-    covariance_scale: float = 1.0  # multiplies the whole covariance (after the map-point term)
-    guided_radius_px: float = 0.0  # > 0 (e.g. 4): refine a LOCALIZED pose: project the contributing keyframes'
-    #   points with it, match each to the most similar query keypoint within this radius (pixels), PnP again on those
-    #   matches; the refined pose replaces it when it has more inliers and lies within ambiguity_min_dist_m / 5 deg
-    #   (the gates judge the first pose: what localizes does not change, only its precision). 0 = off
-    map_point_sigma_rel: float = -1.0  # 1-sigma error of map points as a fraction of their depth, added to the
-    #   covariance (see Localizer._covariance); < 0: the default for the map's point source (MAP_POINT_SIGMA_REL)
-    prior_sigma_m: float = 5.0  # std-dev of a pose prior's position used for re-ranking
-    blas_threads: int = 1  # > 0: limit the process's BLAS (numpy matching) to this many threads when a Localizer is
-    #   made: OpenBLAS threads busy-wait after each call and starve ONNX Runtime's (docs/performance.md); 0: leave it
-    matching_threads: int = 2  # threads (of a pool that sleeps when idle) that split the query's descriptor matching:
-    #   20 -> 11 ms for 2000 query x 5 x 1000 map descriptors on 2 cores; identical matches (KeyframeMatcher)
+    """The localizer's settings. Each is declared with its documentation and valid range (core/config.py); the
+    node's parameters, config/localizer.yaml and the README's table are generated from them."""
+
+    method: str = setting("pnp", '"pnp": 2D-3D matches + PnP; "retrieval": the top-1 keyframe\'s pose (coarse, '
+                          'ablation); "2d2d": essential matrices against the top-K keyframes, no map 3D '
+                          "(core/relpose2d2d.py)", choices=METHODS, param=None)
+    top_k: int = setting(5, "keyframes retrieved per query", 1, 200)
+    ratio: float = setting(0.0, "Lowe ratio test for matching (0 = the map's extractor's own: SIFT 0.8, learned 0.9)",
+                           0.0, 1.0)
+    mutual: bool = setting(True, "require mutual nearest neighbours", param=None)
+    max_query_keypoints: int = setting(0, "> 0: match only the strongest this many query keypoints (matching cost "
+                                       "is linear in it); 0: all the extractor gives", 0, None, param=None)
+    max_map_keypoints: int = setting(1000, "> 0: per keyframe, match only the strongest this many keypoints that "
+                                     "have 3D (fixed when the Localizer is made; matching cost is linear in it); 0: "
+                                     "all of them", 0, None, param=None)
+    aggregation: bool = setting(True, "merge 2D-3D matches of all top-K keyframes (DeViLoc; False: best single "
+                                "keyframe)")
+    agg_cell_px: float = setting(0.0, "quantisation cell for aggregation (0: by query keypoint)", 0.0, None,
+                                 param=None)
+    agg_rel_tol: float = setting(0.05, "3D points agree within this fraction of their viewing distance", 0.0, None,
+                                 param=None)
+    min_matches: int = setting(12, "fewer 2D-3D matches: FAILED", 4, 100_000)
+    pnp_backend: str = setting("poselib", "PnP RANSAC implementation", choices=("poselib", "opencv"), param=None)
+    ransac_reproj_px: float = setting(8.0, "PnP RANSAC inlier threshold (pixels of an image up to 1024 px wide or "
+                                      "high; scaled by the longer side / 1024 above that, like every pixel "
+                                      "threshold)", 0.0, 100.0, min_exclusive=True)
+    ransac_iterations: int = setting(10000, "PnP RANSAC iteration cap", 10, 1_000_000)
+    min_inliers: int = setting(15, "fewer PnP inliers: FAILED", 4, 100_000)
+    min_inlier_ratio: float = setting(0.10, "inliers / matches below this: FAILED (PNLP's 10 % rule)", 0.0, 1.0)
+    max_median_reproj_px: float = setting(-1.0, "median inlier reprojection error (px) above this: FAILED; < 0 = "
+                                          "the default for the map's point source (depth and triangulate 4, "
+                                          "learned 5); not 0", -1.0, 100.0)
+    max_position_sigma_m: float = setting(2.0, "position std-dev (from the covariance) above this: FAILED", 0.0, 1e6,
+                                          min_exclusive=True)
+    ambiguity_ratio: float = setting(0.5, "> 0: FAILED when the correspondences the pose leaves out support a "
+                                     "second, distinct pose with at least this fraction of its inliers (repeated "
+                                     "structure); 0 disables the check", 0.0, None, param=None)
+    ambiguity_min_dist_m: float = setting(0.25, "two poses closer than this (and 5 deg) are the same hypothesis",
+                                          0.0, None, param=None)
+    # The place check: a whole view repeated elsewhere often has all of the retrieval's top-k at the look-alike.
+    ambiguity_top_k: int = setting(20, "> 0: the place check looks for another place among this many retrieved "
+                                   "keyframes (globally, without the prior): those farther than ambiguity_place_m "
+                                   "from the pose (at most ambiguity_place_keyframes of them) are matched and solved "
+                                   "on their own; a pose there with at least ambiguity_place_ratio x the inliers is "
+                                   "FAILED 'ambiguous place', a weaker one widens the covariance to cover it; 0 = off",
+                                   0, None, param=None)
+    ambiguity_place_ratio: float = setting(0.2, "see ambiguity_top_k (at the office scene's look-alike 3.6 m away "
+                                           "the wrong poses' rivals had 0.25-0.49 x their inliers, a correct pose's "
+                                           "0.37 x: single images cannot tell)", 0.0, None, param=None)
+    ambiguity_place_m: float = setting(1.0, "keyframes farther than this from the pose may show another place",
+                                       0.0, None, param=None)
+    ambiguity_place_keyframes: int = setting(5, "at most this many of them are matched (most similar first)", 1,
+                                             None, param=None)
+    epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
+                                  "keyframes (no map 3D involved) agree on a camera orientation more than "
+                                  "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "
+                                  "auto = on for maps of learned points (--points learned), whose shape errors can "
+                                  "make PnP choose the wrong one of a near-planar view's two poses (not on/off: YAML "
+                                  "and ROS read those as booleans)", choices=EPIPOLAR_CHECK_MODES)
+    epipolar_max_rot_deg: float = setting(5.0, "tolerance of epipolar_check (deg; also the width of its rotation "
+                                          "clusters)", 0.0, 180.0, min_exclusive=True)
+    epipolar_max_keyframes: int = setting(5, "epipolar_check looks at this many retrieved keyframes (most matches "
+                                          "first), one five-point RANSAC each (~6 ms on 2 cores)", 1, 1000)
+    min_inlier_coverage: float = setting(0.1, "a pose whose PnP inliers cover less than this fraction of the image "
+                                         "(convex hull) is FAILED: matches on one small patch, e.g. a picture that "
+                                         "also hangs elsewhere; 0 = no check", 0.0, 1.0)
+    max_keyframe_distance_ratio: float = setting(0.9, "a pose farther from every matched keyframe than this x the "
+                                                 "median inlier depth is FAILED (a view change of > ~42 deg, across "
+                                                 "which local descriptors do not match: a wrong pose); 0 = no check",
+                                                 0.0, 100.0)
+    covariance_scale: float = setting(1.0, "multiplies the published covariance (calibration)", 0.0, 1e6,
+                                      min_exclusive=True)
+    guided_radius_px: float = setting(0.0, "> 0 (e.g. 4): refine a localized pose by guided matching: the matched "
+                                      "keyframes' points projected with it, each matched to the most similar "
+                                      "keypoint within this radius (px), PnP again; the refined pose replaces it when "
+                                      "it has more inliers and lies within ambiguity_min_dist_m / 5 deg, so what "
+                                      "localizes does not change, only the precision (synthetic R@5cm +0.75 points, "
+                                      "+8 ms at 640x480 on 2 cores); 0 = off", 0.0, 100.0)
+    map_point_sigma_rel: float = setting(-1.0, "1-sigma map-point error as a fraction of depth, added to the "
+                                         "covariance per contributing keyframe; < 0 = the default for the map's "
+                                         "point source (depth 0.001, triangulate 0.013, learned 0.13)", -1.0, 10.0)
+    prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
+                                   0.0, 1e6, min_exclusive=True)
+    blas_threads: int = setting(1, "> 0: limit the process's BLAS (numpy matching) to this many threads when a "
+                                "Localizer is made: OpenBLAS threads busy-wait after each call and starve ONNX "
+                                "Runtime's (docs/performance.md); 0: leave it", 0, None, param=None)
+    matching_threads: int = setting(2, "threads (of a pool that sleeps when idle) that split the query's descriptor "
+                                    "matching: 20 -> 11 ms for 2000 query x 5 x 1000 map descriptors on 2 cores; "
+                                    "identical matches (KeyframeMatcher)", 1, 64, param=None)
 
     def __post_init__(self):
         """Refuse values the pipeline cannot run with, naming the field and its valid range."""
-        choices = {"method": METHODS, "pnp_backend": ("poselib", "opencv"), "epipolar_check": EPIPOLAR_CHECK_MODES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"LocalizerConfig.{name} = {getattr(self, name)!r}; choose one of {list(allowed)}")
-        ranges = {"top_k": (1, None), "ratio": (0.0, 1.0), "max_query_keypoints": (0, None),
-                  "max_map_keypoints": (0, None), "agg_cell_px": (0, None), "agg_rel_tol": (0, None),
-                  "min_matches": (4, None),
-                  "ransac_reproj_px": (1e-6, None), "ransac_iterations": (1, None), "min_inliers": (4, None),
-                  "blas_threads": (0, None), "matching_threads": (1, 64), "min_inlier_ratio": (0.0, 1.0),
-                  "max_position_sigma_m": (1e-6, None), "ambiguity_ratio": (0.0, None),
-                  "min_inlier_coverage": (0.0, 1.0), "ambiguity_min_dist_m": (0.0, None),
-                  "ambiguity_top_k": (0, None), "ambiguity_place_m": (0.0, None),
-                  "ambiguity_place_ratio": (0.0, None),
-                  "ambiguity_place_keyframes": (1, None),
-                  "max_keyframe_distance_ratio": (0.0, None), "covariance_scale": (1e-12, None),
-                  "guided_radius_px": (0.0, None), "epipolar_max_rot_deg": (1e-6, 180.0),
-                  "epipolar_max_keyframes": (1, None),
-                  "prior_sigma_m": (1e-6, None)}
-        for name, (lo, hi) in ranges.items():
-            v = getattr(self, name)
-            if not np.isfinite(v) or v < lo or (hi is not None and v > hi):
-                raise ValueError(f"LocalizerConfig.{name} = {v!r} is out of range: it must be >= {lo}"
-                                 + (f" and <= {hi}" if hi is not None else ""))
-        if not np.isfinite(self.max_median_reproj_px) or self.max_median_reproj_px == 0:
+        check_fields(self)
+        if self.max_median_reproj_px == 0:
             raise ValueError(f"LocalizerConfig.max_median_reproj_px = {self.max_median_reproj_px!r}: it must be > 0 "
                              "(pixels), or < 0 for the map's default")
-        if not np.isfinite(self.map_point_sigma_rel):
-            raise ValueError("LocalizerConfig.map_point_sigma_rel must be finite (< 0: the map's default)")
 
 
 def config_from_dict(cls, d: dict | None):

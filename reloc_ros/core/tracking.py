@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.core.status import FailureCode
@@ -51,28 +52,60 @@ NS = 1_000_000_000
 
 @dataclass
 class TrackerConfig:
-    """Settings of :class:`PlaceTracker` (node parameters ``odom_*``, ``track_*``, ``prior_*``, ``use_prior``)."""
+    """Settings of :class:`PlaceTracker`, each with its node parameter (``odom_*``, ``track_*``, ``prior_*``,
+    ``use_prior``), documentation and range (core/config.py)."""
 
-    max_m: float = 0.5  # a pose supports a place whose prediction is within this (m); 0: every pose is published
-    max_deg: float = 10.0  # same, rotation (deg)
-    accept_after: int = 5  # support a place needs before its poses are published
-    dominance: float = 1.5  # ... and this many times the support of any other place
-    memory: float = 50.0  # support decays by 1 - 1/memory per localized frame
-    min_motion_m: float = 1.0  # ... and its support must span this much travel (m) ...
-    min_motion_deg: float = 60.0  # ... or this much turn (deg); 0 and 0: no motion needed (not safe: aliases).
-    #   Not 30: in the benchmark corridor (light change) a look-alike 3 m away stayed consistent through a 47 deg turn
-    #   at one spot; the tuning scenes had no such case (docs/RESULTS.md "Trust")
-    max_speed_mps: float = 1.5  # without odometry: fastest plausible camera speed between two frames (m/s)
-    max_turn_dps: float = 90.0  # without odometry: fastest plausible turn (deg/s)
-    track_timeout_s: float = 1.0  # without odometry: a place not supported for this long is dropped (the jump
-    #   tolerance grows with the gap: after 1.3 s a flipped look-alike 2.7 m away passed as the same track)
-    max_hypotheses: int = 8  # the weakest places beyond this many are dropped
-    use_prior: bool = True  # use priors for retrieval (odometry prediction, last accepted pose)
-    prior_sigma_m: float = 5.0  # std-dev (m) of the last-accepted-pose prior
-    prior_timeout_s: float = 10.0  # a last accepted pose older than this is not a prior
-    odom_prior_sigma_m: float = 0.5  # std-dev (m) of the odometry prior; 0: off
-    odom_prior_sigma_deg: float = 10.0  # same, viewing direction (deg)
-    odom_prior_release_after: int = 3  # frames in a row not accepted with the odometry prior before it is dropped
+    max_m: float = setting(0.5, "place tracker (reloc_ros/core/tracking.py): poses whose map->odom agree within this "
+                           "(m; without odometry: consecutive poses, plus track_max_speed_mps x the time between "
+                           "them) support the same place hypothesis; a pose is published only when its place is the "
+                           "best supported by far and confirmed by motion; 0 = every LOCALIZED pose is published "
+                           "(not safe)", 0.0, 1e6, param="odom_jump_max_m")
+    max_deg: float = setting(10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True,
+                             param="odom_jump_max_deg")
+    accept_after: int = setting(5, "support a place needs before its poses are published (consistent poses, "
+                                "decayed by odom_memory): after start, a bag loop, ~/relocalize or a new map", 1, 1000,
+                                param="odom_accept_after")
+    dominance: float = setting(1.5, "a place's poses are published only when its support is at least this many "
+                               "times that of any other place (repeated structure: an identical door, a symmetric "
+                               "corridor)", 1.0, 1000.0, param="odom_dominance")
+    memory: float = setting(50.0, "support decays by 1 - 1/odom_memory per localized frame (about the frames "
+                            "remembered; a robot carried elsewhere is accepted at its new place after ~0.9 x this "
+                            "many)", 1.0, 1e6, param="odom_memory")
+    # Not 30 deg: in the benchmark corridor (light change) a look-alike 3 m away stayed consistent through a 47 deg
+    # turn at one spot; the tuning scenes had no such case (docs/RESULTS.md "Trust").
+    min_motion_m: float = setting(1.0, "a place is accepted only when its consistent poses were gathered over at "
+                                  "least this much travel (m, by odometry, else by the poses) or track_min_motion_deg "
+                                  "of turn: an alias seen from a robot that has not moved is consistent too. After a "
+                                  "cold start the robot must move this far (or turn) before the first pose is "
+                                  "published, unless /initialpose is given", 0.0, 1e6, param="track_min_motion_m")
+    min_motion_deg: float = setting(60.0, "same, turn (deg)", 0.0, 360.0, param="track_min_motion_deg")
+    max_speed_mps: float = setting(1.5, "without odometry: the fastest plausible camera speed (m/s); consecutive "
+                                   "poses farther apart than odom_jump_max_m + this x their time difference belong "
+                                   "to different places", 0.0, 1e3, param="track_max_speed_mps")
+    max_turn_dps: float = setting(90.0, "without odometry: the fastest plausible turn (deg/s), same use", 0.0, 1e4,
+                                  param="track_max_turn_dps")
+    # 1 s: the jump tolerance grows with the gap; after 1.3 s a flipped look-alike 2.7 m away passed as the same track
+    track_timeout_s: float = setting(1.0, "without odometry: a place not supported for this long (image time) is "
+                                     "forgotten (its poses can no longer be linked)", 0.0, 1e6, min_exclusive=True)
+    max_hypotheses: int = setting(8, "the weakest places beyond this many are dropped", 1, None, param=None)
+    use_prior: bool = setting(True, "use the last accepted pose (or odometry's prediction from it) as a retrieval "
+                              "prior for the next frame")
+    prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
+                                   0.0, 1e6, min_exclusive=True)  # the same parameter sets LocalizerConfig's
+    prior_timeout_s: float = setting(10.0, "a last accepted pose older than this (image time) is not used as a prior",
+                                     0.0, 1e6)
+    odom_prior_sigma_m: float = setting(0.5, "with odometry and an accepted place, the camera pose odometry predicts "
+                                        "from it is the next frame's prior: retrieval takes the keyframes within 3 "
+                                        "sigma of it (m) and odom_prior_sigma_deg, and a second pose outside them "
+                                        "does not make the result ambiguous (repeated structure); 0 = off (the last "
+                                        "good pose, prior_sigma_m, is the prior)", 0.0, 1e6)
+    odom_prior_sigma_deg: float = setting(10.0, "same, viewing direction (deg)", 0.0, 180.0, min_exclusive=True)
+    odom_prior_release_after: int = setting(3, "after this many frames in a row not accepted with the odometry "
+                                            "prior, frames are localized without it until a pose is accepted again "
+                                            "(a robot carried elsewhere)", 1, 1_000_000)
+
+    def __post_init__(self):
+        check_fields(self)
 
     @property
     def enabled(self) -> bool:
