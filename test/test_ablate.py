@@ -176,5 +176,5 @@ def test_method_retrieval_returns_top1_keyframe_pose(ablation):
         assert res.candidates[0] == int(top1[0])
         np.testing.assert_array_equal(res.T_map_from_cam, loc.db.T_map_from_cam[res.candidates[0]])
         assert np.sqrt(np.trace(res.covariance[:3, :3])) > 1.0  # reported as coarse
-    with pytest.raises(ValueError, match=r"LocalizerConfig.method = 'nearest'; choose one of"):
+    with pytest.raises(ValueError, match=r"LocalizerConfig.method must be one of pnp, retrieval, 2d2d, got 'nearest'"):
         LocalizerConfig(method="nearest")
