@@ -102,31 +102,19 @@ def _variant_info(path: Path) -> dict:
 
 def _get_map(out: Path, model: str, points: str, variants_dir: Path, map_frames, info: dict, rebuild: bool,
              log) -> tuple[MapDatabase, dict]:
-    """Build (or reuse) the map of ``model`` + ``points`` at ``out``; returns (the loaded map, build facts)."""
-    from reloc_ros.build_map import build_map
-    from reloc_ros.core.features import sha256_file
-    from reloc_ros.core.learned import find_default_model
-    from reloc_ros.core.mapdb import MapDatabase, MapError
+    """Build (or reuse, by build key) the map of ``model`` + ``points`` at ``out``; returns (the map, build facts)."""
+    from reloc_ros.build_map import build_or_reuse_map
 
-    want_sha = None if model == "sift" else sha256_file(_model_path(model, variants_dir) or find_default_model())
-    if out.is_dir() and not rebuild:
-        try:
-            db = MapDatabase.load(out)
-            same = (db.manifest.get("points") == points and len(db) == len(map_frames)
-                    and (want_sha is None or db.extractor_identity.get("model_sha256") == want_sha)
-                    and db.extractor_identity.get("name") == ("sift" if model == "sift" else "learned"))
-            if same:
-                log(f"[ablate] reusing map {out}")
-                return db, {"reused": True, "seconds": db.manifest.get("build", {}).get("seconds")}
-        except MapError:
-            pass
-    log(f"[ablate] building map {out} ({model}, points {points}, {len(map_frames)} frames)")
     t = time.perf_counter()
-    c = build_map(map_frames, _extractor(model, variants_dir), points, out, overwrite=True, info=info,
-                  show_progress=False).manifest["counts"]
-    facts = {"reused": False, "seconds": round(time.perf_counter() - t, 1), "keyframes": c["keyframes"],
-             "points": c["points"].get(points)}
-    return MapDatabase.load(out), facts  # as stored (float16 descriptors), like a reused map
+    db, reused = build_or_reuse_map(map_frames, _extractor(model, variants_dir), points, out, info=info,
+                                    rebuild=rebuild, show_progress=False)
+    if reused:
+        log(f"[ablate] reused map {out} (same build key)")
+        return db, {"reused": True, "seconds": db.manifest.get("build", {}).get("seconds")}
+    log(f"[ablate] built map {out} ({model}, points {points}, {len(map_frames)} frames)")
+    c = db.manifest["counts"]
+    return db, {"reused": False, "seconds": round(time.perf_counter() - t, 1), "keyframes": c["keyframes"],
+                "points": c["points"].get(points)}
 
 
 def run_ablation(dataset: Path, fmt: str, map_every: int | None, work: Path,

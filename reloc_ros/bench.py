@@ -22,7 +22,6 @@ the JSON records the load average.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import tempfile
@@ -71,47 +70,42 @@ def prepare(work: Path, cfg: BenchConfig, extractors=("learned", "sift"), resolu
     A lower resolution's map is built with the extractor's ``max_side`` at that size, so its queries run the
     network / SIFT at that size against keyframes described at the same scale."""
     resolutions = cfg.resolutions if resolutions is None else resolutions
-    from reloc_ros.build_map import build_map
+    from reloc_ros.build_map import build_or_reuse_map
     from reloc_ros.core.features import create_extractor
     from reloc_ros.datasets import load_dataset
-    from reloc_ros.datasets.synthetic import generate
+    from reloc_ros.datasets.synthetic import generate_or_reuse
 
     work.mkdir(parents=True, exist_ok=True)
-    key = {"scene": "office", "n_map": cfg.n_map, "n_query": cfg.n_query, "seed": cfg.seed}
-    meta_path = work / "bench_scene.json"
-    scene = work / "scene"
-    cached = meta_path.is_file() and json.loads(meta_path.read_text()) == key
-    if not cached:
-        if progress:
-            print(f"generating the office scene ({cfg.n_map} mapping + 2 x {cfg.n_query} query frames) in {scene}")
-        generate("office", scene, n_map=cfg.n_map, n_query=cfg.n_query, seed=cfg.seed, overwrite=True,
-                 progress=False)
+    scene, reused = generate_or_reuse("office", work / "scene", n_map=cfg.n_map, n_query=cfg.n_query, seed=cfg.seed,
+                                      progress=False)
+    if progress:
+        print(f"{'reused' if reused else 'generated'} the office scene ({cfg.n_map} mapping + 2 x {cfg.n_query} "
+              f"query frames) in {scene}")
     ds = load_dataset(scene, "7scenes")
     map_frames, queries = ds.split()
     maps = {}  # (extractor, "WxH") -> map built from the mapping run at that resolution
+    fresh = not reused
     full = max(map_frames[0].camera.size)
     for name in extractors:
         for W, H in resolutions:
             side = max(W, H)
             out = work / f"map_{name}_{side}"
             params = {} if side >= full else {"max_side": side}
-            ex = create_extractor(name, **params)
-            if not cached or _built_with_another(out, ex):  # a cached map of a previous model is rebuilt
-                if progress:
-                    print(f"building the {name} map at {W}x{H} ({len(map_frames)} keyframes, depth points)")
-                build_map(map_frames, ex, "depth", out, overwrite=True,
-                          info={"command": "reloc bench"}, show_progress=False)
+            _, map_reused = build_or_reuse_map(map_frames, create_extractor(name, **params), "depth", out,
+                                               info={"command": "reloc bench"}, show_progress=False)
+            fresh = fresh or not map_reused
+            if progress and not map_reused:
+                print(f"built the {name} map at {W}x{H} ({len(map_frames)} keyframes, depth points)")
             maps[(name, f"{W}x{H}")] = out
-    int8 = _prepare_int8(work, map_frames, maps, cached, progress) if cfg.int8 else None
-    meta_path.write_text(json.dumps(key))
-    return {"dataset": ds, "map_frames": map_frames, "queries": queries, "maps": maps, "fresh": not cached,
+    int8 = _prepare_int8(work, map_frames, maps, progress) if cfg.int8 else None
+    return {"dataset": ds, "map_frames": map_frames, "queries": queries, "maps": maps, "fresh": fresh,
             "int8_model": int8}
 
 
-def _prepare_int8(work: Path, map_frames, maps: dict, cached: bool, progress: bool) -> Path:
+def _prepare_int8(work: Path, map_frames, maps: dict, progress: bool) -> Path:
     """An INT8 copy of the shipped model calibrated on 16 map images, and its 640x480 map (both reused while the
     shipped model is the one they were made from)."""
-    from reloc_ros.build_map import build_map
+    from reloc_ros.build_map import build_or_reuse_map
     from reloc_ros.core.learned import LearnedExtractor
     from reloc_ros.datasets import load_image
     from reloc_ros.datasets.base import evenly_spaced
@@ -119,34 +113,16 @@ def _prepare_int8(work: Path, map_frames, maps: dict, cached: bool, progress: bo
 
     model = work / "int8" / "relocnet_int8.onnx"
     shipped = LearnedExtractor(outputs="query").model_sha256
-    if not cached or not model.is_file() or \
+    if not model.is_file() or \
             LearnedExtractor(model_path=model, outputs="query").metadata.get("quantized_from") != shipped:
         if progress:
             print("quantizing the learned model (INT8, calibrated on 16 map images)")
         quantize_model(None, model, [load_image(map_frames[i]) for i in evenly_spaced(len(map_frames), 16)])
     out = work / "map_learned-int8_640"
-    ex = LearnedExtractor(model_path=model)
-    if not cached or _built_with_another(out, ex):
-        if progress:
-            print(f"building the learned INT8 map at 640x480 ({len(map_frames)} keyframes, depth points)")
-        build_map(map_frames, ex, "depth", out, overwrite=True, info={"command": "reloc bench --int8"},
-                  show_progress=False)
+    build_or_reuse_map(map_frames, LearnedExtractor(model_path=model), "depth", out,
+                       info={"command": "reloc bench --int8"}, show_progress=False)
     maps[("learned-int8", "640x480")] = out
     return model
-
-
-def _built_with_another(map_dir: Path, ex) -> bool:
-    """True when ``map_dir`` holds no map, or one whose extractor identity differs from ``ex``'s (e.g. the
-    shipped model changed since the benchmark's work folder was filled)."""
-    import yaml
-
-    from reloc_ros.core.localizer import identity_differences
-
-    try:
-        manifest = yaml.safe_load((map_dir / "manifest.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return True
-    return bool(identity_differences((manifest or {}).get("extractor"), ex))
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from reloc_ros.core.config import digest
 from reloc_ros.core.features import ExtractorError, FeatureExtractor
-from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase
+from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError
 from reloc_ros.core.points import (TriangulationConfig, fit_depth_scale, points_from_depth, sample_depth,
                                    triangulate_keyframes)
 from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced, load_depth, load_image
 from reloc_ros.progress import progress_bar
 
-__all__ = ["build_map", "POINT_MODES", "DEPTH_SCALE_MODES"]
+__all__ = ["build_map", "build_or_reuse_map", "map_build_key", "POINT_MODES", "DEPTH_SCALE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,50 @@ DEPTH_SCALE_TOLERANCE = 1.25  # check: warn when the fitted factor is outside [1
 DEPTH_SCALE_KEYFRAMES = 60  # the factor is measured on at most this many (evenly spaced) keyframes
 # Predicted depth is smooth: the 5 % neighbourhood test for sensor depth rejects most points on slanted surfaces.
 LEARNED_DEPTH_MAX_SPREAD = 0.2
+
+
+def map_build_key(frames: list[Frame], extractor: FeatureExtractor, points: str, index_kind: str = "auto",
+                  depth_scale: str = "fit", tri_cfg: TriangulationConfig = TriangulationConfig()) -> str:
+    """The digest of everything a map depends on: the extractor's identity (weights' sha256 and settings), where
+    its points come from and how, and each map frame (name, pose, camera, image and depth file sizes). Recorded in
+    the manifest as ``build.key``; :func:`build_or_reuse_map` reuses a map only when it matches."""
+    def size(p):
+        try:
+            return Path(p).stat().st_size if p is not None else None
+        except OSError:
+            return None
+
+    cams = {}
+    rows = []
+    for f in frames:
+        c = f.camera
+        cam = cams.setdefault((c.width, c.height, c.fx, c.fy, c.cx, c.cy, c.distortion_model, tuple(c.dist)),
+                              len(cams))
+        rows.append([f.name, np.round(np.asarray(f.T_world_from_cam, np.float64), 9).ravel().tolist(), cam,
+                     size(f.image_path), size(f.depth_path), f.depth_scale])
+    return digest({"extractor": extractor.identity(), "points": points, "index": index_kind,
+                   "depth_scale": depth_scale if points == "learned" else None,
+                   "triangulation": repr(tri_cfg) if points == "triangulate" else None,
+                   "cameras": [list(k) for k in cams], "frames": rows})
+
+
+def build_or_reuse_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path,
+                       info: dict | None = None, rebuild: bool = False, **kwargs) -> tuple[MapDatabase, bool]:
+    """The map at ``out`` when its manifest records the build key of these inputs (:func:`map_build_key`), else
+    built there (:func:`build_map`, replacing a map of other inputs; a folder that is not a map is refused).
+    Returns (the loaded map, reused). The one way drivers (bench, ablate, tools, ``reloc map build --reuse``)
+    reuse maps."""
+    key = map_build_key(frames, extractor, points, kwargs.get("index_kind", "auto"), kwargs.get("depth_scale", "fit"),
+                        kwargs.get("tri_cfg", TriangulationConfig()))
+    if not rebuild and (Path(out) / "manifest.yaml").is_file():
+        try:
+            db = MapDatabase.load(out)
+            if db.manifest.get("build", {}).get("key") == key:
+                return db, True
+        except MapError:
+            pass
+    build_map(frames, extractor, points, out, overwrite=True, info=info, **kwargs)
+    return MapDatabase.load(out), False  # as stored (float16 descriptors), like a reused map
 
 
 def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path, overwrite: bool = False,
@@ -111,6 +156,7 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             point_source=np.where(has, src_code, 0).astype(np.uint8), point_conf=np.asarray(c, np.float32),
             global_desc=g))
     manifest_info = {"points": points, "build": dict(info or {})}
+    manifest_info["build"]["key"] = map_build_key(frames, extractor, points, index_kind, depth_scale, tri_cfg)
     manifest_info["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
     if "depth_scale" in stats:
         manifest_info["build"]["depth_scale"] = stats.pop("depth_scale")

@@ -112,25 +112,6 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     assert "speed-up" in capsys.readouterr().out
 
 
-def test_bench_rebuilds_a_cached_map_of_another_extractor(tmp_path):
-    """``reloc bench --work DIR`` reuses its maps, but not one built with another model (or settings)."""
-    import yaml
-
-    from reloc_ros.bench import _built_with_another
-    from reloc_ros.core.features import create_extractor
-
-    ex = create_extractor("sift")
-    d = tmp_path / "map"
-    assert _built_with_another(d, ex)  # nothing there
-    d.mkdir()
-    (d / "manifest.yaml").write_text(yaml.safe_dump({"extractor": ex.identity()}))
-    assert not _built_with_another(d, ex)
-    (d / "manifest.yaml").write_text(yaml.safe_dump({"extractor": {**ex.identity(), "n_features": 500}}))
-    assert _built_with_another(d, ex)
-    (d / "manifest.yaml").write_text(": not yaml [")
-    assert _built_with_another(d, ex)
-
-
 def test_blas_threads_limited_for_the_localizer():
     """The localizer limits numpy's BLAS to one thread (OpenBLAS spinning starves ONNX Runtime on 2 cores)."""
     from threadpoolctl import threadpool_info, threadpool_limits

@@ -372,3 +372,34 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
     (mine / "thesis.tex").write_text("precious")
     assert demo_main(["--out", str(mine)]) == 2
     assert (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_build_key_reuses_only_a_map_of_the_same_inputs(tmp_path):
+    """A map records the build key of its inputs; build_or_reuse_map reuses it only when they are the same (the
+    extractor's settings, the points, the frames) and rebuilds otherwise."""
+    from reloc_ros.build_map import build_or_reuse_map, map_build_key
+    from reloc_ros.core.features import create_extractor
+    from reloc_ros.datasets import load_dataset
+    from reloc_ros.datasets.synthetic import generate_or_reuse
+
+    data, reused = generate_or_reuse("office", tmp_path / "s", n_map=8, n_query=2, seed=3, stride=20, workers=1,
+                                     progress=False)
+    assert not reused
+    again, reused = generate_or_reuse("office", tmp_path / "s", n_map=8, n_query=2, seed=3, stride=20, workers=1,
+                                      progress=False)
+    assert reused and again == data
+    frames = load_dataset(data, "7scenes").split(None)[0]
+    sift = create_extractor("sift")
+    db, reused = build_or_reuse_map(frames, sift, "depth", tmp_path / "m", show_progress=False)
+    assert not reused and db.manifest["build"]["key"] == map_build_key(frames, sift, "depth")
+    _, reused = build_or_reuse_map(frames, sift, "depth", tmp_path / "m", show_progress=False)
+    assert reused
+    for other in ((frames[:-1], sift, "depth"), (frames, create_extractor("sift", n_features=500), "depth"),
+                  (frames, sift, "triangulate")):
+        assert map_build_key(*other) != db.manifest["build"]["key"]
+    _, reused = build_or_reuse_map(frames[:-1], sift, "depth", tmp_path / "m", show_progress=False)
+    assert not reused
+    # another seed is another scene: generated again in place
+    _, reused = generate_or_reuse("office", tmp_path / "s", n_map=8, n_query=2, seed=4, stride=20, workers=1,
+                                  progress=False)
+    assert not reused

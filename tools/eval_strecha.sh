@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build a map per Strecha scene (every 4th image, triangulated points) and evaluate the other images.
-# Usage: tools/eval_strecha.sh [EXTRACTOR=sift] [DATA=../shared/data/strecha] [OUT=/tmp/reloc_strecha]
+# Usage: tools/eval_strecha.sh [EXTRACTOR=sift] [DATA=../shared/data/strecha] [OUT=data/strecha]
 # Environment: RELOC (the reloc command), MAX_SIDE (extractor resolution, `reloc map build --max-side`; default 1024).
 set -euo pipefail
 EXTRACTOR=${1:-sift}
 DATA=${2:-$(dirname "$0")/../../shared/data/strecha}
-OUT=${3:-/tmp/reloc_strecha}
+OUT=${3:-data/strecha}
 RELOC=${RELOC:-reloc}
 SIDE_ARGS=()
 if [ -n "${MAX_SIDE:-}" ]; then SIDE_ARGS=(--max-side "$MAX_SIDE"); fi

@@ -13,9 +13,9 @@ for s in $SCENES; do
   scene=${s%-default}
   sizes="--n-map 300 --n-query 150"
   [ "$s" != "$scene" ] && sizes=""  # office-default: the generator's default sizes (1000 / 2 x 500 frames)
-  [ -f "$OUT/$s/scene.yaml" ] || $RELOC data synth --scene "$scene" --out "$OUT/$s" $sizes --quiet
-  [ -f "$OUT/map-$s/manifest.yaml" ] || $RELOC -q map build --dataset "$OUT/$s" --format 7scenes \
-    --extractor learned --points depth --out "$OUT/map-$s"
+  $RELOC data synth --scene "$scene" --out "$OUT/$s" $sizes --reuse --quiet
+  $RELOC -q map build --dataset "$OUT/$s" --format 7scenes --extractor learned --points depth \
+    --out "$OUT/map-$s" --reuse
   for mode in odom noodom; do
     extra=""; [ $mode = noodom ] && extra="--no-odometry"
     echo "== $s ($mode)"

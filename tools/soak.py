@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -97,18 +96,16 @@ def linear_slope(t_s: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------------
 def prepare(work: Path, n_map: int, n_query: int, env: dict) -> tuple[Path, Path]:
     """A synthetic office scene and a SIFT map of its mapping run (reused when already in ``work``)."""
-    from reloc_ros.datasets import synthetic
+    from reloc_ros.build_map import build_or_reuse_map
+    from reloc_ros.core.features import create_extractor
+    from reloc_ros.datasets import load_dataset, synthetic
 
-    data, map_dir = work / "office", work / "map"
-    if not (data / "TestSplit.txt").is_file():
-        synthetic.generate("office", data, n_map=n_map, n_query=n_query, seed=0, bag=False, workers=1,
-                           overwrite=True, progress=False)
-    if not (map_dir / "manifest.yaml").is_file():
-        r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "map", "build", "--dataset", str(data),
-                            "--format", "7scenes", "--out", str(map_dir), "--overwrite"], env=env,
-                           capture_output=True, text=True, timeout=1800)
-        if r.returncode != 0:
-            raise RuntimeError(f"map build failed: {r.stderr.strip()[-2000:]}")
+    data, _ = synthetic.generate_or_reuse("office", work / "office", n_map=n_map, n_query=n_query, seed=0,
+                                          workers=1, progress=False)
+    map_dir = work / "map"
+    map_frames = load_dataset(data, "7scenes").split(None)[0]
+    build_or_reuse_map(map_frames, create_extractor("sift"), "depth", map_dir, info={"command": "tools/soak.py"},
+                       show_progress=False)
     return data, map_dir
 
 

@@ -8,8 +8,8 @@ look-alike at least 1 m away. For scale, the same fraction between the true view
 A look-alike that differs in < 1 % of the pixels is a place no single-image method can tell from the true one (it
 can only guess); with ``--results`` (``reloc eval --json`` of the same dataset) the outcomes are tabulated per class.
 
-    python tools/view_aliases.py /tmp/reloc_synth/corridor --json /tmp/aliases.json \\
-        --results /tmp/reloc_synth/corridor-learned.json --results /tmp/reloc_synth/corridor-sift.json
+    python tools/view_aliases.py data/synth/corridor --json aliases.json \\
+        --results data/synth/corridor-learned.json --results data/synth/corridor-sift.json
 """
 
 from __future__ import annotations

@@ -114,6 +114,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="retrieval index type (auto: exact search for small maps, IVF for large ones)")
     b.add_argument("--out", required=True, type=Path, help="map directory to write")
     b.add_argument("--overwrite", action="store_true", help="replace an existing map (atomically)")
+    b.add_argument("--reuse", action="store_true",
+                   help="keep OUT when it holds a map of these very inputs (its manifest records the same build key: "
+                        "extractor and weights, points, index, each frame's name, pose, camera and files), else "
+                        "build it (replacing a map)")
     i = msub.add_parser("info", help="print a map's manifest")
     i.add_argument("map", type=Path)
 
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _map_build(args, argv) -> int:
-    from reloc_ros.build_map import build_map
+    from reloc_ros.build_map import build_map, build_or_reuse_map
     from reloc_ros.core.features import create_extractor
 
     ds = _load_build_dataset(args)
@@ -225,8 +229,14 @@ def _map_build(args, argv) -> int:
     if args.format == "rosbag":
         info["dataset"].update(topics=ds.meta["topics"], gt_source=ds.meta["gt_source"],
                                skipped_no_gt=ds.meta["skipped_no_gt"])
-    db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, show_progress=not args.quiet,
-                   index_kind=args.index, depth_scale=args.depth_scale or "fit")
+    kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit")
+    if args.reuse:
+        db, reused = build_or_reuse_map(map_frames, extractor, points, args.out, info, **kwargs)
+        if reused:
+            print(f"map {db.path} reused: it was built from these inputs (build key {db.manifest['build']['key']})")
+            return 0
+    else:
+        db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, **kwargs)
     c = db.manifest["counts"]
     scale = db.manifest["build"].get("depth_scale", {})
     note = f", depth x {scale['factor']:.3g}" if scale.get("applied") else ""

@@ -8,10 +8,12 @@ in config/ and the README's parameter table (tools/gen_param_docs.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
 
-__all__ = ["setting", "Setting", "settings_of", "check_fields"]
+__all__ = ["setting", "Setting", "settings_of", "check_fields", "digest"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +75,10 @@ def check_fields(obj) -> None:
         s = f.metadata.get("setting")
         if s is not None and (why := s.why_not(f"{type(obj).__name__}.{f.name}", getattr(obj, f.name))):
             raise ValueError(why)
+
+
+def digest(obj) -> str:
+    """A short stable digest of a JSON-able description (a build key: the inputs and configuration of a generated
+    scene or a built map)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]

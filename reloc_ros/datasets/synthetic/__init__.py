@@ -18,9 +18,11 @@ from reloc_ros.datasets.synthetic.renderer import Renderer, render
 from reloc_ros.datasets.synthetic.scene import SCENES, Scene, SceneError, make_scene
 from reloc_ros.datasets.synthetic.trajectory import mount_T_base_from_cam, plan_runs
 from reloc_ros.datasets.synthetic.writer import (DEFAULT_CAMERA, DEFAULT_N_MAP, DEFAULT_N_QUERY, GENERATOR_VERSION,
-                                                 RUNS, SynthError, generate)
+                                                 RUNS, SynthError, generate, generate_or_reuse, scene_build_key)
 
 __all__ = [
+    "generate_or_reuse",
+    "scene_build_key",
     "SCENES", "make_scene", "render", "generate", "Scene", "SceneError", "SynthError", "Renderer", "LightSetup",
     "SensorModel", "run_setups", "plan_runs", "mount_T_base_from_cam", "DEFAULT_CAMERA", "DEFAULT_N_MAP",
     "DEFAULT_N_QUERY", "GENERATOR_VERSION", "RUNS",

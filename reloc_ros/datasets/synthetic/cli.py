@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="keep every K-th frame of the 30 Hz trajectory (default 1)")
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: min(2, CPUs))")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic dataset in OUT")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep OUT when it holds this very scene (its scene.yaml records the same build key: scene, "
+                        "seed, sizes, stride, bag, camera), else generate it (replacing a generated scene)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -44,15 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Execute parsed arguments; errors are printed to stderr and give exit status 2."""
     from reloc_ros.datasets.synthetic.scene import SceneError
-    from reloc_ros.datasets.synthetic.writer import SynthError, generate
+    from reloc_ros.datasets.synthetic.writer import SynthError, generate, generate_or_reuse
 
     for name in ("n_map", "n_query", "stride"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
+    kwargs = dict(n_map=args.n_map, n_query=args.n_query, seed=args.seed, bag=args.bag, stride=args.stride,
+                  workers=args.workers, progress=not args.quiet)
     try:
-        generate(args.scene, args.out, n_map=args.n_map, n_query=args.n_query, seed=args.seed, bag=args.bag,
-                 stride=args.stride, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+        if args.reuse:
+            _, reused = generate_or_reuse(args.scene, args.out, **kwargs)
+            if reused and not args.quiet:
+                print(f"[synth] {args.out}: reused (same build key)", file=sys.stderr)
+        else:
+            generate(args.scene, args.out, overwrite=args.overwrite, **kwargs)
     except (SceneError, SynthError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -31,12 +31,13 @@ import numpy as np
 import yaml
 
 from reloc_ros.core.camera import Camera
+from reloc_ros.core.config import digest
 from reloc_ros.datasets.synthetic.lighting import LightSetup, SensorModel, run_setups
 from reloc_ros.datasets.synthetic.renderer import Renderer, _quantize, apply_sensor
 from reloc_ros.datasets.synthetic.scene import Scene, make_scene, scene_rng
 from reloc_ros.datasets.synthetic.trajectory import FRAME_RATE_HZ, MOUNT, Trajectory, plan_runs, simulate_odometry
 
-__all__ = ["generate", "DEFAULT_CAMERA", "DEFAULT_N_MAP", "DEFAULT_N_QUERY", "RUNS", "GENERATOR_VERSION",
+__all__ = ["generate", "generate_or_reuse", "scene_build_key", "DEFAULT_CAMERA", "DEFAULT_N_MAP", "DEFAULT_N_QUERY", "RUNS", "GENERATOR_VERSION",
            "SynthError", "write_frame_files", "run_odometry"]
 
 GENERATOR_VERSION = "1.0.0"
@@ -138,6 +139,31 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 def _log(msg: str, progress: bool) -> None:
     if progress:
         print(msg, file=sys.stderr, flush=True)
+
+
+def scene_build_key(scene: str, n_map: int = DEFAULT_N_MAP, n_query: int = DEFAULT_N_QUERY, seed: int = 0,
+                    bag: bool = False, stride: int = 1, camera: Camera | None = None,
+                    speed_mps: float | None = None) -> str:
+    """The digest of everything a generated scene depends on (recorded in its scene.yaml as ``build_key``)."""
+    cam = camera or DEFAULT_CAMERA
+    return digest({"generator_version": GENERATOR_VERSION, "scene": scene, "n_map": int(n_map),
+                   "n_query": int(n_query), "seed": int(seed), "bag": bool(bag), "stride": int(stride),
+                   "camera": [cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy, cam.distortion_model,
+                              list(cam.dist)], "speed_mps": speed_mps})
+
+
+def generate_or_reuse(scene: str, out: Path, **kwargs) -> tuple[Path, bool]:
+    """The scene at ``out`` when its scene.yaml records the build key of these arguments (:func:`generate`'s),
+    else generated there (replacing a generated scene of other arguments; any other folder is refused).
+    Returns (out, reused). The one way drivers (bench, ablate, tools) reuse generated scenes."""
+    keys = ("n_map", "n_query", "seed", "bag", "stride", "camera", "speed_mps")
+    key = scene_build_key(scene, **{k: kwargs[k] for k in keys if k in kwargs})
+    try:
+        if yaml.safe_load((Path(out) / "scene.yaml").read_text()).get("build_key") == key:
+            return Path(out), True
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    return generate(scene, out, overwrite=True, **kwargs), False
 
 
 def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = DEFAULT_N_QUERY, seed: int = 0,
@@ -243,7 +269,8 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
         timing = {"setup_s": round(t_setup, 2), "render_write_s": round(t_render, 2), "bags_s": round(t_bag, 2),
                   "frames": len(tasks), "ms_per_frame": round(1000 * t_render / max(len(tasks), 1), 1),
                   "workers": workers}
-        _write_scene_yaml(tmp, sc, seed, camera, stride, counts, trajs, lights, sensors, bag, timing)
+        key = scene_build_key(scene, n_map, n_query, seed, bag, stride, camera, speed_mps)
+        _write_scene_yaml(tmp, sc, seed, camera, stride, counts, trajs, lights, sensors, bag, timing, key)
         if out.exists():
             shutil.rmtree(out) if any(out.iterdir()) else out.rmdir()
         tmp.rename(out)
@@ -271,7 +298,8 @@ def _write_meta_files(root: Path, camera: Camera) -> None:
     (root / "sequences.yaml").write_text(yaml.safe_dump({seq: run for seq, run, _ in RUNS}, sort_keys=False))
 
 
-def _write_scene_yaml(root, sc: Scene, seed, camera, stride, counts, trajs, lights, sensors, bag, timing) -> None:
+def _write_scene_yaml(root, sc: Scene, seed, camera, stride, counts, trajs, lights, sensors, bag, timing,
+                      build_key: str) -> None:
     runs = {}
     for seq, run, bag_name in RUNS:
         tr = trajs[run]
@@ -293,6 +321,7 @@ def _write_scene_yaml(root, sc: Scene, seed, camera, stride, counts, trajs, ligh
         "seed": int(seed),
         "generator": "reloc_ros.datasets.synthetic",
         "generator_version": GENERATOR_VERSION,
+        "build_key": build_key,  # scene_build_key(): generate_or_reuse() reuses the scene only when it matches
         "archetype": sc.archetype,
         "world_frame": "map: REP-103, metres, z up, floor at z = 0",
         "frame_rate_hz": FRAME_RATE_HZ,
