@@ -74,7 +74,7 @@ def main() -> int:
         data[pair] = collect(m, d, args.every)
         print(f"{pair}: {len(data[pair])} correct poses", file=sys.stderr)
     fit = [data[p] for p in args.fit]
-    scored = sorted((abs(np.log(np.median([nees(r, a, rho)[0] for r in fit]) / 2.37)), a, rho)
+    scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho)[1] / 3.0)) for r in fit])), a, rho)
                     for a in GRID_A for rho in GRID_RHO)
     print("| a | rho | " + " | ".join(Path(p.split(":")[1]).name for p in data) + " |")
     print("|---|---|" + "---|" * len(data))
