@@ -126,3 +126,16 @@ def test_synth_without_its_extra_is_one_line(tmp_path):
     assert out.returncode == 2, out.stderr[-1500:]
     assert "pip install 'reloc_ros[synth]'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_map_build_and_map_info_report_the_same_counts(tmp_path, capsys):
+    from reloc_ros.datasets.synthetic import generate
+
+    generate("office", tmp_path / "s", n_map=6, n_query=1, seed=1, stride=30, workers=1, progress=False)
+    assert main(["-q", "map", "build", "--dataset", str(tmp_path / "s"), "--format", "7scenes", "--extractor", "sift",
+                 "--out", str(tmp_path / "m")]) == 0
+    built = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(["map", "info", str(tmp_path / "m")]) == 0
+    info = capsys.readouterr().out.splitlines()[0]
+    counts = built.split(": ", 1)[1].rsplit(", ", 1)[0]  # "N keyframes, K keypoints, P with 3D (depth)"
+    assert "with 3D (depth)" in counts and info.endswith(counts), (built, info)

@@ -237,12 +237,18 @@ def _map_build(args, argv) -> int:
             return 0
     else:
         db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, **kwargs)
-    c = db.manifest["counts"]
-    scale = db.manifest["build"].get("depth_scale", {})
-    note = f", depth x {scale['factor']:.3g}" if scale.get("applied") else ""
-    print(f"map written to {db.path}: {c['keyframes']} keyframes, {c['keypoints']} keypoints, "
-          f"{c['points'][points]} with 3D ({points}{note}), {db.manifest['build']['seconds']:.1f} s")
+    print(f"map written to {db.path}: {_map_summary(db)}, {db.manifest['build']['seconds']:.1f} s")
     return 0
+
+
+def _map_summary(db) -> str:
+    """The counts line that ``map build`` prints and ``map info`` starts with (the map's own points with 3D)."""
+    c = db.manifest["counts"]
+    points = db.manifest["points"]
+    scale = db.manifest.get("build", {}).get("depth_scale", {})
+    note = f", depth x {scale['factor']:.3g}" if scale.get("applied") else ""
+    return (f"{c['keyframes']} keyframes, {c['keypoints']} keypoints, {len(db.valid_points())} with 3D "
+            f"({points}{note})")
 
 
 def _train_or_export(args) -> int:
@@ -267,6 +273,7 @@ def _map_info(args) -> int:
     from reloc_ros.core.mapdb import MapDatabase
 
     db = MapDatabase.load(args.map)
+    print(f"# {db.path}: {_map_summary(db)}")
     print(yaml.safe_dump(db.manifest, sort_keys=False))
     return 0
 
