@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 for scene in fountain-P11 Herz-Jesus-P25 castle-P30; do
   echo "== $scene ($EXTRACTOR)"
   $RELOC -q map build --dataset "$DATA/$scene" --format posed_images --map-every 4 --extractor "$EXTRACTOR" \
-    "${SIDE_ARGS[@]}" --out "$OUT/$scene-$EXTRACTOR" --overwrite
+    "${SIDE_ARGS[@]}" --out "$OUT/$scene-$EXTRACTOR" --reuse
   $RELOC -q eval --map "$OUT/$scene-$EXTRACTOR" --dataset "$DATA/$scene" --format posed_images --map-every 4 \
     --json "$OUT/$scene-$EXTRACTOR.json"
 done
