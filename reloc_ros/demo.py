@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from reloc_ros.build_map import build_map
+    from reloc_ros.pipelines.build_map import build_map
     from reloc_ros.core.features import create_extractor
     from reloc_ros.datasets.rosbag import BagTopics, load_bag
     from reloc_ros.datasets.synthetic.bag import TOPICS
     from reloc_ros.datasets.synthetic import generate
     from reloc_ros.datasets.synthetic.writer import RUNS
-    from reloc_ros.evaluate import format_table, write_json
+    from reloc_ros.pipelines.evaluate import format_table, write_json
     from reloc_ros.replay.live import LiveOptions, replay_live
     from reloc_ros.replay.offline import replay_offline
     from reloc_ros.replay.report import summarize_run, write_report

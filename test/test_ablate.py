@@ -110,7 +110,7 @@ def ablation(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
     generate("office", root / "office", n_map=16, n_query=2, seed=0, stride=15, camera=DEFAULT_CAMERA.scaled(0.5),
              workers=1, progress=False)
-    from reloc_ros.ablate import VARIANT_ARMS
+    from reloc_ros.experiments.ablate import VARIANT_ARMS
 
     have = all((VARIANTS_DIR / f"relocnet_{a}.onnx").is_file() for a in VARIANT_ARMS)
     argv = ["-q", "ablate", "--dataset", str(root / "office"), "--format", "7scenes", "--json",
@@ -136,7 +136,7 @@ def test_require_variants_stops_when_they_are_missing(ablation, tmp_path, capsys
 
 
 def test_ablate_writes_every_row(ablation):
-    from reloc_ros.ablate import ROWS, VARIANT_ARMS
+    from reloc_ros.experiments.ablate import ROWS, VARIANT_ARMS
 
     root, have = ablation
     report = json.loads((root / "ablate.json").read_text())

@@ -14,13 +14,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from reloc_ros.build_map import build_map
+from reloc_ros.pipelines.build_map import build_map
 from reloc_ros.core.features import create_extractor
 from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, Localizer, LocalizerConfig
 from reloc_ros.datasets import load_dataset
 from reloc_ros.datasets.base import load_image
 from reloc_ros.datasets.synthetic import generate
-from reloc_ros.evaluate import evaluate
+from reloc_ros.pipelines.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

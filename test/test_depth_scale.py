@@ -51,7 +51,7 @@ def test_monocular_map_takes_the_scale_of_its_poses(tmp_path, caplog):
     """A world three times larger than the depth head expects: ``fit`` rescales the map's points to it (and
     records the factor); ``check`` keeps the network's depth and warns."""
     pytest.importorskip("onnxruntime", reason="the learned extractor needs onnxruntime")
-    from reloc_ros.build_map import build_map
+    from reloc_ros.pipelines.build_map import build_map
     from reloc_ros.core.learned import LearnedExtractor
     from reloc_ros.core.mapdb import MapDatabase
     from reloc_ros.datasets import load_dataset

@@ -311,7 +311,7 @@ def test_sigkill_mid_build_leaves_old_map_intact(tmp_path):
 def test_map_load_bench_reports_time_and_memory(tmp_path):
     """`reloc bench --scaling`'s map-load study (tiling a real map's keyframes, loading in a fresh process) runs on
     float16 maps and reports times, peak and held RSS and the descriptor dtype."""
-    from reloc_ros.bench import _map_load_scaling, format_scaling
+    from reloc_ros.experiments.bench import _map_load_scaling, format_scaling
 
     db, _ = _random_db(np.random.default_rng(8))
     src = db.save(tmp_path / "src")
@@ -377,7 +377,7 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
 def test_build_key_reuses_only_a_map_of_the_same_inputs(tmp_path):
     """A map records the build key of its inputs; build_or_reuse_map reuses it only when they are the same (the
     extractor's settings, the points, the frames) and rebuilds otherwise."""
-    from reloc_ros.build_map import build_or_reuse_map, map_build_key
+    from reloc_ros.pipelines.build_map import build_or_reuse_map, map_build_key
     from reloc_ros.core.features import create_extractor
     from reloc_ros.datasets import load_dataset
     from reloc_ros.datasets.synthetic import generate_or_reuse

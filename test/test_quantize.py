@@ -57,7 +57,7 @@ def test_quantize_cli_writes_a_close_int8_copy(scene, capsys):
 
 
 def test_int8_maps_localize_like_float_maps_and_models_do_not_mix(scene, int8_model):
-    from reloc_ros.build_map import build_map
+    from reloc_ros.pipelines.build_map import build_map
     from reloc_ros.core.geometry import pose_errors
     from reloc_ros.core.learned import LearnedExtractor
     from reloc_ros.core.localizer import Localizer, extractor_for_map

@@ -76,7 +76,7 @@ COVERAGES = (0.05, 0.1, 0.15, 0.2)  # thresholds replayed for the localizer's mi
 
 
 def prepare(work: Path, scene: str, n_map: int, n_query: int, extractor: str) -> tuple[Path, Path]:
-    from reloc_ros.build_map import build_or_reuse_map
+    from reloc_ros.pipelines.build_map import build_or_reuse_map
     from reloc_ros.core.features import create_extractor
     from reloc_ros.datasets import load_dataset, synthetic
 

@@ -28,7 +28,7 @@ from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_m
 from reloc_ros.core.mapdb import MapDatabase  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
 from reloc_ros.datasets.base import load_image  # noqa: E402
-from reloc_ros.evaluate import is_wrong  # noqa: E402
+from reloc_ros.pipelines.evaluate import is_wrong  # noqa: E402
 
 GRID_A = (1, 2, 3, 4, 5, 6, 8)
 GRID_RHO = (0.0, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.0042)

@@ -96,7 +96,7 @@ def linear_slope(t_s: np.ndarray, y: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------------
 def prepare(work: Path, n_map: int, n_query: int, env: dict) -> tuple[Path, Path]:
     """A synthetic office scene and a SIFT map of its mapping run (reused when already in ``work``)."""
-    from reloc_ros.build_map import build_or_reuse_map
+    from reloc_ros.pipelines.build_map import build_or_reuse_map
     from reloc_ros.core.features import create_extractor
     from reloc_ros.datasets import load_dataset, synthetic
 

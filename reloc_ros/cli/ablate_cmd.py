@@ -30,8 +30,8 @@ def add_parsers(sub) -> dict:
 def _ablate(args, argv) -> int:
     import sys
 
-    from reloc_ros.ablate import DEFAULT_VARIANTS_DIR, format_markdown, run_ablation
-    from reloc_ros.evaluate import write_json
+    from reloc_ros.experiments.ablate import DEFAULT_VARIANTS_DIR, format_markdown, run_ablation
+    from reloc_ros.pipelines.evaluate import write_json
 
     report = run_ablation(args.dataset, args.format, args.map_every, args.work,
                           variants_dir=args.variants or DEFAULT_VARIANTS_DIR,

@@ -25,7 +25,7 @@ def add_parsers(sub) -> dict:
 
 
 def _bench(args, argv) -> int:
-    from reloc_ros.bench import main
+    from reloc_ros.experiments.bench import main
 
     main(args.work, args.json, quick=args.quick, scaling=args.scaling, scaling_max=args.scaling_max,
          progress=not args.quiet, int8=args.int8)

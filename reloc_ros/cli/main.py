@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _map_build(args, argv) -> int:
-    from reloc_ros.build_map import build_map, build_or_reuse_map
+    from reloc_ros.pipelines.build_map import build_map, build_or_reuse_map
     from reloc_ros.core.features import create_extractor
 
     ds = _load_build_dataset(args)
@@ -284,7 +284,7 @@ def _eval(args) -> int:
     from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map
     from reloc_ros.core.mapdb import MapDatabase
     from reloc_ros.datasets import load_dataset
-    from reloc_ros.evaluate import WRONG_DEG, WRONG_M, evaluate, format_table, write_json
+    from reloc_ros.pipelines.evaluate import WRONG_DEG, WRONG_M, evaluate, format_table, write_json
 
     if args.format == "rosbag":
         raise ValueError("reloc eval reads dataset folders; for a rosbag2 recording use `reloc eval-bag --map MAP "
@@ -341,11 +341,11 @@ def _eval(args) -> int:
 
 
 def _eval_track(args, ds, loc, queries, records) -> dict:
-    """``reloc eval --track``: cold starts through the place tracker (reloc_ros.evaluate.evaluate_track)."""
+    """``reloc eval --track``: cold starts through the place tracker (reloc_ros.pipelines.evaluate.evaluate_track)."""
     import numpy as np
 
     from reloc_ros.core.tracking import TrackerConfig
-    from reloc_ros.evaluate import evaluate_track
+    from reloc_ros.pipelines.evaluate import evaluate_track
 
     if args.starts_every < 1 or args.track_frames < 1:
         raise ValueError("--starts-every and --track-frames must be >= 1")

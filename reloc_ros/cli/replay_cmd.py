@@ -45,7 +45,7 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
 
     from reloc_ros.cli.main import _bag_topics
     from reloc_ros.core.localizer import LocalizerConfig, config_from_dict
-    from reloc_ros.evaluate import format_table, write_json
+    from reloc_ros.pipelines.evaluate import format_table, write_json
     from reloc_ros.replay.report import summarize_run, write_report
 
     if args.every < 1:

@@ -22,7 +22,7 @@ import numpy as np
 
 from reloc_ros.core.geometry import pos_quat_from_T
 from reloc_ros.core.metrics import RECALL_THRESHOLDS, summarize
-from reloc_ros.evaluate import format_table, is_wrong, write_json
+from reloc_ros.pipelines.evaluate import format_table, is_wrong, write_json
 from reloc_ros.replay.run import ReplayRun
 
 __all__ = ["summarize_run", "write_report", "write_tum", "PLOTS"]

@@ -37,7 +37,7 @@ class ReplayRun:
 def frame_record(name: str, stamp_ns: int, T_gt: np.ndarray, ok: bool, status: str, reason: str,
                  T_est: np.ndarray | None, covariance: np.ndarray | None, timings_ms: dict,
                  num_matches: int = 0, num_inliers: int = 0, code: str = "") -> dict:
-    """One scored image, with the keys of :func:`reloc_ros.evaluate.evaluate`'s records.
+    """One scored image, with the keys of :func:`reloc_ros.pipelines.evaluate.evaluate`'s records.
 
     Args:
         T_gt, T_est: ``T_map_from_cam`` ground truth and estimate (None when not localized).

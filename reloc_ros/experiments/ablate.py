@@ -103,7 +103,7 @@ def _variant_info(path: Path) -> dict:
 def _get_map(out: Path, model: str, points: str, variants_dir: Path, map_frames, info: dict, rebuild: bool,
              log) -> tuple[MapDatabase, dict]:
     """Build (or reuse, by build key) the map of ``model`` + ``points`` at ``out``; returns (the map, build facts)."""
-    from reloc_ros.build_map import build_or_reuse_map
+    from reloc_ros.pipelines.build_map import build_or_reuse_map
 
     t = time.perf_counter()
     db, reused = build_or_reuse_map(map_frames, _extractor(model, variants_dir), points, out, info=info,
@@ -128,7 +128,7 @@ def run_ablation(dataset: Path, fmt: str, map_every: int | None, work: Path,
     """
     from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_map
     from reloc_ros.datasets import load_dataset
-    from reloc_ros.evaluate import evaluate, write_json
+    from reloc_ros.pipelines.evaluate import evaluate, write_json
 
     if query_every < 1:
         raise ValueError(f"--query-every must be >= 1, got {query_every}")

@@ -70,7 +70,7 @@ def prepare(work: Path, cfg: BenchConfig, extractors=("learned", "sift"), resolu
     A lower resolution's map is built with the extractor's ``max_side`` at that size, so its queries run the
     network / SIFT at that size against keyframes described at the same scale."""
     resolutions = cfg.resolutions if resolutions is None else resolutions
-    from reloc_ros.build_map import build_or_reuse_map
+    from reloc_ros.pipelines.build_map import build_or_reuse_map
     from reloc_ros.core.features import create_extractor
     from reloc_ros.datasets import load_dataset
     from reloc_ros.datasets.synthetic import generate_or_reuse
@@ -105,7 +105,7 @@ def prepare(work: Path, cfg: BenchConfig, extractors=("learned", "sift"), resolu
 def _prepare_int8(work: Path, map_frames, maps: dict, progress: bool) -> Path:
     """An INT8 copy of the shipped model calibrated on 16 map images, and its 640x480 map (both reused while the
     shipped model is the one they were made from)."""
-    from reloc_ros.build_map import build_or_reuse_map
+    from reloc_ros.pipelines.build_map import build_or_reuse_map
     from reloc_ros.core.learned import LearnedExtractor
     from reloc_ros.datasets import load_image
     from reloc_ros.datasets.base import evenly_spaced
@@ -588,7 +588,7 @@ def main(work: Path | None, json_path: Path | None, quick: bool = False, scaling
         if tmp is not None:
             tmp.cleanup()
     if json_path is not None:
-        from reloc_ros.evaluate import write_json
+        from reloc_ros.pipelines.evaluate import write_json
 
         write_json(Path(json_path), result)
     return result
