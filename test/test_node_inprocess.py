@@ -374,15 +374,16 @@ def _stream(h: Harness, tex, first_seed: int, n: int, t0_ns: int, rate_hz: float
 
 
 def _blocking_localize(loc, entered, release):
-    """Make ``loc.localize`` wait for ``release`` (stage 2 busy for as long as the test wants)."""
-    orig = loc.localize
+    """Make ``loc.localize_features`` (what stage 2 runs, and ``localize`` after extraction) wait for ``release``
+    (stage 2 busy for as long as the test wants)."""
+    orig = loc.localize_features
 
     def slow(*args, **kwargs):
         entered.set()
         assert release.wait(30.0)
         return orig(*args, **kwargs)
 
-    loc.localize = slow
+    loc.localize_features = slow
 
 
 def test_pipeline_localizes_a_stream_as_accurately_as_one_worker(plane_map):

@@ -8,10 +8,12 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
 
+from reloc_ros.core import gates
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.config import check_fields, setting
@@ -26,8 +28,8 @@ from reloc_ros.core.relpose2d2d import METHODS, KeyframeView, RelPoseConfig, ave
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior
 from reloc_ros.core.status import FailureCode, Status
 
-__all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Localizer", "extractor_for_map",
-           "config_from_dict"]
+__all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Localizer", "KeyframeMatches",
+           "extractor_for_map", "config_from_dict"]
 
 
 # The covariance model per point source (Localizer._covariance, docs/RESULTS.md "Covariance calibration"):
@@ -306,6 +308,49 @@ def _build_option(db: MapDatabase, option: str) -> str | None:
     return next((a.split("=", 1)[1] for a in argv if a.startswith(option + "=")), None)
 
 
+class KeyframeMatches(NamedTuple):
+    """The matches of the query with one retrieved keyframe."""
+
+    keyframe: int
+    matches: np.ndarray  # [M x 2] (query keypoint, keyframe point)
+    similarities: np.ndarray  # [M]
+
+
+class _Query(NamedTuple):
+    """The query's undistorted keypoints and the descriptors that take part in matching (``sel``: their rows in
+    the features; None: all)."""
+
+    kpts_ideal: np.ndarray
+    desc: np.ndarray
+    sel: np.ndarray | None
+
+
+class _Solved(NamedTuple):
+    """PnP on the query's correspondences: the RANSAC result (None when too few), how many matches it had."""
+
+    pnp: object
+    num_matches: int
+    corr: Correspondences | None
+
+
+class _Pose(NamedTuple):
+    """A PnP pose with what the gates and the result need."""
+
+    pnp: object
+    T_map_from_cam: np.ndarray
+    inlier_xyz: np.ndarray
+    z_med: float
+    cov: np.ndarray
+    num_inliers: int
+
+    @classmethod
+    def of(cls, pnp, corr: Correspondences, n_keyframes: int, loc: "Localizer") -> "_Pose":
+        xyz = corr.xyz[pnp.inliers]
+        z_med = _median_depth(xyz, pnp.T_cam_from_world)
+        return cls(pnp, invert_T(pnp.T_cam_from_world), xyz, z_med,
+                   loc._covariance(pnp.covariance, z_med, n_keyframes), pnp.num_inliers)
+
+
 class Localizer:
     """Localize single images against a map.
 
@@ -356,9 +401,17 @@ class Localizer:
         return cls(db, extractor_for_map(db, **extractor_kwargs), config)
 
     # ---------------------------------------------------------------------------------------------
+    def extract(self, image: np.ndarray) -> Features:
+        """The map's extractor on ``image`` (uint8 RGB or grey), with the global descriptor: what
+        :meth:`localize_features` takes (the node's pipeline extracts in one thread and localizes in another)."""
+        features = self.extractor.extract(image)
+        if features.global_desc is None:
+            features.global_desc = self.extractor.describe_global(features)
+        return features
+
     def localize(self, image: np.ndarray, camera: Camera, prior: PosePrior | None = None,
                  features: Features | None = None) -> LocalizationResult:
-        """Localize one image.
+        """Localize one image: :meth:`extract`, then :meth:`localize_features`.
 
         Args:
             image: ``[H x W x 3] uint8`` RGB or ``[H x W] uint8`` grey, as delivered by the camera.
@@ -367,142 +420,149 @@ class Localizer:
                 the ambiguity check's tie-breaker.
             features: precomputed features of ``image`` (skips extraction).
         """
-        cfg = self.config
-        t = {}
         t0 = time.perf_counter()
-        self._px_scale = pixel_scale(camera.size)
         if image is not None and (image.shape[1], image.shape[0]) != camera.size:
-            return LocalizationResult(Status.FAILED, f"image is {image.shape[1]}x{image.shape[0]} but the camera "
-                                      f"info says {camera.width}x{camera.height}", FailureCode.BAD_INPUT)
+            res = LocalizationResult(Status.FAILED, f"image is {image.shape[1]}x{image.shape[0]} but the camera "
+                                     f"info says {camera.width}x{camera.height}", FailureCode.BAD_INPUT)
+            return self._finish(res, t0)
         if features is None:
-            features = self.extractor.extract(image)
-        if features.global_desc is None:
+            features = self.extract(image)
+        elif features.global_desc is None:
             features.global_desc = self.extractor.describe_global(features)
-        t["extract"] = _ms(t0)
+        return self.localize_features(features, camera, prior, {"extract": _ms(t0)}, t0)
+
+    def localize_features(self, features: Features, camera: Camera, prior: PosePrior | None = None,
+                          timings: dict | None = None, t0: float | None = None) -> LocalizationResult:
+        """Localize an image from its features (:meth:`extract`): retrieve -> match -> correspondences -> solve ->
+        gates -> refine. ``timings`` / ``t0``: stage times so far and the start of the whole query (the result's
+        ``timings_ms`` continues them; ``total`` counts from ``t0``)."""
+        cfg = self.config
+        t = timings if timings is not None else {}
+        t0 = time.perf_counter() if t0 is None else t0
+        self._px_scale = pixel_scale(camera.size)
 
         t1 = time.perf_counter()
         cand, _ = self.index.search(features.global_desc, cfg.top_k, prior)
         t["retrieval"] = _ms(t1)
         res = LocalizationResult(Status.FAILED, candidates=cand.tolist(), timings_ms=t)
         if len(cand) == 0:
-            res.fail(FailureCode.EMPTY_MAP, "no candidates: the map is empty")
-            return self._finish(res, t0)
+            return self._finish(res.fail(FailureCode.EMPTY_MAP, "no candidates: the map is empty"), t0)
         res.coarse_T_map_from_cam = self.db.T_map_from_cam[cand[0]].copy()
         if len(features) < 4:
-            res.fail(FailureCode.FEW_KEYPOINTS,
-                     f"too few keypoints in the image ({len(features)}): too dark, blurred or textureless?")
-            return self._finish(res, t0)
+            return self._finish(res.fail(FailureCode.FEW_KEYPOINTS, f"too few keypoints in the image "
+                                         f"({len(features)}): too dark, blurred or textureless?"), t0)
         if cfg.method != "pnp":  # the seed methods without 2D-3D matches (they match all keyframe keypoints)
             return self._finish(self._localize_without_pnp(res, features, camera), t0)
 
         t2 = time.perf_counter()
-        kpts_ideal = camera.undistort_points(features.keypoints)
-        desc_q, sel = features.descriptors, None
-        if 0 < cfg.max_query_keypoints < len(desc_q):
-            sel = np.sort(np.argsort(-features.scores, kind="stable")[:cfg.max_query_keypoints])
-            desc_q = desc_q[sel]
-        per_kf = self._match(desc_q, sel, cand)
+        q = self._query(features, camera)
+        per_kf = self._match(q.desc, q.sel, cand)
         t["matching"] = _ms(t2)
+        solved = self._solve(per_kf, q.kpts_ideal, camera, t)
+        res.num_matches = solved.num_matches
+        if solved.num_matches < cfg.min_matches:
+            return self._finish(res.fail(FailureCode.FEW_MATCHES, f"too few matches ({solved.num_matches} < "
+                                         f"min_matches {cfg.min_matches})"), t0)
+        if solved.pnp is None or not solved.pnp.success:
+            return self._finish(res.fail(FailureCode.NO_POSE, "PnP RANSAC found no pose"), t0)
+        pnp, corr = solved.pnp, solved.corr
+        res.num_inliers = pnp.num_inliers
+        res.median_reproj_px = float(np.median(pnp.reproj_px[pnp.inliers]))
+        used = [e.keyframe for e in per_kf if len(e.matches) >= MIN_KEYFRAME_MATCHES]  # candidates that contributed
+        res.keyframes_used = len(used) if cfg.aggregation else 1
+        pose = _Pose.of(pnp, corr, res.keyframes_used, self)
+        n_inl = pose.num_inliers  # of the pose the gates judge (a refinement below may change res.num_inliers)
+        rival = []  # the place check's other place, when it runs (it widens the covariance of a pose it lets pass)
+        failure = gates.first_failure(self._gate_chain(res, pose, solved, per_kf, q, used or list(cand), features,
+                                                       camera, prior, t, rival))
+        if failure is not None:
+            return self._finish(res.fail(*failure), t0)
+        res.status = Status.LOCALIZED
+        if cfg.guided_radius_px > 0:  # refine the accepted pose; the gates above judged the first matches
+            t5 = time.perf_counter()
+            pose = self._refined(pose, res, per_kf, features, q.kpts_ideal, camera)
+            t["guided"] = _ms(t5)
+        cov = pose.cov
+        if rival and rival[0] is not None:  # weaker evidence for another place: cover it
+            r = rival[0]
+            cov = cov.copy()
+            cov[:3, :3] += r[0] / (r[0] + n_inl) * np.outer(r[3], r[3])
+        res.T_map_from_cam, res.covariance, res.inlier_xyz = pose.T_map_from_cam, cov, pose.inlier_xyz
+        return self._finish(res, t0)
 
+    def _query(self, features: Features, camera: Camera) -> "_Query":
+        """The query's undistorted keypoints and the descriptors that take part in matching."""
+        desc, sel = features.descriptors, None
+        if 0 < self.config.max_query_keypoints < len(desc):
+            sel = np.sort(np.argsort(-features.scores, kind="stable")[:self.config.max_query_keypoints])
+            desc = desc[sel]
+        return _Query(camera.undistort_points(features.keypoints), desc, sel)
+
+    def _solve(self, per_kf: list, kpts_ideal: np.ndarray, camera: Camera, t: dict) -> "_Solved":
+        """PnP on the aggregated correspondences of all candidates (DeViLoc), or on the best single keyframe's
+        (``aggregation`` off, PNLP)."""
         t3 = time.perf_counter()
         K = camera.K
-        if cfg.aggregation:
+        if self.config.aggregation:
             corr = self._aggregate(per_kf, kpts_ideal)
             t["aggregation"] = _ms(t3)
             t4 = time.perf_counter()
             best = self._pnp(corr, K, camera.size)
+            t["pnp"] = _ms(t4)
         else:
             t["aggregation"] = 0.0
             best = None
-            for k, m, s in per_kf:  # best single keyframe by inlier count (PNLP)
-                corr = self._aggregate([(k, m, s)], kpts_ideal)
-                cand_res = self._pnp(corr, K, camera.size)
+            for e in per_kf:  # best single keyframe by inlier count (PNLP)
+                cand_res = self._pnp(self._aggregate([e], kpts_ideal), K, camera.size)
                 if best is None or _inliers(cand_res[0]) > _inliers(best[0]):
                     best = cand_res
-            t4 = time.perf_counter()
-        t["pnp"] = _ms(t4) if cfg.aggregation else _ms(t3)
-        pnp, n_corr, corr = best if best is not None else (None, 0, None)
-        res.num_matches = n_corr
-        if n_corr < cfg.min_matches:
-            res.fail(FailureCode.FEW_MATCHES, f"too few matches ({n_corr} < min_matches {cfg.min_matches})")
-            return self._finish(res, t0)
-        if pnp is None or not pnp.success:
-            res.fail(FailureCode.NO_POSE, "PnP RANSAC found no pose")
-            return self._finish(res, t0)
-        n_inl = pnp.num_inliers
-        res.num_inliers = n_inl
-        res.median_reproj_px = float(np.median(pnp.reproj_px[pnp.inliers]))
-        used = [k for k, m, _ in per_kf if len(m) >= MIN_KEYFRAME_MATCHES]  # candidates that contributed
-        res.keyframes_used = len(used) if cfg.aggregation else 1
-        T_map_from_cam = invert_T(pnp.T_cam_from_world)
-        inlier_xyz = corr.xyz[pnp.inliers]
-        z_med = _median_depth(inlier_xyz, pnp.T_cam_from_world)
-        cov = self._covariance(pnp.covariance, z_med, res.keyframes_used)
-        pos_sigma = float(np.sqrt(max(np.trace(cov[:3, :3]), 0.0))) if np.all(np.isfinite(cov)) else np.inf
-        rival = None  # another place's pose (the place check), set by the last gate below
-        failure = None  # (code, reason) of the first gate the pose fails, in order of cost
-        if n_inl < cfg.min_inliers:
-            failure = FailureCode.FEW_INLIERS, f"too few inliers ({n_inl} < min_inliers {cfg.min_inliers})"
-        elif n_inl < cfg.min_inlier_ratio * n_corr:
-            failure = (FailureCode.LOW_INLIER_RATIO,
-                       f"inlier ratio {n_inl / n_corr:.2f} < min_inlier_ratio {cfg.min_inlier_ratio}")
-        elif res.median_reproj_px > (max_reproj := self.max_median_reproj_px()):
-            failure = (FailureCode.REPROJECTION,
-                       f"median reprojection error {res.median_reproj_px:.1f} px > {max_reproj} px")
-        elif pos_sigma > cfg.max_position_sigma_m:
-            failure = (FailureCode.UNCERTAIN,
-                       f"position uncertainty {pos_sigma:.2f} m > max_position_sigma_m {cfg.max_position_sigma_m}")
-        elif cfg.min_inlier_coverage > 0 and (
-                cover := inlier_coverage(inlier_xyz, T_map_from_cam, camera)) < cfg.min_inlier_coverage:
-            failure = (FailureCode.SMALL_COVERAGE,
-                       f"inliers cover {100 * cover:.1f} % of the image < min_inlier_coverage "
-                       f"{100 * cfg.min_inlier_coverage:g} %: matches on one small patch (a picture seen elsewhere?)")
-        elif (far := self._keyframe_distance_ratio(T_map_from_cam, z_med, used or list(cand))) \
-                > cfg.max_keyframe_distance_ratio > 0:
-            failure = (FailureCode.IMPLAUSIBLE,
-                       f"implausible pose: {far:.2f} x the scene depth away from every matched keyframe "
-                       f"(> max_keyframe_distance_ratio {cfg.max_keyframe_distance_ratio})")
-        elif self.epipolar_check_on and (
-                rot := self._epipolar_disagreement(per_kf, kpts_ideal, camera.K, T_map_from_cam, t)) is not None:
-            failure = (FailureCode.EPIPOLAR,
-                       f"the essential matrices with {rot[1]} retrieved keyframes put the camera's orientation "
-                       f"{rot[0]:.1f} deg from the PnP pose's (> epipolar_max_rot_deg {cfg.epipolar_max_rot_deg}): "
-                       "the map's 3D points fit a wrong pose (learned depth of a near-planar view?)")
-        elif cfg.ambiguity_ratio > 0 and (
-                alt := self._second_hypothesis(corr, pnp, K, camera.size, prior)) is not None:
-            failure = (FailureCode.AMBIGUOUS,
-                       f"ambiguous: a second pose {alt[1]:.2f} m / {alt[2]:.1f} deg away has {alt[0]} inliers "
-                       f"(vs {n_inl}); repeated structure?")
-        elif cfg.ambiguity_top_k > 0 and (rival := self._rival_place(
-                features, desc_q, sel, kpts_ideal, K, camera.size, T_map_from_cam, n_inl, prior, t)) is not None \
-                and rival[0] >= cfg.ambiguity_place_ratio * n_inl:
-            failure = (FailureCode.AMBIGUOUS_PLACE,
-                       f"ambiguous place: another place {rival[1]:.2f} m / {rival[2]:.1f} deg away has {rival[0]} "
-                       f"inliers (vs {n_inl}): a look-alike view; move, or give /initialpose")
-        if failure is not None:
-            res.fail(*failure)
-        else:
-            res.status = Status.LOCALIZED
-            if cfg.guided_radius_px > 0:  # refine the accepted pose; the gates above judged the first matches
-                t5 = time.perf_counter()
-                refined = self._guided(pnp, per_kf, features, kpts_ideal, K, camera.size)
-                t["guided"] = _ms(t5)
-                if refined is not None:
-                    g, gcorr = refined
-                    T_g = invert_T(g.T_cam_from_world)
-                    if self._one_hypothesis(*pose_errors(T_g, T_map_from_cam)):  # refined, not another pose
-                        T_map_from_cam, inlier_xyz = T_g, gcorr.xyz[g.inliers]
-                        z_med = _median_depth(inlier_xyz, g.T_cam_from_world)
-                        cov = self._covariance(g.covariance, z_med, res.keyframes_used)
-                        res.num_inliers = g.num_inliers
-                        res.median_reproj_px = float(np.median(g.reproj_px[g.inliers]))
-            if rival is not None:  # weaker evidence for another place: cover it
-                cov = cov.copy()
-                cov[:3, :3] += rival[0] / (rival[0] + n_inl) * np.outer(rival[3], rival[3])
-            res.T_map_from_cam = T_map_from_cam
-            res.covariance = cov
-            res.inlier_xyz = inlier_xyz
-        return self._finish(res, t0)
+            t["pnp"] = _ms(t3)
+        return _Solved(*best) if best is not None else _Solved(None, 0, None)
+
+    def _gate_chain(self, res: LocalizationResult, pose: "_Pose", solved: "_Solved", per_kf: list, q: "_Query",
+                    near: list, features: Features, camera: Camera, prior: PosePrior | None, t: dict,
+                    rival: list) -> list:
+        """The gates (core/gates.py) of a PnP pose, in order of cost, as thunks for :func:`gates.first_failure`.
+        The place check's rival (or None) is appended to ``rival`` when it runs."""
+        cfg, n_inl = self.config, pose.num_inliers
+        T = pose.T_map_from_cam
+        pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
+
+        def place_check():
+            rival.append(self._rival_place(features, q.desc, q.sel, q.kpts_ideal, camera.K, camera.size, T, n_inl,
+                                           prior, t) if cfg.ambiguity_top_k > 0 else None)
+            return gates.ambiguous_place(rival[0], n_inl, cfg.ambiguity_place_ratio)
+
+        return [
+            lambda: gates.few_inliers(n_inl, cfg.min_inliers),
+            lambda: gates.low_inlier_ratio(n_inl, solved.num_matches, cfg.min_inlier_ratio),
+            lambda: gates.reprojection(res.median_reproj_px, self.max_median_reproj_px()),
+            lambda: gates.uncertain(pos_sigma, cfg.max_position_sigma_m),
+            lambda: gates.small_coverage(inlier_coverage(pose.inlier_xyz, T, camera), cfg.min_inlier_coverage)
+            if cfg.min_inlier_coverage > 0 else None,
+            lambda: gates.implausible(self._keyframe_distance_ratio(T, pose.z_med, near),
+                                      cfg.max_keyframe_distance_ratio),
+            lambda: gates.epipolar(self._epipolar_disagreement(per_kf, q.kpts_ideal, camera.K, T, t),
+                                   cfg.epipolar_max_rot_deg) if self.epipolar_check_on else None,
+            lambda: gates.ambiguous(self._second_hypothesis(solved.corr, solved.pnp, camera.K, camera.size, prior),
+                                    n_inl) if cfg.ambiguity_ratio > 0 else None,
+            place_check,
+        ]
+
+    def _refined(self, pose: "_Pose", res: LocalizationResult, per_kf: list, features: Features,
+                 kpts_ideal: np.ndarray, camera: Camera) -> "_Pose":
+        """Guided matching from an accepted pose (``guided_radius_px``): the refined pose when it is the same
+        hypothesis, else the pose as it was."""
+        refined = self._guided(pose.pnp, per_kf, features, kpts_ideal, camera.K, camera.size)
+        if refined is None:
+            return pose
+        g, gcorr = refined
+        new = _Pose.of(g, gcorr, res.keyframes_used, self)
+        if not self._one_hypothesis(*pose_errors(new.T_map_from_cam, pose.T_map_from_cam)):
+            return pose  # another pose, not a refinement
+        res.num_inliers = g.num_inliers
+        res.median_reproj_px = float(np.median(g.reproj_px[g.inliers]))
+        return new
 
     # ---------------------------------------------------------------------------------------------
     def _match(self, desc_q: np.ndarray, sel: np.ndarray | None, keyframes) -> list:
@@ -513,7 +573,7 @@ class Localizer:
         for k, (m, s) in zip(keyframes, self._matcher.match(desc_q, keyframes)):
             if sel is not None:
                 m[:, 0] = sel[m[:, 0]]
-            per_kf.append((k, m, s))
+            per_kf.append(KeyframeMatches(k, m, s))
         return per_kf
 
     def _rival_place(self, features: Features, desc_q, sel, kpts_ideal, K, size, T_map_from_cam: np.ndarray,

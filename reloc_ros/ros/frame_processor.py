@@ -93,9 +93,7 @@ class FrameProcessor:
             return None
         loc, cam, image = ready
         t0 = time.perf_counter()
-        feats = loc.extractor.extract(image)
-        if feats.global_desc is None:  # part of extraction (Localizer.localize would compute it in stage 2)
-            feats.global_desc = loc.extractor.describe_global(feats)
+        feats = loc.extract(image)  # with the global descriptor
         return Work(frame, loc, cam, feats, extract_ms=(time.perf_counter() - t0) * 1000.0)
 
     def localize(self, work: Work) -> None:
@@ -106,7 +104,7 @@ class FrameProcessor:
         if self._dropped_stale(work):
             return
         prior, prior_src = self._choose_prior(work.frame, p)
-        res = work.localizer.localize(None, work.camera, prior, features=work.features)
+        res = work.localizer.localize_features(work.features, work.camera, prior)
         if self._dropped_stale(work):  # replaced while localizing: the pose is in the old map's frame
             return
         t = res.timings_ms  # extraction as measured in stage 1; total = extraction + stage 2's localization
