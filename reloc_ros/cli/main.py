@@ -224,6 +224,7 @@ def _map_build(args, argv) -> int:
         kwargs["model_path"] = args.model
     extractor = create_extractor(args.extractor, **kwargs)
     info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
+            **({"model": str(Path(args.model).resolve())} if args.model is not None else {}),
             "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format,
                         "map_every": args.map_every}}
     if args.format == "rosbag":

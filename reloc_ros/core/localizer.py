@@ -5,7 +5,6 @@ A result always has a status: LOCALIZED, or FAILED with the reason. A failure ne
 
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
@@ -17,9 +16,9 @@ from reloc_ros.core import gates
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.config import check_fields, setting
-from reloc_ros.core.features import FeatureExtractor, Features, create_extractor, extractor_class
+from reloc_ros.core.features import FeatureExtractor, Features
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
-from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, MapError
+from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, check_extractor, extractor_for_map  # noqa: F401
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
 from reloc_ros.core.pnp import PnPConfig, refine_pnp, solve_pnp
@@ -256,56 +255,6 @@ def limit_blas_threads(n: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=n, user_api="blas")
-
-
-def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
-    """The extractor recorded in a map's manifest, with the map's stored state (e.g. VLAD vocabulary), set up for
-    localizing queries (its ``QUERY_PARAMS``, e.g. the learned one without its depth head; ``kwargs`` override)."""
-    ident = db.extractor_identity
-    name = ident.get("name")
-    if not name:
-        raise MapError(f"{db.path}: manifest has no extractor name; rebuild the map")
-    cls = extractor_class(name)
-    params = {**cls.params_from_identity(ident), **cls.QUERY_PARAMS}
-    params.update(kwargs)
-    ex = create_extractor(name, **params)
-    ex.load_state(db.extractor_state)
-    check_extractor(db, ex)
-    return ex
-
-
-def identity_differences(map_identity: dict, ex: FeatureExtractor) -> dict:
-    """``{key: (map's value, extractor's value)}`` where a map's recorded extractor identity and ``ex``'s differ."""
-    want, have = map_identity or {}, ex.identity()
-    return {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
-
-
-def check_extractor(db: MapDatabase, ex: FeatureExtractor) -> None:
-    """Refuse an extractor whose identity (name, weights hash, dims) disagrees with the map's."""
-    have = ex.identity()
-    diff = identity_differences(db.extractor_identity, ex)
-    if diff:
-        details = ", ".join(f"{k}: map={a!r} vs extractor={b!r}" for k, a, b in
-                            ((k, *v) for k, v in sorted(diff.items())))
-        hint = "use the model it was built with"
-        built_with = _build_option(db, "--model")
-        if "model_sha256" in diff and built_with:
-            hint = (f"it was built with --model {built_with}: pass that file (node parameter model_path, "
-                    f"`reloc eval --model`)")
-        raise MapError(f"map {db.path} was built with another extractor ({details}): rebuild the map with "
-                       f"`reloc map build ... --extractor {have.get('name')}` or {hint}")
-
-
-def _build_option(db: MapDatabase, option: str) -> str | None:
-    """The value of ``option`` in the ``reloc map build`` command recorded in the map's manifest, if any."""
-    try:
-        argv = shlex.split(str((db.manifest.get("build") or {}).get("command") or ""))
-    except ValueError:
-        return None
-    for i, a in enumerate(argv[:-1]):
-        if a == option:
-            return argv[i + 1]
-    return next((a.split("=", 1)[1] for a in argv if a.startswith(option + "=")), None)
 
 
 class KeyframeMatches(NamedTuple):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import datetime
 import os
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -32,9 +33,10 @@ import yaml
 
 from reloc_ros import __version__
 from reloc_ros.core.camera import Camera
-from reloc_ros.core.features import sha256_file
+from reloc_ros.core.features import FeatureExtractor, create_extractor, extractor_class, sha256_file
 
-__all__ = ["MapError", "Keyframe", "MapDatabase", "FORMAT_VERSION", "POINT_SOURCES", "write_map_atomic"]
+__all__ = ["MapError", "Keyframe", "MapDatabase", "FORMAT_VERSION", "POINT_SOURCES", "write_map_atomic",
+           "extractor_for_map", "check_extractor", "identity_differences"]
 
 FORMAT_VERSION = 1
 # Point source codes stored per keypoint.
@@ -428,3 +430,56 @@ def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the extractor a map was built with: made from its manifest, and checked against it
+def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
+    """The extractor recorded in a map's manifest, with the map's stored state (e.g. VLAD vocabulary), set up for
+    localizing queries (its ``QUERY_PARAMS``, e.g. the learned one without its depth head; ``kwargs`` override)."""
+    ident = db.extractor_identity
+    name = ident.get("name")
+    if not name:
+        raise MapError(f"{db.path}: manifest has no extractor name; rebuild the map")
+    cls = extractor_class(name)
+    params = {**cls.params_from_identity(ident), **cls.QUERY_PARAMS}
+    params.update(kwargs)
+    ex = create_extractor(name, **params)
+    ex.load_state(db.extractor_state)
+    check_extractor(db, ex)
+    return ex
+
+
+def identity_differences(map_identity: dict, ex: FeatureExtractor) -> dict:
+    """``{key: (map's value, extractor's value)}`` where a map's recorded extractor identity and ``ex``'s differ."""
+    want, have = map_identity or {}, ex.identity()
+    return {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
+
+
+def check_extractor(db: MapDatabase, ex: FeatureExtractor) -> None:
+    """Refuse an extractor whose identity (name, weights hash, dims) disagrees with the map's."""
+    have = ex.identity()
+    diff = identity_differences(db.extractor_identity, ex)
+    if diff:
+        details = ", ".join(f"{k}: map={a!r} vs extractor={b!r}" for k, a, b in
+                            ((k, *v) for k, v in sorted(diff.items())))
+        hint = "use the model it was built with"
+        built_with = (db.manifest.get("build") or {}).get("model") or _build_option(db, "--model")
+        if "model_sha256" in diff and built_with:
+            hint = (f"it was built with --model {built_with}: pass that file (node parameter model_path, "
+                    f"`reloc eval --model`)")
+        raise MapError(f"map {db.path} was built with another extractor ({details}): rebuild the map with "
+                       f"`reloc map build ... --extractor {have.get('name')}` or {hint}")
+
+
+def _build_option(db: MapDatabase, option: str) -> str | None:
+    """The value of ``option`` in the ``reloc map build`` command recorded in the manifest of a map built before
+    the manifest recorded ``build.model`` itself."""
+    try:
+        argv = shlex.split(str((db.manifest.get("build") or {}).get("command") or ""))
+    except ValueError:
+        return None
+    for i, a in enumerate(argv[:-1]):
+        if a == option:
+            return argv[i + 1]
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(option + "=")), None)
