@@ -10,6 +10,11 @@ Modules (each one small, read them in this order):
     losses.py     triplet loss, depth losses (dense or sparse), distillation
     train.py      ``main(config_path)``: resumable, seeded training (``reloc train --config ...``)
     export.py     ``main(out)``: ONNX export with dynamic H/W (``reloc export --out models/...onnx``)
+    train_global.py, variants.py   the global head's training; the ablation's variant models
+    quantize.py   INT8 copy for CPUs (``reloc quantize``); onnx_weights.py: reading weights back from ONNX
+    eval_heads.py the heads against their references (``python -m reloc_ros.model.eval_heads``), with
+                  head_metrics.py (pose AUC, retrieval recall, depth errors) and teacher.py (XFeat as its
+                  authors run it); bench.py: the encoder's latency
 
 Importing this package needs torch (the ``train`` extra). The runtime extractor
 (:mod:`reloc_ros.core.learned`) only needs onnxruntime and never imports this package unless
