@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from reloc_ros.datasets.synthetic.bag import TOPICS
     from reloc_ros.datasets.synthetic import generate
     from reloc_ros.datasets.synthetic.writer import RUNS
-    from reloc_ros.pipelines.evaluate import format_table, write_json
+    from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, format_table, write_json
     from reloc_ros.replay.live import LiveOptions, replay_live
     from reloc_ros.replay.offline import replay_offline
     from reloc_ros.replay.report import summarize_run, write_report
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["offline_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
 
-    table = format_table(rows)
+    table = format_table(rows) + "\n\n" + LATENCY_DEFINITION
     stages = "\n".join(f"- {k}: " + ", ".join(f"{s} {v['p50']:.1f}" for s, v in r["latency_ms"]["stages"].items())
                        for k, r in rows.items())
     live_counts = "\n".join(f"- {k}: {r['replay']['images_sent']} images sent, {r['queries']} handled by the node, "

@@ -45,7 +45,7 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
 
     from reloc_ros.cli.main import _bag_topics
     from reloc_ros.core.localizer import LocalizerConfig, config_from_dict
-    from reloc_ros.pipelines.evaluate import format_table, write_json
+    from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, format_table, write_json
     from reloc_ros.replay.report import summarize_run, write_report
 
     if args.every < 1:
@@ -72,6 +72,7 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
                              model=args.model)
     summary = write_report(run, args.out) if args.out else summarize_run(run)
     print(format_table({f"{run.mode} {Path(run.bag).name}": summary}))
+    print(LATENCY_DEFINITION)
     st = summary["latency_ms"]["stages"]
     print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
     print("replay: " + ", ".join(f"{k} {v}" for k, v in run.stats.items() if k != "node_log"))

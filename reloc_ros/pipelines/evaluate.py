@@ -144,8 +144,14 @@ def _track_summary(starts: list[dict]) -> dict:
             "wrong_examples": [{k: r[k] for k in ("name", "t_err", "r_err", "num_inliers")} for r in wrong[:5]]}
 
 
+# What the table's p50 / p95 columns are, for every kind of row (offline and live alike).
+LATENCY_DEFINITION = ("p50 / p95 ms: the localizer's time per image (extraction to the gated pose, the stages' "
+                      "`total`); a live row's image -> pose time is its `end_to_end` stage. Live rows count the "
+                      "images the node handled; images it dropped are counted beside the table.")
+
+
 def format_table(rows: dict[str, dict]) -> str:
-    """A Markdown table of summaries (one row per name)."""
+    """A Markdown table of summaries (one row per name); :data:`LATENCY_DEFINITION` says what its times are."""
     keys = list(RECALL_THRESHOLDS)
     head = ("| run | queries | localized | median t (m) | median R (deg) | "
             + " | ".join(f"R@{k}" for k in keys) + " | p50 ms | p95 ms |")
