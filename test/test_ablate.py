@@ -1,4 +1,4 @@
-"""Issue 9: the 2D-2D method on known geometry, method=retrieval, and `reloc ablate` end to end on a tiny scene."""
+"""The seed-method ablation: the 2D-2D method on known geometry, method=retrieval, and `reloc ablate` end to end on a tiny scene."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The encoder's three heads against their references (issue 4): local head vs XFeat vs SIFT (relative-pose AUC),
+# The encoder's three heads against their references: local head vs XFeat vs SIFT (relative-pose AUC),
 # global head vs SIFT-VLAD (retrieval recall), depth head (AbsRel, delta<1.25), on Strecha and on small
 # synthetic runs of the four benchmark scenes. Prints the Markdown tables and writes OUT/heads.{md,json}.
 # Usage: tools/eval_heads.sh [OUT=data/eval_heads] [N_MAP=120] [N_QUERY=40] [STRIDE=5] [DATA=../shared/data/strecha]

@@ -1,4 +1,4 @@
-"""The seed methods side by side (issue 9): one table that shows what each idea buys.
+"""The seed methods side by side: one table that shows what each idea buys.
 
 ``reloc ablate --dataset DIR --format FORMAT [--map-every N] --json OUT --md OUT [--work DIR]`` builds the maps
 it needs (cached under ``--work``, named after their extractor model and point source) and localizes the same

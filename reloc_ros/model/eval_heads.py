@@ -1,4 +1,4 @@
-"""Measurements of the shared encoder's three heads, each against its reference (issue 4).
+"""Measurements of the shared encoder's three heads, each against its reference.
 
 Three tables, on the real Strecha scenes and on synthetic benchmark scenes (never seen in training):
 

@@ -1,4 +1,4 @@
-"""Model variants for the ablation (issue 9): fine-tuned from the shipped checkpoint, never shipped.
+"""Model variants for the ablation (`reloc ablate`): fine-tuned from the shipped checkpoint, never shipped.
 
 Usage::
 
@@ -199,7 +199,7 @@ def export_arm(net: RelocNet, arm: str, out: Path, extra: dict) -> Path:
     """ONNX of an arm's network with metadata naming the variant (and, for variant 6, its 320-d descriptor)."""
     from reloc_ros.model.export import check_parity, export_onnx, model_metadata
 
-    meta = model_metadata(net, {"variant": arm, "variant_note": "ablation variant (issue 9), not shipped", **extra})
+    meta = model_metadata(net, {"variant": arm, "variant_note": "ablation variant, not shipped", **extra})
     if isinstance(net, DepthAwareRelocNet):
         meta["global_dim"] = str(net.global_dim)
         # RelocNet(conf) rejects the unknown key: the PyTorch reference backend cannot silently drop the branch.
@@ -422,7 +422,7 @@ def export_from_checkpoints(config_path: str | Path | None = None) -> dict:
 
 
 def _cli(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="fine-tune and export the ablation's model variants (issue 9)")
+    ap = argparse.ArgumentParser(description="fine-tune and export the ablation's model variants")
     ap.add_argument("--config", type=Path, default=None, help="YAML overrides of default_config")
     ap.add_argument("--export-only", action="store_true", help="export ONNX files from saved <arm>.pt files")
     args = ap.parse_args(argv)
