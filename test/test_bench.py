@@ -130,3 +130,33 @@ def test_blas_threads_limited_for_the_localizer():
     assert LocalizerConfig().blas_threads == 1
     with pytest.raises(ValueError, match="blas_threads"):
         LocalizerConfig(blas_threads=-1)
+
+
+def test_blas_limit_applies_at_the_first_localization_not_at_construction(tmp_path):
+    """Making a Localizer (e.g. to inspect a map) leaves the process's BLAS alone; localizing applies blas_threads."""
+    import reloc_ros.core.localizer as localizer_mod
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from reloc_ros.core.features import create_extractor
+    from reloc_ros.datasets import load_dataset
+    from reloc_ros.datasets.base import load_image
+    from reloc_ros.datasets.synthetic import generate
+    from reloc_ros.pipelines.build_map import build_map
+
+    generate("office", tmp_path / "s", n_map=6, n_query=1, seed=2, stride=30, workers=1, progress=False)
+    map_frames, queries = load_dataset(tmp_path / "s", "7scenes").split(None)
+    ex = create_extractor("sift")
+    db = build_map(map_frames, ex, "depth", tmp_path / "m", show_progress=False)
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    before = {i["filepath"]: i["num_threads"] for i in blas}
+    try:
+        threadpool_limits(limits=2, user_api="blas")
+        localizer_mod._blas_limit_applied = None
+        loc = localizer_mod.Localizer(db, ex, localizer_mod.LocalizerConfig(blas_threads=1))
+        assert all(i["num_threads"] == 2 for i in threadpool_info() if i["user_api"] == "blas")
+        loc.localize(load_image(queries[0]), queries[0].camera)
+        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    finally:
+        for path, n in before.items():
+            threadpool_limits(limits={path: n})
+        localizer_mod._blas_limit_applied = None

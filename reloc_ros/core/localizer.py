@@ -139,8 +139,9 @@ class LocalizerConfig:
     prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
                                    0.0, 1e6, min_exclusive=True)
     blas_threads: int = setting(1, "> 0: limit the process's BLAS (numpy matching) to this many threads when a "
-                                "Localizer is made: OpenBLAS threads busy-wait after each call and starve ONNX "
-                                "Runtime's (docs/performance.md); 0: leave it", 0, None, param=None)
+                                "localizer first extracts or localizes (not when it is made): OpenBLAS threads "
+                                "busy-wait after each call and starve ONNX Runtime's (docs/performance.md); 0: leave "
+                                "it", 0, None, param=None)
     matching_threads: int = setting(2, "threads (of a pool that sleeps when idle) that split the query's descriptor "
                                     "matching: 20 -> 11 ms for 2000 query x 5 x 1000 map descriptors on 2 cores; "
                                     "identical matches (KeyframeMatcher)", 1, 64, param=None)
@@ -257,6 +258,18 @@ def limit_blas_threads(n: int) -> None:
     threadpool_limits(limits=n, user_api="blas")
 
 
+_blas_limit_applied: int | None = None  # the limit the first localization applied to this process
+
+
+def _apply_blas_limit(n: int) -> None:
+    """``blas_threads`` takes effect when a localizer first localizes (not when one is made: making a Localizer
+    to inspect a map changes nothing in the process); applied again only when the setting changes."""
+    global _blas_limit_applied
+    if n > 0 and n != _blas_limit_applied:
+        limit_blas_threads(n)
+        _blas_limit_applied = n
+
+
 class KeyframeMatches(NamedTuple):
     """The matches of the query with one retrieved keyframe."""
 
@@ -313,8 +326,6 @@ class Localizer:
 
     def __init__(self, db: MapDatabase, extractor: FeatureExtractor, config: LocalizerConfig = LocalizerConfig()):
         check_extractor(db, extractor)
-        if config.blas_threads > 0:
-            limit_blas_threads(config.blas_threads)
         self.db = db
         self.extractor = extractor
         self.config = config
@@ -353,6 +364,7 @@ class Localizer:
     def extract(self, image: np.ndarray) -> Features:
         """The map's extractor on ``image`` (uint8 RGB or grey), with the global descriptor: what
         :meth:`localize_features` takes (the node's pipeline extracts in one thread and localizes in another)."""
+        _apply_blas_limit(self.config.blas_threads)
         features = self.extractor.extract(image)
         if features.global_desc is None:
             features.global_desc = self.extractor.describe_global(features)
@@ -388,6 +400,7 @@ class Localizer:
         cfg = self.config
         t = timings if timings is not None else {}
         t0 = time.perf_counter() if t0 is None else t0
+        _apply_blas_limit(cfg.blas_threads)
         self._px_scale = pixel_scale(camera.size)
 
         t1 = time.perf_counter()
