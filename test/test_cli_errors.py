@@ -124,7 +124,7 @@ def test_synth_without_its_extra_is_one_line(tmp_path):
             f"sys.exit(main(['data', 'synth', '--scene', 'office', '--out', {str(tmp_path / 's')!r}]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr[-1500:]
-    assert "pip install 'reloc_ros[synth]'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "pip install -e '.[synth]'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
 
 

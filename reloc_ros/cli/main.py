@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             try:  # its textures are scikit-image's photographs: fail before writing anything
                 import skimage.data  # noqa: F401
             except ImportError as e:
-                print(f"reloc: error: {e}: the scene generator needs the [synth] extra: pip install "
-                      "'reloc_ros[synth]' (`make venv` installs it)", file=sys.stderr)
+                print(f"reloc: error: {e}: the scene generator needs the [synth] extra: pip install -e '.[synth]' "
+                      "in a checkout (pip install 'reloc_ros[synth]' otherwise; `make demo` installs it)",
+                      file=sys.stderr)
                 return 2
         return synth_main(argv[2:])
     args = ap.parse_args(argv)
