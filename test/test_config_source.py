@@ -11,8 +11,8 @@ import pytest
 from reloc_ros.core.config import settings_of
 from reloc_ros.core.localizer import LocalizerConfig
 from reloc_ros.core.tracking import TrackerConfig
-from reloc_ros.ros.parameters import PARAMETERS, NodeConfig, localizer_config_from, tracker_config_from, \
-    validate_all
+from reloc_ros.ros.parameters import PARAMETERS, NodeConfig, localizer_config_from, node_config_from, \
+    tracker_config_from, validate_all
 
 CONFIGS = (LocalizerConfig, TrackerConfig, NodeConfig)
 
@@ -79,3 +79,7 @@ def test_parameter_validation_builds_the_configs():
     assert tracker_config_from({"track_min_motion_m": 2.5}).min_motion_m == 2.5
     assert localizer_config_from({"prior_sigma_m": 3.0}).prior_sigma_m == 3.0
     assert tracker_config_from({"prior_sigma_m": 3.0}).prior_sigma_m == 3.0
+    # the node reads its own settings as attributes of a NodeConfig built from the same values
+    cfg = node_config_from({"tf_mode": "map_base", "top_k": 7, "camera_info_timeout": 2.0})
+    assert (cfg.tf_mode, cfg.camera_info_timeout, cfg.map_frame) == ("map_base", 2.0, "map")
+    assert "tf_publish_rate_hz" in validate_all({}, {"tf_publish_rate_hz": -1.0})

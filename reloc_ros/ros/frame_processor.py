@@ -30,6 +30,7 @@ from reloc_ros.ros.frame_tf import FrameTransforms
 from reloc_ros.ros.frame_worker import Frame, FrameWorkers
 from reloc_ros.ros.image_conversion import image_msg_to_localizer_input
 from reloc_ros.ros.outputs import Outputs
+from reloc_ros.ros.parameters import NodeConfig
 
 __all__ = ["FrameProcessor", "Work"]
 
@@ -58,7 +59,7 @@ class NodeState:
     cameras: CameraInfoSync
     transforms: FrameTransforms
     outputs: Outputs
-    params: Callable[[], dict]  # the current parameter values
+    params: Callable[[], NodeConfig]  # the node's current settings (the tracker's are in tracker.config)
     localizer: Callable[[], tuple]  # (Localizer or None, why there is none)
     tf_client: Callable[[], object]  # the TF client or None
     camera_info_topic: Callable[[], str]
@@ -153,13 +154,13 @@ class FrameProcessor:
             tf.clear()
         self.log.warning(f"state reset: {why}")
 
-    def _prepare(self, frame: Frame, p: dict) -> tuple[Localizer, Camera, np.ndarray] | None:
+    def _prepare(self, frame: Frame, p: NodeConfig) -> tuple[Localizer, Camera, np.ndarray] | None:
         """What a frame needs before feature extraction: its stamp in order (a jump back resets state), the map, its
         camera (CameraInfo) and image. None when the frame ends here (counted or reported as an input error)."""
         stamp, last = frame.stamp_ns, self.last_stamp_ns
         if last is not None and stamp < last:
             self._settle()
-            if last - stamp > p["time_jump_reset_s"] * NS:
+            if last - stamp > p.time_jump_reset_s * NS:
                 self._reset_state(f"image time jumped back by {(last - stamp) / NS:.2f} s (bag loop?)")
             else:
                 with self.s.lock:
@@ -173,7 +174,7 @@ class FrameProcessor:
             return None
         try:
             cam = self.s.cameras.wait(stamp, self.s.stats.first_image_wall or time.monotonic(),
-                                      p["camera_info_timeout"], p["camera_info_tolerance"], self.s.camera_info_topic(),
+                                      p.camera_info_timeout, p.camera_info_tolerance, self.s.camera_info_topic(),
                                       lambda: self.workers is not None and self.workers.stopping)
             image = image_msg_to_localizer_input(frame.msg)
             check_image_size(cam, image.shape[1], image.shape[0])
@@ -183,42 +184,42 @@ class FrameProcessor:
             return None
         return loc, cam, image
 
-    def _choose_prior(self, frame: Frame, p: dict) -> tuple[PosePrior | None, str]:
+    def _choose_prior(self, frame: Frame, p: NodeConfig) -> tuple[PosePrior | None, str]:
         """The retrieval prior of the frame and where it comes from (none, initialpose, odometry, last_pose);
         odometry is looked up only when the tracker can use it (an accepted place with odometry)."""
         T_odom = None
-        if p["use_prior"] and self.s.tracker.accepted_map_from_odom() is not None:
+        if self.s.tracker.config.use_prior and self.s.tracker.accepted_map_from_odom() is not None:
             try:
                 T_odom = self.s.transforms.odom_from_cam(frame, p)
             except TfError:
                 T_odom = None
         return self.s.tracker.choose_prior(frame.stamp_ns, T_odom)
 
-    def _report(self, res: LocalizationResult, frame: Frame, loc: Localizer, p: dict, prior_src: str) -> None:
+    def _report(self, res: LocalizationResult, frame: Frame, loc: Localizer, p: NodeConfig, prior_src: str) -> None:
         """The end of a localized frame (both modes): the tracker's decision, statistics, publication, latency."""
         if res.ok:
             self._track(res, frame, p)
         if not res.ok and self.s.tracker.note_failure(prior_src):
             with self.s.lock:
                 self.s.stats.odom_prior_releases += 1
-            self.log.info(f"{p['odom_prior_release_after']} frames in a row not localized at the place odometry "
+            self.log.info(f"{self.s.tracker.config.odom_prior_release_after} frames in a row not localized at the place odometry "
                           "predicts: localizing without the odometry prior until a pose is accepted again",
                           throttle_duration_sec=5.0)
         with self.s.lock:
             self.s.stats.record_result(res, prior_src)
         if res.ok:
             self._publish_result(res, frame, p)
-        elif p["publish_coarse"] and res.coarse_T_map_from_cam is not None:
+        elif p.publish_coarse and res.coarse_T_map_from_cam is not None:
             self._publish_coarse(res, frame, p)
-        if p["publish_markers"]:
+        if p.publish_markers:
             centers = loc.db.centers
             kfs = centers[[k for k in res.candidates if 0 <= k < len(centers)]]
-            self.s.outputs.markers(res.inlier_xyz, kfs, res.ok, p["map_frame"], frame.stamp_ns)
+            self.s.outputs.markers(res.inlier_xyz, kfs, res.ok, p.map_frame, frame.stamp_ns)
         with self.s.lock:
             self.s.stats.latency_ms.append((time.monotonic() - frame.t_recv) * 1000.0)
             self.s.stats.done_times.append(time.monotonic())
 
-    def _track(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
+    def _track(self, res: LocalizationResult, frame: Frame, p: NodeConfig) -> None:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         try:
@@ -241,16 +242,16 @@ class FrameProcessor:
             self.s.stats.last_tf_error = what
         self.log.warning(what, throttle_duration_sec=5.0)
 
-    def _publish_result(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
+    def _publish_result(self, res: LocalizationResult, frame: Frame, p: NodeConfig) -> None:
         """The pose (camera or base, REP-105) and the map -> odom (or map -> base) transform of an accepted result."""
-        stamp, map_frame, T_map_from_cam = frame.stamp_ns, p["map_frame"], res.T_map_from_cam
+        stamp, map_frame, T_map_from_cam = frame.stamp_ns, p.map_frame, res.T_map_from_cam
         T_base_from_cam = None
-        if p["pose_frame"] == "base" or p["tf_mode"] != "none":
+        if p.pose_frame == "base" or p.tf_mode != "none":
             try:
                 T_base_from_cam = self.s.transforms.base_from_cam(frame, p)
             except TfError as e:
                 self._tf_error(f"localized, but base->camera is unavailable: {e}")
-        if p["pose_frame"] == "base":
+        if p.pose_frame == "base":
             if T_base_from_cam is None:
                 return  # reported above; never publish the camera pose as if it were the base's
             T_cam_from_base = invert_T(T_base_from_cam)
@@ -258,29 +259,29 @@ class FrameProcessor:
             cov = conv.covariance_of_composed(res.covariance, T_map_from_cam, T_cam_from_base)
         else:
             T_pose, cov = T_map_from_cam, res.covariance
-        self.s.outputs.pose(T_pose, cov, map_frame, stamp, p["path_max_length"])
+        self.s.outputs.pose(T_pose, cov, map_frame, stamp, p.path_max_length)
 
         tf = self.s.tf_client()
-        if p["tf_mode"] == "none" or T_base_from_cam is None or tf is None:
+        if p.tf_mode == "none" or T_base_from_cam is None or tf is None:
             return
         T_map_from_base = T_map_from_cam @ invert_T(T_base_from_cam)
-        if p["tf_mode"] == "map_base":
-            T, child = T_map_from_base, p["base_frame"]
+        if p.tf_mode == "map_base":
+            T, child = T_map_from_base, p.base_frame
         else:
             try:
-                T_odom_from_base = self.s.transforms.lookup(frame, p["odom_frame"], p["base_frame"], p["tf_timeout"])
+                T_odom_from_base = self.s.transforms.lookup(frame, p.odom_frame, p.base_frame, p.tf_timeout)
             except TfError as e:
                 self._tf_error(f"localized, but no odom->base at the image stamp (map->odom not updated): {e}")
                 return
-            T, child = T_map_from_base @ invert_T(T_odom_from_base), p["odom_frame"]
+            T, child = T_map_from_base @ invert_T(T_odom_from_base), p.odom_frame
         self.s.outputs.send_transform(tf, T, map_frame, child, stamp)
 
-    def _publish_coarse(self, res: LocalizationResult, frame: Frame, p: dict) -> None:
-        cov = np.diag([p["coarse_sigma_m"] ** 2] * 3 + [p["coarse_sigma_rad"] ** 2] * 3)
+    def _publish_coarse(self, res: LocalizationResult, frame: Frame, p: NodeConfig) -> None:
+        cov = np.diag([p.coarse_sigma_m ** 2] * 3 + [p.coarse_sigma_rad ** 2] * 3)
         T = res.coarse_T_map_from_cam
-        if p["pose_frame"] == "base":
+        if p.pose_frame == "base":
             try:
                 T = T @ invert_T(self.s.transforms.base_from_cam(frame, p))
             except TfError:
                 return
-        self.s.outputs.coarse(T, cov, p["map_frame"], frame.stamp_ns)
+        self.s.outputs.coarse(T, cov, p.map_frame, frame.stamp_ns)

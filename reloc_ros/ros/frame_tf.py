@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from reloc_ros.ros.frame_worker import Frame
-from reloc_ros.ros.parameters import parse_base_from_camera
+from reloc_ros.ros.parameters import NodeConfig, parse_base_from_camera
 from reloc_ros.ros.tf_buffer import TfError
 
 __all__ = ["FrameTransforms"]
@@ -44,25 +44,25 @@ class FrameTransforms:
             T = frame.tf[(target, source)] = tf.lookup(target, source, frame.stamp_ns, timeout)
         return T
 
-    def base_from_cam(self, frame: Frame, p: dict, timeout: float | None = None) -> np.ndarray:
+    def base_from_cam(self, frame: Frame, p: NodeConfig, timeout: float | None = None) -> np.ndarray:
         """base <- camera for ``frame``: the ``base_from_camera`` parameter, else TF (``timeout``: tf_timeout)."""
-        T = self.base_from_camera_param(p["base_from_camera"])
+        T = self.base_from_camera_param(p.base_from_camera)
         if T is not None:
             return T
         tf, unavailable = self._client()
         if tf is None:
             raise TfError(f"base->camera is unknown: {unavailable}; or set base_from_camera")
-        cam_frame = (p["camera_frame"] or frame.msg.header.frame_id).lstrip("/")
+        cam_frame = (p.camera_frame or frame.msg.header.frame_id).lstrip("/")
         if not cam_frame:
             raise TfError("the image has no header.frame_id: set the camera_frame parameter")
-        T = self.lookup(frame, p["base_frame"], cam_frame, p["tf_timeout"] if timeout is None else timeout)
+        T = self.lookup(frame, p.base_frame, cam_frame, p.tf_timeout if timeout is None else timeout)
         self.last_T_base_from_cam = T
         return T
 
-    def odom_from_cam(self, frame: Frame, p: dict) -> np.ndarray:
+    def odom_from_cam(self, frame: Frame, p: NodeConfig) -> np.ndarray:
         """Odometry of the camera at the frame's stamp (odom -> base -> camera), for the tracker and the odometry
         prior. It waits for odometry only where it is expected (``tf_mode`` map_odom); otherwise it uses what is
         there. Raises TfError."""
-        timeout = p["tf_timeout"] if p["tf_mode"] == "map_odom" else 0.0
+        timeout = p.tf_timeout if p.tf_mode == "map_odom" else 0.0
         T_base_from_cam = self.base_from_cam(frame, p, timeout)
-        return self.lookup(frame, p["odom_frame"], p["base_frame"], timeout) @ T_base_from_cam
+        return self.lookup(frame, p.odom_frame, p.base_frame, timeout) @ T_base_from_cam

@@ -53,7 +53,7 @@ from reloc_ros.ros.frame_worker import Frame, FrameWorkers
 from reloc_ros.ros.map_holder import MapHolder
 from reloc_ros.ros.outputs import Outputs
 from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, coerce, \
-    localizer_config_from, tracker_config_from, unknown_parameters, usage, validate_all
+    localizer_config_from, node_config_from, tracker_config_from, unknown_parameters, usage, validate_all
 from reloc_ros.ros.tf_buffer import TfClient, TfUnavailableError
 
 __all__ = ["RelocNode", "main", "PARAMETERS", "NODE_NAME"]
@@ -82,6 +82,7 @@ class RelocNode(LifecycleNode):
                 name=spec.name, type=_PARAM_TYPES[type(spec.default)], description=spec.description,
                 additional_constraints=spec.range_text(), dynamic_typing=isinstance(spec.default, float)))
         self._p = {s.name: coerce(s.name, self.get_parameter(s.name).value) for s in PARAMETERS}
+        self._cfg = node_config_from(self._p)  # the node's own settings, typed (replaced whenever one changes)
         self.unknown_parameters = []  # given with -p / --params-file but not ours: reported with the closest name
         for name, message in unknown_parameters(getattr(self, "_parameter_overrides", {})):
             self.unknown_parameters.append(name)
@@ -104,7 +105,7 @@ class RelocNode(LifecycleNode):
         self._done_stamp_ns: int | None = None  # stamp of the last frame fully handled (published or reported)
         self._steps = FrameProcessor(NodeState(
             lock=self._lock, stats=self.stats, tracker=self._tracker, cameras=self._cameras, transforms=self._ftf,
-            outputs=self._out, params=lambda: dict(self._p), localizer=lambda: (self._map.localizer, self._map.error),
+            outputs=self._out, params=lambda: self._cfg, localizer=lambda: (self._map.localizer, self._map.error),
             tf_client=lambda: self._tf, camera_info_topic=lambda: self.resolve_topic_name("camera_info"),
             on_reset=self._forget_rate_limit), self.get_logger())
         self._frames = FrameWorkers(self._steps.process, self._steps.extract, self._steps.localize, self._frame_done,
@@ -130,6 +131,7 @@ class RelocNode(LifecycleNode):
         changed = {p.name: coerce(p.name, p.value) for p in params if p.name in PARAMS_BY_NAME}
         with self._lock:
             self._p.update(changed)
+            self._cfg = node_config_from(self._p)
             loc = self._localizer
         if loc is not None:
             loc.config = localizer_config_from(self._p, loc.config)  # one attribute swap: the worker sees old or new
@@ -140,18 +142,18 @@ class RelocNode(LifecycleNode):
         if "tf_publish_rate_hz" in changed and self._state_label == "active":
             self._restart_tf_timer()
         if "pipeline" in changed and self._state_label == "active":
-            self.get_logger().info(f"pipeline={self._p['pipeline']} applies at the next activation")
+            self.get_logger().info(f"pipeline={self._cfg.pipeline} applies at the next activation")
         if any(k in changed for k in RELOAD_PARAMS):
             want = {k: self._p[k] for k in RELOAD_PARAMS}
             if self._state_label in ("inactive", "active") and want != self._loaded:
                 self._start_reload(want)
-            elif self._state_label == "unconfigured" and self._p["autostart"] and self._autostart_timer is None:
+            elif self._state_label == "unconfigured" and self._cfg.autostart and self._autostart_timer is None:
                 # A map given after a failed start: configure and activate from the executor thread.
                 self._autostart_timer = self.create_timer(0.01, self._autostart_once)
         frames = ("tf_mode", "pose_frame", "map_frame", "odom_frame", "base_frame", "camera_frame", "base_from_camera")
         if any(k in changed for k in frames):
             self._out.reset()  # stop republishing a transform computed with the old frames
-            self.get_logger().info(f"frames: tf_mode={self._p['tf_mode']} pose_frame={self._p['pose_frame']}")
+            self.get_logger().info(f"frames: tf_mode={self._cfg.tf_mode} pose_frame={self._cfg.pose_frame}")
 
     # =============================================================================================
     # map loading (ros/map_holder.py)
@@ -178,6 +180,7 @@ class RelocNode(LifecycleNode):
         if newest and loaded.get("map_path"):
             with self._lock:
                 self._p.update(loaded)
+                self._cfg = node_config_from(self._p)
             self.set_parameters([rclpy.parameter.Parameter(k, value=v) for k, v in loaded.items()])
         self._publish_diagnostics()
 
@@ -212,7 +215,7 @@ class RelocNode(LifecycleNode):
                 self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data),
                 self.create_subscription(PoseWithCovarianceStamped, "/initialpose", self._on_initialpose, _RELIABLE_10),
             ]
-            self._frames.start(self._p["pipeline"])
+            self._frames.start(self._cfg.pipeline)
             self._state_label = "active"
             self._restart_tf_timer()
             self.get_logger().info(f"active: localizing images from {self.resolve_topic_name('image')} "
@@ -261,7 +264,7 @@ class RelocNode(LifecycleNode):
 
     def autostart(self) -> bool:
         """Configure and activate when the ``autostart`` parameter is true; True when the node is active."""
-        if self._p["autostart"] and self._state_label == "unconfigured":
+        if self._cfg.autostart and self._state_label == "unconfigured":
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
         return self._state_label == "active"
@@ -282,10 +285,10 @@ class RelocNode(LifecycleNode):
         setattr(self, attr, self.create_timer(1.0 / rate_hz, callback) if rate_hz > 0 else None)
 
     def _restart_diag_timer(self) -> None:
-        self._restart_timer("_diag_timer", float(self._p.get("diagnostics_rate_hz", 1.0)), self._publish_diagnostics)
+        self._restart_timer("_diag_timer", float(self._cfg.diagnostics_rate_hz), self._publish_diagnostics)
 
     def _restart_tf_timer(self) -> None:
-        self._restart_timer("_tf_timer", float(self._p["tf_publish_rate_hz"]), self._republish_tf)
+        self._restart_timer("_tf_timer", float(self._cfg.tf_publish_rate_hz), self._republish_tf)
 
     # =============================================================================================
     # callbacks (executor thread; never wait on inference)
@@ -296,7 +299,7 @@ class RelocNode(LifecycleNode):
             self.stats.received += 1
             if self.stats.first_image_wall is None:
                 self.stats.first_image_wall = time.monotonic()
-            rate = self._p["max_rate_hz"]
+            rate = self._cfg.max_rate_hz
             last = self._last_accepted_ns
             if rate > 0 and last is not None and 0 <= stamp - last < NS / rate:
                 self.stats.rate_skipped += 1
@@ -318,16 +321,16 @@ class RelocNode(LifecycleNode):
         self._cameras.add(conv.stamp_to_ns(msg.header.stamp), msg)
 
     def _on_initialpose(self, msg: PoseWithCovarianceStamped) -> None:
-        p = self._p
-        T_base_from_cam = self._ftf.base_from_camera_param(p["base_from_camera"])
+        p = self._cfg
+        T_base_from_cam = self._ftf.base_from_camera_param(p.base_from_camera)
         if T_base_from_cam is None:
             T_base_from_cam = self._ftf.last_T_base_from_cam  # from TF, as last used by the worker
         try:
-            pos, sigma = conv.initialpose_position(msg, p["map_frame"], T_base_from_cam)
+            pos, sigma = conv.initialpose_position(msg, p.map_frame, T_base_from_cam)
         except ValueError as e:
             self._initialpose_ignored(f"/initialpose ignored: {e}")
             return
-        sigma = sigma if sigma > 1e-3 else p["prior_sigma_m"]
+        sigma = sigma if sigma > 1e-3 else self._tracker.config.prior_sigma_m
         self._tracker.set_initial_pose(PosePrior(position=pos, sigma_m=max(sigma, 0.1)))
         self.get_logger().info(f"prior from /initialpose at {np.round(pos, 2).tolist()} (sigma {sigma:.2f} m)")
 
@@ -346,7 +349,7 @@ class RelocNode(LifecycleNode):
         return response
 
     def _republish_tf(self) -> None:
-        self._out.republish(self._tf, self.get_clock().now().nanoseconds, self._p["transform_tolerance"])
+        self._out.republish(self._tf, self.get_clock().now().nanoseconds, self._cfg.transform_tolerance)
 
     # =============================================================================================
     # worker threads (ros/frame_worker.py) running a frame's steps (ros/frame_processor.py)
@@ -362,7 +365,7 @@ class RelocNode(LifecycleNode):
     def _publish_map_points(self) -> None:
         loc = self._localizer
         if loc is not None:
-            self._out.map_points(loc.db.valid_points(), int(self._p["map_points_max"]), self._p["map_frame"],
+            self._out.map_points(loc.db.valid_points(), int(self._cfg.map_points_max), self._cfg.map_frame,
                                  self.get_clock().now().nanoseconds)
 
     # ---------------------------------------------------------------------------------------------
@@ -382,7 +385,7 @@ class RelocNode(LifecycleNode):
                 "map_path": self._loaded["map_path"],
                 "map_keyframes": len(self._localizer.db) if self._localizer is not None else 0,
                 **s.frame_values(),
-                **self._frames.values(self._p["pipeline"]),
+                **self._frames.values(self._cfg.pipeline),
                 "frames_dropped": self._frames.dropped + s.stale_dropped,
                 "queue_camera_infos": len(self._cameras),
                 "path_length": self._out.path_length,

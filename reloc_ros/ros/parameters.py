@@ -16,7 +16,7 @@ from reloc_ros.core.config import Setting, check_fields, setting, settings_of
 
 __all__ = ["ParamSpec", "NodeConfig", "PARAMETERS", "PARAMS_BY_NAME", "LOCALIZER_FIELDS", "RELOAD_PARAMS", "validate",
            "validate_all", "coerce", "unknown_parameters",
-           "parse_base_from_camera", "localizer_config_from", "tracker_config_from", "TRACKER_FIELDS", "TOPICS", "SERVICES", "usage"]
+           "parse_base_from_camera", "localizer_config_from", "tracker_config_from", "node_config_from", "TRACKER_FIELDS", "TOPICS", "SERVICES", "usage"]
 
 
 @dataclass(frozen=True)
@@ -226,8 +226,8 @@ def coerce(name: str, value):
 
 def validate_all(current: dict, changes: dict) -> str | None:
     """Why the parameter ``changes`` (name -> value) are refused on top of ``current``, or None: each value on its
-    own (:func:`validate`), then the configurations they make (LocalizerConfig, TrackerConfig) are built, so that no
-    value is accepted that the localizer or the tracker would then refuse."""
+    own (:func:`validate`), then the configurations they make (LocalizerConfig, TrackerConfig, NodeConfig) are built,
+    so that no value is accepted that the localizer, the tracker or the node would then refuse."""
     for name, value in changes.items():
         why = validate(name, value)
         if why:
@@ -236,6 +236,7 @@ def validate_all(current: dict, changes: dict) -> str | None:
     try:
         localizer_config_from(candidate)
         tracker_config_from(candidate)
+        node_config_from(candidate)
     except (ValueError, TypeError) as e:
         return str(e)
     return None
@@ -271,6 +272,12 @@ def localizer_config_from(values: dict, base=None):
                 raise ValueError(f"parameter {pname} maps to unknown LocalizerConfig field {field_name}")
             kw[field_name] = values[pname]
     return replace(base, **kw)
+
+
+def node_config_from(values: dict) -> NodeConfig:
+    """The NodeConfig of the parameters in ``values`` (the others at their defaults): the node reads its own
+    settings as attributes of it, never by name from a dict."""
+    return NodeConfig(**{f.name: values[f.name] for f in fields(NodeConfig) if f.name in values})
 
 
 def tracker_config_from(values: dict):
