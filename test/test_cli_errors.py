@@ -139,3 +139,9 @@ def test_map_build_and_map_info_report_the_same_counts(tmp_path, capsys):
     info = capsys.readouterr().out.splitlines()[0]
     counts = built.split(": ", 1)[1].rsplit(", ", 1)[0]  # "N keyframes, K keypoints, P with 3D (depth)"
     assert "with 3D (depth)" in counts and info.endswith(counts), (built, info)
+
+
+def test_eval_bag_degrade_is_offline_only(capsys, tmp_path):
+    code, err = _run(capsys, ["eval-bag", "--map", str(tmp_path), "--bag", str(tmp_path), "--live", "--degrade",
+                              "dusk"])
+    assert code == 2 and "--degrade works offline" in err and len(err.strip().splitlines()) == 1

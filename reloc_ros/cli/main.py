@@ -54,6 +54,24 @@ def _add_bag_args(p: argparse.ArgumentParser, bag_required: bool = False, depth:
                    help="ground truth from TF instead: the pose of the image's frame_id in this frame")
 
 
+def _add_degrade_args(p: argparse.ArgumentParser) -> None:
+    from reloc_ros.core.degrade import PRESETS
+
+    p.add_argument("--degrade", default=None, metavar="NAME[,NAME...]",
+                   help=f"degrade the query images (never the map's), seeded per image: {', '.join(PRESETS)} "
+                        "(core/degrade.py has their parameters); the report says so")
+    p.add_argument("--degrade-seed", type=int, default=0, help="seed of --degrade (default 0)")
+
+
+def degradation_of(args) -> dict | None:
+    """``{"presets": [...], "seed": N}`` from ``--degrade`` / ``--degrade-seed``, or None."""
+    from reloc_ros.core.degrade import parse_presets
+
+    if args.degrade is None:
+        return None
+    return {"presets": list(parse_presets(args.degrade)), "seed": args.degrade_seed}
+
+
 def _bag_topics(args):
     from reloc_ros.datasets.rosbag import BagTopics
 
@@ -145,6 +163,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="with --track: frames tracked after each start (150)")
     e.add_argument("--no-odometry", action="store_true",
                    help="with --track: no odometry (the node with tf_mode map_base): the pose sequence is checked")
+    _add_degrade_args(e)
 
     t = sub.add_parser("train", help="train the shared encoder (needs the [train] extra: torch)")
     t.add_argument("--config", required=True, type=Path, help="training YAML (see config/train_relocnet.yaml)")
@@ -321,20 +340,27 @@ def _eval(args) -> int:
     if leaked:
         raise ValueError(f"{len(leaked)} query images are also in the map (e.g. {leaked[0]}): use the same "
                          "--map-every / split as for `reloc map build`")
+    degradation = degradation_of(args)
     summary, records = evaluate(loc, queries, show_progress=not args.quiet,
-                                sequence_labels=ds.meta.get("sequence_labels"))
+                                sequence_labels=ds.meta.get("sequence_labels"), degradation=degradation)
     summary["map"] = str(args.map)
+    if degradation:
+        summary["degradation"] = degradation
     summary["extractor"] = loc.db.extractor_identity.get("name")
     summary["config"] = vars(cfg)
-    rows = {f"{summary['extractor']} (all)": summary}
+    label = f" degraded {'+'.join(degradation['presets'])}" if degradation else ""
+    rows = {f"{summary['extractor']}{label} (all)": summary}
     for name, s in summary.get("per_sequence", {}).items():
-        rows[f"{summary['extractor']} {name}"] = s
+        rows[f"{summary['extractor']}{label} {name}"] = s
     print(format_table(rows))
     st = summary["latency_ms"]["stages"]
     print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
     nees = summary["nees_position"]
     print(f"position NEES (3 = calibrated covariance): mean {nees['mean']:.2f}, median {nees['median']:.2f}")
     print(f"localized outside ({WRONG_M} m, {WRONG_DEG} deg): {summary['localized_wrong']}")
+    if degradation:
+        print(f"query images degraded: {', '.join(degradation['presets'])} (seed {degradation['seed']}); the map's "
+              "images were not")
     if args.track:
         summary["track"] = _eval_track(args, ds, loc, queries, records)
     if args.json:
@@ -363,7 +389,7 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
             except SynthError as e:
                 raise ValueError(f"--track: {e}") from None
     tr = evaluate_track(loc, queries, odometry, TrackerConfig(), args.starts_every, args.track_frames,
-                        show_progress=not args.quiet, records=records)
+                        show_progress=not args.quiet, records=records, degradation=degradation_of(args))
     rows = {"all": tr, **tr["per_sequence"]}
     print(f"cold starts through the place tracker ({'odometry' if odometry else 'no odometry'}, a start every "
           f"{args.starts_every} frames, {args.track_frames} frames each):")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def add_parsers(sub) -> dict:
-    from reloc_ros.cli.main import _add_bag_args
+    from reloc_ros.cli.main import _add_bag_args, _add_degrade_args
 
     p = sub.add_parser("eval-bag", help="replay a rosbag2 against a map (offline or --live through reloc_node) "
                                         "and score it against the bag's ground truth")
@@ -37,13 +37,14 @@ def add_parsers(sub) -> dict:
     p.add_argument("--out", type=Path, default=None,
                    help="report folder: report.json, summary.md, PNG plots, TUM trajectories")
     p.add_argument("--json", type=Path, default=None, help="write the summary and per-image records here")
+    _add_degrade_args(p)
     return {"eval-bag": _eval_bag}
 
 
 def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     import yaml
 
-    from reloc_ros.cli.main import _bag_topics
+    from reloc_ros.cli.main import _bag_topics, degradation_of
     from reloc_ros.core.localizer import LocalizerConfig, config_from_dict
     from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, format_table, write_json
     from reloc_ros.replay.report import summarize_run, write_report
@@ -51,6 +52,10 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     if args.every < 1:
         raise ValueError(f"--every must be >= 1 (got {args.every})")
     topics = _bag_topics(args)
+    degradation = degradation_of(args)
+    if args.live and degradation:
+        raise ValueError("--degrade works offline (the images go through the Localizer in this process); drop "
+                         "--live, or play a degraded copy of the bag")
     if args.live:
         from reloc_ros.replay.live import LiveOptions, ReplayError, replay_live
 
@@ -69,10 +74,14 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
         overrides = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
         cfg = config_from_dict(LocalizerConfig, overrides)
         run = replay_offline(args.map, args.bag, topics, cfg, every=args.every, show_progress=not args.quiet,
-                             model=args.model)
+                             model=args.model, degradation=degradation)
     summary = write_report(run, args.out) if args.out else summarize_run(run)
-    print(format_table({f"{run.mode} {Path(run.bag).name}": summary}))
+    label = f" degraded {'+'.join(degradation['presets'])}" if degradation else ""
+    print(format_table({f"{run.mode}{label} {Path(run.bag).name}": summary}))
     print(LATENCY_DEFINITION)
+    if degradation:
+        print(f"query images degraded: {', '.join(degradation['presets'])} (seed {degradation['seed']}); the map's "
+              "images were not")
     st = summary["latency_ms"]["stages"]
     print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
     print("replay: " + ", ".join(f"{k} {v}" for k, v in run.stats.items() if k != "node_log"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reloc_ros.core.degrade import degrade
 from reloc_ros.core.geometry import pose_errors
 from reloc_ros.core.localizer import Localizer
 from reloc_ros.core.metrics import RECALL_THRESHOLDS, summarize
@@ -41,8 +42,17 @@ def _record(f: Frame, res) -> dict:
     return rec
 
 
+def query_image(f: Frame, degradation: dict | None = None):
+    """A query's image as the localizer takes it, degraded when ``degradation`` ({"presets", "seed"}) is given
+    (core/degrade.py; seeded per image by its name)."""
+    image = load_image(f)
+    if degradation:
+        image = degrade(image, tuple(degradation["presets"]), degradation["seed"], f.name)
+    return image
+
+
 def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = True,
-             sequence_labels: dict | None = None) -> tuple[dict, list[dict]]:
+             sequence_labels: dict | None = None, degradation: dict | None = None) -> tuple[dict, list[dict]]:
     """Localize every query frame and compare with its ground-truth pose.
 
     Returns:
@@ -50,7 +60,7 @@ def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = T
         ``median_r_deg``, ``recall`` (percent per threshold), ``latency_ms`` (p50/p95, per stage), and
         ``per_sequence`` when the queries come from several sequences; one record per query.
     """
-    records = [_record(f, localizer.localize(load_image(f), f.camera))
+    records = [_record(f, localizer.localize(query_image(f, degradation), f.camera))
                for f in progress_bar(queries, "localize", show_progress)]
     summary = summarize(records)
     summary["localized_wrong"] = sum(1 for r in records if r["ok"] and is_wrong(r["t_err"], r["r_err"]))
@@ -68,7 +78,7 @@ def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = T
 
 def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | None, config: TrackerConfig,
                    starts_every: int = 25, track_frames: int = 150, show_progress: bool = True,
-                   records: list[dict] | None = None) -> dict:
+                   records: list[dict] | None = None, degradation: dict | None = None) -> dict:
     """Cold starts through the node's place tracker: every ``starts_every``-th frame of each query sequence starts
     a fresh :class:`~reloc_ros.core.tracking.PlaceTracker`, which then sees up to ``track_frames`` frames in order
     (retrieval priors chosen by it, as in the node); what it would publish is compared with the ground truth.
@@ -92,7 +102,7 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
     def localize(f: Frame, prior) -> dict:
         if prior is None and f.name in cache:
             return cache[f.name]
-        rec = _record(f, localizer.localize(load_image(f), f.camera, prior))
+        rec = _record(f, localizer.localize(query_image(f, degradation), f.camera, prior))
         if prior is None:
             cache[f.name] = rec
         return rec

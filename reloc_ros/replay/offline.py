@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from reloc_ros.core.degrade import degrade
 from reloc_ros.core.localizer import Localizer, LocalizerConfig
 from reloc_ros.datasets.base import DatasetError
 from reloc_ros.datasets.rosbag import BagTopics, iter_bag_images, read_ground_truth
@@ -16,9 +17,11 @@ __all__ = ["replay_offline"]
 
 def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
                    config: LocalizerConfig = LocalizerConfig(), every: int = 1,
-                   show_progress: bool = True, model: Path | None = None) -> ReplayRun:
+                   show_progress: bool = True, model: Path | None = None,
+                   degradation: dict | None = None) -> ReplayRun:
     """Localize every ``every``-th image of ``bag`` against ``map_path`` (no pose prior: each image on its own);
-    ``model``: the learned map's ONNX file when it is not the shipped one.
+    ``model``: the learned map's ONNX file when it is not the shipped one; ``degradation``: {"presets", "seed"}
+    applied to every image before it is localized (core/degrade.py, seeded per image by its index).
 
     Ground truth is interpolated at each image stamp; images without ground truth are skipped and counted.
 
@@ -35,7 +38,10 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         if item.T_world_from_cam is None:
             no_gt += 1
             continue
-        res = loc.localize(item.image, item.camera)
+        image = item.image
+        if degradation:
+            image = degrade(image, tuple(degradation["presets"]), degradation["seed"], f"frame-{item.index:06d}")
+        res = loc.localize(image, item.camera)
         run.records.append(frame_record(f"frame-{item.index:06d}", item.stamp_ns, item.T_world_from_cam, res.ok,
                                         res.status.value, res.reason, res.T_map_from_cam, res.covariance,
                                         res.timings_ms, res.num_matches, res.num_inliers,
@@ -44,4 +50,6 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         raise DatasetError(f"{bag}: no image has ground truth ({no_gt} without); check --gt-topic / --gt-frame")
     run.stats = {"images_with_gt": len(run.records), "no_gt": no_gt, "every": every,
                  "wall_s": round(time.perf_counter() - t0, 2)}
+    if degradation:
+        run.stats["degradation"] = "+".join(degradation["presets"]) + f" (seed {degradation['seed']})"
     return run
