@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -388,8 +388,6 @@ class Localizer:
             return self._finish(res, t0)
         if features is None:
             features = self.extract(image)
-        elif features.global_desc is None:
-            features.global_desc = self.extractor.describe_global(features)
         return self.localize_features(features, camera, prior, {"extract": _ms(t0)}, t0)
 
     def localize_features(self, features: Features, camera: Camera, prior: PosePrior | None = None,
@@ -402,6 +400,8 @@ class Localizer:
         t0 = time.perf_counter() if t0 is None else t0
         _apply_blas_limit(cfg.blas_threads)
         self._px_scale = pixel_scale(camera.size)
+        if features.global_desc is None:  # features from elsewhere than extract()
+            features.global_desc = self.extractor.describe_global(features)
 
         t1 = time.perf_counter()
         cand, _ = self.index.search(features.global_desc, cfg.top_k, prior)
@@ -445,8 +445,8 @@ class Localizer:
             pose = self._refined(pose, res, per_kf, features, q.kpts_ideal, camera)
             t["guided"] = _ms(t5)
         cov = pose.cov
-        if rival and rival[0] is not None:  # weaker evidence for another place: cover it
-            r = rival[0]
+        r = rival[0] if rival else None
+        if r is not None:  # weaker evidence for another place: cover it
             cov = cov.copy()
             cov[:3, :3] += r[0] / (r[0] + n_inl) * np.outer(r[3], r[3])
         res.T_map_from_cam, res.covariance, res.inlier_xyz = pose.T_map_from_cam, cov, pose.inlier_xyz

@@ -348,8 +348,8 @@ class PlaceTracker:
         basis = "odometry" if has_odom else "the pose sequence"
         if leads:
             d.code = FailureCode.NEEDS_MOTION
-            d.reason = (f"place not yet confirmed by motion: its {h.support:.1f} consistent poses span {h.motion_m:.2f} m"
-                        f" / {h.motion_deg:.0f} deg ({basis}); it needs {cfg.min_motion_m:g} m or "
+            d.reason = (f"place not yet confirmed by motion: its {h.support:.1f} consistent poses span "
+                        f"{h.motion_m:.2f} m / {h.motion_deg:.0f} deg ({basis}); it needs {cfg.min_motion_m:g} m or "
                         f"{cfg.min_motion_deg:g} deg: move the robot, or give /initialpose")
         elif best is None and self._places[0] is not h:
             lead = self._places[0]

@@ -62,7 +62,7 @@ class NodeState:
     params: Callable[[], NodeConfig]  # the node's current settings (the tracker's are in tracker.config)
     localizer: Callable[[], tuple]  # (Localizer or None, why there is none)
     tf_client: Callable[[], object]  # the TF client or None
-    camera_info_topic: Callable[[], str]
+    camera_info_topic: str  # resolved once (remappings are fixed when the node is made)
     on_reset: Callable[[], None]  # a time jump back reset the state: the node forgets its rate limiting
 
 
@@ -174,7 +174,7 @@ class FrameProcessor:
             return None
         try:
             cam = self.s.cameras.wait(stamp, self.s.stats.first_image_wall or time.monotonic(),
-                                      p.camera_info_timeout, p.camera_info_tolerance, self.s.camera_info_topic(),
+                                      p.camera_info_timeout, p.camera_info_tolerance, self.s.camera_info_topic,
                                       lambda: self.workers is not None and self.workers.stopping)
             image = image_msg_to_localizer_input(frame.msg)
             check_image_size(cam, image.shape[1], image.shape[0])
@@ -202,8 +202,9 @@ class FrameProcessor:
         if not res.ok and self.s.tracker.note_failure(prior_src):
             with self.s.lock:
                 self.s.stats.odom_prior_releases += 1
-            self.log.info(f"{self.s.tracker.config.odom_prior_release_after} frames in a row not localized at the place odometry "
-                          "predicts: localizing without the odometry prior until a pose is accepted again",
+            self.log.info(f"{self.s.tracker.config.odom_prior_release_after} frames in a row not localized at the "
+                          "place odometry predicts: localizing without the odometry prior until a pose is accepted "
+                          "again",
                           throttle_duration_sec=5.0)
         with self.s.lock:
             self.s.stats.record_result(res, prior_src)

@@ -50,8 +50,8 @@ CV_BRIDGE_AVAILABLE = _BRIDGE is not None
 def image_to_numpy(msg) -> np.ndarray:
     """The pixels of a ``sensor_msgs/Image`` as an array in the message's own encoding (cv_bridge when it works,
     else :func:`reloc_ros.core.image_decoding.decode_image`; the same checks and errors either way)."""
-    check_header(msg)
     if _BRIDGE is not None:
+        check_header(msg)  # the numpy path checks it itself
         try:
             arr = np.asarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
             if arr.shape[:2] == (int(msg.height), int(msg.width)):

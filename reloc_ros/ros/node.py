@@ -106,7 +106,7 @@ class RelocNode(LifecycleNode):
         self._steps = FrameProcessor(NodeState(
             lock=self._lock, stats=self.stats, tracker=self._tracker, cameras=self._cameras, transforms=self._ftf,
             outputs=self._out, params=lambda: self._cfg, localizer=lambda: (self._map.localizer, self._map.error),
-            tf_client=lambda: self._tf, camera_info_topic=lambda: self.resolve_topic_name("camera_info"),
+            tf_client=lambda: self._tf, camera_info_topic=self.resolve_topic_name("camera_info"),
             on_reset=self._forget_rate_limit), self.get_logger())
         self._frames = FrameWorkers(self._steps.process, self._steps.extract, self._steps.localize, self._frame_done,
                                     self._steps.internal_error, lambda: self.context.ok())

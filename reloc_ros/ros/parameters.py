@@ -14,9 +14,9 @@ import numpy as np
 
 from reloc_ros.core.config import Setting, check_fields, setting, settings_of
 
-__all__ = ["ParamSpec", "NodeConfig", "PARAMETERS", "PARAMS_BY_NAME", "LOCALIZER_FIELDS", "RELOAD_PARAMS", "validate",
-           "validate_all", "coerce", "unknown_parameters",
-           "parse_base_from_camera", "localizer_config_from", "tracker_config_from", "node_config_from", "TRACKER_FIELDS", "TOPICS", "SERVICES", "usage"]
+__all__ = ["ParamSpec", "NodeConfig", "PARAMETERS", "PARAMS_BY_NAME", "LOCALIZER_FIELDS", "TRACKER_FIELDS",
+           "RELOAD_PARAMS", "validate", "validate_all", "coerce", "unknown_parameters", "parse_base_from_camera",
+           "localizer_config_from", "tracker_config_from", "node_config_from", "TOPICS", "SERVICES", "usage"]
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,8 @@ TOPICS = {
         "/diagnostics": "diagnostic_msgs/DiagnosticArray (status, reason, inliers, drops, latency)",
     },
 }
-SERVICES = {"~/relocalize": "std_srvs/Trigger: forget the accepted place; the next frame ignores any prior (a cold start)"}
+SERVICES = {"~/relocalize": "std_srvs/Trigger: forget the accepted place; the next frame ignores any prior "
+                             "(a cold start)"}
 
 
 def parse_base_from_camera(text: str) -> np.ndarray | None:
@@ -259,19 +260,10 @@ def unknown_parameters(given) -> list[tuple[str, str]]:
 
 def localizer_config_from(values: dict, base=None):
     """A LocalizerConfig with the fields set by the parameters in ``values`` (others from ``base``)."""
-    from dataclasses import replace
-
     from reloc_ros.core.localizer import LocalizerConfig
 
     base = base if base is not None else LocalizerConfig()
-    valid = {f.name for f in fields(LocalizerConfig)}
-    kw = {}
-    for pname, field_name in LOCALIZER_FIELDS.items():
-        if pname in values:
-            if field_name not in valid:  # pragma: no cover - guarded by a test
-                raise ValueError(f"parameter {pname} maps to unknown LocalizerConfig field {field_name}")
-            kw[field_name] = values[pname]
-    return replace(base, **kw)
+    return replace(base, **{f: values[p] for p, f in LOCALIZER_FIELDS.items() if p in values})
 
 
 def node_config_from(values: dict) -> NodeConfig:
