@@ -16,6 +16,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
         ("share/" + package_name + "/models", glob("models/*.onnx") + glob("models/*.md") + ["models/SHA256SUMS"]),
+        ("share/" + package_name + "/models/matchers", glob("models/matchers/*.onnx") + ["models/matchers/SHA256SUMS"]),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -287,7 +287,8 @@ def test_sigkill_mid_build_leaves_old_map_intact(tmp_path):
         (ds / "cameras" / f"{i:04d}.txt").write_text(
             f"# K R C wh\n500 0 319.5\n0 500 239.5\n0 0 1\n1 0 0\n0 1 0\n0 0 1\n{0.1 * i} 0 0\n640 480\n")
     cmd = [sys.executable, "-m", "reloc_ros.cli.main", "-q", "map", "build", "--dataset", str(ds), "--format",
-           "posed_images", "--map-every", "2", "--out", str(tmp_path / "m")]
+           "posed_images", "--map-every", "2", "--out", str(tmp_path / "m"),
+           "--matcher", "mnn"]  # the atomic write is under test, not the matching (lighterglue: 190 pairs, minutes)
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     before = MapDatabase.load(tmp_path / "m")
     assert before.extractor_identity["name"] == "learned"  # the default extractor of `reloc map build`

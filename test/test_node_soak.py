@@ -1,4 +1,4 @@
-"""A 60-second soak: ``tools/soak.py`` drives ``reloc_node`` (its own process) at 30 Hz with a small synthetic
+"""A 45-second soak: ``tools/soak.py`` drives ``reloc_node`` (its own process) at 30 Hz with a small synthetic
 query run in a loop; the measured figures must stay within bounds: no memory growth after the warm-up, bounded
 queues, no thread / descriptor leak, every received frame accounted for (processed or dropped as stale), no
 input errors, no wrong pose, a clean exit and no Fast DDS participant segment left in /dev/shm.
@@ -20,19 +20,21 @@ try:
 except ImportError:
     pytest.skip("tf2_msgs is not importable: build it with `python tools/build_tf2_msgs.py`", allow_module_level=True)
 
-SECONDS = 60
-# RSS after the warm-up: its peak in the last 20 s may exceed its peak in the 20 s before by at most this much. A
-# leaked VGA frame per processed frame would add ~250 MB in 20 s here. (A fitted slope was tried first: the
+SECONDS = 45
+WARMUP_S = 15  # then two 15-s windows: RSS peaks of the later may not exceed the earlier's
+# RSS after the warm-up: its peak in the last 15 s may exceed its peak in the 15 s before by at most this much. A
+# leaked VGA frame per processed frame would add ~190 MB in 15 s here. (A fitted slope was tried first: the
 # allocator returns and takes back ~20 MB now and then, which made a 40-s fit read +10 or +20 MB/min with no growth.)
+# The soak figures over minutes are tools/soak.py's (docs/RESULTS.md); this test keeps the suite short.
 RSS_PEAK_GROWTH_MAX_MB = 15.0
 
 
-def test_soak_60_seconds(tmp_path):
+def test_soak(tmp_path):
     janitor = ShmJanitor()
     out = tmp_path / "soak.json"
     env = ros_env("test_node_soak")
     r = subprocess.run([sys.executable, str(REPO / "tools" / "soak.py"), "--seconds", str(SECONDS), "--n-map", "16",
-                        "--n-query", "8", "--warmup-s", "20", "--work", str(tmp_path / "work"), "--json", str(out),
+                        "--n-query", "8", "--warmup-s", str(WARMUP_S), "--work", str(tmp_path / "work"), "--json", str(out),
                         # the path (bounded at path_max_length poses) fills within the warm-up, so that its legitimate
                         # growth does not enter the leak check (at 1000 it grew for the whole minute)
                         "--node-param", "path_max_length:=100"],
@@ -48,8 +50,9 @@ def test_soak_60_seconds(tmp_path):
     assert rep["shm_files_used"]["node"] > 0 and rep["shm_left_segments"] == [], report
 
     rss = [(x["t_s"], x["rss_mb"]) for x in rep["samples"] if "rss_mb" in x]
-    early = [m for t, m in rss if SECONDS - 40 <= t < SECONDS - 20]
-    late = [m for t, m in rss if t >= SECONDS - 20]
+    window = (SECONDS - WARMUP_S) / 2
+    early = [m for t, m in rss if WARMUP_S <= t < WARMUP_S + window]
+    late = [m for t, m in rss if t >= WARMUP_S + window]
     assert early and late, report
     assert max(late) - max(early) < RSS_PEAK_GROWTH_MAX_MB, (max(early), max(late), report)
     assert rep["max_queue_frames"] <= 1 and rep["max_queue_camera_infos"] <= 30, report

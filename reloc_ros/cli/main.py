@@ -128,6 +128,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="--points learned: rescale the depth head's depth by one factor fitted to the depth the map's "
                         "poses triangulate (fit, the default: the shipped depth head's scale is indoor, 2-8x short "
                         "outdoors), only measure it and warn when off by > 25 %% (check), or neither (none)")
+    b.add_argument("--matcher", choices=["auto", "mnn", "lighterglue"], default="auto",
+                   help="triangulated points: how keyframes are matched to each other for the tracks: lighterglue "
+                        "(XFeat's learned matcher; learned features only: 4-6x the tracks, Strecha median error "
+                        "1.2-2x lower; ~0.3 s per keyframe pair on 2 cores), mnn (mutual nearest neighbours) or auto "
+                        "(the default: lighterglue for --extractor learned with --points triangulate, else mnn; "
+                        "docs/precision.md)")
     b.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"], default="auto",
                    help="retrieval index type (auto: exact search for small maps, IVF for large ones)")
     b.add_argument("--out", required=True, type=Path, help="map directory to write")
@@ -152,6 +158,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     e.add_argument("--no-aggregation", dest="aggregation", action="store_false", default=None,
                    help="PnP per retrieved keyframe instead of merging all top-K (DeViLoc off)")
     e.add_argument("--top-k", type=int, default=None)
+    e.add_argument("--matcher", choices=["mnn", "lighterglue"], default=None,
+                   help="query matching: mnn (mutual nearest neighbours, the default) or lighterglue (XFeat's learned "
+                        "matcher on the best --lighterglue-keyframes retrieved keyframes; learned maps only; "
+                        "docs/precision.md)")
+    e.add_argument("--lighterglue-keyframes", type=int, default=None, metavar="N",
+                   help="with --matcher lighterglue: match this many retrieved keyframes with it (default 1)")
     e.add_argument("--model", type=Path, default=None,
                    help="ONNX file of a learned map's network when it is not the shipped one (e.g. an ablation "
                         "variant under models/checkpoints/variants/); the map's weights hash must match")
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 def _map_build(args, argv) -> int:
     from reloc_ros.pipelines.build_map import build_map, build_or_reuse_map
     from reloc_ros.core.features import create_extractor
+    from reloc_ros.core.points import TriangulationConfig
 
     ds = _load_build_dataset(args)
     # a bag is one run with no split of its own: all its frames are map frames unless --map-every says otherwise
@@ -251,6 +264,17 @@ def _map_build(args, argv) -> int:
         info["dataset"].update(topics=ds.meta["topics"], gt_source=ds.meta["gt_source"],
                                skipped_no_gt=ds.meta["skipped_no_gt"])
     kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit")
+    matcher = args.matcher
+    if matcher == "auto":
+        matcher = "lighterglue" if args.extractor == "learned" and points == "triangulate" else "mnn"
+    elif points == "depth":
+        raise ValueError(f"--matcher applies to maps whose points are triangulated (this map's points: depth); "
+                         "add --points triangulate or leave --matcher out")
+    if matcher == "lighterglue" and args.extractor != "learned":
+        raise ValueError(f"--matcher lighterglue matches learned features only (got --extractor {args.extractor}); "
+                         "use --matcher mnn")
+    if matcher != "mnn":
+        kwargs["tri_cfg"] = TriangulationConfig(matcher=matcher)
     if args.reuse:
         db, reused = build_or_reuse_map(map_frames, extractor, points, args.out, info, **kwargs)
         if reused:
@@ -323,6 +347,10 @@ def _eval(args) -> int:
         overrides["aggregation"] = args.aggregation
     if args.top_k is not None:
         overrides["top_k"] = args.top_k
+    if args.matcher is not None:
+        overrides["matcher"] = args.matcher
+    if args.lighterglue_keyframes is not None:
+        overrides["lighterglue_keyframes"] = args.lighterglue_keyframes
     if args.method is not None:
         overrides["method"] = args.method
     cfg = config_from_dict(LocalizerConfig, overrides)

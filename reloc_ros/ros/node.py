@@ -123,6 +123,9 @@ class RelocNode(LifecycleNode):
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Refuse a value with the reason, never accept one the localizer or tracker would then refuse."""
         why = validate_all(self._p if self._ready else {}, {p.name: p.value for p in params})
+        loc = self._localizer if self._ready else None
+        if why is None and loc is not None and any(p.name == "matcher" and p.value == "lighterglue" for p in params):
+            why = loc.lighterglue_unsupported()
         return SetParametersResult(successful=why is None, reason=why or "")
 
     def _on_parameters_set(self, params) -> None:
