@@ -268,7 +268,7 @@ def _map_build(args, argv) -> int:
     if matcher == "auto":
         matcher = "lighterglue" if args.extractor == "learned" and points == "triangulate" else "mnn"
     elif points == "depth":
-        raise ValueError(f"--matcher applies to maps whose points are triangulated (this map's points: depth); "
+        raise ValueError("--matcher applies to maps whose points are triangulated (this map's points: depth); "
                          "add --points triangulate or leave --matcher out")
     if matcher == "lighterglue" and args.extractor != "learned":
         raise ValueError(f"--matcher lighterglue matches learned features only (got --extractor {args.extractor}); "

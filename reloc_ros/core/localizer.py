@@ -89,6 +89,9 @@ class LocalizerConfig:
     ransac_reproj_px: float = setting(8.0, "PnP RANSAC inlier threshold (pixels of an image up to 1024 px wide or "
                                       "high; scaled by the longer side / 1024 above that, like every pixel "
                                       "threshold)", 0.0, 100.0, min_exclusive=True)
+    pnp_polish_px: float = setting(0.0, "> 0: after RANSAC, refine the pose on the correspondences within this many "
+                                   "pixels only (the inliers stay those within ransac_reproj_px): near-miss matches "
+                                   "no longer pull the pose; 0 = off", 0.0, 100.0)
     ransac_iterations: int = setting(10000, "PnP RANSAC iteration cap", 10, 1_000_000)
     min_inliers: int = setting(15, "fewer PnP inliers: FAILED", 4, 100_000)
     min_inlier_ratio: float = setting(0.10, "inliers / matches below this: FAILED (PNLP's 10 % rule)", 0.0, 1.0)
@@ -654,7 +657,7 @@ class Localizer:
     def _pnp_config(self) -> PnPConfig:
         cfg = self.config
         return PnPConfig(backend=cfg.pnp_backend, reproj_px=cfg.ransac_reproj_px * self._px_scale,
-                         max_iterations=cfg.ransac_iterations)
+                         max_iterations=cfg.ransac_iterations, polish_px=cfg.pnp_polish_px * self._px_scale)
 
     def _guided(self, pnp, per_kf, features: Features, kpts_ideal: np.ndarray, K: np.ndarray, size):
         """Guided matching (``guided_radius_px``): the points of the contributing keyframes, projected with the

@@ -7,6 +7,7 @@ inliers) and PoseLib (LO-RANSAC with P3P and bundle refinement). Both are measur
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import cv2
@@ -24,6 +25,11 @@ class PnPConfig:
     max_iterations: int = 10000  # RANSAC iteration cap
     confidence: float = 0.9999  # RANSAC success probability
     min_sigma_px: float = 0.5  # floor of the per-point reprojection noise used for the covariance
+    # > 0: after RANSAC, refine the pose once more on the correspondences within this many pixels only (Cauchy loss
+    # at half of it). The inliers stay those within ``reproj_px`` of the final pose; only the pose gets more precise
+    # when near-misses (a neighbouring keypoint matched, 2-6 px off) pass the RANSAC threshold.
+    polish_px: float = 0.0
+    polish_min_points: int = 12  # polish only when at least this many correspondences are within polish_px
 
 
 @dataclass
@@ -85,6 +91,8 @@ def solve_pnp(uv_P2: np.ndarray, xyz_P3: np.ndarray, K_33: np.ndarray, image_siz
         raise ValueError(f"unknown PnP backend {cfg.backend!r}; choose 'poselib' or 'opencv'")
     if T is None:
         return PnPResult(False)
+    if 0 < cfg.polish_px < cfg.reproj_px:
+        T = _polish(uv, X, K_33, image_size, T, cfg)
     err = reprojection_errors(T, K_33, uv, X)
     inl = err <= cfg.reproj_px
     if inl.sum() < 4:
@@ -116,6 +124,17 @@ def refine_pnp(uv_P2: np.ndarray, xyz_P3: np.ndarray, K_33: np.ndarray, image_si
     if inl.sum() < 4:
         return PnPResult(False)
     return PnPResult(True, T, inl, err, pose_covariance(T, K_33, uv[inl], X[inl], cfg.min_sigma_px))
+
+
+def _polish(uv, X, K, image_size, T, cfg: PnPConfig, rounds: int = 2) -> np.ndarray:
+    """Refinement on the correspondences within ``cfg.polish_px`` (re-selected once); T unchanged when too few."""
+    tight = dataclasses.replace(cfg, reproj_px=cfg.polish_px)
+    for _ in range(rounds):
+        sel = reprojection_errors(T, K, uv, X) <= cfg.polish_px
+        if sel.sum() < max(4, cfg.polish_min_points):
+            break
+        T = _refine_once(uv[sel], X[sel], K, image_size, T, tight)
+    return T
 
 
 def _refine_once(uv, X, K, image_size, T, cfg: PnPConfig) -> np.ndarray:
