@@ -35,10 +35,11 @@ __all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Lo
 # The covariance model per point source (Localizer._covariance, docs/RESULTS.md "Covariance calibration"):
 # PNP_COVARIANCE_SCALE multiplies the reprojection term, MAP_POINT_SIGMA_REL is the 1-sigma map-point error relative
 # to depth of the map term. Depth-image maps: fitted on the tuning scenes (median and mean position NEES of the
-# correct poses near a calibrated 2.37 / 3); the reprojection term alone was 4x overconfident on every scene, and a
+# correct poses near a calibrated 2.37 / 3); the reprojection term alone was 2x overconfident on every scene (4x before
+# the pose polish, pnp_polish_px), and a
 # map term that grows with depth made the deep hall 5x too conservative. Triangulated and network-depth maps:
 # fitted on the training scene train_100 (mean NEES 3).
-PNP_COVARIANCE_SCALE = {"depth": 4.0, "triangulate": 1.0, "learned": 1.0}
+PNP_COVARIANCE_SCALE = {"depth": 2.0, "triangulate": 1.0, "learned": 1.0}
 MAP_POINT_SIGMA_REL = {"depth": 0.001, "triangulate": 0.013, "learned": 0.13}
 # Median inlier reprojection error (px) above which a pose is FAILED, per point source: the depth head's points are
 # off by ~12 % of their depth, so correct poses from them reproject 4-5 px; with the epipolar check guarding the
@@ -89,9 +90,11 @@ class LocalizerConfig:
     ransac_reproj_px: float = setting(8.0, "PnP RANSAC inlier threshold (pixels of an image up to 1024 px wide or "
                                       "high; scaled by the longer side / 1024 above that, like every pixel "
                                       "threshold)", 0.0, 100.0, min_exclusive=True)
-    pnp_polish_px: float = setting(0.0, "> 0: after RANSAC, refine the pose on the correspondences within this many "
-                                   "pixels only (the inliers stay those within ransac_reproj_px): near-miss matches "
-                                   "no longer pull the pose; 0 = off", 0.0, 100.0)
+    pnp_polish_px: float = setting(3.0, "> 0: after RANSAC, refine the pose on the correspondences within this many "
+                                   "pixels only (the inliers the gates count and the covariance stay those within "
+                                   "ransac_reproj_px): near-miss matches (a neighbouring keypoint, "
+                                   "3-6 px off) no longer pull the pose; Strecha median errors halved "
+                                   "(docs/precision.md); 0 = off", 0.0, 100.0)
     ransac_iterations: int = setting(10000, "PnP RANSAC iteration cap", 10, 1_000_000)
     min_inliers: int = setting(15, "fewer PnP inliers: FAILED", 4, 100_000)
     min_inlier_ratio: float = setting(0.10, "inliers / matches below this: FAILED (PNLP's 10 % rule)", 0.0, 1.0)

@@ -26,8 +26,8 @@ class PnPConfig:
     confidence: float = 0.9999  # RANSAC success probability
     min_sigma_px: float = 0.5  # floor of the per-point reprojection noise used for the covariance
     # > 0: after RANSAC, refine the pose once more on the correspondences within this many pixels only (Cauchy loss
-    # at half of it). The inliers stay those within ``reproj_px`` of the final pose; only the pose gets more precise
-    # when near-misses (a neighbouring keypoint matched, 2-6 px off) pass the RANSAC threshold.
+    # at half of it). The inliers (and the covariance) stay those within ``reproj_px`` of the final pose; only the
+    # pose gets more precise when near-misses (a neighbouring keypoint matched, 3-6 px off) pass the RANSAC threshold.
     polish_px: float = 0.0
     polish_min_points: int = 12  # polish only when at least this many correspondences are within polish_px
 
@@ -97,6 +97,8 @@ def solve_pnp(uv_P2: np.ndarray, xyz_P3: np.ndarray, K_33: np.ndarray, image_siz
     inl = err <= cfg.reproj_px
     if inl.sum() < 4:
         return PnPResult(False)
+    # The covariance from all inliers, also after a polish: from the polished set alone, poses with few inliers got
+    # far too small covariances (a 28-inlier pose 0.22 m off: NEES ~4000; docs/RESULTS.md "Covariance calibration").
     cov = pose_covariance(T, K_33, uv[inl], X[inl], cfg.min_sigma_px)
     return PnPResult(True, T, inl, err, cov)
 
@@ -127,7 +129,8 @@ def refine_pnp(uv_P2: np.ndarray, xyz_P3: np.ndarray, K_33: np.ndarray, image_si
 
 
 def _polish(uv, X, K, image_size, T, cfg: PnPConfig, rounds: int = 2) -> np.ndarray:
-    """Refinement on the correspondences within ``cfg.polish_px`` (re-selected once); T unchanged when too few."""
+    """Refinement on the correspondences within ``cfg.polish_px`` (re-selected once); T unchanged when fewer than
+    ``polish_min_points`` are that close."""
     tight = dataclasses.replace(cfg, reproj_px=cfg.polish_px)
     for _ in range(rounds):
         sel = reprojection_errors(T, K, uv, X) <= cfg.polish_px
