@@ -46,7 +46,7 @@ MAP_LOAD_SIZES = (1_000, 10_000)
 class BenchConfig:
     quick: bool = False  # a small scene and few repetitions (a smoke run, figures are rough)
     n_map: int = 60  # mapping-run frames of the generated scene
-    n_query: int = 20  # frames per query run (two runs)
+    n_query: int = 51  # frames per query run (two runs): 100 timed queries per variant after the warm-up
     warmup: int = 2  # first queries of each variant not counted
     resolutions: tuple = ((640, 480), (320, 240))  # query image sizes (the map is built at 640x480)
     scaling_max: int = 100_000  # largest retrieval database in --scaling (1M x 256 fp32 = 1 GB)
