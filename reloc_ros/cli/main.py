@@ -353,7 +353,16 @@ def _eval(args) -> int:
         overrides["lighterglue_keyframes"] = args.lighterglue_keyframes
     if args.method is not None:
         overrides["method"] = args.method
-    cfg = config_from_dict(LocalizerConfig, overrides)
+    try:
+        cfg = config_from_dict(LocalizerConfig, overrides)
+    except ValueError as e:  # name the option the user typed, not the config field behind it
+        options = {"top_k": "--top-k", "lighterglue_keyframes": "--lighterglue-keyframes"}
+        msg = str(e)
+        for field_name, option in options.items():
+            if getattr(args, field_name) is not None and msg.startswith(f"LocalizerConfig.{field_name}="):
+                msg = f"{option} {getattr(args, field_name)} " + msg.split(" ", 1)[1]
+                break
+        raise ValueError(msg) from e
     db = MapDatabase.load(args.map)
     if args.model is not None and db.extractor_identity.get("name") != "learned":
         raise ValueError(f"--model applies to learned maps; {args.map} was built with "
