@@ -302,6 +302,30 @@ def test_max_side_is_recorded_in_the_map_and_used_for_queries(tmp_path, capsys):
     assert "--max-side 96" in db.manifest["build"]["command"]
 
 
+def test_small_images_get_a_keypoint_budget_by_area_and_older_maps_keep_theirs(tmp_path):
+    """Below 640x480 input pixels the learned extractor keeps max_keypoints x area / (640 x 480) keypoints (at least
+    256); the budget is part of the identity, and a map that records none (built before it) gets an extractor with
+    max_keypoints at every size, so it still loads."""
+    from reloc_ros.core.features import create_extractor
+    from reloc_ros.core.localizer import extractor_for_map
+    from reloc_ros.core.mapdb import MapDatabase
+
+    ex = create_extractor("learned")
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (480, 640), dtype=np.uint8), (0, 0), 1.0)
+    assert len(ex.extract(img)) > 1500  # noise: the full budget of 2000 is nearly used at 640x480
+    small = ex.extract(cv2.resize(img, (320, 240), interpolation=cv2.INTER_AREA))
+    assert 400 <= len(small) <= 533 == ex.keypoint_budget(320, 256)  # the network input: 240 rounds up to 256
+    assert ex.keypoint_budget(96, 64) == 256 and ex.keypoint_budget(1024, 672) == 2000
+    ds = _posed_images(tmp_path / "ds", 6)
+    assert reloc_main(["-q", "map", "build", *_dataset_args(ds), "--out", str(tmp_path / "m")]) == 0
+    db = MapDatabase.load(tmp_path / "m")
+    assert db.extractor_identity["keypoint_area_ref"] == 640 * 480
+    del db.extractor_identity["keypoint_area_ref"]  # as a map built before the budget records it
+    old = extractor_for_map(db)
+    assert old.keypoint_area_ref is None and old.keypoint_budget(320, 240) == 2000
+
+
 # ==================================================================================================
 # dataset files
 # ==================================================================================================

@@ -370,6 +370,11 @@ class LearnedExtractor(FeatureExtractor):
         nms_radius: non-maximum suppression radius in network-input pixels (2: a 5x5 window).
         detection_threshold: minimum keypoint heatmap value.
         subpixel: refine keypoint positions by a parabola fit on the heatmap (sub-pixel accuracy).
+        keypoint_area_ref: network inputs of fewer pixels than this get a keypoint budget that shrinks with their
+            area (``max_keypoints`` x area / this, at least 256): a 320x240 image is not covered 4x as densely as a
+            640x480 one (1840 instead of ~500 keypoints made matching cost as much as at 640x480 for no recall;
+            docs/RESULTS.md "Performance and latency"). None: ``max_keypoints`` at every size (the maps built
+            before it record no value and keep that).
         device: torch device for ``backend='torch'``.
         allow_spinning: ONNX Runtime worker threads busy-wait between operators (fastest on an idle CPU; False
             frees the cores for other threads, e.g. geometry running beside the encoder).
@@ -380,7 +385,9 @@ class LearnedExtractor(FeatureExtractor):
 
     name = "learned"
     VERSION = 1
-    IDENTITY_PARAMS = ("max_side", "max_keypoints", "nms_radius", "detection_threshold", "subpixel")
+    IDENTITY_PARAMS = ("max_side", "max_keypoints", "nms_radius", "detection_threshold", "subpixel",
+                       "keypoint_area_ref")
+    MIN_SMALL_IMAGE_KEYPOINTS = 256  # the budget's floor for small inputs (keypoint_area_ref)
     QUERY_PARAMS = {"outputs": "query"}
     # chosen on non-benchmark scenes (two generated tuning corridors + the three validation scenes, 720 queries):
     # ratio 0.8 / 0.85 / 0.9 / 0.95 / 1.0 -> 549 / 594 / 610 / 616 / 618 within (5 cm, 5 deg), wrong poses 31 -> 26;
@@ -391,7 +398,7 @@ class LearnedExtractor(FeatureExtractor):
     def __init__(self, model_path: str | os.PathLike | None = None, backend: str = "onnx", provider: str = "cpu",
                  threads: int = 2, max_side: int = 1024, max_keypoints: int = 2000, nms_radius: int = 2,
                  detection_threshold: float = 0.05, subpixel: bool = True, device: str = "cpu",
-                 allow_spinning: bool = True, outputs: str = "all"):
+                 allow_spinning: bool = True, outputs: str = "all", keypoint_area_ref: int | None = 640 * 480):
         if outputs not in self.OUTPUT_SETS:
             raise ExtractorError(f"outputs must be one of {sorted(self.OUTPUT_SETS)}, got {outputs!r}")
         path = Path(model_path) if model_path else find_default_model()
@@ -415,6 +422,7 @@ class LearnedExtractor(FeatureExtractor):
         self.nms_radius = int(nms_radius)
         self.detection_threshold = float(detection_threshold)
         self.subpixel = bool(subpixel)
+        self.keypoint_area_ref = None if keypoint_area_ref is None else int(keypoint_area_ref)
         self.global_dim = int(self.metadata.get("global_dim", 256))
         self.local_dim = int(self.metadata.get("descriptor_dim", 64))
 
@@ -423,7 +431,22 @@ class LearnedExtractor(FeatureExtractor):
                 "model_version": self.metadata.get("reloc_model_version"), "local_dim": self.local_dim,
                 "global_dim": self.global_dim, "max_side": self.max_side, "input_multiple": STRIDE,
                 "max_keypoints": self.max_keypoints, "nms_radius": self.nms_radius,
-                "detection_threshold": self.detection_threshold, "subpixel": self.subpixel}
+                "detection_threshold": self.detection_threshold, "subpixel": self.subpixel,
+                "keypoint_area_ref": self.keypoint_area_ref}
+
+    @classmethod
+    def params_from_identity(cls, identity: dict) -> dict:
+        params = super().params_from_identity(identity)
+        params.setdefault("keypoint_area_ref", None)  # a map from before the budget: max_keypoints at every size
+        return params
+
+    def keypoint_budget(self, width: int, height: int) -> int:
+        """At most this many keypoints for a network input of ``width`` x ``height`` pixels (keypoint_area_ref)."""
+        area = int(width) * int(height)
+        if self.keypoint_area_ref is None or area >= self.keypoint_area_ref:
+            return self.max_keypoints
+        scaled = int(round(self.max_keypoints * area / self.keypoint_area_ref))
+        return min(self.max_keypoints, max(self.MIN_SMALL_IMAGE_KEYPOINTS, scaled))
 
     def forward(self, image: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
         """Raw network outputs for one image (batch of 1) and the input scales (sx, sy)."""
@@ -441,9 +464,10 @@ class LearnedExtractor(FeatureExtractor):
     def postprocess(self, out: dict[str, np.ndarray], sx: float, sy: float, image_size: tuple[int, int]) -> Features:
         """Features from the raw outputs of :meth:`forward` (keypoints in the pixels of the ``(W, H)`` image)."""
         W, H = image_size
-        kpts, scores = detect_keypoints(out["keypoint_heatmap"][0, 0], out["reliability"][0, 0],
-                                        self.max_keypoints, self.nms_radius, self.detection_threshold,
-                                        self.subpixel)
+        heat = out["keypoint_heatmap"][0, 0]
+        kpts, scores = detect_keypoints(heat, out["reliability"][0, 0],
+                                        self.keypoint_budget(heat.shape[1], heat.shape[0]), self.nms_radius,
+                                        self.detection_threshold, self.subpixel)
         desc = sample_descriptors(out["descriptors"][0], kpts)
         if len(kpts):
             kpts = np.stack([(kpts[:, 0] + 0.5) / sx - 0.5, (kpts[:, 1] + 0.5) / sy - 0.5], axis=1)

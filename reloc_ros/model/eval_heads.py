@@ -95,7 +95,8 @@ def make_extractor(name: str, cfg: EvalConfig) -> FeatureExtractor:
     if name == "learned":
         from reloc_ros.core.learned import LearnedExtractor
 
-        return LearnedExtractor(max_keypoints=cfg.max_keypoints, threads=cfg.threads)
+        # the same budget as every other method at any image size (no area scaling)
+        return LearnedExtractor(max_keypoints=cfg.max_keypoints, threads=cfg.threads, keypoint_area_ref=None)
     if name == "sift":
         from reloc_ros.core.sift import SiftVladExtractor
 
