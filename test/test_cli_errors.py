@@ -56,10 +56,14 @@ def test_unknown_extractor_and_bad_config(capsys, tmp_path):
                               "--format", "posed_images", "--map-every", "2", "--config", str(cfg)])
     assert code == 2 and "bogus_key" in err and "valid keys" in err
     # an option out of range is named as typed, not as the config field behind it
-    for option in ("--top-k", "--lighterglue-keyframes"):
-        code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path / "m"), "--dataset", str(tmp_path),
-                                  "--format", "posed_images", "--map-every", "2", option, "0"])
+    common = ["-q", "eval", "--map", str(tmp_path / "m"), "--dataset", str(tmp_path), "--format", "posed_images",
+              "--map-every", "2"]
+    for option, extra in (("--top-k", []), ("--lighterglue-keyframes", ["--matcher", "lighterglue"])):
+        code, err = _run(capsys, common + extra + [option, "0"])
         assert code == 2 and f"{option} 0 is out of range [1, 200]" in err and "LocalizerConfig" not in err, err
+    # an option that would have no effect is refused, not ignored
+    code, err = _run(capsys, common + ["--lighterglue-keyframes", "2"])
+    assert code == 2 and "applies with --matcher lighterglue" in err, err
 
 
 def test_bad_format_choice(capsys):

@@ -129,7 +129,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                         "poses triangulate (fit, the default: the shipped depth head's scale is indoor, 2-8x short "
                         "outdoors), only measure it and warn when off by > 25 %% (check), or neither (none)")
     b.add_argument("--matcher", choices=["auto", "mnn", "lighterglue"], default="auto",
-                   help="triangulated points: how keyframes are matched to each other for the tracks: lighterglue "
+                   help="triangulated points (and the scale fit of --points learned): how keyframes are matched to "
+                        "each other for the tracks: lighterglue "
                         "(XFeat's learned matcher; learned features only: 4-6x the tracks, Strecha median error "
                         "1.2-2x lower; ~0.3 s per keyframe pair on 2 cores), mnn (mutual nearest neighbours) or auto "
                         "(the default: lighterglue for --extractor learned with --points triangulate, else mnn; "
@@ -146,7 +147,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     i.add_argument("map", type=Path)
 
     e = sub.add_parser("eval", help="localize the dataset's query images against a map")
-    e.add_argument("--map", required=True, type=Path)
+    e.add_argument("--map", required=True, type=Path, help="map directory (from `reloc map build`)")
     _add_dataset_args(e)
     e.add_argument("--json", type=Path, default=None, help="write the summary (and per-query records) here")
     e.add_argument("--config", type=Path, default=None, help="YAML file with LocalizerConfig overrides")
@@ -157,7 +158,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="merge the 2D-3D matches of all top-K keyframes before PnP (DeViLoc, the default)")
     e.add_argument("--no-aggregation", dest="aggregation", action="store_false", default=None,
                    help="PnP per retrieved keyframe instead of merging all top-K (DeViLoc off)")
-    e.add_argument("--top-k", type=int, default=None)
+    e.add_argument("--top-k", type=int, default=None, metavar="K",
+                   help="keyframes retrieved per query (default 5; LocalizerConfig top_k)")
     e.add_argument("--matcher", choices=["mnn", "lighterglue"], default=None,
                    help="query matching: mnn (mutual nearest neighbours, the default) or lighterglue (XFeat's learned "
                         "matcher on the best --lighterglue-keyframes retrieved keyframes; learned maps only; "
@@ -263,6 +265,9 @@ def _map_build(args, argv) -> int:
     if args.format == "rosbag":
         info["dataset"].update(topics=ds.meta["topics"], gt_source=ds.meta["gt_source"],
                                skipped_no_gt=ds.meta["skipped_no_gt"])
+    if args.out.exists() and not (args.overwrite or args.reuse):  # before the work, not after it
+        raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
+                         "new one is complete), or --reuse to keep a map of these inputs")
     kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit")
     matcher = args.matcher
     if matcher == "auto":
@@ -350,6 +355,9 @@ def _eval(args) -> int:
     if args.matcher is not None:
         overrides["matcher"] = args.matcher
     if args.lighterglue_keyframes is not None:
+        if overrides.get("matcher") != "lighterglue":
+            raise ValueError("--lighterglue-keyframes applies with --matcher lighterglue (or matcher: lighterglue in "
+                             "--config)")
         overrides["lighterglue_keyframes"] = args.lighterglue_keyframes
     if args.method is not None:
         overrides["method"] = args.method
