@@ -146,8 +146,8 @@ def test_map_build_and_map_info_report_the_same_counts(tmp_path, capsys):
     built = capsys.readouterr().out.strip().splitlines()[-1]
     assert main(["map", "info", str(tmp_path / "m")]) == 0
     info = capsys.readouterr().out.splitlines()[0]
-    counts = built.split(": ", 1)[1].rsplit(", ", 1)[0]  # "N keyframes, K keypoints, P with 3D (depth)"
-    assert "with 3D (depth)" in counts and info.endswith(counts), (built, info)
+    counts = built.split(": ", 1)[1].rsplit(", ", 1)[0]  # "N keyframes, K keypoints, P with a 3D point (depth)"
+    assert "with a 3D point (depth)" in counts and info.endswith(counts), (built, info)
 
 
 def test_eval_bag_degrade_is_offline_only(capsys, tmp_path):

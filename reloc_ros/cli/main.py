@@ -297,7 +297,10 @@ def _map_summary(db) -> str:
     points = db.manifest["points"]
     scale = db.manifest.get("build", {}).get("depth_scale", {})
     note = f", depth x {scale['factor']:.3g}" if scale.get("applied") else ""
-    return (f"{c['keyframes']} keyframes, {c['keypoints']} keypoints, {len(db.valid_points())} with 3D "
+    tri = db.manifest.get("build", {}).get("triangulation") or {}
+    if points == "triangulate" and "points" in tri:  # one triangulated point is seen by several keypoints
+        note += f", {tri['points']} distinct points"
+    return (f"{c['keyframes']} keyframes, {c['keypoints']} keypoints, {len(db.valid_points())} with a 3D point "
             f"({points}{note})")
 
 
