@@ -156,3 +156,30 @@ def test_localizer_matcher_lighterglue_localizes_and_sift_maps_refuse_it(tmp_pat
         assert res.ok and base.ok, (res.reason, base.reason)
         assert res.num_matches >= base.num_matches * 0.9
         assert np.linalg.norm(res.T_map_from_cam[:3, 3]) < 0.01
+
+
+def test_a_wrong_match_does_not_drop_the_rest_of_a_track(monkeypatch):
+    """A wrong match that joins two tracks puts two keypoints of one keyframe into one component: those
+    keyframes' observations are dropped, the rest of the component still triangulates (it used to be dropped whole)."""
+    from reloc_ros.core import points as P
+    from reloc_ros.core.camera import Camera
+
+    cam = Camera(640, 480, 500, 500, 319.5, 239.5)
+    centers = [np.array([x, 0.0, 0.0]) for x in (-0.6, -0.2, 0.2, 0.6)]
+    poses = np.stack([look_at(c, np.array([0.0, 0.0, 6.0]), up_3=(0, -1, 0)) for c in centers])
+    X1 = np.array([0.3, 0.2, 6.0])
+    X2 = centers[2] + 1.4 * (X1 - centers[2])  # on camera 2's ray through X1: b0-a2 passes the epipolar check
+
+    def proj(k, X):
+        Xc = invert_T(poses[k])[:3, :3] @ X + invert_T(poses[k])[:3, 3]
+        return cam.K[:2, :2] @ (Xc[:2] / Xc[2]) + cam.K[:2, 2]
+
+    kpts = [np.array([proj(0, X1), proj(0, X2)]), np.array([proj(1, X1), proj(1, X2)]),
+            np.array([proj(2, X1)]), np.array([proj(3, X1)])]
+    matches = {(0, 1): [[0, 0], [1, 1]], (0, 2): [[1, 0]], (0, 3): [[0, 0]], (1, 2): [[0, 0]], (1, 3): [[0, 0]],
+               (2, 3): [[0, 0]]}
+    monkeypatch.setattr(P, "_pair_matcher", lambda cfg, k, d, c: lambda i, j: np.array(matches[(i, j)]))
+    descs = [np.ones((len(k), 64), np.float32) / 8 for k in kpts]
+    pts, confs, stats = P.triangulate_keyframes(kpts, descs, poses, [cam] * 4, np.eye(4, 8))
+    assert np.allclose(pts[2][0], X1, atol=1e-3) and np.allclose(pts[3][0], X1, atol=1e-3)
+    assert all(np.isnan(pts[k]).all() for k in (0, 1)) and stats["points"] == 1

@@ -235,11 +235,16 @@ def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.
             progress(pi + 1, len(pairs))
     roots = uf.find(np.arange(n_total))
     kf_of = np.repeat(np.arange(K), np.diff(offs))
-    # Tracks: nodes sharing a root, >= 2 nodes, at most one keypoint per keyframe.
-    order = np.argsort(roots, kind="stable")
+    # Tracks: nodes sharing a root, >= 2 nodes, at most one keypoint per keyframe. A keyframe that has several
+    # keypoints in a component (a wrong match joined two tracks there) loses all of them; the rest of the component
+    # stays a track (its DLT and reprojection check below judge it).
+    key = roots.astype(np.int64) * K + kf_of
+    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    kept = np.flatnonzero(cnt[inv] == 1)
+    order = kept[np.argsort(roots[kept], kind="stable")]
     r_sorted = roots[order]
-    starts = np.flatnonzero(np.r_[True, r_sorted[1:] != r_sorted[:-1]])
-    lengths = np.diff(np.r_[starts, n_total])
+    starts = np.flatnonzero(np.r_[True, r_sorted[1:] != r_sorted[:-1]]) if len(order) else np.zeros(0, np.int64)
+    lengths = np.diff(np.r_[starts, len(order)])
     points = [np.full((len(k), 3), np.nan) for k in kpts_ideal]
     confs = [np.zeros(len(k), np.float32) for k in kpts_ideal]
     P_all = np.stack([cameras[k].K @ invert_T(T_map_from_cam_K44[k])[:3, :] for k in range(K)])
