@@ -334,6 +334,7 @@ def _map_info(args) -> int:
 def _eval(args) -> int:
     import yaml
 
+    from reloc_ros.core.config import settings_of
     from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map
     from reloc_ros.core.mapdb import MapDatabase
     from reloc_ros.datasets import load_dataset
@@ -364,16 +365,12 @@ def _eval(args) -> int:
         overrides["lighterglue_keyframes"] = args.lighterglue_keyframes
     if args.method is not None:
         overrides["method"] = args.method
-    try:
-        cfg = config_from_dict(LocalizerConfig, overrides)
-    except ValueError as e:  # name the option the user typed, not the config field behind it
-        options = {"top_k": "--top-k", "lighterglue_keyframes": "--lighterglue-keyframes"}
-        msg = str(e)
-        for field_name, option in options.items():
-            if getattr(args, field_name) is not None and msg.startswith(f"LocalizerConfig.{field_name}="):
-                msg = f"{option} {getattr(args, field_name)} " + msg.split(" ", 1)[1]
-                break
-        raise ValueError(msg) from e
+    settings = {name: st for name, _, st in settings_of(LocalizerConfig)}
+    for name in ("top_k", "lighterglue_keyframes"):  # named as typed, not as the config field behind them
+        value = getattr(args, name)
+        if value is not None and (why := settings[name].why_not("--" + name.replace("_", "-"), value, sep=" ")):
+            raise ValueError(why)
+    cfg = config_from_dict(LocalizerConfig, overrides)
     db = MapDatabase.load(args.map)
     if args.model is not None and db.extractor_identity.get("name") != "learned":
         raise ValueError(f"--model applies to learned maps; {args.map} was built with "

@@ -43,8 +43,9 @@ class Setting:
         hi = "" if self.max is None else f"{self.max:g}]"
         return f"{lo or '(-inf'}, {hi or 'inf)'}"
 
-    def why_not(self, name: str, value) -> str | None:
-        """Why ``value`` is outside this setting's choices or range, or None."""
+    def why_not(self, name: str, value, sep: str = "=") -> str | None:
+        """Why ``value`` is outside this setting's choices or range, or None. ``sep`` joins name and value in the
+        message ("=" for a config field, " " for a command-line option: "--top-k 0 is out of range ...")."""
         if self.choices and value not in self.choices:
             return f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
         if isinstance(value, (int, float)) and not isinstance(value, bool) and (self.min is not None
@@ -53,7 +54,7 @@ class Setting:
                 return f"{name} must be finite, got {value!r}"
             if (self.min is not None and (value < self.min or (self.min_exclusive and value == self.min))) or \
                     (self.max is not None and value > self.max):
-                return f"{name}={value!r} is out of range {self.range_text()}"
+                return f"{name}{sep}{value!r} is out of range {self.range_text()}"
         return None
 
 

@@ -256,6 +256,24 @@ def _pruned_model(path: Path, outputs: tuple[str, ...]) -> bytes:
     return pruned.SerializeToString()
 
 
+def session_options(ort, threads: int, allow_spinning: bool = True):
+    """ONNX Runtime session options of the project's CPU sessions (the encoder, the LighterGlue matcher)."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    # Spinning worker threads answer fastest on an idle CPU but burn a core the geometry (or another process)
+    # could use while they wait: turn it off when the encoder shares 2 cores with other work.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    # ... and they stop spinning when a run ends, so the localizer's matching threads get both cores right after
+    # the encoder (2-thread matching: 21 -> 12 ms with the encoder unchanged, 2-core VM; spinning on after the
+    # run took the cores from the matching threads: 22-24 ms)
+    so.add_session_config_entry("session.force_spinning_stop", "1")
+    return so
+
+
 class _OnnxBackend:
     """ONNX Runtime session; checks the model's signature and metadata.
 
@@ -277,19 +295,7 @@ class _OnnxBackend:
             raise ExtractorError(f"provider {provider!r} needs ONNX Runtime's {wanted}, but this onnxruntime offers "
                                  f"{available}: install onnxruntime-gpu (pip install 'reloc_ros[gpu]') with "
                                  f"matching CUDA/TensorRT libraries, or use provider='cpu'")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        # Spinning worker threads answer fastest on an idle CPU but burn a core the geometry (or another process)
-        # could use while they wait: turn it off when the encoder shares 2 cores with other work.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        # ... and they stop spinning when a run ends, so the localizer's matching threads get both cores right after
-        # the encoder (2-thread matching: 21 -> 12 ms with the encoder unchanged, 2-core VM; spinning on after the
-        # run took the cores from the matching threads: 22-24 ms)
-        so.add_session_config_entry("session.force_spinning_stop", "1")
+        so = session_options(ort, threads, allow_spinning)
         self.outputs = tuple(outputs)
         model = str(path) if self.outputs == OUTPUT_NAMES else _pruned_model(path, self.outputs)
         try:

@@ -16,7 +16,7 @@ import numpy as np
 
 from reloc_ros.core.features import ExtractorError
 
-__all__ = ["LighterGlueMatcher", "default_matcher_path", "MATCHERS"]
+__all__ = ["LighterGlueMatcher", "default_matcher_path", "normalize_keypoints", "MATCHERS"]
 
 MATCHERS = ("mnn", "lighterglue")
 MATCHER_FILE = "lighterglue_xfeat.onnx"
@@ -34,9 +34,10 @@ def default_matcher_path() -> Path:
                          "export it with `python -m reloc_ros.model.lighterglue` or use matcher 'mnn'")
 
 
-def _normalize(kpts_N2: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+def normalize_keypoints(kpts_N2: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Pixel coordinates -> the matcher's frame: centred on the image, divided by half its longer side."""
     size = np.asarray(size_wh, np.float64)
-    return ((np.asarray(kpts_N2, np.float64) - size / 2) / (size.max() / 2)).astype(np.float32)[None]
+    return ((np.asarray(kpts_N2, np.float64) - size / 2) / (size.max() / 2)).astype(np.float32)
 
 
 class LighterGlueMatcher:
@@ -49,7 +50,7 @@ class LighterGlueMatcher:
     """
 
     def __init__(self, path: str | Path | None = None, threads: int = 2, min_score: float = 0.1):
-        from reloc_ros.core.learned import verify_model_file
+        from reloc_ros.core.learned import session_options, verify_model_file
 
         try:
             import onnxruntime as ort
@@ -59,14 +60,9 @@ class LighterGlueMatcher:
         if not self.path.is_file():
             raise ExtractorError(f"LighterGlue matcher file not found: {self.path}")
         self.sha256 = verify_model_file(self.path)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.add_session_config_entry("session.force_spinning_stop", "1")
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), session_options(ort, threads),
+                                                providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several exception types
             raise ExtractorError(f"cannot load the matcher {self.path}: {e}; re-export it with "
                                  "`python -m reloc_ros.model.lighterglue`") from e
@@ -82,8 +78,8 @@ class LighterGlueMatcher:
         if desc0.shape[1] != 64 or desc1.shape[1] != 64:
             raise ExtractorError(f"LighterGlue matches 64-d learned descriptors, got {desc0.shape[1]}-d and "
                                  f"{desc1.shape[1]}-d (use matcher 'mnn' with this extractor)")
-        feeds = {"kpts0": _normalize(kpts0, size0), "desc0": np.asarray(desc0, np.float32)[None],
-                 "kpts1": _normalize(kpts1, size1), "desc1": np.asarray(desc1, np.float32)[None]}
+        feeds = {"kpts0": normalize_keypoints(kpts0, size0)[None], "desc0": np.asarray(desc0, np.float32)[None],
+                 "kpts1": normalize_keypoints(kpts1, size1)[None], "desc1": np.asarray(desc1, np.float32)[None]}
         m0, s0 = self.session.run(["matches0", "scores0"], feeds)
         m0, s0 = m0[0], s0[0]
         keep = (m0 >= 0) & (s0 > self.min_score)

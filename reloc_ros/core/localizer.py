@@ -19,7 +19,7 @@ from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, check_extractor, extractor_for_map  # noqa: F401
-from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher
+from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_matcher_path
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
 from reloc_ros.core.pnp import PnPConfig, refine_pnp, solve_pnp
@@ -381,10 +381,14 @@ class Localizer:
         self._config = config
 
     def lighterglue_unsupported(self) -> str | None:
-        """Why matcher 'lighterglue' cannot match this map's features, or None."""
+        """Why matcher 'lighterglue' cannot be used with this map (its features, or no matcher file), or None."""
         if self.extractor.name != "learned" or self.db.descriptors.shape[1] != 64:
             return (f"matcher 'lighterglue' matches the learned extractor's features; this map's extractor is "
                     f"{self.extractor.name}: use matcher 'mnn'")
+        try:
+            default_matcher_path()
+        except ExtractorError as e:
+            return str(e)
         return None
 
     @property
@@ -455,9 +459,8 @@ class Localizer:
 
         t2 = time.perf_counter()
         q = self._query(features, camera)
-        per_kf = self._match(q.desc, q.sel, cand)
-        if cfg.matcher == "lighterglue":
-            per_kf = self._match_lighterglue(per_kf, q, camera.size)
+        n_lg = cfg.lighterglue_keyframes if cfg.matcher == "lighterglue" else 0
+        per_kf = self._match_lighterglue(q, cand[:n_lg], camera.size) + self._match(q.desc, q.sel, cand[n_lg:])
         t["matching"] = _ms(t2)
         solved = self._solve(per_kf, q.kpts_ideal, camera, t)
         res.num_matches = solved.num_matches
@@ -577,19 +580,18 @@ class Localizer:
             per_kf.append(KeyframeMatches(k, m, s))
         return per_kf
 
-    def _match_lighterglue(self, per_kf: list, q: "_Query", size: tuple[int, int]) -> list:
-        """``per_kf`` with the first ``lighterglue_keyframes`` keyframes' matches replaced by LighterGlue's (query
-        keypoints of ``q`` against the keyframe's keypoints that have 3D); similarities become match probabilities."""
+    def _match_lighterglue(self, q: "_Query", keyframes, size: tuple[int, int]) -> list:
+        """:meth:`_match`'s result for ``keyframes`` by LighterGlue: the query keypoints of ``q`` against each
+        keyframe's keypoints that have 3D; similarities are match probabilities."""
         uv_q = q.kpts_ideal if q.sel is None else q.kpts_ideal[q.sel]
-        out = list(per_kf)
-        for i, e in enumerate(per_kf[:self.config.lighterglue_keyframes]):
-            k = e.keyframe
+        per_kf = []
+        for k in keyframes:
             m, s = self._lighterglue.match(uv_q, q.desc, size, self._kf_uv[k], self._kf_desc.get(k),
                                            self.db.cameras[k].size)
             if q.sel is not None:
                 m[:, 0] = q.sel[m[:, 0]]
-            out[i] = KeyframeMatches(k, m, s)
-        return out
+            per_kf.append(KeyframeMatches(k, m, s))
+        return per_kf
 
     def _rival_place(self, features: Features, desc_q, sel, kpts_ideal, K, size, T_map_from_cam: np.ndarray,
                      n_inliers: int, prior: PosePrior | None, timings: dict):

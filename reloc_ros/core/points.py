@@ -68,7 +68,7 @@ class TriangulationConfig:
     pairs_per_keyframe: int = 8  # partners per keyframe when the map is large
     all_pairs_below: int = 24  # match all pairs when the map has at most this many keyframes
     # keyframe-keyframe matcher: "mnn" (mutual nearest neighbours + ratio) or "lighterglue" (the learned matcher,
-    # learned features only; 2-3x the correct matches on wide baselines, ~0.5 s per pair on 2 cores: docs/precision.md)
+    # learned features only; 2-3x the correct matches on wide baselines, ~0.3 s per pair on 2 cores: docs/precision.md)
     matcher: str = "mnn"
     # non-linear refinement of each DLT point on all its observations (poses fixed, Huber loss of this width in px;
     # 0 = keep the DLT point): DLT minimises an algebraic error that weighs views unequally
@@ -181,9 +181,9 @@ def refine_points(P_TL34: np.ndarray, uv_TL2: np.ndarray, X_T3: np.ndarray, hube
         z = p[..., 2:3]
         ok = np.all(z[..., 0] > 1e-9, axis=1)
         z = np.where(z > 1e-9, z, 1e-9)
-        r = p[..., :2] / z - uv_TL2  # [T x L x 2]
-        # d(u)/dX = (P0 - u P2) / z, d(v)/dX = (P1 - v P2) / z, with u, v the projections
-        u = p[..., :2] / z
+        u = p[..., :2] / z  # the projections
+        r = u - uv_TL2  # [T x L x 2]
+        # d(u)/dX = (P0 - u P2) / z, d(v)/dX = (P1 - v P2) / z
         J = (P_TL34[..., :2, :3] - u[..., None] * P_TL34[..., 2:3, :3]) / z[..., None]  # [T x L x 2 x 3]
         e = np.linalg.norm(r, axis=2)  # [T x L]
         w = np.where(e <= huber_px, 1.0, huber_px / np.maximum(e, 1e-12))[..., None, None]
@@ -243,7 +243,7 @@ def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.
     kept = np.flatnonzero(cnt[inv] == 1)
     order = kept[np.argsort(roots[kept], kind="stable")]
     r_sorted = roots[order]
-    starts = np.flatnonzero(np.r_[True, r_sorted[1:] != r_sorted[:-1]]) if len(order) else np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, r_sorted[1:] != r_sorted[:-1]])
     lengths = np.diff(np.r_[starts, len(order)])
     points = [np.full((len(k), 3), np.nan) for k in kpts_ideal]
     confs = [np.zeros(len(k), np.float32) for k in kpts_ideal]
@@ -254,13 +254,8 @@ def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.
         if L < 2:
             continue
         sel = starts[lengths == L]
-        nodes = order[sel[:, None] + np.arange(L)[None]]  # [T x L]
+        nodes = order[sel[:, None] + np.arange(L)[None]]  # [T x L], one keypoint per keyframe (see above)
         kfs = kf_of[nodes]
-        kfs_sorted = np.sort(kfs, axis=1)
-        unique_kf = np.all(kfs_sorted[:, 1:] != kfs_sorted[:, :-1], axis=1)
-        nodes, kfs = nodes[unique_kf], kfs[unique_kf]
-        if len(nodes) == 0:
-            continue
         n_tracks += len(nodes)
         local = nodes - offs[kfs]
         uv = np.stack([np.stack([kpts_ideal[k][l] for k, l in zip(kr, lr)]) for kr, lr in zip(kfs, local)])

