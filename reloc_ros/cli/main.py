@@ -54,6 +54,22 @@ def _add_bag_args(p: argparse.ArgumentParser, bag_required: bool = False, depth:
                    help="ground truth from TF instead: the pose of the image's frame_id in this frame")
 
 
+def _add_budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-keyframes", type=int, default=None, metavar="N",
+                   help="keep at most N keyframes: redundant ones go first (same place and same look), so that "
+                        "the day and the dusk views of a place both stay (pipelines/map_sessions.py)")
+    p.add_argument("--max-per-place", type=int, default=None, metavar="K",
+                   help="keep at most K keyframes per place (0.5 m, 30 deg cell), the most different looks first")
+
+
+def _budget_of(args) -> dict:
+    for name in ("max_keyframes", "max_per_place"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    return {"max_keyframes": args.max_keyframes, "max_per_place": args.max_per_place}
+
+
 def _add_degrade_args(p: argparse.ArgumentParser) -> None:
     from reloc_ros.core.degrade import PRESETS
 
@@ -143,8 +159,32 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="keep OUT when it holds a map of these very inputs (its manifest records the same build key: "
                         "extractor and weights, points, index, each frame's name, pose, camera and files), else "
                         "build it (replacing a map)")
+    _add_budget_args(b)
     i = msub.add_parser("info", help="print a map's manifest")
     i.add_argument("map", type=Path)
+    m = msub.add_parser("merge", help="merge maps of several sessions into one (aligned to the first map's frame)")
+    m.add_argument("maps", nargs="+", type=Path, help="map directories; the first one's frame is the merged map's")
+    m.add_argument("--out", required=True, type=Path, help="merged map directory to write")
+    m.add_argument("--align", choices=["auto", "never", "always"], default="auto",
+                   help="auto (default): relocalize a sample of each map's keyframes in the first map and move the "
+                        "map only when they disagree with its own poses by more than 5 cm / 1 deg; always: apply "
+                        "the fitted transform; never: the maps are in one frame (e.g. both from the robot's SLAM "
+                        "map), merge them as they are")
+    m.add_argument("--sim3", action="store_true",
+                   help="also fit a scale (maps from monocular SLAM, whose scale is arbitrary)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing map at --out (atomically)")
+    _add_budget_args(m)
+    u = msub.add_parser("update", help="add a session (posed images in the map's frame) to a map, in place, "
+                                       "without re-extracting its keyframes")
+    u.add_argument("map", type=Path, help="map directory to update (replaced atomically)")
+    _add_dataset_args(u, dataset_required=False)
+    _add_bag_args(u, depth=True)
+    u.add_argument("--session", default=None,
+                   help="name of the new session (its keyframes' name prefix; default s<N>)")
+    u.add_argument("--keep-all", action="store_true",
+                   help="add every frame (default: only frames the map fails to localize, localizes with few "
+                        "inliers or off their pose, or whose place has no keyframe that looks like them)")
+    _add_budget_args(u)
 
     e = sub.add_parser("eval", help="localize the dataset's query images against a map")
     e.add_argument("--map", required=True, type=Path, help="map directory (from `reloc map build`)")
@@ -222,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             return _map_build(args, argv)
         if args.cmd == "map" and args.map_cmd == "info":
             return _map_info(args)
+        if args.cmd == "map" and args.map_cmd == "merge":
+            return _map_merge(args, argv)
+        if args.cmd == "map" and args.map_cmd == "update":
+            return _map_update(args, argv)
         if args.cmd == "eval":
             return _eval(args)
         if args.cmd in ("train", "export"):
@@ -268,7 +312,8 @@ def _map_build(args, argv) -> int:
     if args.out.exists() and not (args.overwrite or args.reuse):  # before the work, not after it
         raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
                          "new one is complete), or --reuse to keep a map of these inputs")
-    kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit")
+    kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit",
+                  **{k: v for k, v in _budget_of(args).items() if v})
     matcher = args.matcher
     if matcher == "auto":
         matcher = "lighterglue" if args.extractor == "learned" and points == "triangulate" else "mnn"
@@ -288,6 +333,41 @@ def _map_build(args, argv) -> int:
     else:
         db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, **kwargs)
     print(f"map written to {db.path}: {_map_summary(db)}, {db.manifest['build']['seconds']:.1f} s")
+    return 0
+
+
+def _map_merge(args, argv) -> int:
+    from reloc_ros.pipelines.map_sessions import merge_maps
+
+    if args.out.exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
+                         "new one is complete)")
+    if any(Path(p).resolve() == args.out.resolve() for p in args.maps):
+        raise ValueError(f"--out {args.out} is one of the maps to merge: write the merged map elsewhere")
+    db, records = merge_maps(args.maps, args.out, args.align, args.sim3, overwrite=args.overwrite,
+                             info={"command": "reloc " + " ".join(shlex.quote(a) for a in argv)}, **_budget_of(args))
+    for r in records[1:]:
+        print(f"{r['map']}: {r['reason']}" + (f" ({r['keyframes_agreeing']} of {r['keyframes_sampled']} sampled "
+              f"keyframes agree, residual median {r['residual_m']['median']:.3f} m / "
+              f"{r['residual_deg']['median']:.2f} deg)" if r['keyframes_sampled'] else ""))
+    print(f"merged map written to {db.path}: {_map_summary(db)}, {len(db.manifest['sessions'])} sessions, "
+          f"{db.manifest['build']['seconds']:.1f} s")
+    return 0
+
+
+def _map_update(args, argv) -> int:
+    from reloc_ros.pipelines.map_sessions import update_map
+
+    ds = _load_build_dataset(args)
+    whole_bag = args.format == "rosbag" and args.map_every is None
+    frames = ds.frames if whole_bag else ds.split(args.map_every)[0]
+    info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
+            "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format, "map_every": args.map_every}}
+    db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all,
+                        show_progress=not args.quiet, **_budget_of(args))
+    why = ", ".join(f"{v} {k}" for k, v in st["why_kept"].items() if v) or "none"
+    print(f"map {db.path} updated with session {st['session']}: {st['kept']} of {st['frames']} frames added "
+          f"({why}); now {_map_summary(db)}, {st['seconds']:.1f} s")
     return 0
 
 
@@ -325,8 +405,14 @@ def _map_info(args) -> int:
 
     from reloc_ros.core.mapdb import MapDatabase
 
+    from reloc_ros.pipelines.map_sessions import map_memory_bytes
+
     db = MapDatabase.load(args.map)
+    sessions = db.manifest.get("sessions") or []
     print(f"# {db.path}: {_map_summary(db)}")
+    print(f"# in memory when loaded: {map_memory_bytes(db) / 2**20:.1f} MiB"
+          + (f"; sessions: {', '.join(s['name'] + ' (' + str(s.get('keyframes')) + ' keyframes)' for s in sessions)}"
+             if sessions else ""))
     print(yaml.safe_dump(db.manifest, sort_keys=False))
     return 0
 

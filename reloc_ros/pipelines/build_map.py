@@ -31,7 +31,8 @@ LEARNED_DEPTH_MAX_SPREAD = 0.2
 
 
 def map_build_key(frames: list[Frame], extractor: FeatureExtractor, points: str, index_kind: str = "auto",
-                  depth_scale: str = "fit", tri_cfg: TriangulationConfig = TriangulationConfig()) -> str:
+                  depth_scale: str = "fit", tri_cfg: TriangulationConfig = TriangulationConfig(),
+                  max_keyframes: int | None = None, max_per_place: int | None = None) -> str:
     """The digest of everything a map depends on: the extractor's identity (weights' sha256 and settings), where
     its points come from and how, and each map frame (name, pose, camera, image and depth file sizes). Recorded in
     the manifest as ``build.key``; :func:`build_or_reuse_map` reuses a map only when it matches."""
@@ -49,7 +50,8 @@ def map_build_key(frames: list[Frame], extractor: FeatureExtractor, points: str,
                               len(cams))
         rows.append([f.name, np.round(np.asarray(f.T_world_from_cam, np.float64), 9).ravel().tolist(), cam,
                      size(f.image_path), size(f.depth_path), f.depth_scale])
-    return digest({"extractor": extractor.identity(), "points": points, "index": index_kind,
+    budget = {"budget": [max_keyframes, max_per_place]} if max_keyframes or max_per_place else {}
+    return digest({**budget, "extractor": extractor.identity(), "points": points, "index": index_kind,
                    "depth_scale": depth_scale if points == "learned" else None,
                    "triangulation": repr(tri_cfg) if points == "triangulate" else None,
                    "cameras": [list(k) for k in cams], "frames": rows})
@@ -62,7 +64,8 @@ def build_or_reuse_map(frames: list[Frame], extractor: FeatureExtractor, points:
     Returns (the loaded map, reused). The one way drivers (bench, ablate, tools, ``reloc map build --reuse``)
     reuse maps."""
     key = map_build_key(frames, extractor, points, kwargs.get("index_kind", "auto"), kwargs.get("depth_scale", "fit"),
-                        kwargs.get("tri_cfg", TriangulationConfig()))
+                        kwargs.get("tri_cfg", TriangulationConfig()), kwargs.get("max_keyframes"),
+                        kwargs.get("max_per_place"))
     if not rebuild and (Path(out) / "manifest.yaml").is_file():
         try:
             db = MapDatabase.load(out)
@@ -76,7 +79,8 @@ def build_or_reuse_map(frames: list[Frame], extractor: FeatureExtractor, points:
 
 def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path, overwrite: bool = False,
               info: dict | None = None, tri_cfg: TriangulationConfig = TriangulationConfig(),
-              show_progress: bool = True, index_kind: str = "auto", depth_scale: str = "fit") -> MapDatabase:
+              show_progress: bool = True, index_kind: str = "auto", depth_scale: str = "fit",
+              max_keyframes: int | None = None, max_per_place: int | None = None) -> MapDatabase:
     """Extract features of ``frames``, give their keypoints 3D points, and write the map to ``out``.
 
     Args:
@@ -91,6 +95,8 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             shipped depth head's scale is indoor: outdoors it is 2-8x short); when the poses do not constrain it
             (too little overlap) it warns and keeps the network's scale. ``check`` only records the factor and warns
             when it is off by more than 25 %; ``none`` skips both. The factor goes into the manifest.
+        max_keyframes, max_per_place: a keyframe budget (:func:`~.map_sessions.select_keyframes`), applied after
+            the points are made (triangulation sees every frame).
 
     Raises:
         DatasetError / ExtractorError: unusable input, with what to do.
@@ -155,11 +161,19 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             descriptors=fe.descriptors, scores=fe.scores, points3d=p.astype(np.float32),
             point_source=np.where(has, src_code, 0).astype(np.uint8), point_conf=np.asarray(c, np.float32),
             global_desc=g))
+    if max_keyframes or max_per_place:
+        from reloc_ros.pipelines.map_sessions import _budget
+
+        keyframes, pruned = _budget(keyframes, max_keyframes, max_per_place)
+        stats["pruned"] = pruned
     manifest_info = {"points": points, "build": dict(info or {})}
-    manifest_info["build"]["key"] = map_build_key(frames, extractor, points, index_kind, depth_scale, tri_cfg)
+    manifest_info["build"]["key"] = map_build_key(frames, extractor, points, index_kind, depth_scale, tri_cfg,
+                                                  max_keyframes, max_per_place)
     manifest_info["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
     if "depth_scale" in stats:
         manifest_info["build"]["depth_scale"] = stats.pop("depth_scale")
+    if "pruned" in stats:
+        manifest_info["build"]["pruned"] = stats.pop("pruned")
     if stats:
         manifest_info["build"]["triangulation"] = stats
     db = MapDatabase.from_keyframes(keyframes, extractor.identity(), extractor.state(), manifest_info)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    reloc data synth --scene NAME --out DIR [--bag] [--n-map N] [--n-query N] [--seed S] [--stride K]
+    reloc data synth --scene NAME --out DIR [--bag] [--n-map N] [--n-query N] [--seed S] [--session K] [--stride K]
                      [--workers W] [--overwrite] [--quiet]
 
 Exit status: 0 on success, 2 on a usage error (unknown scene, non-empty output folder, bad numbers).
@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--n-query", type=int, default=DEFAULT_N_QUERY,
                    help=f"frames per query run (default {DEFAULT_N_QUERY})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--session", type=int, default=0,
+                   help="another visit to the same scene, same world frame, own trajectories: 1 = evening (40 %% "
+                        "light, warm, furniture moved/removed/added), 2 = night (lamps only, ~15 %%, noise, more "
+                        "furniture moved); 0 (default) = the scene as built")
     p.add_argument("--stride", type=int, default=1, help="keep every K-th frame of the 30 Hz trajectory (default 1)")
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: min(2, CPUs))")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic dataset in OUT")
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}", file=sys.stderr)
             return 2
     kwargs = dict(n_map=args.n_map, n_query=args.n_query, seed=args.seed, bag=args.bag, stride=args.stride,
-                  workers=args.workers, progress=not args.quiet)
+                  workers=args.workers, progress=not args.quiet, session=args.session)
     try:
         if args.reuse:
             _, reused = generate_or_reuse(args.scene, args.out, **kwargs)

@@ -266,12 +266,15 @@ def _lamp_lights(scene: Scene, on: list[bool], kelvin: float, intensity: float) 
             for lamp, o in zip(scene.lamps, on) if o]
 
 
-def _spotlights(scene: Scene, rng: np.random.Generator, n: int, kelvin: float, power: float) -> list[PointLight]:
-    """Spotlights mounted below the ceiling near the walls, aimed at the walls / floor nearby."""
+def _spotlights(scene: Scene, rng: np.random.Generator, n: int, kelvin: float, power: float,
+                side: int | None = None) -> list[PointLight]:
+    """Spotlights mounted below the ceiling near the walls (``side``: all on that wall, 0 south, 1 east, 2 north,
+    3 west; None: each on a random one), aimed at the walls / floor nearby."""
     x0, y0, x1, y1 = scene.floor_rect
     out = []
+    fixed = side
     for _ in range(n):
-        side = int(rng.integers(4))
+        side = int(rng.integers(4)) if fixed is None else fixed
         t = float(rng.uniform(0.15, 0.85))
         zc = scene.height - 0.15
         if side == 0:
@@ -346,4 +349,67 @@ def run_setups(scene: Scene, seed: int = 0) -> tuple[dict[str, LightSetup], dict
         "query_light_change": SensorModel(read_noise=2.5 / 255, shot_noise=1.5 / 255, blur_sigma=0.7,
                                           exposure_jitter=0.04),
     }
+    return lights, sensors
+
+
+def _window_side(scene: Scene) -> int:
+    """The wall (0 south, 1 east, 2 north, 3 west) nearest to the scene's windows (2 when it has none)."""
+    if not scene.windows:
+        return 2
+    c = np.mean([scene.quads[i].corners().mean(axis=0) for i in scene.windows], axis=0)
+    x0, y0, x1, y1 = scene.floor_rect
+    return int(np.argmin([c[1] - y0, x1 - c[0], y1 - c[1], c[0] - x0]))
+
+
+def session_setups(scene: Scene, session: int, seed: int = 0
+                   ) -> tuple[dict[str, LightSetup], dict[str, SensorModel]]:
+    """Light and sensor of the three runs of a later visit (:mod:`.sessions`); session 0 is :func:`run_setups`.
+
+    The camera keeps session 0's exposure (computed from the day light), so a darker visit is darker in the
+    images. Session 1 (evening): ceiling lamps at 40 %, 3000 K, the main light (spotlights) on the wall opposite
+    the windows, dusk daylight. Session 2 (night): ceiling lamps off, three warm lamps (spotlights) and little
+    ambient light, dark windows, stronger noise. Each session's ``query_light_change`` turns half of its lamps
+    off and exposes 0.8x.
+    """
+    lights0, sensors0 = run_setups(scene, seed)
+    if session == 0:
+        return lights0, sensors0
+    rng = scene_rng(scene.name, seed, f"lights_session_{session}")
+    day = lights0["mapping"]
+    n = len(scene.lamps)
+    irr = float(np.mean(day.lamp_glow) / np.mean(2.5 * kelvin_rgb(4000.0)))  # the day's mean irradiance
+    opposite = (_window_side(scene) + 2) % 4
+    if session == 1:
+        f, warm = 0.4, 3000.0
+        on = [True] * n
+        lamps = _lamp_lights(scene, on, warm, f)
+        spots = _spotlights(scene, rng, 3, warm, 2.5 * f, side=opposite)
+        main = LightSetup(name="evening", ambient=tuple(f * 0.28 * kelvin_rgb(3500.0)), lights=tuple(lamps + spots),
+                          lamps_on=tuple(on), lamp_glow=tuple(2.5 * f * kelvin_rgb(warm) * irr),
+                          daylight=tuple(0.3 * kelvin_rgb(2500.0) * irr), exposure=day.exposure,
+                          colour_temperature_k=warm, lamp_intensity=f)
+        sensor = SensorModel(read_noise=1.5 / 255, shot_noise=1.0 / 255, blur_sigma=0.0, exposure_jitter=0.01)
+        change_sensor = SensorModel(read_noise=2.5 / 255, shot_noise=1.5 / 255, blur_sigma=0.5, exposure_jitter=0.03)
+    else:
+        f, warm = 0.15, 2700.0
+        on = [False] * n
+        spots = _spotlights(scene, rng, 3, warm, 2.0, side=None)
+        main = LightSetup(name="night", ambient=tuple(f * 0.2 * kelvin_rgb(3000.0)), lights=tuple(spots),
+                          lamps_on=tuple(on), lamp_glow=tuple(2.5 * kelvin_rgb(warm) * irr),
+                          daylight=tuple(0.03 * kelvin_rgb(8000.0) * irr), exposure=day.exposure,
+                          colour_temperature_k=warm, lamp_intensity=0.0)
+        sensor = SensorModel(read_noise=3.0 / 255, shot_noise=2.5 / 255, blur_sigma=0.0, exposure_jitter=0.01)
+        change_sensor = SensorModel(read_noise=4.0 / 255, shot_noise=3.0 / 255, blur_sigma=0.6, exposure_jitter=0.03)
+    # the light change: half of the lights that are on go off (a lamp panel with its light), exposure x0.8
+    keep = rng.random(len(main.lights)) < 0.5
+    if not keep.any() and len(keep):
+        keep[int(rng.integers(len(keep)))] = True
+    lamp_pos = [L.position for L in scene.lamps]
+    change_on = tuple(o and not any(L.panel and L.position == p and not k for L, k in zip(main.lights, keep))
+                      for o, p in zip(main.lamps_on, lamp_pos))
+    change = replace(main, name=f"{main.name}_light_change",
+                     lights=tuple(L for L, k in zip(main.lights, keep) if k), lamps_on=change_on,
+                     exposure=0.8 * main.exposure)
+    lights = {"mapping": main, "query_same_light": main, "query_light_change": change}
+    sensors = {"mapping": sensor, "query_same_light": sensor, "query_light_change": change_sensor}
     return lights, sensors

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +126,21 @@ class Lamp:
     power: float = 1.0
 
 
+@dataclass(frozen=True)
+class SceneObject:
+    """A piece of movable furniture: the half-open index ranges of its quads, obstacles and occluders in the
+    scene's lists. ``on_floor``: it stands on the floor (moves in x and y); else it sits on a shelf (moves along
+    ``slide_axis`` only)."""
+
+    kind: str
+    quads: tuple[int, int]
+    obstacles: tuple[int, int]
+    occluders: tuple[int, int]
+    on_floor: bool = True
+    slide_axis: int = 0
+    level_step: float = 0.0  # a shelf object may also move up or down by multiples of this (shelf spacing)
+
+
 @dataclass
 class Scene:
     """A complete synthetic scene.
@@ -140,6 +156,8 @@ class Scene:
         floor_rect: (x0, y0, x1, y1) of the walkable floor (minus obstacles).
         height: ceiling height in metres.
         archetype: office / corridor / hall / storage.
+        objects: the movable furniture (:class:`SceneObject`): what another visit moves, removes or adds
+            (``reloc data synth --session``); nothing else uses it.
     """
 
     name: str
@@ -153,6 +171,7 @@ class Scene:
     floor_rect: tuple[float, float, float, float]
     height: float
     archetype: str
+    objects: list["SceneObject"] = field(default_factory=list)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def texture_keys(self) -> list[str]:
@@ -187,6 +206,15 @@ class SceneBuilder:
         self.occluders: list[tuple[np.ndarray, np.ndarray]] = []
         self.floor_rect = (0.0, 0.0, 1.0, 1.0)
         self.height = 2.5
+        self.objects: list[SceneObject] = []
+
+    @contextmanager
+    def movable(self, kind: str, on_floor: bool = True, slide_axis: int = 0, level_step: float = 0.0):
+        """Everything added inside the block is one piece of movable furniture (:class:`SceneObject`)."""
+        q0, o0, c0 = len(self.quads), len(self.obstacles), len(self.occluders)
+        yield
+        self.objects.append(SceneObject(kind, (q0, len(self.quads)), (o0, len(self.obstacles)),
+                                        (c0, len(self.occluders)), on_floor, slide_axis, level_step))
 
     # textures -------------------------------------------------------------------------------------
     def tex(self, key: str, make) -> str:
@@ -313,7 +341,7 @@ class SceneBuilder:
         if not self.quads:
             raise SceneError(f"scene {self.name!r} has no geometry")
         return Scene(self.name, self.seed, self.quads, self.textures, self.lamps, self.windows, self.obstacles,
-                     self.occluders, self.floor_rect, self.height, self.archetype)
+                     self.occluders, self.floor_rect, self.height, self.archetype, list(self.objects))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,17 +458,22 @@ def _office(b: SceneBuilder, rng: np.random.Generator, random_layout: bool) -> N
     for i, (x, y, rot) in enumerate(desks):
         x += float(rng.uniform(-0.15, 0.15))
         y += float(rng.uniform(-0.1, 0.1))
-        _desk(b, x, y, 1.4, 0.7, rot, screen_photo=screens[i % len(screens)])
+        with b.movable("desk"):
+            _desk(b, x, y, 1.4, 0.7, rot, screen_photo=screens[i % len(screens)])
     # Bookshelves and cabinets along the walls.
-    _bookshelf(b, (W - 0.4, D * 0.05, 0), (W, D * 0.05 + 1.0, 2.0), "-x", "books_a")
-    _bookshelf(b, (0.0, D * 0.55, 0), (0.4, D * 0.55 + 1.2, 1.9), "+x", "books_b")
+    with b.movable("bookshelf"):
+        _bookshelf(b, (W - 0.4, D * 0.05, 0), (W, D * 0.05 + 1.0, 2.0), "-x", "books_a")
+    with b.movable("bookshelf"):
+        _bookshelf(b, (0.0, D * 0.55, 0), (0.4, D * 0.55 + 1.2, 1.9), "+x", "books_b")
     drawers = b.mat("drawers", lambda: tx.stripes_texture(b.rng, 128, 4, [np.array([0.7, 0.7, 0.72]),
                                                                            np.array([0.55, 0.55, 0.6])], False),
                     (0.6, 0.8), world_anchored=False)
-    b.box((W * 0.42, D - 0.5, 0), (W * 0.42 + 1.2, D, 1.1), _m_metal(b, "cab_metal", (0.6, 0.6, 0.64)),
-          front=("-y", drawers))
+    cab_metal = _m_metal(b, "cab_metal", (0.6, 0.6, 0.64))
+    with b.movable("cabinet"):
+        b.box((W * 0.42, D - 0.5, 0), (W * 0.42 + 1.2, D, 1.1), cab_metal, front=("-y", drawers))
     plant = _m_photo(b, "leaves", "grass", tile=0.6, tint=(0.4, 0.9, 0.35), contrast=1.3)
-    b.box((0.3, 0.3, 0), (0.8, 0.8, 1.3), plant)
+    with b.movable("plant"):
+        b.box((0.3, 0.3, 0), (0.8, 0.8, 1.3), plant)
     # Lamps on a grid.
     nx, ny = max(2, int(round(W / 3.2))), max(2, int(round(D / 3.0)))
     for i in range(nx):
@@ -497,7 +530,8 @@ def _corridor(b: SceneBuilder, rng: np.random.Generator, random_layout: bool) ->
     b.poster(("y", w, -1), L1 * 0.3, 1.6, 0.5, "chelsea")
     b.poster(("x", L1, -1), L2 * 0.45, 1.6, 0.6, "immunohistochemistry")
     bench = _m_wood(b, "bench", (0.5, 0.3, 0.15), 1.0, world=False)
-    b.box((L1 * 0.4 + 0.15, 0.0, 0.0), (L1 * 0.4 + 1.45, 0.4, 0.45), bench)
+    with b.movable("bench"):
+        b.box((L1 * 0.4 + 0.15, 0.0, 0.0), (L1 * 0.4 + 1.45, 0.4, 0.45), bench)
     red = _m_plain(b, "red", (0.75, 0.08, 0.06), 0.5)
     b.box((L1 - w - 2.0, 0.0, 0.3), (L1 - w - 1.75, 0.18, 0.9), red, bottom=True, obstacle=True)
     rad = b.mat("radiator", lambda: tx.stripes_texture(b.rng, 64, 8, [np.array([0.9, 0.9, 0.88]),
@@ -567,14 +601,17 @@ def _hall(b: SceneBuilder, rng: np.random.Generator, random_layout: bool) -> Non
             hi = np.array([cx + s / 2, cy + s / 2, s])
             if not any(np.all(lo[:2] < o_hi[:2] + 1.2) and np.all(hi[:2] > o_lo[:2] - 1.2)
                        for o_lo, o_hi in b.obstacles):
-                b.box(lo, hi, crate)
-                if rng.random() < 0.5:
-                    t = s * 0.6
-                    b.box(lo + [0.1, 0.1, s], [lo[0] + 0.1 + t, lo[1] + 0.1 + t, s + t], crate)
+                with b.movable("crates"):
+                    b.box(lo, hi, crate)
+                    if rng.random() < 0.5:
+                        t = s * 0.6
+                        b.box(lo + [0.1, 0.1, s], [lo[0] + 0.1 + t, lo[1] + 0.1 + t, s + t], crate)
                 break
     bench = _m_wood(b, "bench", (0.5, 0.3, 0.15), 1.0, world=False)
-    b.box((W * 0.1, D * 0.45, 0), (W * 0.1 + 3.0, D * 0.45 + 0.5, 0.45), bench)
-    b.box((W * 0.7, D * 0.48, 0), (W * 0.7 + 3.0, D * 0.48 + 0.5, 0.45), bench)
+    with b.movable("bench"):
+        b.box((W * 0.1, D * 0.45, 0), (W * 0.1 + 3.0, D * 0.45 + 0.5, 0.45), bench)
+    with b.movable("bench"):
+        b.box((W * 0.7, D * 0.48, 0), (W * 0.7 + 3.0, D * 0.48 + 0.5, 0.45), bench)
     nx, ny = max(2, int(round(W / 6))), max(2, int(round(D / 5.5)))
     for i in range(nx):
         for j in range(ny):
@@ -616,7 +653,8 @@ def _storage(b: SceneBuilder, rng: np.random.Generator, random_layout: bool) -> 
                 if rng.random() < 0.85:
                     m = Material(card_keys[int(rng.integers(n_card))], tile_m=None)
                     yy = y0 + 0.02 if rng.random() < 0.5 else y1 - 0.02 - bd
-                    b.box((x, yy, z), (x + bw, yy + bd, z + bh), m, occluder=False, obstacle=False)
+                    with b.movable("shelf box", on_floor=False, slide_axis=0, level_step=levels[1] - levels[0]):
+                        b.box((x, yy, z), (x + bw, yy + bd, z + bh), m, occluder=False, obstacle=False)
                 x += bw + float(rng.uniform(0.02, 0.15))
         b.obstacles.append((np.array([x0s - 0.05, y0, 0]), np.array([x1s + 0.05, y1, 2.5])))
         b.occluders.append((np.array([x0s - 0.05, y0, 0]), np.array([x1s + 0.05, y1, 2.5])))
@@ -625,12 +663,13 @@ def _storage(b: SceneBuilder, rng: np.random.Generator, random_layout: bool) -> 
     for k in range(3 if not random_layout else int(rng.integers(2, 5))):
         px = W - 2.6 + float(rng.uniform(-0.3, 0.3))
         py = 1.6 + k * (D - 3.2) / 2 + float(rng.uniform(-0.3, 0.3))
-        b.box((px - 0.6, py - 0.4, 0), (px + 0.6, py + 0.4, 0.15), pallet)
-        for i in range(int(rng.integers(1, 4))):
-            s = float(rng.uniform(0.4, 0.6))
-            bx = px - 0.55 + i * 0.4
-            m = Material(card_keys[int(rng.integers(n_card))], tile_m=None)
-            b.box((bx, py - 0.35, 0.15), (bx + s * 0.9, py + 0.35, 0.15 + s), m)
+        with b.movable("pallet"):
+            b.box((px - 0.6, py - 0.4, 0), (px + 0.6, py + 0.4, 0.15), pallet)
+            for i in range(int(rng.integers(1, 4))):
+                s = float(rng.uniform(0.4, 0.6))
+                bx = px - 0.55 + i * 0.4
+                m = Material(card_keys[int(rng.integers(n_card))], tile_m=None)
+                b.box((bx, py - 0.35, 0.15), (bx + s * 0.9, py + 0.35, 0.15 + s), m)
     # Wall features: roll-up door, signs, a floor marking line.
     rollup = b.mat("rollup", lambda: tx.stripes_texture(b.rng, 128, 16, [np.array([0.6, 0.62, 0.64]),
                                                                         np.array([0.45, 0.47, 0.5])], False),

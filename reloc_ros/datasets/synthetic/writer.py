@@ -32,9 +32,10 @@ import yaml
 
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.config import digest
-from reloc_ros.datasets.synthetic.lighting import LightSetup, SensorModel, run_setups
+from reloc_ros.datasets.synthetic.lighting import LightSetup, SensorModel, session_setups
 from reloc_ros.datasets.synthetic.renderer import Renderer, _quantize, apply_sensor
 from reloc_ros.datasets.synthetic.scene import Scene, make_scene, scene_rng
+from reloc_ros.datasets.synthetic.sessions import SESSIONS, apply_session, check_session, session_seed
 from reloc_ros.datasets.synthetic.trajectory import FRAME_RATE_HZ, MOUNT, Trajectory, plan_runs, simulate_odometry
 
 __all__ = ["generate", "generate_or_reuse", "scene_build_key", "DEFAULT_CAMERA", "DEFAULT_N_MAP", "DEFAULT_N_QUERY", "RUNS", "GENERATOR_VERSION",
@@ -143,10 +144,11 @@ def _log(msg: str, progress: bool) -> None:
 
 def scene_build_key(scene: str, n_map: int = DEFAULT_N_MAP, n_query: int = DEFAULT_N_QUERY, seed: int = 0,
                     bag: bool = False, stride: int = 1, camera: Camera | None = None,
-                    speed_mps: float | None = None) -> str:
+                    speed_mps: float | None = None, session: int = 0) -> str:
     """The digest of everything a generated scene depends on (recorded in its scene.yaml as ``build_key``)."""
     cam = camera or DEFAULT_CAMERA
-    return digest({"generator_version": GENERATOR_VERSION, "scene": scene, "n_map": int(n_map),
+    extra = {"session": int(session)} if session else {}  # session 0 keeps the keys of scenes made before sessions
+    return digest({**extra, "generator_version": GENERATOR_VERSION, "scene": scene, "n_map": int(n_map),
                    "n_query": int(n_query), "seed": int(seed), "bag": bool(bag), "stride": int(stride),
                    "camera": [cam.width, cam.height, cam.fx, cam.fy, cam.cx, cam.cy, cam.distortion_model,
                               list(cam.dist)], "speed_mps": speed_mps})
@@ -156,7 +158,7 @@ def generate_or_reuse(scene: str, out: Path, **kwargs) -> tuple[Path, bool]:
     """The scene at ``out`` when its scene.yaml records the build key of these arguments (:func:`generate`'s),
     else generated there (replacing a generated scene of other arguments; any other folder is refused).
     Returns (out, reused). The one way drivers (bench, ablate, tools) reuse generated scenes."""
-    keys = ("n_map", "n_query", "seed", "bag", "stride", "camera", "speed_mps")
+    keys = ("n_map", "n_query", "seed", "bag", "stride", "camera", "speed_mps", "session")
     key = scene_build_key(scene, **{k: kwargs[k] for k in keys if k in kwargs})
     try:
         if yaml.safe_load((Path(out) / "scene.yaml").read_text()).get("build_key") == key:
@@ -168,7 +170,7 @@ def generate_or_reuse(scene: str, out: Path, **kwargs) -> tuple[Path, bool]:
 
 def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = DEFAULT_N_QUERY, seed: int = 0,
              bag: bool = False, stride: int = 1, *, camera: Camera | None = None, workers: int | None = None,
-             overwrite: bool = False, progress: bool = True, speed_mps: float | None = None) -> Path:
+             overwrite: bool = False, progress: bool = True, speed_mps: float | None = None, session: int = 0) -> Path:
     """Generate the mapping run and two query runs of a synthetic scene.
 
     Args:
@@ -184,6 +186,8 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
         overwrite: replace an existing synthetic dataset folder (one with a scene.yaml).
         progress: print progress to stderr.
         speed_mps: nominal carrier speed (default :data:`~.trajectory.NOMINAL_SPEED_MPS`).
+        session: another visit to the same scene in the same world frame (:mod:`.sessions`: 1 evening with
+            furniture moved, 2 night); 0 (default) is the scene as built.
 
     Returns:
         ``out``.
@@ -198,15 +202,19 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
     if stride < 1:
         raise ValueError(f"stride must be >= 1 (got {stride})")
     camera = camera or DEFAULT_CAMERA
+    check_session(session)
     sc: Scene = make_scene(scene, seed)  # validates the name before touching the disk
     _prepare_out(out, overwrite)
+    sc, changes = apply_session(sc, session, seed)
+    run_seed = session_seed(seed, session)  # trajectories, sensor noise and odometry of this visit
     workers = max(1, min(2, os.cpu_count() or 1)) if workers is None else max(1, int(workers))
 
-    _log(f"[synth] scene {scene!r} (seed {seed}): {len(sc.quads)} quads, {len(sc.textures)} textures", progress)
-    lights, sensors = run_setups(sc, seed)
+    _log(f"[synth] scene {scene!r} (seed {seed}{f', session {session}' if session else ''}): {len(sc.quads)} "
+         f"quads, {len(sc.textures)} textures", progress)
+    lights, sensors = session_setups(sc, session, seed)
     counts = {"mapping": n_map, "query_same_light": n_query, "query_light_change": n_query}
     kw = {} if speed_mps is None else {"speed_mps": speed_mps}
-    trajs = plan_runs(sc, counts, seed, stride, **kw)
+    trajs = plan_runs(sc, counts, run_seed, stride, **kw)
     renderer = Renderer(sc)
     for run in counts:  # bake light maps before forking: workers inherit them
         renderer.lightmaps(lights[run])
@@ -225,7 +233,7 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
                 for k, t_ns in enumerate(trajs[run].times_ns):
                     f.write(f"frame-{k:06d} {int(t_ns) // 1_000_000_000}.{int(t_ns) % 1_000_000_000:09d}\n")
 
-        job = _Job(renderer, camera, lights, sensors, trajs, tmp, seed)
+        job = _Job(renderer, camera, lights, sensors, trajs, tmp, run_seed)
         tasks = [(i, run, seq, k) for i, (seq, run, _) in enumerate(RUNS) for k in range(counts[run])]
         t0 = time.perf_counter()
         done = 0
@@ -258,7 +266,7 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
             tb = time.perf_counter()
             for seq, run, bag_name in RUNS:
                 tr = trajs[run]
-                odom = simulate_odometry(tr.T_world_from_base, scene_rng(sc.name, seed, f"odom_{run}"))
+                odom = simulate_odometry(tr.T_world_from_base, scene_rng(sc.name, run_seed, f"odom_{run}"))
                 paths = [tmp / seq / f"frame-{k:06d}.color.png" for k in range(len(tr))]
                 depths = [tmp / seq / f"frame-{k:06d}.depth.png" for k in range(len(tr))]
                 write_run_bag(tmp / "bags" / bag_name, paths, tr.times_ns, camera, tr.T_world_from_cam, odom,
@@ -269,8 +277,9 @@ def generate(scene: str, out: Path, n_map: int = DEFAULT_N_MAP, n_query: int = D
         timing = {"setup_s": round(t_setup, 2), "render_write_s": round(t_render, 2), "bags_s": round(t_bag, 2),
                   "frames": len(tasks), "ms_per_frame": round(1000 * t_render / max(len(tasks), 1), 1),
                   "workers": workers}
-        key = scene_build_key(scene, n_map, n_query, seed, bag, stride, camera, speed_mps)
-        _write_scene_yaml(tmp, sc, seed, camera, stride, counts, trajs, lights, sensors, bag, timing, key)
+        key = scene_build_key(scene, n_map, n_query, seed, bag, stride, camera, speed_mps, session)
+        _write_scene_yaml(tmp, sc, seed, camera, stride, counts, trajs, lights, sensors, bag, timing, key,
+                          session, changes)
         if out.exists():
             shutil.rmtree(out) if any(out.iterdir()) else out.rmdir()
         tmp.rename(out)
@@ -299,7 +308,7 @@ def _write_meta_files(root: Path, camera: Camera) -> None:
 
 
 def _write_scene_yaml(root, sc: Scene, seed, camera, stride, counts, trajs, lights, sensors, bag, timing,
-                      build_key: str) -> None:
+                      build_key: str, session: int = 0, changes: dict | None = None) -> None:
     runs = {}
     for seq, run, bag_name in RUNS:
         tr = trajs[run]
@@ -322,6 +331,8 @@ def _write_scene_yaml(root, sc: Scene, seed, camera, stride, counts, trajs, ligh
         "generator": "reloc_ros.datasets.synthetic",
         "generator_version": GENERATOR_VERSION,
         "build_key": build_key,  # scene_build_key(): generate_or_reuse() reuses the scene only when it matches
+        **({"session": int(session), "session_name": SESSIONS[session], "session_changes": changes}
+           if session else {}),
         "archetype": sc.archetype,
         "world_frame": "map: REP-103, metres, z up, floor at z = 0",
         "frame_rate_hz": FRAME_RATE_HZ,
@@ -364,6 +375,6 @@ def run_odometry(dataset_dir: Path, sequence: str, T_world_from_cam_N44: np.ndar
 
     T_base_from_cam = mount_T_base_from_cam()
     T_world_from_base = np.asarray(T_world_from_cam_N44, np.float64) @ invert_T(T_base_from_cam)
-    odom = simulate_odometry(T_world_from_base, scene_rng(str(meta["scene"]), int(meta["seed"]),
-                                                          f"odom_{runs[sequence]}"))
+    seed = session_seed(int(meta["seed"]), int(meta.get("session", 0)))
+    odom = simulate_odometry(T_world_from_base, scene_rng(str(meta["scene"]), seed, f"odom_{runs[sequence]}"))
     return odom @ T_base_from_cam

@@ -1,0 +1,520 @@
+"""Maps that live: merge maps of several sessions (``reloc map merge``), add a session to a map without
+re-extracting it (``reloc map update``), and keep a keyframe budget that keeps appearance diversity
+(``--max-keyframes``, ``--max-per-place``).
+
+A map's manifest lists its sessions (``sessions``: name, source, keyframes, alignment); keyframe names carry the
+session's prefix (``s0/seq-01/frame-000000``) so that they stay unique.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from reloc_ros.core.camera import Camera
+from reloc_ros.core.features import Features, FeatureExtractor
+from reloc_ros.core.geometry import invert_T, pose_errors
+from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError, extractor_for_map
+from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced
+
+__all__ = ["keyframes_of", "merge_maps", "update_map", "select_keyframes", "Alignment", "align_map",
+           "map_memory_bytes"]
+
+log = logging.getLogger(__name__)
+
+ALIGN_MODES = ("auto", "never", "always")
+ALIGN_SAMPLE = 60  # keyframes of the map to align that are relocalized in the reference map
+ALIGN_MIN_AGREE = 5  # relocalized keyframes that must agree on one transform
+ALIGN_CONSENSUS = (0.10, 2.0)  # (m, deg): a relocalized keyframe agrees with a candidate transform within this
+SAME_FRAME_TOL = (0.05, 1.0)  # (m, deg): --align auto keeps the frame when the fit is within this of the identity,
+SAME_FRAME_EXTRA = (0.01, 0.25)  # or when the map's own poses disagree with the relocalizations at most this more
+# than the fitted transform does (relocalized night keyframes scatter by ~4 cm / 1 deg around any fit)
+PLACE_CELL = (0.5, 30.0)  # (m, deg): keyframes closer than this in position and viewing direction show one place
+APPEARANCE_SIM = 0.8  # global-descriptor similarity above which two keyframes of one place look the same
+
+
+def keyframes_of(db: MapDatabase, prefix: str = "") -> list[Keyframe]:
+    """The keyframes of a loaded map (views of its arrays; names with ``prefix``)."""
+    out = []
+    for i, name in enumerate(db.names):
+        s = db.keyframe_slice(i)
+        out.append(Keyframe(prefix + name, db.T_map_from_cam[i], db.cameras[i], db.keypoints[s], db.descriptors[s],
+                            db.scores[s], db.points3d[s], db.point_source[s], db.point_conf[s], db.global_desc[i]))
+    return out
+
+
+def _transformed(kf: Keyframe, T: np.ndarray, scale: float = 1.0) -> Keyframe:
+    """``kf`` moved into another frame: ``x' = scale * R x + t`` for points and camera centres."""
+    R, t = T[:3, :3], T[:3, 3]
+    P = kf.T_map_from_cam.copy()
+    P[:3, :3] = R @ P[:3, :3]
+    P[:3, 3] = scale * (R @ P[:3, 3]) + t
+    X = (scale * (kf.points3d.astype(np.float64) @ R.T) + t).astype(np.float32)  # NaN rows stay NaN
+    return replace(kf, T_map_from_cam=P, points3d=X)
+
+
+def map_memory_bytes(db: MapDatabase) -> int:
+    """What a loaded map's arrays take in memory (the node's share for the map, before the localizer's caches)."""
+    arrs = (db.T_map_from_cam, db.keypoints, db.descriptors, db.scores, db.points3d, db.point_source, db.point_conf,
+            db.global_desc, db.kp_offsets)
+    return int(sum(a.nbytes for a in arrs))
+
+
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Alignment:
+    """How a map was put into the reference map's frame: ``x_ref = scale * R x + t``."""
+
+    T: np.ndarray
+    scale: float
+    applied: bool
+    sampled: int
+    localized: int
+    agreeing: int
+    residual_m: tuple[float, float]  # median, max over the agreeing keyframes
+    residual_deg: tuple[float, float]
+    reason: str
+
+    def to_dict(self) -> dict:
+        dt, dr = pose_errors(self.T, np.eye(4))
+        return {"applied": bool(self.applied), "reason": self.reason,
+                "T": [[round(float(v), 9) for v in row] for row in self.T], "scale": round(float(self.scale), 6),
+                "translation_m": round(float(dt), 4), "rotation_deg": round(float(dr), 4),
+                "keyframes_sampled": self.sampled, "keyframes_localized": self.localized,
+                "keyframes_agreeing": self.agreeing,
+                "residual_m": {"median": round(self.residual_m[0], 4), "max": round(self.residual_m[1], 4)},
+                "residual_deg": {"median": round(self.residual_deg[0], 4), "max": round(self.residual_deg[1], 4)}}
+
+
+def _keyframe_features(db: MapDatabase, i: int, recompute_global: bool) -> tuple[Features, Camera]:
+    s = db.keyframe_slice(i)
+    cam = db.cameras[i]
+    f = Features(np.asarray(db.keypoints[s], np.float32), np.asarray(db.descriptors[s], np.float32),
+                 np.asarray(db.scores[s], np.float32), None if recompute_global else db.global_desc[i], cam.size)
+    return f, cam
+
+
+def _relocalize(loc, db: MapDatabase, ids: np.ndarray) -> list[tuple[int, np.ndarray, float]]:
+    """(keyframe, pose in the localizer's map, position sigma (m)) of the keyframes of ``db`` that it localizes."""
+    same_state = _same_state(loc.db, db)
+    out = []
+    for i in ids:
+        f, cam = _keyframe_features(db, int(i), not same_state)
+        res = loc.localize_features(f, cam)
+        if res.ok:
+            sigma = float(np.sqrt(max(np.trace(res.covariance[:3, :3]), 0.0)))
+            out.append((int(i), res.T_map_from_cam, sigma if np.isfinite(sigma) else 1.0))
+    return out
+
+
+def _same_state(a: MapDatabase, b: MapDatabase) -> bool:
+    """Whether two maps' global descriptors are comparable (same extractor state, e.g. SIFT's VLAD vocabulary)."""
+    if set(a.extractor_state) != set(b.extractor_state):
+        return False
+    return all(np.array_equal(np.asarray(a.extractor_state[k]), np.asarray(b.extractor_state[k]))
+               for k in a.extractor_state)
+
+
+def _fit(pairs: list[tuple[np.ndarray, np.ndarray]], sim3: bool, w: np.ndarray | None = None
+         ) -> tuple[np.ndarray, float]:
+    """``x_ref = s R x + t`` from (T_ref, T_own) camera pose pairs: R the weighted chordal mean of the relative
+    rotations, s (Sim(3)) from the spread of the camera centres, t from their weighted means; ``w``: a weight per
+    pair (1 / its position variance). Rotations alone set R: a relocalized position errs mostly along its optical
+    axis (depth), which a fit of R to the centres turns into a rotation (office, session 1 into session 0: 0.13 deg
+    that way, 0.05 deg from the rotations)."""
+    w = np.ones(len(pairs)) if w is None else np.asarray(w, np.float64)
+    w = w / w.sum()
+    M = sum(wi * Ta[:3, :3] @ Tb[:3, :3].T for wi, (Ta, Tb) in zip(w, pairs))
+    U, _, Vt = np.linalg.svd(M)
+    R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
+    ca = np.array([Ta[:3, 3] for Ta, _ in pairs])
+    cb = np.array([Tb[:3, 3] for _, Tb in pairs]) @ R.T
+    s = 1.0
+    if sim3 and len(pairs) >= 3:
+        da, db_ = ca - w @ ca, cb - w @ cb
+        den = float(np.sum(w[:, None] * db_ * db_))
+        if den > 1e-9:
+            s = float(np.sum(w[:, None] * da * db_) / den)
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = w @ ca - s * (w @ cb)
+    return T, s
+
+
+def _apply(T: np.ndarray, s: float, P: np.ndarray) -> np.ndarray:
+    Q = P.copy()
+    Q[:3, :3] = T[:3, :3] @ P[:3, :3]
+    Q[:3, 3] = s * (T[:3, :3] @ P[:3, 3]) + T[:3, 3]
+    return Q
+
+
+def align_map(ref: MapDatabase, other: MapDatabase, mode: str = "auto", sim3: bool = False,
+              sample: int = ALIGN_SAMPLE, localizer=None) -> Alignment:
+    """Put ``other`` into ``ref``'s frame: a sample of its keyframes relocalized in ``ref``; each gives a candidate
+    transform; the one most others agree with (``ALIGN_CONSENSUS``) is refitted on those (:func:`_fit`).
+
+    ``mode``: ``never`` keeps ``other``'s frame without looking; ``always`` applies the fit; ``auto`` applies it
+    only when it differs from the identity by more than ``SAME_FRAME_TOL``.
+
+    Raises:
+        MapError: fewer than ``ALIGN_MIN_AGREE`` relocalized keyframes agree (``auto``/``always``): the maps do not
+            overlap enough to tell how they relate.
+    """
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"unknown --align {mode!r}; choose one of {ALIGN_MODES}")
+    if mode == "never":
+        return Alignment(np.eye(4), 1.0, False, 0, 0, 0, (0.0, 0.0), (0.0, 0.0), "--align never")
+    from reloc_ros.core.localizer import Localizer
+
+    loc = localizer or Localizer(ref, extractor_for_map(ref))
+    ids = evenly_spaced(len(other), min(sample, len(other)))
+    found = _relocalize(loc, other, ids)
+    pairs = [(T_ref, other.T_map_from_cam[i]) for i, T_ref, _ in found]
+    wts = np.array([1.0 / (sig ** 2 + 0.01 ** 2) for _, _, sig in found])
+    best: list[int] = []
+    for Ta, Tb in pairs:  # a candidate per relocalized keyframe; the one with most support
+        C = Ta @ invert_T(Tb)
+        agree = [j for j, (Tj, Tbj) in enumerate(pairs)
+                 if _agrees(pose_errors(C @ Tbj, Tj))]
+        if len(agree) > len(best):
+            best = agree
+    if len(best) < ALIGN_MIN_AGREE:
+        raise MapError(f"only {len(best)} of {len(ids)} sampled keyframes of {other.path} relocalize consistently in "
+                       f"{ref.path} ({len(found)} localized; {ALIGN_MIN_AGREE} needed): the maps do not overlap "
+                       "enough to align them. Build them from images of a common area, or pass --align never if "
+                       "they are already in one frame (e.g. both from the robot's SLAM map)")
+    idx = best
+    T, s = _fit([pairs[j] for j in idx], sim3, wts[idx])
+    for _ in range(2):  # refit on what agrees with the refined transform
+        agree = [j for j, p in enumerate(pairs) if _agrees(pose_errors(_apply(T, s, p[1]), p[0]))]
+        if len(agree) >= ALIGN_MIN_AGREE:
+            idx = agree
+            T, s = _fit([pairs[j] for j in idx], sim3, wts[idx])
+    sel = [pairs[j] for j in idx]
+    res = np.array([pose_errors(_apply(T, s, Tb), Ta) for Ta, Tb in sel])
+    # the same frame: the map's own poses explain the relocalizations about as well as the fit does (their median
+    # disagreement within SAME_FRAME_EXTRA of the fit's residual), or the fit is within SAME_FRAME_TOL of the identity
+    as_is = np.array([pose_errors(Tb, Ta) for Ta, Tb in sel])
+    mt, mr = float(np.median(as_is[:, 0])), float(np.median(as_is[:, 1]))
+    dt, dr = pose_errors(T, np.eye(4))
+    same = (mt <= float(np.median(res[:, 0])) + SAME_FRAME_EXTRA[0] and
+            mr <= float(np.median(res[:, 1])) + SAME_FRAME_EXTRA[1]) or \
+        (dt <= SAME_FRAME_TOL[0] and dr <= SAME_FRAME_TOL[1] and abs(s - 1.0) <= 0.01)
+    applied = mode == "always" or not same
+    reason = ("--align always" if mode == "always" else
+              f"same frame: its relocalized keyframes are {mt:.3f} m / {mr:.2f} deg (median) from its own poses, "
+              f"{np.median(res[:, 0]):.3f} m / {np.median(res[:, 1]):.2f} deg from the fit ({dt:.3f} m / {dr:.2f} "
+              "deg from the identity)" if same else
+              f"aligned: its relocalized keyframes are {mt:.3f} m / {mr:.2f} deg (median) from its own poses; the "
+              f"fit moves it {dt:.3f} m / {dr:.2f} deg")
+    if not sim3:
+        s = 1.0
+    return Alignment(T if applied else np.eye(4), s if applied else 1.0, applied, len(ids), len(found), len(sel),
+                     (float(np.median(res[:, 0])), float(res[:, 0].max())),
+                     (float(np.median(res[:, 1])), float(res[:, 1].max())), reason)
+
+
+def _agrees(err: tuple[float, float]) -> bool:
+    return err[0] <= ALIGN_CONSENSUS[0] and err[1] <= ALIGN_CONSENSUS[1]
+
+
+# --------------------------------------------------------------------------------------------------
+def select_keyframes(T_map_from_cam: np.ndarray, global_desc: np.ndarray, max_keyframes: int | None = None,
+                     max_per_place: int | None = None, keep_first: int = 0) -> np.ndarray:
+    """Indices of the keyframes to keep under a budget, in their original order.
+
+    A place is what lies within ``PLACE_CELL`` (position, viewing direction) of a keyframe. Within a place, a keyframe that looks like
+    one already kept (global similarity > ``APPEARANCE_SIM``) is redundant; one that looks different (the dusk
+    version of a day view) is not. Selection is greedy farthest-point in a distance that mixes position,
+    viewing direction and appearance, so that the kept set covers space first and appearance within a place
+    next. ``max_per_place`` caps the keyframes of one place (most different first). ``keep_first``: the first
+    that many keyframes are seeds (kept before any other; the rest fill the budget).
+    """
+    K = len(T_map_from_cam)
+    if K == 0:
+        return np.zeros(0, np.int64)
+    budget = K if not max_keyframes else min(int(max_keyframes), K)
+    C = T_map_from_cam[:, :3, 3]
+    Z = T_map_from_cam[:, :3, 2]
+    G = np.asarray(global_desc, np.float32)
+    cos_cell = np.cos(np.radians(PLACE_CELL[1]))
+
+    def dist(i: int) -> np.ndarray:  # of every keyframe to keyframe i, in units of "another place / appearance"
+        dp = np.linalg.norm(C - C[i], axis=1) / PLACE_CELL[0]
+        da = np.degrees(np.arccos(np.clip(Z @ Z[i], -1.0, 1.0))) / PLACE_CELL[1]
+        dg = np.clip(1.0 - G @ G[i], 0.0, None) / (1.0 - APPEARANCE_SIM)
+        return np.maximum(np.maximum(dp, da), dg)
+
+    kept = np.zeros(K, bool)
+    full = np.zeros(K, bool)  # its place already holds max_per_place kept keyframes
+    near_count = np.zeros(K, np.int64)  # kept keyframes within PLACE_CELL of each keyframe
+    d = np.full(K, np.inf)
+    order = list(range(min(keep_first, K)))
+    picked = []
+    cap = max_per_place or K
+    while len(picked) < budget:
+        if order:
+            i = order.pop(0)
+        else:
+            cand = np.flatnonzero(~kept & ~full)
+            if len(cand) == 0:
+                break
+            i = int(cand[np.argmax(d[cand])])
+        if kept[i] or full[i]:
+            continue
+        kept[i] = True
+        picked.append(i)
+        near_count += (np.linalg.norm(C - C[i], axis=1) <= PLACE_CELL[0]) & (Z @ Z[i] >= cos_cell)
+        full = near_count >= cap
+        d = np.minimum(d, dist(i))
+    return np.sort(np.asarray(picked, np.int64))
+
+
+# --------------------------------------------------------------------------------------------------
+def _sessions_of(db: MapDatabase, source: Path) -> list[dict]:
+    """A map's sessions (a map made by build alone is one session, named after its folder)."""
+    if db.manifest.get("sessions"):
+        return [dict(s) for s in db.manifest["sessions"]]
+    return [{"name": Path(source).name, "prefix": "", "source": str(Path(source).resolve()),
+             "build_key": (db.manifest.get("build") or {}).get("key"), "keyframes": len(db)}]
+
+
+def _check_compatible(a: MapDatabase, b: MapDatabase) -> None:
+    ia, ib = a.extractor_identity, b.extractor_identity
+    diff = sorted(k for k in set(ia) | set(ib) if ia.get(k) != ib.get(k))
+    if diff:
+        raise MapError(f"{b.path} was built with another extractor than {a.path} (" +
+                       ", ".join(f"{k}: {ia.get(k)!r} vs {ib.get(k)!r}" for k in diff) +
+                       "): maps merge only when their features are comparable; rebuild one with the other's "
+                       "extractor and model")
+    if a.descriptors.shape[1] != b.descriptors.shape[1] or a.global_desc.shape[1] != b.global_desc.shape[1]:
+        raise MapError(f"{a.path} and {b.path} have different descriptor sizes: rebuild one with the other's extractor")
+
+
+def _globals_in(ref: MapDatabase, db: MapDatabase, extractor: FeatureExtractor | None) -> np.ndarray:
+    """``db``'s global descriptors comparable with ``ref``'s (SIFT-VLAD: recomputed with ``ref``'s vocabulary)."""
+    if _same_state(ref, db):
+        return db.global_desc
+    ex = extractor or extractor_for_map(ref)
+    return np.stack([ex.describe_global(_keyframe_features(db, i, True)[0]) for i in range(len(db))])
+
+
+def _prefixed(name: str, prefix: str) -> str:
+    return name if not prefix or name.startswith(prefix) else prefix + name
+
+
+def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = False,
+               max_keyframes: int | None = None, max_per_place: int | None = None, overwrite: bool = False,
+               info: dict | None = None) -> tuple[MapDatabase, list[dict]]:
+    """Merge maps into one in the first map's frame (see :func:`align_map` for ``align`` / ``sim3``).
+
+    Each input map's keyframes get a session prefix (``s0/``, ``s1/``, ...; maps that already list sessions keep
+    theirs and the new ones continue the numbering). Points keep what each map gave them (moved by the alignment).
+
+    Returns:
+        (the written map, one record per input map: its alignment).
+    """
+    if len(paths) < 2:
+        raise ValueError("reloc map merge needs at least two maps")
+    t0 = time.perf_counter()
+    dbs = [MapDatabase.load(p) for p in paths]
+    ref = dbs[0]
+    for db in dbs[1:]:
+        _check_compatible(ref, db)
+    extractor = extractor_for_map(ref)
+    sessions, keyframes, records = [], [], []
+    loc = None
+    for j, (db, path) in enumerate(zip(dbs, paths)):
+        own = _sessions_of(db, path)
+        if j == 0:
+            al = Alignment(np.eye(4), 1.0, False, 0, 0, 0, (0.0, 0.0), (0.0, 0.0), "reference frame")
+        else:
+            if loc is None and align != "never":
+                from reloc_ros.core.localizer import Localizer
+
+                loc = Localizer(ref, extractor)
+            al = align_map(ref, db, align, sim3, localizer=loc)
+        records.append({"map": str(path), **al.to_dict()})
+        if len(own) == 1 and not own[0].get("prefix"):
+            own[0]["prefix"] = f"s{len(sessions)}/"
+        g = _globals_in(ref, db, extractor)
+        for k, kf in enumerate(keyframes_of(db)):
+            prefix = next((s["prefix"] for s in own if s.get("prefix") and kf.name.startswith(s["prefix"])),
+                          own[-1]["prefix"] if len(own) == 1 else "")
+            kf = replace(kf, name=_prefixed(kf.name, prefix), global_desc=g[k])
+            keyframes.append(_transformed(kf, al.T, al.scale) if al.applied else kf)
+        for s in own:
+            if j > 0:
+                s["alignment"] = al.to_dict()
+            sessions.append(s)
+    names = [k.name for k in keyframes]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise MapError(f"keyframe {dup!r} is in two of the maps: merge each session once")
+    keyframes, pruned = _budget(keyframes, max_keyframes, max_per_place)
+    manifest = {"points": ref.manifest.get("points"), "sessions": sessions,
+                "build": {**(info or {}), "merged_from": [str(Path(p).resolve()) for p in paths],
+                          "alignment": records, "seconds": round(time.perf_counter() - t0, 2),
+                          **({"pruned": pruned} if pruned else {})}}
+    db = MapDatabase.from_keyframes(keyframes, ref.extractor_identity, ref.extractor_state, manifest)
+    db.save(Path(out), overwrite=overwrite, index_kind=(ref.manifest.get("index") or {}).get("requested", "auto"))
+    return db, records
+
+
+def _budget(keyframes: list[Keyframe], max_keyframes: int | None, max_per_place: int | None,
+            keep_first: int = 0) -> tuple[list[Keyframe], dict | None]:
+    if not max_keyframes and not max_per_place:
+        return keyframes, None
+    T = np.stack([k.T_map_from_cam for k in keyframes])
+    G = np.stack([k.global_desc for k in keyframes])
+    sel = select_keyframes(T, G, max_keyframes, max_per_place, keep_first)
+    return [keyframes[i] for i in sel], {"before": len(keyframes), "after": int(len(sel)),
+                                         "max_keyframes": max_keyframes, "max_per_place": max_per_place}
+
+
+# --------------------------------------------------------------------------------------------------
+# a new frame the map localizes with fewer inliers than this fraction of its keypoints is kept ("barely"): office,
+# evening frames in a day map: median 466 inliers of 2000 keypoints, the day's own queries 622
+UPDATE_MIN_INLIER_FRACTION = 0.25
+
+
+def update_map(map_path: Path, frames: list[Frame], session: str | None = None, info: dict | None = None,
+               max_keyframes: int | None = None, max_per_place: int | None = None, keep_all: bool = False,
+               show_progress: bool = True) -> tuple[MapDatabase, dict]:
+    """Add a session to a map without re-extracting its keyframes; written atomically in place.
+
+    The new frames (in the map's frame) are extracted with the map's extractor and localized in the current map;
+    a frame is kept when the map fails to localize it, localizes it with fewer inliers than
+    ``UPDATE_MIN_INLIER_FRACTION`` of its keypoints
+    or off its pose by more than 5 cm / 2 deg, or when no keyframe of a similar pose (``PLACE_CELL``) looks like it
+    (``APPEARANCE_SIM``). Its points come the way the map's did (depth images, the depth head, or triangulation
+    with the old and the new keyframes).
+
+    Returns:
+        (the written map, stats: frames, kept, why kept, seconds).
+    """
+    from reloc_ros.core.localizer import Localizer
+    from reloc_ros.datasets.base import load_image
+    from reloc_ros.progress import progress_bar
+
+    t0 = time.perf_counter()
+    db = MapDatabase.load(map_path)
+    if not frames:
+        raise DatasetError("no frames to add: check the dataset's split or --map-every")
+    points = db.manifest.get("points")
+    if points not in ("depth", "learned", "triangulate"):
+        raise MapError(f"{map_path}: unknown points mode {points!r} in the manifest; rebuild the map")
+    if points == "depth" and any(f.depth_path is None for f in frames):
+        raise DatasetError(f"{map_path} takes its 3D points from depth images but {next(f.name for f in frames if f.depth_path is None)} "
+                           "has none: add a session with depth, or build a new map with --points triangulate")
+    extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}))
+    loc = Localizer(db, extractor)
+    feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
+    C, Z, G = db.centers, db.T_map_from_cam[:, :3, 2], db.global_desc
+    for f in progress_bar(frames, "localize new frames", show_progress):
+        fe = extractor.extract(load_image(f))
+        if fe.global_desc is None:
+            fe.global_desc = extractor.describe_global(fe)
+        feats.append(fe)
+        if keep_all:
+            keep.append(True)
+            continue
+        q = Features(fe.keypoints, fe.descriptors, fe.scores, fe.global_desc, fe.image_size)
+        res = loc.localize_features(q, f.camera)
+        T = f.T_world_from_cam
+        reason = None
+        if not res.ok:
+            reason = "not localized"
+        elif res.num_inliers < UPDATE_MIN_INLIER_FRACTION * len(fe):
+            reason = "few inliers"
+        elif not (lambda e: e[0] <= 0.05 and e[1] <= 2.0)(pose_errors(res.T_map_from_cam, T)):
+            reason = "off its pose"
+        else:
+            near = (np.linalg.norm(C - T[:3, 3], axis=1) <= PLACE_CELL[0]) & \
+                   (Z @ T[:3, 2] >= np.cos(np.radians(PLACE_CELL[1])))
+            if not near.any() or float((G[near] @ fe.global_desc).max()) < APPEARANCE_SIM:
+                reason = "new appearance"
+        keep.append(reason is not None)
+        if reason:
+            why[reason] += 1
+    sel = [i for i, k in enumerate(keep) if k]
+    sessions = _sessions_of(db, map_path)
+    if len(sessions) == 1 and not sessions[0].get("prefix"):
+        sessions[0]["prefix"] = ""  # the map's own keyframes keep their names
+    name = session or f"s{len(sessions)}"
+    prefix = name.rstrip("/") + "/"
+    if any(s.get("prefix") == prefix for s in sessions):
+        raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
+    old = keyframes_of(db)
+    new = [replace(k, name=prefix + k.name) for k in
+           _new_keyframes(db, [frames[i] for i in sel], [feats[i] for i in sel])] if sel else []
+    if points == "triangulate" and new:
+        old, new = _retriangulated(db, old, new)
+    keyframes, pruned = _budget(old + new, max_keyframes, max_per_place)
+    stats = {"session": name, "frames": len(frames), "kept": len(sel), "why_kept": why,
+             "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {})}
+    sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
+                     "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})
+    manifest = {k: v for k, v in db.manifest.items() if k not in ("counts", "files", "index", "created")}
+    manifest["sessions"] = sessions
+    manifest.setdefault("updates", []).append({**(info or {}), **stats})
+    out = MapDatabase.from_keyframes(keyframes, db.extractor_identity, db.extractor_state, manifest)
+    out.save(Path(map_path), overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"))
+    return out, stats
+
+
+def _new_keyframes(db: MapDatabase, frames: list[Frame], feats: list[Features]) -> list[Keyframe]:
+    """Keyframes of new frames with 3D the way ``db``'s have it (depth images, or the depth head with the map's
+    fitted scale); triangulated maps get their points in :func:`_retriangulated`."""
+    from reloc_ros.core.points import points_from_depth
+    from reloc_ros.datasets.base import load_depth
+    from reloc_ros.pipelines.build_map import LEARNED_DEPTH_MAX_SPREAD, _sample_conf
+
+    points = db.manifest["points"]
+    scale_rec = (db.manifest.get("build") or {}).get("depth_scale") or {}
+    scale = float(scale_rec["factor"]) if scale_rec.get("applied") and scale_rec.get("factor") else 1.0
+    out = []
+    for f, fe in zip(frames, feats):
+        kpi = f.camera.undistort_points(fe.keypoints).astype(np.float32)
+        if points == "depth":
+            p = points_from_depth(fe.keypoints, kpi, f.camera, load_depth(f), f.T_world_from_cam)
+            c = np.where(np.isfinite(p[:, 0]), 1.0, 0.0).astype(np.float32)
+        elif points == "learned":
+            if fe.depth is None:
+                raise MapError(f"{db.path} takes its 3D points from the depth head, which the extractor did not run")
+            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth * np.float32(scale), f.T_world_from_cam,
+                                  max_rel_spread=LEARNED_DEPTH_MAX_SPREAD)
+            c0 = np.ones(len(p), np.float32) if fe.depth_conf is None else _sample_conf(fe, f)
+            c = np.where(np.isfinite(p[:, 0]), c0, 0.0).astype(np.float32)
+        else:
+            p = np.full((len(kpi), 3), np.nan, np.float32)
+            c = np.zeros(len(kpi), np.float32)
+        has = np.isfinite(p[:, 0])
+        out.append(Keyframe(f.name, f.T_world_from_cam, f.camera.undistorted(), kpi, fe.descriptors, fe.scores,
+                            p.astype(np.float32), np.where(has, POINT_SOURCES[points], 0).astype(np.uint8),
+                            np.asarray(c, np.float32), fe.global_desc))
+    return out
+
+
+def _retriangulated(db: MapDatabase, old: list[Keyframe], new: list[Keyframe]
+                    ) -> tuple[list[Keyframe], list[Keyframe]]:
+    """Old and new keyframes of a triangulated map with points triangulated from all of them together (the old
+    keyframes' stored features, no re-extraction)."""
+    from reloc_ros.core.points import TriangulationConfig, triangulate_keyframes
+
+    tri = (db.manifest.get("build") or {}).get("triangulation") or {}
+    cfg = TriangulationConfig(matcher=tri.get("matcher", "mnn"))
+    allk = old + new
+    pts, confs, _ = triangulate_keyframes([k.keypoints for k in allk],
+                                          [np.asarray(k.descriptors, np.float32) for k in allk],
+                                          np.stack([k.T_map_from_cam for k in allk]), [k.camera for k in allk],
+                                          np.stack([k.global_desc for k in allk]), cfg)
+    code = POINT_SOURCES["triangulate"]
+    done = [replace(k, points3d=p.astype(np.float32), point_conf=np.asarray(c, np.float32),
+                    point_source=np.where(np.isfinite(p[:, 0]), code, 0).astype(np.uint8))
+            for k, p, c in zip(allk, pts, confs)]
+    return done[:len(old)], done[len(old):]
