@@ -667,3 +667,28 @@ def test_lifecycle_services_driven_as_nav2_lifecycle_manager_does(plane_map, har
     stamp = h.node.get_clock().now().nanoseconds
     h.send(_render(plane_map["tex"], _query(3)), stamp)
     h.wait(lambda: h.poses, "a pose after configure/activate by service")
+
+
+def test_node_swaps_live_to_a_merged_map(plane_map, harness_factory, tmp_path):
+    """`reloc map merge` output (here: the map and a copy moved by a known transform, aligned back by --align auto)
+    is a map like any other: the node swaps to it through map_path and localizes with it in the map's frame."""
+    from reloc_ros.pipelines.map_sessions import _transformed, keyframes_of, merge_maps
+
+    db = MapDatabase.load(plane_map["map"])
+    T_move = make_T(so3_exp(np.radians([0.0, 0.0, 30.0])), [2.0, -1.0, 0.2])
+    MapDatabase.from_keyframes([_transformed(k, T_move) for k in keyframes_of(db)], db.extractor_identity,
+                               db.extractor_state).save(tmp_path / "moved")
+    merged, rec = merge_maps([plane_map["map"], tmp_path / "moved"], tmp_path / "merged")
+    assert rec[1]["applied"] and len(merged) == 2 * len(db)
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="none", pose_frame="camera")
+    node = h.node
+    old = node._localizer
+    assert node.set_parameters([Parameter("map_path", value=str(tmp_path / "merged"))])[0].successful
+    h.wait(lambda: node._localizer is not old and node._loaded["map_path"] == str(tmp_path / "merged"), "the merge")
+    assert len(node._localizer.db) == 2 * len(db)
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "the node to subscribe")
+    T_gt = _query(31)
+    h.send(_render(plane_map["tex"], T_gt), 700 * NS)
+    h.wait(lambda: h.poses, "a pose from the merged map")
+    dt, dr = pose_errors(conv.T_from_pose(h.poses[-1].pose), T_gt)
+    assert dt < 0.03 and dr < 1.0, (dt, dr)

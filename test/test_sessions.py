@@ -206,3 +206,35 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     kept = MapDatabase.load(m)  # verifies every file's sha256
     assert kept.manifest["files"] == files and len(kept) == len(after)
+
+
+def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_together(two_maps, tmp_path):
+    from reloc_ros.core.features import create_extractor
+    from reloc_ros.pipelines.build_map import build_map
+
+    root, _, _, query_frames = two_maps
+    map_frames = load_dataset(root / "office", "7scenes").split()[0]
+    build_map(map_frames, create_extractor("sift"), "triangulate", tmp_path / "t", show_progress=False)
+    before = MapDatabase.load(tmp_path / "t")
+    _, st = update_map(tmp_path / "t", query_frames, keep_all=True, show_progress=False)
+    after = MapDatabase.load(tmp_path / "t")
+    assert st["kept"] == len(query_frames) and len(after) == len(before) + len(query_frames)
+    n_old = before.kp_offsets[-1]
+    new_pts = after.points3d[n_old:]
+    has = np.isfinite(new_pts[:, 0])
+    assert has.sum() > 100, has.sum()  # the new keyframes' keypoints got triangulated points
+    # the old keypoints' points come from tracks that now include the new views: more of them have one
+    assert np.isfinite(after.points3d[:n_old, 0]).sum() > np.isfinite(before.points3d[:, 0]).sum()
+    # and the new points are where the depth images say (the scene's truth), within a few centimetres
+    from reloc_ros.datasets.base import load_depth
+
+    f = query_frames[0]
+    s = after.keyframe_slice(len(before))
+    kp, X = after.keypoints[s], after.points3d[s]
+    ok = np.isfinite(X[:, 0])
+    Xc = (X[ok] - f.T_world_from_cam[:3, 3]) @ f.T_world_from_cam[:3, :3]
+    d = load_depth(f)
+    z = d[np.clip(np.round(kp[ok, 1]).astype(int), 0, d.shape[0] - 1), np.clip(np.round(kp[ok, 0]).astype(int), 0,
+                                                                                  d.shape[1] - 1)]
+    good = z > 0
+    assert np.median(np.abs(Xc[good, 2] - z[good])) < 0.05

@@ -3,9 +3,10 @@
 # (reloc data synth --session), learned depth maps of sessions 0, 1 and 2, session 0 updated with session 1
 # (reloc map update), the merge of sessions 0 and 1 (reloc map merge), the 3-session merge and the same pruned to
 # one session's keyframe count (--max-keyframes); every map localizes the query runs of sessions 0, 1 and 2.
-# Also: session 1's map moved by a known rigid transform, merged with --align auto (alignment error).
+# Also: session 1's map moved by a known rigid transform, merged with --align auto (alignment error); the 3-session
+# map's cold-start study (reloc eval --track, with odometry) on the query runs of sessions 0 and 2.
 # Usage: tools/eval_sessions.sh [OUT=data/sessions] [SCENES="office corridor hall storage"]
-# Writes OUT/<scene>/*.json and prints the tables (tools/sessions_table.py). About 25 min per scene on 2 cores.
+# Writes OUT/<scene>/*.json and prints the tables (tools/sessions_table.py). About 20 min per scene on 2 cores.
 set -euo pipefail
 OUT=${1:-data/sessions}
 SCENES=${2:-"office corridor hall storage"}
@@ -31,7 +32,8 @@ for s in $SCENES; do
   for m in s0 s0+u1 m01 m012 m012-b$n; do
     for q in 0 1 2; do
       [ "$q" = 1 ] && [ "$m" != m012 ] && [ "$m" != "m012-b$n" ] && continue   # session 1 queries: budget study only
-      $RELOC -q eval --map "$D/map-$m" --dataset "$D/s$q" --format 7scenes --json "$D/eval-$m-q$q.json" > /dev/null
+      track=""; [ "$m" = m012 ] && [ "$q" != 1 ] && track="--track"   # cold starts through the tracker, odometry
+      $RELOC -q eval --map "$D/map-$m" --dataset "$D/s$q" --format 7scenes $track --json "$D/eval-$m-q$q.json" > /dev/null
     done
   done
 done

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ALIGN_MODES = ("auto", "never", "always")
 ALIGN_SAMPLE = 60  # keyframes of the map to align that are relocalized in the reference map
-ALIGN_MIN_AGREE = 5  # relocalized keyframes that must agree on one transform
+ALIGN_MIN_AGREE = 5  # relocalized keyframes that must agree on one transform (3 for maps of at most 6 keyframes)
 ALIGN_CONSENSUS = (0.10, 2.0)  # (m, deg): a relocalized keyframe agrees with a candidate transform within this
 SAME_FRAME_TOL = (0.05, 1.0)  # (m, deg): --align auto keeps the frame when the fit is within this of the identity,
 SAME_FRAME_EXTRA = (0.01, 0.25)  # or when the map's own poses disagree with the relocalizations at most this more
@@ -182,16 +182,17 @@ def align_map(ref: MapDatabase, other: MapDatabase, mode: str = "auto", sim3: bo
                  if _agrees(pose_errors(C @ Tbj, Tj))]
         if len(agree) > len(best):
             best = agree
-    if len(best) < ALIGN_MIN_AGREE:
+    need = min(ALIGN_MIN_AGREE, max(3, (len(ids) + 1) // 2))  # a map of 4 keyframes: 3 (full poses; 1 would do)
+    if len(best) < need:
         raise MapError(f"only {len(best)} of {len(ids)} sampled keyframes of {other.path} relocalize consistently in "
-                       f"{ref.path} ({len(found)} localized; {ALIGN_MIN_AGREE} needed): the maps do not overlap "
+                       f"{ref.path} ({len(found)} localized; {need} needed): the maps do not overlap "
                        "enough to align them. Build them from images of a common area, or pass --align never if "
                        "they are already in one frame (e.g. both from the robot's SLAM map)")
     idx = best
     T, s = _fit([pairs[j] for j in idx], sim3, wts[idx])
     for _ in range(2):  # refit on what agrees with the refined transform
         agree = [j for j, p in enumerate(pairs) if _agrees(pose_errors(_apply(T, s, p[1]), p[0]))]
-        if len(agree) >= ALIGN_MIN_AGREE:
+        if len(agree) >= need:
             idx = agree
             T, s = _fit([pairs[j] for j in idx], sim3, wts[idx])
     sel = [pairs[j] for j in idx]
