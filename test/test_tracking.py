@@ -192,3 +192,36 @@ def test_odometry_prediction_uses_the_place_map_from_odom():
     assert tr.update(DT, T_map_odom @ T_odom_cam, T_odom_cam).accepted
     assert np.allclose(tr.accepted_map_from_odom() @ T_odom_cam, T_map_odom @ T_odom_cam)
     assert np.allclose(invert_T(tr.accepted_map_from_odom()) @ T_map_odom, np.eye(4), atol=1e-9)
+
+
+def test_the_publish_gate_withholds_outliers_that_the_covariance_does_not_cover():
+    """Night images: runs of poses 0.3 m / 7 deg off, each with a 2 cm sigma, all within the place's tolerance
+    (0.5 m / 10 deg). With odometry and an accepted place they are withheld (not published, the place not moved);
+    the same offset with a covariance that covers it is published; correct poses keep going out."""
+    rng = np.random.default_rng(7)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig())
+    stamp = 100 * NS
+    tight = np.diag([0.012 ** 2] * 3 + [np.radians(0.2) ** 2] * 3)
+    for _ in range(60):  # drive until the place is accepted
+        T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+        stamp += DT
+        d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam, tight)
+    assert d.accepted
+    anchor = tr.accepted_map_from_odom()
+    off = make_T(so3_exp(np.radians([0.0, 7.0, 0.0])), [0.3, 0.0, 0.0])
+    for _ in range(4):
+        T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+        stamp += DT
+        d = tr.update(stamp, T_map_odom @ T_odom_cam @ off, T_odom_cam, tight)
+        assert not d.accepted and "withheld" in d.reason and d.code == FailureCode.INCONSISTENT, d
+    assert np.allclose(tr.accepted_map_from_odom(), anchor)  # the outliers did not move the place
+    wide = np.diag([0.2 ** 2] * 3 + [np.radians(3.0) ** 2] * 3)
+    stamp += DT
+    assert tr.update(stamp, T_map_odom @ T_odom_cam @ off, T_odom_cam, wide).accepted  # covered: published
+    T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+    stamp += DT
+    assert tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam, tight).accepted
+    # without a covariance (or with the gate off) nothing is gated
+    tr2 = PlaceTracker(TrackerConfig(publish_gate_sigma=0.0))
+    assert tr2.config.publish_gate_sigma == 0.0

@@ -41,13 +41,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from reloc_ros.core.config import check_fields, setting
-from reloc_ros.core.geometry import invert_T, pose_errors
+from reloc_ros.core.geometry import invert_T, pose_errors, so3_exp, so3_log
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.core.status import FailureCode
 
 __all__ = ["TrackerConfig", "TrackDecision", "PlaceTracker"]
 
 NS = 1_000_000_000
+# The publish gate's model of the place's prediction (odometry since the place's last pose): a floor, plus drift
+# per metre travelled (the generator's odometry: 0.5-1.5 % scale error and a yaw bias) and per degree turned.
+PREDICT_SIGMA_M, PREDICT_SIGMA_DEG = 0.03, 1.0
+DRIFT_M_PER_M, DRIFT_DEG_PER_M, DRIFT_DEG_PER_DEG = 0.03, 1.0, 0.02
 
 
 @dataclass
@@ -62,6 +66,12 @@ class TrackerConfig:
                            "(not safe)", 0.0, 1e6, param="odom_jump_max_m")
     max_deg: float = setting(10.0, "same, for the rotation (deg)", 0.0, 180.0, min_exclusive=True,
                              param="odom_jump_max_deg")
+    publish_gate_sigma: float = setting(4.0, "with odometry and an accepted place: a pose is published only within "
+                                        "this many standard deviations of the place's prediction (the pose's own "
+                                        "covariance plus odometry drift since the place's last pose, per axis); "
+                                        "further off it is withheld as an outlier and does not move the place "
+                                        "(night images: runs of poses 0.3 m / 7 deg off with 2 cm sigmas); 0 = off",
+                                        0.0, 1000.0, param="track_publish_gate_sigma")
     accept_after: int = setting(5, "support a place needs before its poses are published (consistent poses, "
                                 "decayed by odom_memory): after start, a bag loop, ~/relocalize or a new map", 1, 1000,
                                 param="odom_accept_after")
@@ -151,6 +161,7 @@ class _Place:
     T_map_from_odom: np.ndarray | None  # with odometry
     T_ref: np.ndarray  # first supporting pose, in odom when motion_in_odom, else in the map
     motion_in_odom: bool
+    T_odom_last: np.ndarray | None = None  # odometry at the place's last supporting pose (the publish gate)
     motion_m: float = 0.0
     motion_deg: float = 0.0
 
@@ -262,17 +273,18 @@ class PlaceTracker:
             return False
 
     # ----------------------------------------------------------------------------------------------
-    def update(self, stamp_ns: int, T_map_from_cam: np.ndarray, T_odom_from_cam: np.ndarray | None = None
-               ) -> TrackDecision:
+    def update(self, stamp_ns: int, T_map_from_cam: np.ndarray, T_odom_from_cam: np.ndarray | None = None,
+               covariance: np.ndarray | None = None) -> TrackDecision:
         """Decide on one LOCALIZED camera pose (call :meth:`note_failure` for frames without one).
 
         Args:
             stamp_ns: the image stamp.
             T_map_from_cam: the localized pose.
             T_odom_from_cam: odometry of the camera at the stamp (odom -> base -> camera), None without odometry.
+            covariance: the pose's 6x6 covariance (position m, rotation rad), for the publish gate (None: no gate).
         """
         with self._lock:
-            d = self._update(int(stamp_ns), np.asarray(T_map_from_cam, np.float64), T_odom_from_cam)
+            d = self._update(int(stamp_ns), np.asarray(T_map_from_cam, np.float64), T_odom_from_cam, covariance)
             if d.accepted:
                 self._prior.last_good = (int(stamp_ns), np.asarray(T_map_from_cam)[:3, 3].copy())
                 self._prior.initial = None
@@ -291,7 +303,24 @@ class PlaceTracker:
             return None
         return h.T_last, cfg.max_m + cfg.max_speed_mps * dt, cfg.max_deg + cfg.max_turn_dps * dt
 
-    def _update(self, stamp_ns: int, T: np.ndarray, T_odom: np.ndarray | None) -> TrackDecision:
+    def _gated(self, h: _Place, T_odom: np.ndarray, jump_m: float, jump_deg: float,
+               covariance: np.ndarray | None) -> str:
+        """Why a pose of the accepted place ``h`` is withheld by the publish gate ('' when it passes)."""
+        cfg = self.config
+        if (cfg.publish_gate_sigma <= 0 or covariance is None or h.T_odom_last is None
+                or h.uid != self._accepted_uid or not np.all(np.isfinite(covariance))):
+            return ""
+        sp_m, sp_deg, s_m, s_deg = _sigmas(h, T_odom, covariance)
+        lim_m = cfg.publish_gate_sigma * float(np.hypot(s_m, sp_m))
+        lim_deg = cfg.publish_gate_sigma * float(np.hypot(s_deg, sp_deg))
+        if jump_m <= lim_m and jump_deg <= lim_deg:
+            return ""
+        return (f"withheld: {jump_m:.2f} m / {jump_deg:.1f} deg from what odometry predicts for the accepted place, "
+                f"beyond {cfg.publish_gate_sigma:g} sigma ({lim_m:.2f} m / {lim_deg:.1f} deg with the pose's "
+                "covariance): an outlier")
+
+    def _update(self, stamp_ns: int, T: np.ndarray, T_odom: np.ndarray | None,
+                covariance: np.ndarray | None = None) -> TrackDecision:
         cfg = self.config
         has_odom = T_odom is not None
         if not cfg.enabled:
@@ -306,21 +335,30 @@ class PlaceTracker:
                 score = dt / pred[1] + dr / max(pred[2], 1e-9)
                 if best is None or score < best[0]:
                     best = (score, h, float(dt), float(dr))
+        if best is not None and has_odom and self._leader_accepted() is best[1]:
+            why = self._gated(best[1], T_odom, best[2], best[3], covariance)
+            if why:  # an outlier of the accepted place: neither published nor allowed to move the place
+                h = best[1]
+                return TrackDecision(False, why, FailureCode.INCONSISTENT, False, best[2], best[3], h.support,
+                                     max((x.support for x in self._places if x is not h), default=0.0),
+                                     h.motion_m, h.motion_deg, len(self._places), True)
         keep = 1.0 - 1.0 / max(cfg.memory, 1.0)
         for h in self._places:
             h.support *= keep
         T_map_from_odom = T @ invert_T(T_odom) if has_odom else None
         if best is None:
             self._uid += 1
-            h = _Place(self._uid, 1.0, T, stamp_ns, T_map_from_odom, T_odom if has_odom else T, has_odom)
+            h = _Place(self._uid, 1.0, T, stamp_ns, T_map_from_odom, T_odom if has_odom else T, has_odom,
+                       T_odom_last=T_odom if has_odom else None)
             self._places.append(h)
             jump_m = jump_deg = 0.0
         else:
             _, h, jump_m, jump_deg = best
             h.support += 1.0
             h.T_last, h.t_last_ns = T, stamp_ns
-            if has_odom:
-                h.T_map_from_odom = T_map_from_odom  # follow the pose: odometry drifts slowly
+            if has_odom:  # follow the pose (odometry drifts slowly), as far as its covariance says it knows better
+                h.T_map_from_odom = _follow(h, T, T_odom, covariance)
+                h.T_odom_last = T_odom
             if h.motion_in_odom == has_odom:
                 m, r = pose_errors(T_odom if has_odom else T, h.T_ref)
                 h.motion_m, h.motion_deg = max(h.motion_m, m), max(h.motion_deg, r)
@@ -386,3 +424,29 @@ class PlaceTracker:
         with self._lock:
             p = self._leader_accepted()
             return None if p is None or p.T_map_from_odom is None else p.T_map_from_odom.copy()
+
+
+def _sigmas(h: _Place, T_odom: np.ndarray, covariance: np.ndarray) -> tuple[float, float, float, float]:
+    """(prediction sigma m, deg; pose sigma m, deg), per axis: the prediction of place ``h`` at ``T_odom`` (odometry
+    drift since its last pose) and the pose's covariance."""
+    travel, turn = pose_errors(T_odom, h.T_odom_last)
+    sp_m = PREDICT_SIGMA_M + DRIFT_M_PER_M * travel
+    sp_deg = PREDICT_SIGMA_DEG + DRIFT_DEG_PER_M * travel + DRIFT_DEG_PER_DEG * turn
+    s_m = float(np.sqrt(max(np.trace(covariance[:3, :3]), 0.0) / 3.0))
+    s_deg = float(np.degrees(np.sqrt(max(np.trace(covariance[3:, 3:]), 0.0) / 3.0)))
+    return sp_m, sp_deg, s_m, s_deg
+
+
+def _follow(h: _Place, T: np.ndarray, T_odom: np.ndarray, covariance: np.ndarray | None) -> np.ndarray:
+    """The place's new ``T_map_from_odom`` after pose ``T``: the camera pose moved from the place's prediction towards
+    ``T`` by the weights of the two uncertainties (all the way without a covariance or a previous pose)."""
+    if covariance is None or h.T_odom_last is None or not np.all(np.isfinite(covariance)):
+        return T @ invert_T(T_odom)
+    sp_m, sp_deg, s_m, s_deg = _sigmas(h, T_odom, covariance)
+    w_m = sp_m ** 2 / (sp_m ** 2 + s_m ** 2)
+    w_r = sp_deg ** 2 / (sp_deg ** 2 + s_deg ** 2)
+    P = h.T_map_from_odom @ T_odom
+    B = np.eye(4)
+    B[:3, :3] = P[:3, :3] @ so3_exp(w_r * so3_log(P[:3, :3].T @ T[:3, :3]))
+    B[:3, 3] = P[:3, 3] + w_m * (T[:3, 3] - P[:3, 3])
+    return B @ invert_T(T_odom)

@@ -37,6 +37,7 @@ def _record(f: Frame, res) -> dict:
         rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
         rec["T_map_from_cam"] = res.T_map_from_cam.tolist()
         rec["position_sigma_m"] = float(np.sqrt(np.trace(res.covariance[:3, :3])))
+        rec["covariance"] = np.asarray(res.covariance).tolist()  # the place tracker's publish gate needs it
         e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
         rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
     return rec
@@ -119,7 +120,8 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             T_odom = None if odo is None else odo[i]
             prior, src = tracker.choose_prior(stamp_ns, T_odom)
             rec = localize(f, prior)
-            if rec["ok"] and tracker.update(stamp_ns, np.asarray(rec["T_map_from_cam"]), T_odom).accepted:
+            if rec["ok"] and tracker.update(stamp_ns, np.asarray(rec["T_map_from_cam"]), T_odom,
+                                            np.asarray(rec["covariance"])).accepted:
                 pub.append({**rec, "dt_s": _stamp_s(f, k0 + i) - t0})
             elif not rec["ok"]:
                 tracker.note_failure(src)
@@ -148,6 +150,8 @@ def _track_summary(starts: list[dict]) -> dict:
 
     return {"starts": len(starts), "frames": sum(s["frames"] for s in starts), "published": len(pub),
             "published_wrong": len(wrong), "starts_without_pose": sum(1 for s in starts if not s["published"]),
+            # how many frames each start without a pose had (a start 25 frames before a sequence's end has 0.8 s)
+            "starts_without_pose_frames": sorted(s["frames"] for s in starts if not s["published"]),
             "time_to_first_pose_s": {"p50": pct(first, 50), "p95": pct(first, 95)},
             "nees_mean_published": float(np.mean([r["nees_position"] for r in pub])) if pub else float("nan"),
             "nees_median_published_correct": float(np.median(nees_ok)) if nees_ok else float("nan"),

@@ -228,7 +228,7 @@ class FrameProcessor:
         except TfError as e:
             T_odom_from_cam, no_odom = None, str(e)
         tracker = self.s.tracker
-        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, T_odom_from_cam)
+        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, T_odom_from_cam, res.covariance)
         with self.s.lock:
             self.s.stats.record_tracking(d, tracker.config.enabled, no_odom)
         if d.accepted and d.switched:

@@ -63,6 +63,7 @@ class _Edit:
 
     def __init__(self, scene: Scene):
         self.scene = scene
+        self._bounds = {}
         owned_q, owned_o, owned_c = set(), set(), set()
         self.groups = []
         for o in scene.objects:
@@ -75,10 +76,16 @@ class _Edit:
         self.static_obstacles = [scene.obstacles[i] for i in range(len(scene.obstacles)) if i not in owned_o]
         self.static_occluders = [scene.occluders[i] for i in range(len(scene.occluders)) if i not in owned_c]
 
-    @staticmethod
-    def bounds(group) -> tuple[np.ndarray, np.ndarray]:
-        c = np.concatenate([q.corners() for q in group[1]])
-        return c.min(axis=0), c.max(axis=0)
+    _bounds: dict = {}
+
+    def bounds(self, group) -> tuple[np.ndarray, np.ndarray]:
+        """A group's bounds (cached per group list: groups are replaced, never changed in place)."""
+        key = id(group)
+        hit = self._bounds.get(key)
+        if hit is None or hit[0] is not group:
+            c = np.concatenate([q.corners() for q in group[1]])
+            hit = self._bounds[key] = (group, c.min(axis=0), c.max(axis=0))
+        return hit[1], hit[2]
 
     def fits(self, gi: int | None, lo: np.ndarray, hi: np.ndarray, on_floor: bool) -> bool:
         x0, y0, x1, y1 = self.scene.floor_rect
