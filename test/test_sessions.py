@@ -148,6 +148,16 @@ def test_merge_refuses_what_it_cannot_merge(two_maps, tmp_path):
     assert not (tmp_path / "x").exists()
     db, rec = merge_maps([a, hall.path], tmp_path / "x", align="never")  # the user says: one frame
     assert len(db) == len(MapDatabase.load(a)) + len(hall) and rec[1]["reason"] == "--align never"
+    # a merged map and one of its parts, in either order: the part's session would be in twice
+    for order in ([tmp_path / "x", a], [a, tmp_path / "x"]):
+        with pytest.raises(MapError, match="merge each session once"):
+            merge_maps(order, tmp_path / "y", align="never")
+    # a budget: the sessions' keyframe counts are what was kept
+    db, _ = merge_maps([a, hall.path], tmp_path / "z", align="never", max_keyframes=20)
+    m = MapDatabase.load(tmp_path / "z")
+    assert len(m) == 20 and sum(s["keyframes"] for s in m.manifest["sessions"]) == 20
+    assert [s["keyframes"] for s in m.manifest["sessions"]] == [sum(n.startswith(s["prefix"]) for n in m.names)
+                                                                for s in m.manifest["sessions"]]
 
 
 def test_keyframe_budget_keeps_places_and_looks():
@@ -189,6 +199,9 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
     assert after.manifest["sessions"][-1]["name"] == "evening"
     with pytest.raises(ValueError, match="already has a session"):
         update_map(m, query_frames, "evening", show_progress=False)
+    for bad in ("", "s0/", "a b"):
+        with pytest.raises(ValueError, match="a session name is"):
+            update_map(m, query_frames, bad, show_progress=False)
     # SIGKILL while the update writes: the map stays the previous one, loadable, hashes matching
     files = dict(after.manifest["files"])
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -218,6 +231,8 @@ def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_togethe
     before = MapDatabase.load(tmp_path / "t")
     _, st = update_map(tmp_path / "t", query_frames, keep_all=True, show_progress=False)
     after = MapDatabase.load(tmp_path / "t")
+    assert st["session"] == "s1" and [s["keyframes"] for s in after.manifest["sessions"]] == [len(before),
+                                                                                               len(query_frames)]
     assert st["kept"] == len(query_frames) and len(after) == len(before) + len(query_frames)
     n_old = before.kp_offsets[-1]
     new_pts = after.points3d[n_old:]

@@ -13,6 +13,7 @@ Further subcommands live in their own modules (see ``_COMMAND_MODULES``): each m
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -166,10 +167,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     m.add_argument("maps", nargs="+", type=Path, help="map directories; the first one's frame is the merged map's")
     m.add_argument("--out", required=True, type=Path, help="merged map directory to write")
     m.add_argument("--align", choices=["auto", "never", "always"], default="auto",
-                   help="auto (default): relocalize a sample of each map's keyframes in the first map and move the "
-                        "map only when they disagree with its own poses by more than 5 cm / 1 deg; always: apply "
-                        "the fitted transform; never: the maps are in one frame (e.g. both from the robot's SLAM "
-                        "map), merge them as they are")
+                   help="auto (default): relocalize 60 of each map's keyframes in the first map and move the map "
+                        "only when it is in another frame: its own poses disagree with the relocalizations by more "
+                        "than a fitted transform leaves (+1 cm / 0.25 deg) and the fit is more than 5 cm / 1 deg "
+                        "from the identity; always: apply the fitted transform; never: the maps are in one frame "
+                        "(e.g. both from the robot's SLAM map), merge them as they are")
     m.add_argument("--sim3", action="store_true",
                    help="also fit a scale (maps from monocular SLAM, whose scale is arbitrary)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing map at --out (atomically)")
@@ -278,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reloc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `reloc map info M | head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     ap.print_help()
     return 2
 
@@ -349,7 +354,8 @@ def _map_merge(args, argv) -> int:
     for r in records[1:]:
         print(f"{r['map']}: {r['reason']}" + (f" ({r['keyframes_agreeing']} of {r['keyframes_sampled']} sampled "
               f"keyframes agree, residual median {r['residual_m']['median']:.3f} m / "
-              f"{r['residual_deg']['median']:.2f} deg)" if r['keyframes_sampled'] else ""))
+              f"{r['residual_deg']['median']:.2f} deg)" if r['keyframes_sampled'] else "")
+              + (f"; scale {r['scale']:.4f}" if args.sim3 and r["applied"] else ""))
     print(f"merged map written to {db.path}: {_map_summary(db)}, {len(db.manifest['sessions'])} sessions, "
           f"{db.manifest['build']['seconds']:.1f} s")
     return 0
@@ -365,7 +371,8 @@ def _map_update(args, argv) -> int:
             "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format, "map_every": args.map_every}}
     db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all,
                         show_progress=not args.quiet, **_budget_of(args))
-    why = ", ".join(f"{v} {k}" for k, v in st["why_kept"].items() if v) or "none"
+    why = "--keep-all" if args.keep_all else (", ".join(f"{v} {k}" for k, v in st["why_kept"].items() if v)
+                                               or "none adds anything")
     print(f"map {db.path} updated with session {st['session']}: {st['kept']} of {st['frames']} frames added "
           f"({why}); now {_map_summary(db)}, {st['seconds']:.1f} s")
     return 0

@@ -9,6 +9,7 @@ session's prefix (``s0/seq-01/frame-000000``) so that they stay unique.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -284,6 +285,24 @@ def _sessions_of(db: MapDatabase, source: Path) -> list[dict]:
              "build_key": (db.manifest.get("build") or {}).get("key"), "keyframes": len(db)}]
 
 
+SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _session_key(s: dict) -> tuple:
+    """What identifies a session across maps: where it came from and how it was built."""
+    return (s.get("source"), s.get("build_key"), None if s.get("build_key") else s.get("name"))
+
+
+def _recount(sessions: list[dict], names: list[str]) -> None:
+    """Each session's ``keyframes`` from the names actually kept (after a budget)."""
+    prefixes = [s.get("prefix") or "" for s in sessions]
+    for s, p in zip(sessions, prefixes):
+        if p:
+            s["keyframes"] = sum(1 for n in names if n.startswith(p))
+        else:
+            s["keyframes"] = sum(1 for n in names if not any(q and n.startswith(q) for q in prefixes))
+
+
 def _check_compatible(a: MapDatabase, b: MapDatabase) -> None:
     ia, ib = a.extractor_identity, b.extractor_identity
     diff = sorted(k for k in set(ia) | set(ib) if ia.get(k) != ib.get(k))
@@ -328,9 +347,16 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
         _check_compatible(ref, db)
     extractor = extractor_for_map(ref)
     sessions, keyframes, records = [], [], []
+    seen: dict[tuple, str] = {}  # session key -> the map it came in with
     loc = None
     for j, (db, path) in enumerate(zip(dbs, paths)):
         own = _sessions_of(db, path)
+        for sess in own:
+            key = _session_key(sess)
+            if key in seen:
+                raise MapError(f"session {sess['name']!r} of {path} is already in {seen[key]}: merge each session "
+                               "once (leave out the map it is part of, or its part)")
+            seen[key] = str(path)
         if j == 0:
             al = Alignment(np.eye(4), 1.0, False, 0, 0, 0, (0.0, 0.0), (0.0, 0.0), "reference frame")
         else:
@@ -355,8 +381,10 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     names = [k.name for k in keyframes]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise MapError(f"keyframe {dup!r} is in two of the maps: merge each session once")
+        raise MapError(f"keyframe name {dup!r} occurs in two of the maps (their sessions share a name prefix): merge "
+                       "each session once, or merge the maps in another order")
     keyframes, pruned = _budget(keyframes, max_keyframes, max_per_place)
+    _recount(sessions, [k.name for k in keyframes])
     manifest = {"points": ref.manifest.get("points"), "sessions": sessions,
                 "build": {**(info or {}), "merged_from": [str(Path(p).resolve()) for p in paths],
                           "alignment": records, "seconds": round(time.perf_counter() - t0, 2),
@@ -446,10 +474,17 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     sessions = _sessions_of(db, map_path)
     if len(sessions) == 1 and not sessions[0].get("prefix"):
         sessions[0]["prefix"] = ""  # the map's own keyframes keep their names
-    name = session or f"s{len(sessions)}"
-    prefix = name.rstrip("/") + "/"
-    if any(s.get("prefix") == prefix for s in sessions):
-        raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
+    taken = {(s.get("prefix") or "").rstrip("/") for s in sessions} | {s.get("name") for s in sessions}
+    if session is None:  # the first free s<N>
+        name = next(f"s{i}" for i in range(len(sessions), len(sessions) + len(taken) + 2) if f"s{i}" not in taken)
+    else:
+        name = session
+        if not SESSION_NAME.fullmatch(name):
+            raise ValueError(f"--session {name!r}: a session name is 1-64 letters, digits, '_', '.' or '-' (it "
+                             "prefixes the session's keyframe names)")
+        if name in taken:
+            raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
+    prefix = name + "/"
     old = keyframes_of(db)
     new = [replace(k, name=prefix + k.name) for k in
            _new_keyframes(db, [frames[i] for i in sel], [feats[i] for i in sel])] if sel else []
@@ -460,6 +495,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
              "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {})}
     sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
                      "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})
+    _recount(sessions, [k.name for k in keyframes])
     manifest = {k: v for k, v in db.manifest.items() if k not in ("counts", "files", "index", "created")}
     manifest["sessions"] = sessions
     manifest.setdefault("updates", []).append({**(info or {}), **stats})
