@@ -356,6 +356,12 @@ def _map_merge(args, argv) -> int:
               f"keyframes agree, residual median {r['residual_m']['median']:.3f} m / "
               f"{r['residual_deg']['median']:.2f} deg)" if r['keyframes_sampled'] else "")
               + (f"; scale {r['scale']:.4f}" if args.sim3 and r["applied"] else ""))
+        if r.get("keyframes_elsewhere"):
+            print(f"reloc: warning: {r['keyframes_elsewhere']} of its {r['keyframes_localized']} relocalized keyframes "
+                  "were placed more than 1 m / 30 deg from where they are: the place has look-alikes (repeated "
+                  "doors, a symmetric corridor); single images there can be wrong and more keyframes make the "
+                  "look-alike easier to find: run the node with odometry (docs/RESULTS.md, Multi-session maps)",
+                  file=sys.stderr)
     print(f"merged map written to {db.path}: {_map_summary(db)}, {len(db.manifest['sessions'])} sessions, "
           f"{db.manifest['build']['seconds']:.1f} s")
     return 0

@@ -79,6 +79,7 @@ class Alignment:
     residual_m: tuple[float, float]  # median, max over the agreeing keyframes
     residual_deg: tuple[float, float]
     reason: str
+    elsewhere: int = 0  # relocalized at another place (> 1 m or 30 deg from where the fit puts them): look-alikes
 
     def to_dict(self) -> dict:
         dt, dr = pose_errors(self.T, np.eye(4))
@@ -86,7 +87,7 @@ class Alignment:
                 "T": [[round(float(v), 9) for v in row] for row in self.T], "scale": round(float(self.scale), 6),
                 "translation_m": round(float(dt), 4), "rotation_deg": round(float(dr), 4),
                 "keyframes_sampled": self.sampled, "keyframes_localized": self.localized,
-                "keyframes_agreeing": self.agreeing,
+                "keyframes_agreeing": self.agreeing, "keyframes_elsewhere": self.elsewhere,
                 "residual_m": {"median": round(self.residual_m[0], 4), "max": round(self.residual_m[1], 4)},
                 "residual_deg": {"median": round(self.residual_deg[0], 4), "max": round(self.residual_deg[1], 4)}}
 
@@ -215,9 +216,11 @@ def align_map(ref: MapDatabase, other: MapDatabase, mode: str = "auto", sim3: bo
               f"fit moves it {dt:.3f} m / {dr:.2f} deg")
     if not sim3:
         s = 1.0
+    off = [pose_errors(_apply(T, s, Tb), Ta) for Ta, Tb in pairs]
+    elsewhere = sum(1 for dt_, dr_ in off if dt_ > 1.0 or dr_ > 30.0)
     return Alignment(T if applied else np.eye(4), s if applied else 1.0, applied, len(ids), len(found), len(sel),
                      (float(np.median(res[:, 0])), float(res[:, 0].max())),
-                     (float(np.median(res[:, 1])), float(res[:, 1].max())), reason)
+                     (float(np.median(res[:, 1])), float(res[:, 1].max())), reason, elsewhere)
 
 
 def _agrees(err: tuple[float, float]) -> bool:
