@@ -253,3 +253,25 @@ def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_togethe
                                                                                   d.shape[1] - 1)]
     good = z > 0
     assert np.median(np.abs(Xc[good, 2] - z[good])) < 0.05
+
+
+def test_keyframe_budget_keeps_each_recording_of_a_place():
+    """Day and night views of one place whose global descriptors agree (the descriptor ignores light): as two
+    recordings they both stay under a budget of one per (place, recording); as one they count as one look."""
+    from reloc_ros.core.geometry import look_at
+
+    rng = np.random.default_rng(1)
+    T, G, grp = [], [], []
+    for x in range(6):
+        g = rng.normal(size=32)
+        for rec in range(2):
+            for _ in range(3):
+                T.append(look_at([x, 0.0, 1.0], [x, 5.0, 1.0]))
+                v = g + rng.normal(scale=0.01, size=32)
+                G.append(v / np.linalg.norm(v))
+                grp.append(rec)
+    T, G, grp = np.stack(T), np.stack(G), np.array(grp)
+    sel = select_keyframes(T, G, max_keyframes=12, group=grp)
+    assert {(i // 6, grp[i]) for i in sel} == {(x, r) for x in range(6) for r in range(2)}
+    sel = select_keyframes(T, G, max_per_place=1)  # without the recordings: one look per place
+    assert len(sel) == 6

@@ -229,7 +229,8 @@ def _agrees(err: tuple[float, float]) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 def select_keyframes(T_map_from_cam: np.ndarray, global_desc: np.ndarray, max_keyframes: int | None = None,
-                     max_per_place: int | None = None, keep_first: int = 0) -> np.ndarray:
+                     max_per_place: int | None = None, keep_first: int = 0,
+                     group: np.ndarray | None = None) -> np.ndarray:
     """Indices of the keyframes to keep under a budget, in their original order.
 
     A place is what lies within ``PLACE_CELL`` (position, viewing direction) of a keyframe. Within a place, a keyframe that looks like
@@ -237,7 +238,9 @@ def select_keyframes(T_map_from_cam: np.ndarray, global_desc: np.ndarray, max_ke
     version of a day view) is not. Selection is greedy farthest-point in a distance that mixes position,
     viewing direction and appearance, so that the kept set covers space first and appearance within a place
     next. ``max_per_place`` caps the keyframes of one place (most different first). ``keep_first``: the first
-    that many keyframes are seeds (kept before any other; the rest fill the budget).
+    that many keyframes are seeds (kept before any other; the rest fill the budget). ``group``: a recording (session)
+    per keyframe; two keyframes of different recordings count as different looks (the global descriptor is made to
+    ignore light, so a night view and a day view of one place can look the same to it).
     """
     K = len(T_map_from_cam)
     if K == 0:
@@ -252,6 +255,8 @@ def select_keyframes(T_map_from_cam: np.ndarray, global_desc: np.ndarray, max_ke
         dp = np.linalg.norm(C - C[i], axis=1) / PLACE_CELL[0]
         da = np.degrees(np.arccos(np.clip(Z @ Z[i], -1.0, 1.0))) / PLACE_CELL[1]
         dg = np.clip(1.0 - G @ G[i], 0.0, None) / (1.0 - APPEARANCE_SIM)
+        if group is not None:
+            dg = np.maximum(dg, (group != group[i]).astype(np.float64))
         return np.maximum(np.maximum(dp, da), dg)
 
     kept = np.zeros(K, bool)
@@ -403,7 +408,9 @@ def _budget(keyframes: list[Keyframe], max_keyframes: int | None, max_per_place:
         return keyframes, None
     T = np.stack([k.T_map_from_cam for k in keyframes])
     G = np.stack([k.global_desc for k in keyframes])
-    sel = select_keyframes(T, G, max_keyframes, max_per_place, keep_first)
+    # the recording of each keyframe: the first part of its name (a session prefix, or the dataset's sequence)
+    _, group = np.unique([k.name.split("/", 1)[0] for k in keyframes], return_inverse=True)
+    sel = select_keyframes(T, G, max_keyframes, max_per_place, keep_first, group.ravel())
     return [keyframes[i] for i in sel], {"before": len(keyframes), "after": int(len(sel)),
                                          "max_keyframes": max_keyframes, "max_per_place": max_per_place}
 
