@@ -167,7 +167,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     m.add_argument("maps", nargs="+", type=Path, help="map directories; the first one's frame is the merged map's")
     m.add_argument("--out", required=True, type=Path, help="merged map directory to write")
     m.add_argument("--align", choices=["auto", "never", "always"], default="auto",
-                   help="auto (default): relocalize 60 of each map's keyframes in the first map and move the map "
+                   help="auto (default): relocalize 150 of each map's keyframes in the first map and move the map "
                         "only when it is in another frame: its own poses disagree with the relocalizations by more "
                         "than a fitted transform leaves (+1 cm / 0.25 deg) and the fit is more than 5 cm / 1 deg "
                         "from the identity; always: apply the fitted transform; never: the maps are in one frame "
@@ -358,9 +358,10 @@ def _map_merge(args, argv) -> int:
               + (f"; scale {r['scale']:.4f}" if args.sim3 and r["applied"] else ""))
         if r.get("keyframes_elsewhere"):
             print(f"reloc: warning: {r['keyframes_elsewhere']} of its {r['keyframes_localized']} relocalized keyframes "
-                  "were placed more than 1 m / 30 deg from where they are: the place has look-alikes (repeated "
-                  "doors, a symmetric corridor); single images there can be wrong and more keyframes make the "
-                  "look-alike easier to find: run the node with odometry (docs/RESULTS.md, Multi-session maps)",
+                  "were placed more than 1 m / 30 deg from where they are: look-alike places (repeated doors, a "
+                  "symmetric corridor) or images too poor to trust (night); single images there can be wrong, and "
+                  "more keyframes make a look-alike easier to find: run the node with odometry (docs/RESULTS.md, "
+                  "Multi-session maps)",
                   file=sys.stderr)
     print(f"merged map written to {db.path}: {_map_summary(db)}, {len(db.manifest['sessions'])} sessions, "
           f"{db.manifest['build']['seconds']:.1f} s")

@@ -28,7 +28,7 @@ __all__ = ["keyframes_of", "merge_maps", "update_map", "select_keyframes", "Alig
 log = logging.getLogger(__name__)
 
 ALIGN_MODES = ("auto", "never", "always")
-ALIGN_SAMPLE = 60  # keyframes of the map to align that are relocalized in the reference map
+ALIGN_SAMPLE = 150  # keyframes of the map to align that are relocalized in the reference map (corridor: 60 -> 1.3 cm, 150 -> 0.8 cm)
 ALIGN_MIN_AGREE = 5  # relocalized keyframes that must agree on one transform (3 for maps of at most 6 keyframes)
 ALIGN_CONSENSUS = (0.10, 2.0)  # (m, deg): a relocalized keyframe agrees with a candidate transform within this
 SAME_FRAME_TOL = (0.05, 1.0)  # (m, deg): --align auto keeps the frame when the fit is within this of the identity,
