@@ -30,8 +30,7 @@ def main() -> None:
     extra, tracks = [], []
     for s in scenes:
         D = out / s
-        n = len(yaml.safe_load((D / "map-s0" / "manifest.yaml").read_text())["files"]) and \
-            yaml.safe_load((D / "map-s0" / "manifest.yaml").read_text())["counts"]["keyframes"]
+        n = yaml.safe_load((D / "map-s0" / "manifest.yaml").read_text())["counts"]["keyframes"]
         for m, label in (("s0", "session 0"), ("s0+u1", "session 0 + update(session 1)"),
                          ("m01", "merge(session 0, session 1)"), ("m012", "merge(sessions 0, 1, 2)"),
                          (f"m012-b{n}", f"merge(sessions 0, 1, 2), --max-keyframes {n}")):
