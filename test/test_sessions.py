@@ -202,6 +202,12 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
     for bad in ("", "s0/", "a b"):
         with pytest.raises(ValueError, match="a session name is"):
             update_map(m, query_frames, bad, show_progress=False)
+    # an updated map merges like any other, first or second: its original keyframes get a session prefix too
+    for order in ([m, b], [b, m]):
+        merged, _ = merge_maps(order, tmp_path / "mm", align="never", overwrite=True)
+        assert len(merged) == len(after) + len(MapDatabase.load(b)) and len(set(merged.names)) == len(merged)
+        assert sorted(s_["keyframes"] for s_ in merged.manifest["sessions"]) == sorted(
+            [len(before), st["kept"], len(MapDatabase.load(b))])
     # SIGKILL while the update writes: the map stays the previous one, loadable, hashes matching
     files = dict(after.manifest["files"])
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -331,10 +331,6 @@ def _globals_in(ref: MapDatabase, db: MapDatabase, extractor: FeatureExtractor |
     return np.stack([ex.describe_global(_keyframe_features(db, i, True)[0]) for i in range(len(db))])
 
 
-def _prefixed(name: str, prefix: str) -> str:
-    return name if not prefix or name.startswith(prefix) else prefix + name
-
-
 def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = False,
                max_keyframes: int | None = None, max_per_place: int | None = None, overwrite: bool = False,
                info: dict | None = None) -> tuple[MapDatabase, list[dict]]:
@@ -374,13 +370,18 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
                 loc = Localizer(ref, extractor)
             al = align_map(ref, db, align, sim3, localizer=loc)
         records.append({"map": str(path), **al.to_dict()})
-        if len(own) == 1 and not own[0].get("prefix"):
-            own[0]["prefix"] = f"s{len(sessions)}/"
+        # the session whose keyframes carry no prefix (a built map, or an updated map's original keyframes) gets one
+        bare = next((sess for sess in own if not sess.get("prefix")), None)
+        prefixes = [sess["prefix"] for sess in own if sess.get("prefix")]
+        if bare is not None:
+            used = {p.rstrip("/") for sess in sessions + own for p in [sess.get("prefix") or ""]}
+            bare["prefix"] = next(f"s{i}/" for i in range(len(sessions), len(sessions) + len(used) + 2)
+                                  if f"s{i}" not in used)
         g = _globals_in(ref, db, extractor)
         for k, kf in enumerate(keyframes_of(db)):
-            prefix = next((s["prefix"] for s in own if s.get("prefix") and kf.name.startswith(s["prefix"])),
-                          own[-1]["prefix"] if len(own) == 1 else "")
-            kf = replace(kf, name=_prefixed(kf.name, prefix), global_desc=g[k])
+            own_prefix = next((p for p in prefixes if kf.name.startswith(p)), None)
+            name = kf.name if own_prefix is not None or bare is None else bare["prefix"] + kf.name
+            kf = replace(kf, name=name, global_desc=g[k])
             keyframes.append(_transformed(kf, al.T, al.scale) if al.applied else kf)
         for s in own:
             if j > 0:
