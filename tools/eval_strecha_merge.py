@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +20,16 @@ import numpy as np
 from reloc_ros.core.features import create_extractor
 from reloc_ros.core.geometry import pose_errors
 from reloc_ros.core.localizer import Localizer
-from reloc_ros.core.mapdb import MapDatabase
 from reloc_ros.core.points import TriangulationConfig
 from reloc_ros.datasets import load_dataset
 from reloc_ros.pipelines.build_map import build_or_reuse_map
 from reloc_ros.pipelines.evaluate import evaluate
-from reloc_ros.pipelines.map_sessions import _transformed, keyframes_of, merge_maps
+from reloc_ros.pipelines.map_sessions import merge_maps
 
 HERE = Path(__file__).resolve().parent
-MOVE = dict(yaw_deg=35.0, pitch_deg=2.0, t=(3.0, -2.0, 0.4))
-
-
-def rigid(yaw_deg, pitch_deg, t):
-    y, p = np.radians([yaw_deg, pitch_deg])
-    Rz = np.array([[np.cos(y), -np.sin(y), 0], [np.sin(y), np.cos(y), 0], [0, 0, 1]])
-    Ry = np.array([[np.cos(p), 0, np.sin(p)], [0, 1, 0], [-np.sin(p), 0, np.cos(p)]])
-    T = np.eye(4)
-    T[:3, :3] = Rz @ Ry
-    T[:3, 3] = t
-    return T
+sys.path.insert(0, str(HERE))
+from move_map import move_map, rigid  # noqa: E402
+MOVE = dict(yaw_deg=35.0, pitch_deg=2.0, roll_deg=0.0, t=(3.0, -2.0, 0.4))
 
 
 def main() -> None:
@@ -61,11 +53,7 @@ def main() -> None:
             db, _ = build_or_reuse_map(frames, ex, "triangulate", a.out / f"{scene}-{k}", show_progress=False,
                                        tri_cfg=tri)
             paths[k] = db.path
-        moved = a.out / f"{scene}-B-moved"
-        B = MapDatabase.load(paths["B"])
-        man = {k: v for k, v in B.manifest.items() if k not in ("counts", "files", "index", "created")}
-        MapDatabase.from_keyframes([_transformed(k, T_move) for k in keyframes_of(B)], B.extractor_identity,
-                                   B.extractor_state, man).save(moved, overwrite=True)
+        moved = move_map(paths["B"], a.out / f"{scene}-B-moved", T_move, overwrite=True)
         merged, rec = merge_maps([paths["A"], moved], a.out / f"{scene}-merged", align="auto", overwrite=True)
         al = rec[1]
         dt, dr = pose_errors(np.array(al["T"]) @ T_move, np.eye(4))

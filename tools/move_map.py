@@ -28,6 +28,15 @@ def rigid(yaw_deg: float, pitch_deg: float, roll_deg: float, t) -> np.ndarray:
     return T
 
 
+def move_map(src: Path, out: Path, T: np.ndarray, overwrite: bool = False) -> Path:
+    """Write map ``src`` moved by ``T`` (x_out = R x + t) to ``out``; the manifest records ``build.moved_by``."""
+    db = MapDatabase.load(src)
+    kfs = [_transformed(k, T) for k in keyframes_of(db)]
+    man = {k: v for k, v in db.manifest.items() if k not in ("counts", "files", "index", "created")}
+    man.setdefault("build", {})["moved_by"] = [[float(v) for v in row] for row in T]
+    return MapDatabase.from_keyframes(kfs, db.extractor_identity, db.extractor_state, man).save(out, overwrite)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("map", type=Path)
@@ -37,13 +46,7 @@ def main() -> None:
     ap.add_argument("--roll-deg", type=float, default=0.0)
     ap.add_argument("--t", type=float, nargs=3, default=(0.0, 0.0, 0.0))
     a = ap.parse_args()
-    db = MapDatabase.load(a.map)
-    T = rigid(a.yaw_deg, a.pitch_deg, a.roll_deg, a.t)
-    kfs = [_transformed(k, T) for k in keyframes_of(db)]
-    man = {k: v for k, v in db.manifest.items() if k not in ("counts", "files", "index", "created")}
-    man.setdefault("build", {})["moved_by"] = [[float(v) for v in row] for row in T]
-    out = MapDatabase.from_keyframes(kfs, db.extractor_identity, db.extractor_state, man)
-    out.save(a.out, overwrite=False)
+    move_map(a.map, a.out, rigid(a.yaw_deg, a.pitch_deg, a.roll_deg, a.t))
     print(f"{a.out}: {a.map} moved by yaw {a.yaw_deg} deg, pitch {a.pitch_deg}, roll {a.roll_deg}, t {list(a.t)}")
 
 

@@ -96,6 +96,20 @@ def _bag_topics(args):
                      depth=getattr(args, "depth_topic", None), gt_topic=args.gt_topic, gt_frame=args.gt_frame)
 
 
+def _map_input(args, argv) -> tuple:
+    """(dataset, map frames, the manifest's build info) of ``map build`` / ``map update``: a bag is one run with no
+    split of its own, so all its frames are map frames unless --map-every says otherwise."""
+    ds = _load_build_dataset(args)
+    whole_bag = args.format == "rosbag" and args.map_every is None
+    frames = ds.frames if whole_bag else ds.split(args.map_every)[0]
+    info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
+            "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format, "map_every": args.map_every}}
+    if args.format == "rosbag":
+        info["dataset"].update(topics=ds.meta["topics"], gt_source=ds.meta["gt_source"],
+                               skipped_no_gt=ds.meta["skipped_no_gt"])
+    return ds, frames, info
+
+
 def _load_build_dataset(args):
     """The dataset of ``reloc map build``: a folder (``--dataset DIR --format F``) or a bag (``--bag BAG``, with or
     without ``--format rosbag``)."""
@@ -292,10 +306,7 @@ def _map_build(args, argv) -> int:
     from reloc_ros.core.features import create_extractor
     from reloc_ros.core.points import TriangulationConfig
 
-    ds = _load_build_dataset(args)
-    # a bag is one run with no split of its own: all its frames are map frames unless --map-every says otherwise
-    whole_bag = args.format == "rosbag" and args.map_every is None
-    map_frames = ds.frames if whole_bag else ds.split(args.map_every)[0]
+    ds, map_frames, info = _map_input(args, argv)
     points = args.points or ("depth" if all(f.depth_path for f in map_frames) else "triangulate")
     if args.depth_scale is not None and points != "learned":
         raise ValueError(f"--depth-scale applies to --points learned only (this map's points: {points})")
@@ -307,13 +318,8 @@ def _map_build(args, argv) -> int:
             raise ValueError(f"--model applies to --extractor learned only (got --extractor {args.extractor})")
         kwargs["model_path"] = args.model
     extractor = create_extractor(args.extractor, **kwargs)
-    info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
-            **({"model": str(Path(args.model).resolve())} if args.model is not None else {}),
-            "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format,
-                        "map_every": args.map_every}}
-    if args.format == "rosbag":
-        info["dataset"].update(topics=ds.meta["topics"], gt_source=ds.meta["gt_source"],
-                               skipped_no_gt=ds.meta["skipped_no_gt"])
+    if args.model is not None:  # recorded after the command, as before
+        info = {"command": info.pop("command"), "model": str(Path(args.model).resolve()), **info}
     if args.out.exists() and not (args.overwrite or args.reuse):  # before the work, not after it
         raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
                          "new one is complete), or --reuse to keep a map of these inputs")
@@ -371,11 +377,7 @@ def _map_merge(args, argv) -> int:
 def _map_update(args, argv) -> int:
     from reloc_ros.pipelines.map_sessions import update_map
 
-    ds = _load_build_dataset(args)
-    whole_bag = args.format == "rosbag" and args.map_every is None
-    frames = ds.frames if whole_bag else ds.split(args.map_every)[0]
-    info = {"command": "reloc " + " ".join(shlex.quote(a) for a in argv),
-            "dataset": {"root": str(Path(ds.root).resolve()), "format": args.format, "map_every": args.map_every}}
+    _, frames, info = _map_input(args, argv)
     db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all,
                         show_progress=not args.quiet, **_budget_of(args))
     why = "--keep-all" if args.keep_all else (", ".join(f"{v} {k}" for k, v in st["why_kept"].items() if v)
@@ -419,12 +421,10 @@ def _map_info(args) -> int:
 
     from reloc_ros.core.mapdb import MapDatabase
 
-    from reloc_ros.pipelines.map_sessions import map_memory_bytes
-
     db = MapDatabase.load(args.map)
     sessions = db.manifest.get("sessions") or []
     print(f"# {db.path}: {_map_summary(db)}")
-    print(f"# in memory when loaded: {map_memory_bytes(db) / 2**20:.1f} MiB"
+    print(f"# in memory when loaded: {db.nbytes / 2**20:.1f} MiB"
           + (f"; sessions: {', '.join(s['name'] + ' (' + str(s.get('keyframes')) + ' keyframes)' for s in sessions)}"
              if sessions else ""))
     print(yaml.safe_dump(db.manifest, sort_keys=False))

@@ -120,6 +120,13 @@ class MapDatabase:
     def extractor_identity(self) -> dict:
         return self.manifest.get("extractor", {})
 
+    @property
+    def nbytes(self) -> int:
+        """What the map's arrays take in memory (the node's share for the map, before the localizer's caches)."""
+        arrs = (self.T_map_from_cam, self.keypoints, self.descriptors, self.scores, self.points3d, self.point_source,
+                self.point_conf, self.global_desc, self.kp_offsets)
+        return int(sum(np.asarray(a).nbytes for a in arrs))
+
     def keyframe_slice(self, i: int) -> slice:
         return slice(int(self.kp_offsets[i]), int(self.kp_offsets[i + 1]))
 

@@ -307,8 +307,7 @@ class PlaceTracker:
                covariance: np.ndarray | None) -> str:
         """Why a pose of the accepted place ``h`` is withheld by the publish gate ('' when it passes)."""
         cfg = self.config
-        if (cfg.publish_gate_sigma <= 0 or covariance is None or h.T_odom_last is None
-                or h.uid != self._accepted_uid or not np.all(np.isfinite(covariance))):
+        if cfg.publish_gate_sigma <= 0 or covariance is None or h.T_odom_last is None:
             return ""
         sp_m, sp_deg, s_m, s_deg = _sigmas(h, T_odom, covariance)
         lim_m = cfg.publish_gate_sigma * float(np.hypot(s_m, sp_m))
@@ -325,6 +324,8 @@ class PlaceTracker:
         has_odom = T_odom is not None
         if not cfg.enabled:
             return TrackDecision(True, odometry=has_odom)
+        if covariance is not None and not np.all(np.isfinite(covariance)):
+            covariance = None  # no gate and no weighting from a covariance that says nothing
         best = None
         for h in self._places:
             pred = self._predict(h, stamp_ns, T_odom)
@@ -440,7 +441,7 @@ def _sigmas(h: _Place, T_odom: np.ndarray, covariance: np.ndarray) -> tuple[floa
 def _follow(h: _Place, T: np.ndarray, T_odom: np.ndarray, covariance: np.ndarray | None) -> np.ndarray:
     """The place's new ``T_map_from_odom`` after pose ``T``: the camera pose moved from the place's prediction towards
     ``T`` by the weights of the two uncertainties (all the way without a covariance or a previous pose)."""
-    if covariance is None or h.T_odom_last is None or not np.all(np.isfinite(covariance)):
+    if covariance is None or h.T_odom_last is None:
         return T @ invert_T(T_odom)
     sp_m, sp_deg, s_m, s_deg = _sigmas(h, T_odom, covariance)
     w_m = sp_m ** 2 / (sp_m ** 2 + s_m ** 2)

@@ -16,7 +16,8 @@ from reloc_ros.core.points import (TriangulationConfig, fit_depth_scale, points_
 from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced, load_depth, load_image
 from reloc_ros.progress import progress_bar
 
-__all__ = ["build_map", "build_or_reuse_map", "map_build_key", "POINT_MODES", "DEPTH_SCALE_MODES"]
+__all__ = ["build_map", "build_or_reuse_map", "map_build_key", "frame_points", "make_keyframe", "POINT_MODES",
+           "DEPTH_SCALE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,9 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
     pts, confs, stats = [], [], {}
     if points == "depth":
         for f, fe, kpi in zip(progress_bar(frames, "depth points", show_progress), feats, kp_ideal):
-            p = points_from_depth(fe.keypoints, kpi, f.camera, load_depth(f), f.T_world_from_cam)
+            p, c = frame_points("depth", f, fe, kpi)
             pts.append(p)
-            confs.append(np.where(np.isfinite(p[:, 0]), 1.0, 0.0).astype(np.float32))
+            confs.append(c)
     elif points == "triangulate":
         bar = progress_bar(None, "triangulate", show_progress)
         pts, confs, stats = triangulate_keyframes(kp_ideal, [fe.descriptors for fe in feats], poses, cams,
@@ -146,21 +147,12 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             scale, stats["depth_scale"] = _depth_scale(frames, feats, kp_ideal, poses, cams, globals_, tri_cfg,
                                                        depth_scale, show_progress)
         for f, fe, kpi in zip(frames, feats, kp_ideal):
-            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth * np.float32(scale), f.T_world_from_cam,
-                                  max_rel_spread=LEARNED_DEPTH_MAX_SPREAD)
+            p, c = frame_points("learned", f, fe, kpi, scale)
             pts.append(p)
-            c = np.ones(len(p), np.float32) if fe.depth_conf is None else _sample_conf(fe, f)
-            confs.append(np.where(np.isfinite(p[:, 0]), c, 0.0).astype(np.float32))
+            confs.append(c)
 
-    src_code = POINT_SOURCES[points]
-    keyframes = []
-    for f, fe, kpi, g, p, c, cam in zip(frames, feats, kp_ideal, globals_, pts, confs, cams):
-        has = np.isfinite(p[:, 0])
-        keyframes.append(Keyframe(
-            name=f.name, T_map_from_cam=f.T_world_from_cam, camera=cam, keypoints=kpi,
-            descriptors=fe.descriptors, scores=fe.scores, points3d=p.astype(np.float32),
-            point_source=np.where(has, src_code, 0).astype(np.uint8), point_conf=np.asarray(c, np.float32),
-            global_desc=g))
+    keyframes = [make_keyframe(f, fe, kpi, g, p, c, points)
+                 for f, fe, kpi, g, p, c in zip(frames, feats, kp_ideal, globals_, pts, confs)]
     if max_keyframes or max_per_place:
         from reloc_ros.pipelines.map_sessions import _budget
 
@@ -179,6 +171,29 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
     db = MapDatabase.from_keyframes(keyframes, extractor.identity(), extractor.state(), manifest_info)
     db.save(Path(out), overwrite=overwrite, index_kind=index_kind)
     return db
+
+
+def frame_points(points: str, f: Frame, fe, kp_ideal: np.ndarray, depth_scale: float = 1.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(3D point [N x 3], NaN where none; confidence [N]) of one map frame's keypoints: from its depth image
+    (``depth``) or from the depth head's depth times ``depth_scale`` (``learned``)."""
+    if points == "depth":
+        p = points_from_depth(fe.keypoints, kp_ideal, f.camera, load_depth(f), f.T_world_from_cam)
+        return p, np.where(np.isfinite(p[:, 0]), 1.0, 0.0).astype(np.float32)
+    p = points_from_depth(fe.keypoints, kp_ideal, f.camera, fe.depth * np.float32(depth_scale), f.T_world_from_cam,
+                          max_rel_spread=LEARNED_DEPTH_MAX_SPREAD)
+    c = np.ones(len(p), np.float32) if fe.depth_conf is None else _sample_conf(fe, f)
+    return p, np.where(np.isfinite(p[:, 0]), c, 0.0).astype(np.float32)
+
+
+def make_keyframe(f: Frame, fe, kp_ideal: np.ndarray, global_desc: np.ndarray, p: np.ndarray, conf: np.ndarray,
+                  points: str) -> Keyframe:
+    """The map keyframe of frame ``f``: its features, 3D points ``p`` (source ``points``) and their confidence."""
+    has = np.isfinite(p[:, 0])
+    return Keyframe(name=f.name, T_map_from_cam=f.T_world_from_cam, camera=f.camera.undistorted(),
+                    keypoints=kp_ideal, descriptors=fe.descriptors, scores=fe.scores, points3d=p.astype(np.float32),
+                    point_source=np.where(has, POINT_SOURCES[points], 0).astype(np.uint8),
+                    point_conf=np.asarray(conf, np.float32), global_desc=global_desc)
 
 
 def _depth_scale(frames, feats, kp_ideal, poses, cams, globals_, tri_cfg, mode: str, show_progress: bool):

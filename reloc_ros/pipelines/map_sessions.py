@@ -22,8 +22,7 @@ from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError, extractor_for_map
 from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced
 
-__all__ = ["keyframes_of", "merge_maps", "update_map", "select_keyframes", "Alignment", "align_map",
-           "map_memory_bytes"]
+__all__ = ["keyframes_of", "merge_maps", "update_map", "select_keyframes", "Alignment", "align_map"]
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +37,28 @@ PLACE_CELL = (0.5, 30.0)  # (m, deg): keyframes closer than this in position and
 APPEARANCE_SIM = 0.8  # global-descriptor similarity above which two keyframes of one place look the same
 
 
-def keyframes_of(db: MapDatabase, prefix: str = "") -> list[Keyframe]:
-    """The keyframes of a loaded map (views of its arrays; names with ``prefix``)."""
+def keyframes_of(db: MapDatabase) -> list[Keyframe]:
+    """The keyframes of a loaded map (views of its arrays)."""
     out = []
     for i, name in enumerate(db.names):
         s = db.keyframe_slice(i)
-        out.append(Keyframe(prefix + name, db.T_map_from_cam[i], db.cameras[i], db.keypoints[s], db.descriptors[s],
+        out.append(Keyframe(name, db.T_map_from_cam[i], db.cameras[i], db.keypoints[s], db.descriptors[s],
                             db.scores[s], db.points3d[s], db.point_source[s], db.point_conf[s], db.global_desc[i]))
     return out
 
 
+def _apply(T: np.ndarray, s: float, P: np.ndarray) -> np.ndarray:
+    """Camera pose ``P`` moved by ``x' = s R x + t`` (``T`` = [R | t])."""
+    Q = P.copy()
+    Q[:3, :3] = T[:3, :3] @ P[:3, :3]
+    Q[:3, 3] = s * (T[:3, :3] @ P[:3, 3]) + T[:3, 3]
+    return Q
+
+
 def _transformed(kf: Keyframe, T: np.ndarray, scale: float = 1.0) -> Keyframe:
     """``kf`` moved into another frame: ``x' = scale * R x + t`` for points and camera centres."""
-    R, t = T[:3, :3], T[:3, 3]
-    P = kf.T_map_from_cam.copy()
-    P[:3, :3] = R @ P[:3, :3]
-    P[:3, 3] = scale * (R @ P[:3, 3]) + t
-    X = (scale * (kf.points3d.astype(np.float64) @ R.T) + t).astype(np.float32)  # NaN rows stay NaN
-    return replace(kf, T_map_from_cam=P, points3d=X)
-
-
-def map_memory_bytes(db: MapDatabase) -> int:
-    """What a loaded map's arrays take in memory (the node's share for the map, before the localizer's caches)."""
-    arrs = (db.T_map_from_cam, db.keypoints, db.descriptors, db.scores, db.points3d, db.point_source, db.point_conf,
-            db.global_desc, db.kp_offsets)
-    return int(sum(a.nbytes for a in arrs))
+    X = (scale * (kf.points3d.astype(np.float64) @ T[:3, :3].T) + T[:3, 3]).astype(np.float32)  # NaN rows stay NaN
+    return replace(kf, T_map_from_cam=_apply(T, scale, kf.T_map_from_cam), points3d=X)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,20 +143,14 @@ def _fit(pairs: list[tuple[np.ndarray, np.ndarray]], sim3: bool, w: np.ndarray |
     return T, s
 
 
-def _apply(T: np.ndarray, s: float, P: np.ndarray) -> np.ndarray:
-    Q = P.copy()
-    Q[:3, :3] = T[:3, :3] @ P[:3, :3]
-    Q[:3, 3] = s * (T[:3, :3] @ P[:3, 3]) + T[:3, 3]
-    return Q
-
-
 def align_map(ref: MapDatabase, other: MapDatabase, mode: str = "auto", sim3: bool = False,
               sample: int = ALIGN_SAMPLE, localizer=None) -> Alignment:
     """Put ``other`` into ``ref``'s frame: a sample of its keyframes relocalized in ``ref``; each gives a candidate
     transform; the one most others agree with (``ALIGN_CONSENSUS``) is refitted on those (:func:`_fit`).
 
     ``mode``: ``never`` keeps ``other``'s frame without looking; ``always`` applies the fit; ``auto`` applies it
-    only when it differs from the identity by more than ``SAME_FRAME_TOL``.
+    unless ``other`` is in the same frame: its own poses explain the relocalizations about as well as the fit
+    (``SAME_FRAME_EXTRA``), or the fit is within ``SAME_FRAME_TOL`` of the identity.
 
     Raises:
         MapError: fewer than ``ALIGN_MIN_AGREE`` relocalized keyframes agree (``auto``/``always``): the maps do not
@@ -422,6 +412,13 @@ def _budget(keyframes: list[Keyframe], max_keyframes: int | None, max_per_place:
 UPDATE_MIN_INLIER_FRACTION = 0.25
 
 
+UPDATE_POSE_TOL = (0.05, 2.0)  # (m, deg): a new frame localized further from its own pose than this is kept
+
+
+def _off(err: tuple[float, float]) -> bool:
+    return err[0] > UPDATE_POSE_TOL[0] or err[1] > UPDATE_POSE_TOL[1]
+
+
 def update_map(map_path: Path, frames: list[Frame], session: str | None = None, info: dict | None = None,
                max_keyframes: int | None = None, max_per_place: int | None = None, keep_all: bool = False,
                show_progress: bool = True) -> tuple[MapDatabase, dict]:
@@ -463,15 +460,14 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         if keep_all:
             keep.append(True)
             continue
-        q = Features(fe.keypoints, fe.descriptors, fe.scores, fe.global_desc, fe.image_size)
-        res = loc.localize_features(q, f.camera)
+        res = loc.localize_features(fe, f.camera)
         T = f.T_world_from_cam
         reason = None
         if not res.ok:
             reason = "not localized"
         elif res.num_inliers < UPDATE_MIN_INLIER_FRACTION * len(fe):
             reason = "few inliers"
-        elif not (lambda e: e[0] <= 0.05 and e[1] <= 2.0)(pose_errors(res.T_map_from_cam, T)):
+        elif _off(pose_errors(res.T_map_from_cam, T)):
             reason = "off its pose"
         else:
             near = (np.linalg.norm(C - T[:3, 3], axis=1) <= PLACE_CELL[0]) & \
@@ -482,9 +478,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         if reason:
             why[reason] += 1
     sel = [i for i, k in enumerate(keep) if k]
-    sessions = _sessions_of(db, map_path)
-    if len(sessions) == 1 and not sessions[0].get("prefix"):
-        sessions[0]["prefix"] = ""  # the map's own keyframes keep their names
+    sessions = _sessions_of(db, map_path)  # the map's own keyframes keep their names
     taken = {(s.get("prefix") or "").rstrip("/") for s in sessions} | {s.get("name") for s in sessions}
     if session is None:  # the first free s<N>
         name = next(f"s{i}" for i in range(len(sessions), len(sessions) + len(taken) + 2) if f"s{i}" not in taken)
@@ -518,9 +512,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
 def _new_keyframes(db: MapDatabase, frames: list[Frame], feats: list[Features]) -> list[Keyframe]:
     """Keyframes of new frames with 3D the way ``db``'s have it (depth images, or the depth head with the map's
     fitted scale); triangulated maps get their points in :func:`_retriangulated`."""
-    from reloc_ros.core.points import points_from_depth
-    from reloc_ros.datasets.base import load_depth
-    from reloc_ros.pipelines.build_map import LEARNED_DEPTH_MAX_SPREAD, _sample_conf
+    from reloc_ros.pipelines.build_map import frame_points, make_keyframe
 
     points = db.manifest["points"]
     scale_rec = (db.manifest.get("build") or {}).get("depth_scale") or {}
@@ -528,23 +520,13 @@ def _new_keyframes(db: MapDatabase, frames: list[Frame], feats: list[Features]) 
     out = []
     for f, fe in zip(frames, feats):
         kpi = f.camera.undistort_points(fe.keypoints).astype(np.float32)
-        if points == "depth":
-            p = points_from_depth(fe.keypoints, kpi, f.camera, load_depth(f), f.T_world_from_cam)
-            c = np.where(np.isfinite(p[:, 0]), 1.0, 0.0).astype(np.float32)
-        elif points == "learned":
-            if fe.depth is None:
-                raise MapError(f"{db.path} takes its 3D points from the depth head, which the extractor did not run")
-            p = points_from_depth(fe.keypoints, kpi, f.camera, fe.depth * np.float32(scale), f.T_world_from_cam,
-                                  max_rel_spread=LEARNED_DEPTH_MAX_SPREAD)
-            c0 = np.ones(len(p), np.float32) if fe.depth_conf is None else _sample_conf(fe, f)
-            c = np.where(np.isfinite(p[:, 0]), c0, 0.0).astype(np.float32)
+        if points == "triangulate":
+            p, c = np.full((len(kpi), 3), np.nan, np.float32), np.zeros(len(kpi), np.float32)
+        elif points == "learned" and fe.depth is None:
+            raise MapError(f"{db.path} takes its 3D points from the depth head, which the extractor did not run")
         else:
-            p = np.full((len(kpi), 3), np.nan, np.float32)
-            c = np.zeros(len(kpi), np.float32)
-        has = np.isfinite(p[:, 0])
-        out.append(Keyframe(f.name, f.T_world_from_cam, f.camera.undistorted(), kpi, fe.descriptors, fe.scores,
-                            p.astype(np.float32), np.where(has, POINT_SOURCES[points], 0).astype(np.uint8),
-                            np.asarray(c, np.float32), fe.global_desc))
+            p, c = frame_points(points, f, fe, kpi, scale)
+        out.append(make_keyframe(f, fe, kpi, fe.global_desc, p, c, points))
     return out
 
 

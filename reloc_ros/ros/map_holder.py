@@ -33,11 +33,9 @@ def load_localizer(want: dict, config: LocalizerConfig, log) -> Localizer:
         if want["model_path"]:
             kwargs["model_path"] = want["model_path"]
     loc = Localizer(db, extractor_for_map(db, **kwargs), config)
-    from reloc_ros.pipelines.map_sessions import map_memory_bytes
-
     sessions = db.manifest.get("sessions") or []
     log.info(f"loaded map {want['map_path']} ({len(db)} keyframes, {len(db.valid_points())} points, extractor "
-             f"{name}{f', {len(sessions)} sessions' if sessions else ''}, {map_memory_bytes(db) / 2**20:.0f} MiB of "
+             f"{name}{f', {len(sessions)} sessions' if sessions else ''}, {db.nbytes / 2**20:.0f} MiB of "
              f"map arrays) in {time.perf_counter() - t0:.2f} s")
     return loc
 

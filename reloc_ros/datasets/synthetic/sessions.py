@@ -14,7 +14,7 @@ Each session has its own trajectories and sensor noise (:func:`session_seed`). O
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,56 +58,57 @@ def _overlap(lo1, hi1, lo2, hi2, margin: float) -> bool:
     return bool(np.all(lo1 < hi2 + margin) and np.all(hi1 > lo2 - margin))
 
 
+@dataclass(frozen=True)
+class _Group:
+    """One piece of furniture while a scene is edited: its quads, obstacle and occluder boxes, how it may move (as
+    :class:`~.scene.SceneObject`) and the bounds of its quads."""
+
+    obj: SceneObject
+    quads: list
+    obstacles: list
+    occluders: list
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def of(cls, obj: SceneObject, quads: list, obstacles: list, occluders: list) -> "_Group":
+        c = np.concatenate([q.corners() for q in quads])
+        return cls(obj, quads, obstacles, occluders, c.min(axis=0), c.max(axis=0))
+
+    def moved(self, d: np.ndarray) -> "_Group":
+        return _Group.of(self.obj, [_moved_quad(q, d) for q in self.quads],
+                         [(lo + d, hi + d) for lo, hi in self.obstacles],
+                         [(lo + d, hi + d) for lo, hi in self.occluders])
+
+
 class _Edit:
-    """A scene being edited: objects as (quads, obstacles, occluders, SceneObject) groups, the rest static."""
+    """A scene being edited: its movable objects as :class:`_Group` (None once removed), the rest static."""
 
     def __init__(self, scene: Scene):
         self.scene = scene
-        self._bounds = {}
         owned_q, owned_o, owned_c = set(), set(), set()
-        self.groups = []
+        self.groups: list[_Group | None] = []
         for o in scene.objects:
             owned_q.update(range(*o.quads)), owned_o.update(range(*o.obstacles)), owned_c.update(range(*o.occluders))
-            self.groups.append([o.kind, [scene.quads[i] for i in range(*o.quads)],
-                                [scene.obstacles[i] for i in range(*o.obstacles)],
-                                [scene.occluders[i] for i in range(*o.occluders)], o.on_floor, o.slide_axis,
-                                o.level_step])
+            self.groups.append(_Group.of(o, [scene.quads[i] for i in range(*o.quads)],
+                                         [scene.obstacles[i] for i in range(*o.obstacles)],
+                                         [scene.occluders[i] for i in range(*o.occluders)]))
         self.static_q = [i for i in range(len(scene.quads)) if i not in owned_q]
         self.static_obstacles = [scene.obstacles[i] for i in range(len(scene.obstacles)) if i not in owned_o]
         self.static_occluders = [scene.occluders[i] for i in range(len(scene.occluders)) if i not in owned_c]
-
-    _bounds: dict = {}
-
-    def bounds(self, group) -> tuple[np.ndarray, np.ndarray]:
-        """A group's bounds (cached per group list: groups are replaced, never changed in place)."""
-        key = id(group)
-        hit = self._bounds.get(key)
-        if hit is None or hit[0] is not group:
-            c = np.concatenate([q.corners() for q in group[1]])
-            hit = self._bounds[key] = (group, c.min(axis=0), c.max(axis=0))
-        return hit[1], hit[2]
 
     def fits(self, gi: int | None, lo: np.ndarray, hi: np.ndarray, on_floor: bool) -> bool:
         x0, y0, x1, y1 = self.scene.floor_rect
         if lo[0] < x0 + 0.05 or lo[1] < y0 + 0.05 or hi[0] > x1 - 0.05 or hi[1] > y1 - 0.05:
             return False
         for j, g in enumerate(self.groups):
-            if j != gi and g is not None and _overlap(lo, hi, *self.bounds(g), 0.05):
+            if j != gi and g is not None and _overlap(lo, hi, g.lo, g.hi, 0.05):
                 return False
         if on_floor:
             return not any(_overlap(lo, hi, o_lo, o_hi, 0.15) for o_lo, o_hi in self.static_obstacles)
         # on a shelf: stays within a rack (a static obstacle) in x and y, on one of its boards
         return lo[2] >= 0.0 and any(np.all(lo[:2] >= o_lo[:2] - 1e-6) and np.all(hi[:2] <= o_hi[:2] + 1e-6)
                                     and lo[2] < o_hi[2] for o_lo, o_hi in self.static_obstacles)
-
-    def translate(self, gi: int, d: np.ndarray, new: bool = False) -> None:
-        g = self.groups[gi]
-        moved = [g[0], [_moved_quad(q, d) for q in g[1]], [(lo + d, hi + d) for lo, hi in g[2]],
-                 [(lo + d, hi + d) for lo, hi in g[3]], *g[4:]]
-        if new:
-            self.groups.append(moved)
-        else:
-            self.groups[gi] = moved
 
     def build(self) -> Scene:
         sc = self.scene
@@ -119,10 +120,11 @@ class _Edit:
             if g is None:
                 continue
             q0, o0, c0 = len(quads), len(obstacles), len(occluders)
-            quads += g[1]
-            obstacles += g[2]
-            occluders += g[3]
-            objects.append(SceneObject(g[0], (q0, len(quads)), (o0, len(obstacles)), (c0, len(occluders)), *g[4:]))
+            quads += g.quads
+            obstacles += g.obstacles
+            occluders += g.occluders
+            objects.append(replace(g.obj, quads=(q0, len(quads)), obstacles=(o0, len(obstacles)),
+                                   occluders=(c0, len(occluders))))
         lamps = [replace(L, quad=remap.get(L.quad, -1)) for L in sc.lamps]
         windows = [remap[w] for w in sc.windows if w in remap]
         return replace(sc, quads=quads, obstacles=obstacles, occluders=occluders, objects=objects, lamps=lamps,
@@ -131,21 +133,21 @@ class _Edit:
 
 def _try_move(ed: _Edit, gi: int, rng: np.random.Generator, tries: int = 60) -> list[float] | None:
     g = ed.groups[gi]
-    lo, hi = ed.bounds(g)
+    o = g.obj
     for _ in range(tries):
         r = float(rng.uniform(*MOVE_RANGE_M))
-        if g[4]:
+        if o.on_floor:
             a = float(rng.uniform(0, 2 * np.pi))
             d = np.array([r * np.cos(a), r * np.sin(a), 0.0])
         else:  # along the shelf, or to another board of the rack
             d = np.zeros(3)
-            d[2] = g[6] * int(rng.integers(-2, 3)) if g[6] > 0 else 0.0
+            d[2] = o.level_step * int(rng.integers(-2, 3)) if o.level_step > 0 else 0.0
             along = np.sqrt(max(r * r - d[2] ** 2, 0.0))
-            d[g[5]] = along * (1 if rng.random() < 0.5 else -1)
+            d[o.slide_axis] = along * (1 if rng.random() < 0.5 else -1)
             if not MOVE_RANGE_M[0] <= np.linalg.norm(d) <= MOVE_RANGE_M[1]:
                 continue
-        if ed.fits(gi, lo + d, hi + d, g[4]):
-            ed.translate(gi, d)
+        if ed.fits(gi, g.lo + d, g.hi + d, o.on_floor):
+            ed.groups[gi] = g.moved(d)
             return [round(float(v), 3) for v in d]
     return None
 
@@ -153,18 +155,18 @@ def _try_move(ed: _Edit, gi: int, rng: np.random.Generator, tries: int = 60) -> 
 def _try_add(ed: _Edit, gi: int, rng: np.random.Generator, tries: int = 100) -> list[float] | None:
     """A copy of object ``gi`` somewhere free (floor objects anywhere on the floor, shelf objects along a rack)."""
     g = ed.groups[gi]
-    lo, hi = ed.bounds(g)
+    o = g.obj
     x0, y0, x1, y1 = ed.scene.floor_rect
     for _ in range(tries):
-        if g[4]:
+        if o.on_floor:
             c = np.array([rng.uniform(x0, x1), rng.uniform(y0, y1)])
-            d = np.array([*(c - (lo[:2] + hi[:2]) / 2), 0.0])
+            d = np.array([*(c - (g.lo[:2] + g.hi[:2]) / 2), 0.0])
         else:  # somewhere on a board of a rack
             d = np.zeros(3)
-            d[g[5]] = float(rng.uniform(-6.0, 6.0))
-            d[2] = g[6] * int(rng.integers(-3, 4)) if g[6] > 0 else 0.0
-        if np.linalg.norm(d) >= MOVE_RANGE_M[0] and ed.fits(None, lo + d, hi + d, g[4]):
-            ed.translate(gi, d, new=True)
+            d[o.slide_axis] = float(rng.uniform(-6.0, 6.0))
+            d[2] = o.level_step * int(rng.integers(-3, 4)) if o.level_step > 0 else 0.0
+        if np.linalg.norm(d) >= MOVE_RANGE_M[0] and ed.fits(None, g.lo + d, g.hi + d, o.on_floor):
+            ed.groups.append(g.moved(d))
             return [round(float(v), 3) for v in d]
     return None
 
@@ -193,10 +195,10 @@ def apply_session(scene: Scene, session: int, seed: int) -> tuple[Scene, dict]:
             gi = rest.pop(0)
             d = _try_move(ed, gi, rng)
             if d is not None:
-                rec["moved"].append({"object": gi, "kind": ed.groups[gi][0], "offset_m": d})
+                rec["moved"].append({"object": gi, "kind": ed.groups[gi].obj.kind, "offset_m": d})
         keep = rest[n_remove:] or [m["object"] for m in rec["moved"]]
         for gi in rest[:n_remove]:
-            rec["removed"].append({"object": gi, "kind": ed.groups[gi][0]})
+            rec["removed"].append({"object": gi, "kind": ed.groups[gi].obj.kind})
             ed.groups[gi] = None
         for _ in range(5 * n_add):
             if len(rec["added"]) == n_add:
@@ -204,7 +206,7 @@ def apply_session(scene: Scene, session: int, seed: int) -> tuple[Scene, dict]:
             src = keep[int(rng.integers(len(keep)))]
             d = _try_add(ed, src, rng)
             if d is not None:
-                rec["added"].append({"object": len(ed.groups) - 1, "copy_of": src, "kind": ed.groups[src][0],
+                rec["added"].append({"object": len(ed.groups) - 1, "copy_of": src, "kind": ed.groups[src].obj.kind,
                                      "offset_m": d})
         changes[f"session_{k}"] = rec
     return (ed.build() if session else scene), changes
