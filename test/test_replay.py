@@ -201,6 +201,7 @@ def test_eval_track_cold_starts_on_the_scene(scene, tmp_path, capsys):
         assert tr["odometry"] == (not extra) and tr["starts"] == 4 and tr["frames"] == 2 * (6 + 4), tr
         assert tr["published"] == 0 and tr["published_wrong"] == 0 and tr["starts_without_pose"] == 4, tr
         assert set(tr["time_to_first_pose_s"]) == {"p50", "p95"}
+        assert isinstance(tr["probes"], int) and tr["probes"] >= 0  # look-alike probes (none without ambiguity)
     assert "cold starts through the place tracker" in capsys.readouterr().out
 
 

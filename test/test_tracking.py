@@ -225,3 +225,71 @@ def test_the_publish_gate_withholds_outliers_that_the_covariance_does_not_cover(
     # without a covariance (or with the gate off) nothing is gated
     tr2 = PlaceTracker(TrackerConfig(publish_gate_sigma=0.0))
     assert tr2.config.publish_gate_sigma == 0.0
+
+
+def _corridor_run(max_probes: int):
+    """A corridor that repeats every 3 m, driven 3 cm a frame for 200 frames. The localizer's single-image results
+    (the benchmark corridor on a 3-session map, seen in `reloc eval --track`): frames 0-9 LOCALIZED at the
+    look-alike 3 m ahead (the true place's keyframes were not retrieved), 10-29 FAILED ambiguous between the two,
+    30-59 LOCALIZED at the look-alike again; a probe at either place localizes there while the corridor repeats
+    (frames < 60). From frame 60 the robot sees what is unique at its place: the look-alike's probes fail and every
+    image localizes at the true place. Returns [(frame, wrong)] of the published poses and the tracker."""
+    alias = make_T(np.eye(3), [3.0, 0.0, 0.0])
+    rng = np.random.default_rng(11)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig(max_probes=max_probes))
+    published, probes = [], 0
+    for k in range(200):
+        T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+        stamp = (k + 1) * DT
+        truth = T_map_odom @ T_odom_cam
+        if 10 <= k < 30:
+            tr.note_failure("none")
+            tr.note_ambiguous(stamp, [(alias @ truth, 500), (truth, 400)], T_odom_cam)
+        else:
+            wrong = k < 60
+            if tr.update(stamp, (alias if wrong else np.eye(4)) @ truth, T_odom_cam).accepted:
+                published.append((k, wrong))
+        for uid, prior in tr.probes(stamp, T_odom_cam):
+            probes += 1
+            at_alias = np.linalg.norm(prior.position - (alias @ truth)[:3, 3]) < 0.5
+            if at_alias and k < 60:
+                tr.update_probe(uid, stamp, alias @ truth, T_odom_cam)
+            elif not at_alias:
+                tr.update_probe(uid, stamp, truth, T_odom_cam)
+    return published, tr, probes
+
+
+def test_an_ambiguous_corridor_is_not_published_until_the_look_alike_is_refuted():
+    """Motion along a repeating corridor keeps a look-alike consistent with odometry: once an image showed the two
+    places together, both gather support (the look-alike from the images, the other from probes) and neither is
+    published; the true place is published once the look-alike went unsupported over 1 m of travel. Without probes
+    the look-alike is published (the failure this guards against)."""
+    published, tr, probes = _corridor_run(max_probes=1)
+    assert published and not any(w for _, w in published), published[:5]
+    first = published[0][0]
+    assert 60 + 33 <= first <= 60 + 45, first  # 1 m at 3 cm a frame after the corridor end
+    assert 20 <= probes <= 120, probes  # probes only while no place is accepted
+    assert not tr.probes(201 * DT, None)  # a place is accepted: no more probes
+    published_off, _, probes_off = _corridor_run(max_probes=0)
+    assert probes_off == 0 and any(w for _, w in published_off), published_off[:5]
+
+
+def test_probes_ask_for_the_rival_the_image_did_not_support_and_check_what_comes_back():
+    rng = np.random.default_rng(12)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    alias = make_T(np.eye(3), [3.0, 0.0, 0.0])
+    tr = PlaceTracker(TrackerConfig())
+    truth = T_map_odom @ T_odom_cam
+    assert tr.probes(DT, T_odom_cam) == []  # nothing ambiguous yet
+    tr.note_ambiguous(DT, [(truth, 300), (alias @ truth, 200)], T_odom_cam)
+    assert tr.hypotheses == 2 and tr.probes(DT, T_odom_cam) == []  # both were supported by this image
+    T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+    truth = T_map_odom @ T_odom_cam
+    assert not tr.update(2 * DT, truth, T_odom_cam).accepted
+    (uid, prior), = tr.probes(2 * DT, T_odom_cam)  # the look-alike, predicted by odometry
+    assert np.linalg.norm(prior.position - (alias @ truth)[:3, 3]) < 0.05 and prior.has_rotation
+    assert not tr.update_probe(uid, 2 * DT, truth, T_odom_cam)  # a pose elsewhere supports nothing
+    assert tr.update_probe(uid, 2 * DT, alias @ truth, T_odom_cam)
+    assert tr.probes(2 * DT, T_odom_cam) == []  # both supported now
+    assert not tr.update_probe(9999, 2 * DT, truth, T_odom_cam)  # an unknown place

@@ -212,3 +212,59 @@ def test_node_fails_a_pose_supported_by_one_small_patch(plane_map):
         assert np.linalg.norm(conv.T_from_pose(h.poses[-1].pose)[:3, 3] - T[:3, 3]) < 0.5
     finally:
         h.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# an ambiguous start: the node notes both places and probes the look-alike (core/tracking.py, max_probes)
+@pytest.fixture(scope="module")
+def twin_map(plane_map, tmp_path_factory):
+    """The plane map plus copies of its two keyframes at x = -0.6, moved 3 m along x with their points: the
+    texture they see repeats 3 m away (as doors do in a corridor)."""
+    from reloc_ros.core.mapdb import Keyframe, MapDatabase
+
+    db = MapDatabase.load(plane_map["map"])
+    shift = make_T(np.eye(3), [3.0, 0.0, 0.0])
+    kfs = []
+    for i in range(len(db)):
+        sl = db.keyframe_slice(i)
+        kf = (db.names[i], db.T_map_from_cam[i], db.cameras[i], db.keypoints[sl], db.descriptors[sl], db.scores[sl],
+              db.points3d[sl], db.point_source[sl], db.point_conf[sl], db.global_desc[i])
+        kfs.append(Keyframe(*kf))
+        if abs(db.centers[i][0] + 0.6) < 1e-6:
+            kfs.append(Keyframe(db.names[i] + "_twin", shift @ db.T_map_from_cam[i], *kf[2:6],
+                                (kf[6] + np.float32([3.0, 0.0, 0.0])).astype(np.float32), *kf[7:]))
+    out = tmp_path_factory.mktemp("twin") / "map"
+    MapDatabase.from_keyframes(kfs, db.extractor_identity, db.extractor_state).save(out)
+    return out
+
+
+def test_node_probes_the_look_alike_of_an_ambiguous_start_and_publishes_no_pose_there(twin_map):
+    """Started where the texture repeats 3 m away, the node's images are FAILED 'ambiguous place' with both poses;
+    the tracker keeps both places and, as the robot drives on to where the texture is unique, the node localizes
+    each image at the look-alike too (a probe in a pose window around odometry's prediction of it: counted in
+    /diagnostics 'track_probes'). No pose is published at the look-alike; the true place is published once the
+    look-alike is refuted over track_min_motion_m of travel."""
+    h = tni.Harness(dict(map_path=str(twin_map), tf_mode="map_odom", pose_frame="camera", tf_publish_rate_hz=0.0,
+                         odom_jump_max_m=0.5, track_min_motion_m=0.3, tf_timeout=0.05))
+    try:
+        _start(h)
+        T_map_odom = make_T(so3_exp([0, 0, 0.2]), [0.3, -0.1, 0.0])
+        first_pose, probes_before = None, 0
+        for k, x in enumerate(np.linspace(-0.6, 1.4, 21)):
+            T_cam = tni._pose(x, -0.3, x, 0.1)
+            stamp = (400 + k) * NS
+            _publish_odom(h, invert_T(T_map_odom) @ T_cam @ invert_T(tni.T_BASE_CAM), stamp)
+            h.send(tni._render(tni._texture(), T_cam), stamp)
+            d = _done(h, stamp, f"frame {k}")
+            if x < 0.75:  # the twin keyframes' points cover what the camera sees: both places fit
+                assert d["status"] == "FAILED" and d["reason_code"] in ("ambiguous", "ambiguous_place"), (x, d)
+            if d["status"] == "LOCALIZED" and first_pose is None:
+                first_pose, probes_before = x, int(d["track_probes"])
+        assert first_pose is not None and first_pose >= 0.8 + 0.3 - 1e-6, first_pose  # refuted over 0.3 m
+        assert probes_before >= 1, probes_before
+        h.wait(lambda: len(h.poses) >= 1, "the published poses")
+        for ps in h.poses:
+            x = conv.T_from_pose(ps.pose)[0, 3]
+            assert first_pose - 0.05 <= x <= 1.45, x  # at the true place (the look-alike is 3 m further)
+    finally:
+        h.close()

@@ -77,7 +77,7 @@ def epipolar(disagreement: tuple[float, int] | None, max_rot_deg: float) -> Fail
 
 
 def ambiguous(second: tuple | None, n_inliers: int) -> Failure | None:
-    """``second``: (inliers, metres, degrees) of a second pose from the correspondences the pose leaves out."""
+    """``second``: (inliers, metres, degrees, pose) of a second pose from the correspondences the pose leaves out."""
     if second is not None:
         return (FailureCode.AMBIGUOUS,
                 f"ambiguous: a second pose {second[1]:.2f} m / {second[2]:.1f} deg away has {second[0]} inliers "
@@ -86,7 +86,7 @@ def ambiguous(second: tuple | None, n_inliers: int) -> Failure | None:
 
 
 def ambiguous_place(rival: tuple | None, n_inliers: int, ratio: float) -> Failure | None:
-    """``rival``: (inliers, metres, degrees, offset) of the best pose at another place (the place check)."""
+    """``rival``: (inliers, metres, degrees, offset, pose) of the best pose at another place (the place check)."""
     if rival is not None and rival[0] >= ratio * n_inliers:
         return (FailureCode.AMBIGUOUS_PLACE,
                 f"ambiguous place: another place {rival[1]:.2f} m / {rival[2]:.1f} deg away has {rival[0]} inliers "

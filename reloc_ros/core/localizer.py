@@ -196,6 +196,9 @@ class LocalizationResult:
         coarse_T_map_from_cam: pose of the best retrieved keyframe (a coarse fallback, never a localization).
         inlier_xyz: ``[I x 3]`` map points of the inliers (for visualisation).
         timings_ms: per-stage wall time.
+        hypotheses: FAILED ``ambiguous`` / ``ambiguous place`` only: ``[(T_map_from_cam, inliers)]`` of the two
+            poses the image supports, the better first (never published; the place tracker weighs them with
+            motion, see reloc_ros/core/tracking.py).
     """
 
     status: Status
@@ -211,6 +214,7 @@ class LocalizationResult:
     coarse_T_map_from_cam: np.ndarray | None = None
     inlier_xyz: np.ndarray | None = None
     timings_ms: dict = field(default_factory=dict)
+    hypotheses: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -477,10 +481,15 @@ class Localizer:
         pose = _Pose.of(pnp, corr, res.keyframes_used, self)
         n_inl = pose.num_inliers  # of the pose the gates judge (a refinement below may change res.num_inliers)
         rival = []  # the place check's other place, when it runs (it widens the covariance of a pose it lets pass)
+        second = []  # the second hypothesis among the correspondences, when that check runs
         failure = gates.first_failure(self._gate_chain(res, pose, solved, per_kf, q, used or list(cand), features,
-                                                       camera, prior, t, rival))
+                                                       camera, prior, t, rival, second))
         if failure is not None:
-            return self._finish(res.fail(*failure), t0)
+            other = {FailureCode.AMBIGUOUS: second, FailureCode.AMBIGUOUS_PLACE: rival}.get(failure[0])
+            res.fail(*failure)
+            if other and other[0] is not None:
+                res.hypotheses = [(pose.T_map_from_cam, int(n_inl)), (other[0][-1], int(other[0][0]))]
+            return self._finish(res, t0)
         res.status = Status.LOCALIZED
         if cfg.guided_radius_px > 0:  # refine the accepted pose; the gates above judged the first matches
             t5 = time.perf_counter()
@@ -525,9 +534,10 @@ class Localizer:
 
     def _gate_chain(self, res: LocalizationResult, pose: "_Pose", solved: "_Solved", per_kf: list, q: "_Query",
                     near: list, features: Features, camera: Camera, prior: PosePrior | None, t: dict,
-                    rival: list) -> list:
+                    rival: list, second: list) -> list:
         """The gates (core/gates.py) of a PnP pose, in order of cost, as thunks for :func:`gates.first_failure`.
-        The place check's rival (or None) is appended to ``rival`` when it runs."""
+        The place check's rival (or None) is appended to ``rival`` when it runs, the second hypothesis (or None) to
+        ``second``."""
         cfg, n_inl = self.config, pose.num_inliers
         T = pose.T_map_from_cam
         pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
@@ -536,6 +546,10 @@ class Localizer:
             rival.append(self._rival_place(features, q.desc, q.sel, q.kpts_ideal, camera.K, camera.size, T, n_inl,
                                            prior, t) if cfg.ambiguity_top_k > 0 else None)
             return gates.ambiguous_place(rival[0], n_inl, cfg.ambiguity_place_ratio)
+
+        def second_hypothesis():
+            second.append(self._second_hypothesis(solved.corr, solved.pnp, camera.K, camera.size, prior))
+            return gates.ambiguous(second[0], n_inl)
 
         return [
             lambda: gates.few_inliers(n_inl, cfg.min_inliers),
@@ -548,8 +562,7 @@ class Localizer:
                                       cfg.max_keyframe_distance_ratio),
             lambda: gates.epipolar(self._epipolar_disagreement(per_kf, q.kpts_ideal, camera.K, T, t),
                                    cfg.epipolar_max_rot_deg) if self.epipolar_check_on else None,
-            lambda: gates.ambiguous(self._second_hypothesis(solved.corr, solved.pnp, camera.K, camera.size, prior),
-                                    n_inl) if cfg.ambiguity_ratio > 0 else None,
+            second_hypothesis if cfg.ambiguity_ratio > 0 else lambda: None,
             place_check,
         ]
 
@@ -595,7 +608,7 @@ class Localizer:
 
     def _rival_place(self, features: Features, desc_q, sel, kpts_ideal, K, size, T_map_from_cam: np.ndarray,
                      n_inliers: int, prior: PosePrior | None, timings: dict):
-        """(inliers, metres, degrees, position offset [3]) of the best pose at another place than
+        """(inliers, metres, degrees, position offset [3], T_map_from_cam) of the best pose at another place than
         ``T_map_from_cam``, from the retrieved keyframes far from it (``ambiguity_top_k``, ``ambiguity_place_m``),
         or None. A whole view repeated elsewhere (a look-alike room 3.6 m away, the same corridor both ways) often
         has all of the top-k at one of the two places: the keyframes of the other one are further down the
@@ -622,7 +635,7 @@ class Localizer:
                 return None
             if prior is not None and not prior.rules_out(T_map_from_cam) and prior.rules_out(T_alt):
                 return None
-            return alt.num_inliers, dt, dr, T_alt[:3, 3] - T_map_from_cam[:3, 3]
+            return alt.num_inliers, dt, dr, T_alt[:3, 3] - T_map_from_cam[:3, 3], T_alt
         finally:
             timings["place_check"] = _ms(t0)
 
@@ -794,8 +807,8 @@ class Localizer:
         return (d, len(members)) if d > tol else None
 
     def _second_hypothesis(self, corr: Correspondences, pnp, K, size, prior: PosePrior | None):
-        """(inliers, metres, degrees) of a distinct pose supported by the correspondences ``pnp`` left out, or
-        None. Repeated structure (tiled walls, identical doors) lets PnP find a consistent pose one period away
+        """(inliers, metres, degrees, T_map_from_cam) of a distinct pose supported by the correspondences ``pnp`` left
+        out, or None. Repeated structure (tiled walls, identical doors) lets PnP find a consistent pose one period away
         from the true one; then both poses have strong support and neither can be trusted, unless a prior
         rules the second one out (it lies beyond 3 sigma of the prior while the first lies within)."""
         cfg = self.config
@@ -812,7 +825,7 @@ class Localizer:
             return None
         if prior is not None and not prior.rules_out(T_main) and prior.rules_out(T_alt):
             return None
-        return alt.num_inliers, dt, dr
+        return alt.num_inliers, dt, dr, T_alt
 
     def _keyframe_distance_ratio(self, T_map_from_cam: np.ndarray, z_med: float, keyframes: list) -> float:
         """Distance from the pose to the nearest of ``keyframes``, over the median inlier depth ``z_med``."""

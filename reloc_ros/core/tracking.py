@@ -24,8 +24,23 @@ other place's, and its supporting poses span at least ``min_motion_m`` of travel
 (measured by odometry, else by the poses themselves). Once accepted, a place's poses are published while it leads;
 another place takes over only by meeting the same rule (a robot carried elsewhere: after about ``memory`` frames).
 
+Look-alikes seen together. Motion does not refute every alias: along a corridor that repeats every 3 m, or one
+that looks the same both ways, the look-alike stays consistent with odometry for as long as the structure repeats,
+and the images may favour it for a metre (the benchmark corridor on a 3-session map: 122 wrong poses published from
+2 of 12 starts). What the localizer does see is an image that fits two places (FAILED ``ambiguous`` /
+``ambiguous place``, with both poses in ``hypotheses``). Before a place is accepted, :meth:`PlaceTracker.note_ambiguous`
+makes both places rivals: the weaker is credited with the stronger's support so far (the images behind it never
+looked at the other place), and from then on :meth:`PlaceTracker.probes` asks the caller to localize each image also
+in a pose window around odometry's prediction of the rival that image's own result did not support (at most
+``max_probes``); a probe that localizes there supports the rival (:meth:`PlaceTracker.update_probe`). A place with
+rivals is accepted only with ``rival_dominance`` (3) times each rival's support, or once that rival has gone
+unsupported over ``min_motion_m`` / ``min_motion_deg`` of odometry. In a place that truly looks the same two ways
+nothing is published until the robot sees what is unique (or is given ``/initialpose``): no pose rather than a
+wrong one.
+
 What the robot must do after a cold start: move ``min_motion_m`` (default 1 m) or turn ``min_motion_deg``
-(default 60 deg) while localizing, or be given ``/initialpose`` (the next pose within 3 sigma of it is accepted).
+(default 60 deg) while localizing, or be given ``/initialpose`` (the next pose within 3 sigma of it is accepted); where
+the view repeats (an ambiguous start), drive on until the look-alike stops fitting for that distance.
 
 Priors (the first that applies, per frame): none, once, after :meth:`PlaceTracker.relocalize`; the initial pose;
 with odometry and an accepted place, the camera pose odometry predicts from it (a pose window: ``odom_prior_*``),
@@ -36,7 +51,7 @@ pose (``prior_sigma_m`` within ``prior_timeout_s``).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -98,6 +113,20 @@ class TrackerConfig:
     track_timeout_s: float = setting(1.0, "without odometry: a place not supported for this long (image time) is "
                                      "forgotten (its poses can no longer be linked)", 0.0, 1e6, min_exclusive=True)
     max_hypotheses: int = setting(8, "the weakest places beyond this many are dropped", 1, None, param=None)
+    max_probes: int = setting(1, "before a place is accepted: when an image was ambiguous between two places (the "
+                              "localizer's 'ambiguous' / 'ambiguous place' results), the next images are also "
+                              "localized at the place of the two that the image's own result did not support "
+                              "(a pose window around its prediction), at most this many extra localizations per "
+                              "image, so that both places gather support and neither is accepted until one "
+                              "dominates (a corridor that repeats every 3 m: motion along it keeps the look-alike "
+                              "consistent); 0 = off", 0, 8, param="track_max_probes")
+    rival_dominance: float = setting(3.0, "a place that an image showed to look like another (an ambiguous result) is "
+                                     "accepted only with at least this many times that place's support, or once that "
+                                     "place has gone unsupported over track_min_motion_m / track_min_motion_deg of "
+                                     "odometry: the images that favour a look-alike can go on doing so for a metre",
+                                     1.0, 1000.0, param="track_rival_dominance")
+    probe_min_share: float = setting(0.2, "a rival place is probed only while its support is at least this share "
+                                     "of the leading place's", 0.0, 1.0, param=None)
     use_prior: bool = setting(True, "use the last accepted pose (or odometry's prediction from it) as a retrieval "
                               "prior for the next frame")
     prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
@@ -164,6 +193,7 @@ class _Place:
     T_odom_last: np.ndarray | None = None  # odometry at the place's last supporting pose (the publish gate)
     motion_m: float = 0.0
     motion_deg: float = 0.0
+    rivals: set = field(default_factory=set)  # uids of places one image supported together with this one
 
 
 @dataclass
@@ -326,16 +356,7 @@ class PlaceTracker:
             return TrackDecision(True, odometry=has_odom)
         if covariance is not None and not np.all(np.isfinite(covariance)):
             covariance = None  # no gate and no weighting from a covariance that says nothing
-        best = None
-        for h in self._places:
-            pred = self._predict(h, stamp_ns, T_odom)
-            if pred is None:
-                continue
-            dt, dr = pose_errors(T, pred[0])
-            if dt <= pred[1] and dr <= pred[2]:
-                score = dt / pred[1] + dr / max(pred[2], 1e-9)
-                if best is None or score < best[0]:
-                    best = (score, h, float(dt), float(dr))
+        best = self._match(T, stamp_ns, T_odom)
         if best is not None and has_odom and self._leader_accepted() is best[1]:
             why = self._gated(best[1], T_odom, best[2], best[3], covariance)
             if why:  # an outlier of the accepted place: neither published nor allowed to move the place
@@ -343,26 +364,8 @@ class PlaceTracker:
                 return TrackDecision(False, why, FailureCode.INCONSISTENT, False, best[2], best[3], h.support,
                                      max((x.support for x in self._places if x is not h), default=0.0),
                                      h.motion_m, h.motion_deg, len(self._places), True)
-        keep = 1.0 - 1.0 / max(cfg.memory, 1.0)
-        for h in self._places:
-            h.support *= keep
-        T_map_from_odom = T @ invert_T(T_odom) if has_odom else None
-        if best is None:
-            self._uid += 1
-            h = _Place(self._uid, 1.0, T, stamp_ns, T_map_from_odom, T_odom if has_odom else T, has_odom,
-                       T_odom_last=T_odom if has_odom else None)
-            self._places.append(h)
-            jump_m = jump_deg = 0.0
-        else:
-            _, h, jump_m, jump_deg = best
-            h.support += 1.0
-            h.T_last, h.t_last_ns = T, stamp_ns
-            if has_odom:  # follow the pose (odometry drifts slowly), as far as its covariance says it knows better
-                h.T_map_from_odom = _follow(h, T, T_odom, covariance)
-                h.T_odom_last = T_odom
-            if h.motion_in_odom == has_odom:
-                m, r = pose_errors(T_odom if has_odom else T, h.T_ref)
-                h.motion_m, h.motion_deg = max(h.motion_m, m), max(h.motion_deg, r)
+        self._decay()
+        h, jump_m, jump_deg = self._support(best, T, stamp_ns, T_odom, covariance, 1.0)
         trusted = self._trust is not None and not self._trust.rules_out(T)
         if trusted:  # the operator said where the robot is
             self._places = [h]
@@ -374,7 +377,9 @@ class PlaceTracker:
                           len(self._places), has_odom)
         moved = (h.motion_m >= cfg.min_motion_m or h.motion_deg >= cfg.min_motion_deg
                  or h.uid == self._accepted_uid or trusted)
-        leads = self._places[0] is h and h.support >= cfg.accept_after and h.support >= cfg.dominance * rival
+        leads = (self._places[0] is h and h.support >= cfg.accept_after and h.support >= cfg.dominance * rival
+                 and all(h.support >= cfg.rival_dominance * x.support or self._refuted(x, T_odom)
+                         for x in self._places if x.uid in h.rivals))
         if leads and moved:
             d.accepted = True
             if self._accepted_uid is not None and self._accepted_uid != h.uid:
@@ -403,6 +408,137 @@ class PlaceTracker:
             d.reason = (f"place not yet confirmed ({basis}): {h.support:.1f} consistent poses, another place "
                         f"{rival:.1f}; it needs {cfg.accept_after} and {cfg.dominance:g}x any other's support")
         return d
+
+    def _refuted(self, rival: _Place, T_odom: np.ndarray | None) -> bool:
+        """With odometry: ``rival`` (a look-alike place) has not been supported while the robot travelled
+        ``min_motion_m`` or turned ``min_motion_deg`` (its probes failed, other images went elsewhere)."""
+        if T_odom is None or rival.T_odom_last is None:
+            return False
+        m, r = pose_errors(T_odom, rival.T_odom_last)
+        return m >= self.config.min_motion_m or r >= self.config.min_motion_deg
+
+    def _match(self, T: np.ndarray, stamp_ns: int, T_odom: np.ndarray | None):
+        """(score, place, metres, degrees) of the place whose prediction ``T`` matches best, or None."""
+        best = None
+        for h in self._places:
+            pred = self._predict(h, stamp_ns, T_odom)
+            if pred is None:
+                continue
+            dt, dr = pose_errors(T, pred[0])
+            if dt <= pred[1] and dr <= pred[2]:
+                score = dt / pred[1] + dr / max(pred[2], 1e-9)
+                if best is None or score < best[0]:
+                    best = (score, h, float(dt), float(dr))
+        return best
+
+    def _decay(self) -> None:
+        keep = 1.0 - 1.0 / max(self.config.memory, 1.0)
+        for h in self._places:
+            h.support *= keep
+
+    def _support(self, best, T: np.ndarray, stamp_ns: int, T_odom: np.ndarray | None,
+                 covariance: np.ndarray | None, weight: float) -> tuple[_Place, float, float]:
+        """Pose ``T`` supports the place of ``best`` (:meth:`_match`) by ``weight``, or starts a new place.
+        (place, metres, degrees from its prediction)."""
+        has_odom = T_odom is not None
+        if best is None:
+            self._uid += 1
+            h = _Place(self._uid, weight, T, stamp_ns, T @ invert_T(T_odom) if has_odom else None,
+                       T_odom if has_odom else T, has_odom, T_odom_last=T_odom if has_odom else None)
+            self._places.append(h)
+            return h, 0.0, 0.0
+        _, h, jump_m, jump_deg = best
+        h.support += weight
+        h.T_last, h.t_last_ns = T, stamp_ns
+        if has_odom:  # follow the pose (odometry drifts slowly), as far as its covariance says it knows better
+            h.T_map_from_odom = _follow(h, T, T_odom, covariance)
+            h.T_odom_last = T_odom
+        if h.motion_in_odom == has_odom:
+            m, r = pose_errors(T_odom if has_odom else T, h.T_ref)
+            h.motion_m, h.motion_deg = max(h.motion_m, m), max(h.motion_deg, r)
+        return h, jump_m, jump_deg
+
+    # ----------------------------------------------------------------------------------------------
+    # ambiguous images: both places gather support (see TrackerConfig.max_probes)
+    def note_ambiguous(self, stamp_ns: int, hypotheses: list, T_odom_from_cam: np.ndarray | None = None) -> None:
+        """An image the localizer found ambiguous (FAILED ``ambiguous`` / ``ambiguous place``, its ``hypotheses``:
+        ``[(T_map_from_cam, inliers)]``, the better first). Before a place is accepted, each pose supports its place
+        (or starts one) by its share of the inliers, and the two places become rivals: the weaker is credited with the
+        stronger's support (the images that supported one so far did not look at the other), and :meth:`probes`
+        asks for the one an image's own result does not support to be checked too. Nothing is published."""
+        cfg = self.config
+        with self._lock:
+            if not cfg.enabled or cfg.max_probes <= 0 or len(hypotheses) < 2 or self._leader_accepted() is not None:
+                return
+            stamp_ns = int(stamp_ns)
+            total = float(sum(max(int(n), 1) for _, n in hypotheses))
+            self._decay()
+            places = []
+            for T, n in hypotheses:
+                T = np.asarray(T, np.float64)
+                h, _, _ = self._support(self._match(T, stamp_ns, T_odom_from_cam), T, stamp_ns, T_odom_from_cam,
+                                        None, max(int(n), 1) / total)
+                places.append(h)
+            for a in places:
+                for b in places:
+                    if b is not a and b.uid not in a.rivals:
+                        # newly found to look alike: what supported one so far (images in which the other place
+                        # was not looked at) supports the other as much
+                        a.rivals.add(b.uid)
+                        a.support = max(a.support, b.support)
+            self._prune(places[0], stamp_ns)
+            for h in places[1:]:
+                if not any(x is h for x in self._places):
+                    self._places.append(h)
+
+    def probes(self, stamp_ns: int, T_odom_from_cam: np.ndarray | None = None) -> list[tuple[int, PosePrior]]:
+        """The places to localize the image at ``stamp_ns`` at as well (after its own result went to
+        :meth:`update`, :meth:`note_failure` or :meth:`note_ambiguous`), each as (place id, pose-window prior around
+        its prediction): before a place is accepted, the leading place and its rivals that this image did not
+        support, at most ``max_probes``, the best supported first. Feed each result to :meth:`update_probe`."""
+        cfg = self.config
+        with self._lock:
+            if not cfg.enabled or cfg.max_probes <= 0 or not self._places or self._leader_accepted() is not None:
+                return []
+            stamp_ns = int(stamp_ns)
+            lead = self._places[0]
+            alive = {x.uid for x in self._places}
+            group = [lead] + [x for x in self._places[1:] if x.uid in lead.rivals]
+            if len(group) < 2 or not (lead.rivals & alive):
+                return []
+            out = []
+            for h in group:
+                if h.t_last_ns == stamp_ns or (h is not lead and h.support < cfg.probe_min_share * lead.support):
+                    continue
+                pred = self._predict(h, stamp_ns, T_odom_from_cam)
+                if pred is None:
+                    continue
+                T = pred[0]
+                out.append((h.uid, PosePrior(position=T[:3, 3].copy(), sigma_m=max(cfg.odom_prior_sigma_m, 1e-3),
+                                             rotation=T[:3, :3].copy(), sigma_deg=cfg.odom_prior_sigma_deg)))
+                if len(out) >= cfg.max_probes:
+                    break
+            return out
+
+    def update_probe(self, uid: int, stamp_ns: int, T_map_from_cam: np.ndarray,
+                     T_odom_from_cam: np.ndarray | None = None, covariance: np.ndarray | None = None) -> bool:
+        """A LOCALIZED result of a probe (:meth:`probes`) of place ``uid``: it supports that place when it matches
+        the place's prediction better than any other place's (True), else nothing happens (a window near the image's
+        own place can return that place's pose). Never published."""
+        with self._lock:
+            h = next((x for x in self._places if x.uid == uid), None)
+            if h is None:
+                return False
+            stamp_ns = int(stamp_ns)
+            T = np.asarray(T_map_from_cam, np.float64)
+            best = self._match(T, stamp_ns, T_odom_from_cam)
+            if best is None or best[1] is not h:  # not there, or another place (the image's own) explains it better
+                return False
+            if covariance is not None and not np.all(np.isfinite(covariance)):
+                covariance = None
+            self._support(best, T, stamp_ns, T_odom_from_cam, covariance, 1.0)
+            self._places.sort(key=lambda x: -x.support)
+            return True
 
     def _prune(self, h: _Place, stamp_ns: int) -> None:
         cfg = self.config

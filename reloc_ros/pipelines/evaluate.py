@@ -40,6 +40,8 @@ def _record(f: Frame, res) -> dict:
         rec["covariance"] = np.asarray(res.covariance).tolist()  # the place tracker's publish gate needs it
         e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
         rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
+    if res.hypotheses:  # an ambiguous image: the two poses it supports (the place tracker weighs them)
+        rec["hypotheses"] = [[np.asarray(T).tolist(), int(n)] for T, n in res.hypotheses]
     return rec
 
 
@@ -100,15 +102,23 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
     # frame name -> record localized without a prior (shared by every start)
     cache: dict[str, dict] = {r["name"]: r for r in records or []}
 
+    features: dict = {}  # frame name -> features (the probes localize the same image again with another prior)
+
     def localize(f: Frame, prior) -> dict:
         if prior is None and f.name in cache:
             return cache[f.name]
-        rec = _record(f, localizer.localize(query_image(f, degradation), f.camera, prior))
+        if f.name not in features:
+            if len(features) > 400:  # the frames of one start at most, in memory
+                features.clear()
+            features[f.name] = localizer.extract(query_image(f, degradation))
+        res = localizer.localize(None, f.camera, prior, features=features[f.name])
+        rec = _record(f, res)
         if prior is None:
             cache[f.name] = rec
         return rec
 
     starts = []
+    n_probes = 0
     for seq, k0 in progress_bar(plan, "cold starts", show_progress):
         frames = seqs[seq][k0:k0 + track_frames]
         odo = None if odometry is None else odometry[seq][k0:k0 + track_frames]
@@ -125,12 +135,21 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
                 pub.append({**rec, "dt_s": _stamp_s(f, k0 + i) - t0})
             elif not rec["ok"]:
                 tracker.note_failure(src)
+                if rec.get("hypotheses"):
+                    tracker.note_ambiguous(stamp_ns, rec["hypotheses"], T_odom)
+            for uid, probe_prior in tracker.probes(stamp_ns, T_odom):  # both places of an ambiguous start
+                n_probes += 1
+                r = localize(f, probe_prior)
+                if r["ok"]:
+                    tracker.update_probe(uid, stamp_ns, np.asarray(r["T_map_from_cam"]), T_odom,
+                                         np.asarray(r["covariance"]))
         starts.append({"sequence": seq, "start": k0, "frames": len(frames), "published": pub})
     out = _track_summary(starts)
     out["per_sequence"] = {s: _track_summary([x for x in starts if x["sequence"] == s]) for s in seqs}
     out["odometry"] = odometry is not None
     out["config"] = dict(vars(config))
     out["localizations"] = len(cache)
+    out["probes"] = n_probes  # extra localizations at a rival place (TrackerConfig.max_probes)
     return out
 
 

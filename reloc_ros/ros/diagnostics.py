@@ -44,6 +44,7 @@ class FrameStats:
     odom_recovered: int = 0  # times the accepted place changed (kidnapping, or recovery from an ambiguous start)
     odom_hypotheses: int = 0  # place hypotheses the tracker keeps
     odom_prior_releases: int = 0  # times the odometry prior was dropped after odom_prior_release_after failures
+    track_probes: int = 0  # extra localizations at a look-alike place (the tracker's probes after an ambiguous image)
     stale_dropped: int = 0  # extracted frames dropped because the map was replaced before stage 2 finished them
     initialpose_ignored: int = 0  # /initialpose messages refused (bad quaternion, wrong frame)
     last_initialpose_error: str = ""
@@ -124,6 +125,7 @@ class FrameStats:
             "odom_recovered": self.odom_recovered,
             "odom_prior_releases": self.odom_prior_releases,
             "odom_hypotheses": self.odom_hypotheses,
+            "track_probes": self.track_probes,
             "output_rate_hz": round(rate, 3),
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else "",
             "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else "",

@@ -85,7 +85,10 @@ class FrameProcessor:
             return
         loc, cam, image = ready
         prior, prior_src = self._choose_prior(frame, p)
-        self._report(loc.localize(image, cam, prior), frame, loc, p, prior_src)
+        t0 = time.perf_counter()
+        feats = loc.extract(image)
+        res = loc.localize_features(feats, cam, prior, {"extract": (time.perf_counter() - t0) * 1000.0}, t0)
+        self._report(res, frame, loc, p, prior_src, feats, cam)
 
     def extract(self, frame: Frame) -> Work | None:
         """Pipeline stage 1: :meth:`_prepare`, then the map's extractor. None when the frame ends here."""
@@ -112,7 +115,7 @@ class FrameProcessor:
         t["total"] = t.get("total", 0.0) - t.get("extract", 0.0) + work.extract_ms
         t["extract"] = work.extract_ms
         t["handover_wait"] = handover_ms
-        self._report(res, work.frame, work.localizer, p, prior_src)
+        self._report(res, work.frame, work.localizer, p, prior_src, work.features, work.camera)
 
     def internal_error(self, short: str, full: str) -> None:
         """A step raised (a bug): counted as an input error, the traceback logged; the workers go on."""
@@ -195,10 +198,16 @@ class FrameProcessor:
                 T_odom = None
         return self.s.tracker.choose_prior(frame.stamp_ns, T_odom)
 
-    def _report(self, res: LocalizationResult, frame: Frame, loc: Localizer, p: NodeConfig, prior_src: str) -> None:
+    def _report(self, res: LocalizationResult, frame: Frame, loc: Localizer, p: NodeConfig, prior_src: str,
+                features=None, cam: Camera | None = None) -> None:
         """The end of a localized frame (both modes): the tracker's decision, statistics, publication, latency."""
+        odom = _Odometry(self.s.transforms, frame, p)
         if res.ok:
-            self._track(res, frame, p)
+            self._track(res, frame, odom)
+        elif res.hypotheses:  # an ambiguous image: both places gather support while none is accepted
+            self.s.tracker.note_ambiguous(frame.stamp_ns, res.hypotheses, odom.T)
+        if features is not None and cam is not None:
+            self._probe(loc, features, cam, frame, odom)
         if not res.ok and self.s.tracker.note_failure(prior_src):
             with self.s.lock:
                 self.s.stats.odom_prior_releases += 1
@@ -220,21 +229,28 @@ class FrameProcessor:
             self.s.stats.latency_ms.append((time.monotonic() - frame.t_recv) * 1000.0)
             self.s.stats.done_times.append(time.monotonic())
 
-    def _track(self, res: LocalizationResult, frame: Frame, p: NodeConfig) -> None:
+    def _track(self, res: LocalizationResult, frame: Frame, odom: "_Odometry") -> None:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
-        try:
-            T_odom_from_cam, no_odom = self.s.transforms.odom_from_cam(frame, p), ""
-        except TfError as e:
-            T_odom_from_cam, no_odom = None, str(e)
         tracker = self.s.tracker
-        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, T_odom_from_cam, res.covariance)
+        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.covariance)
         with self.s.lock:
-            self.s.stats.record_tracking(d, tracker.config.enabled, no_odom)
+            self.s.stats.record_tracking(d, tracker.config.enabled, odom.why_none)
         if d.accepted and d.switched:
             self.log.warning(d.reason)
         if not d.accepted:
             res.fail(d.code, d.reason)
+
+    def _probe(self, loc: Localizer, features, cam: Camera, frame: Frame, odom: "_Odometry") -> None:
+        """The tracker's probes (:meth:`PlaceTracker.probes`): after an ambiguous image and before a place is
+        accepted, the same features localized again in a pose window at the look-alike place; never published."""
+        tracker = self.s.tracker
+        for uid, prior in tracker.probes(frame.stamp_ns, odom.T):
+            r = loc.localize_features(features, cam, prior)
+            with self.s.lock:
+                self.s.stats.track_probes += 1
+            if r.ok:
+                tracker.update_probe(uid, frame.stamp_ns, r.T_map_from_cam, odom.T, r.covariance)
 
     # ---------------------------------------------------------------------------------------------
     def _tf_error(self, what: str) -> None:
@@ -286,3 +302,32 @@ class FrameProcessor:
             except TfError:
                 return
         self.s.outputs.coarse(T, cov, p.map_frame, frame.stamp_ns)
+
+
+class _Odometry:
+    """The camera's odometry pose at a frame's stamp (odom -> base -> camera), looked up once on first use: ``T``
+    (None when TF has none) and ``why_none`` ('' when there is one)."""
+
+    def __init__(self, transforms: FrameTransforms, frame: Frame, p: NodeConfig):
+        self._args = (transforms, frame, p)
+        self._done = False
+        self._T, self._why = None, ""
+
+    def _lookup(self) -> None:
+        if not self._done:
+            transforms, frame, p = self._args
+            try:
+                self._T = transforms.odom_from_cam(frame, p)
+            except TfError as e:
+                self._T, self._why = None, str(e)
+            self._done = True
+
+    @property
+    def T(self) -> np.ndarray | None:
+        self._lookup()
+        return self._T
+
+    @property
+    def why_none(self) -> str:
+        self._lookup()
+        return self._why
