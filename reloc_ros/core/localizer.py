@@ -543,8 +543,10 @@ class Localizer:
         pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
 
         def place_check():
+            n_lg = cfg.lighterglue_keyframes if cfg.matcher == "lighterglue" else 0
+            matched = {int(e.keyframe): e for e in per_kf[n_lg:]}  # mutual-NN matches made already
             rival.append(self._rival_place(features, q.desc, q.sel, q.kpts_ideal, camera.K, camera.size, T, n_inl,
-                                           prior, t) if cfg.ambiguity_top_k > 0 else None)
+                                           prior, t, matched) if cfg.ambiguity_top_k > 0 else None)
             return gates.ambiguous_place(rival[0], n_inl, cfg.ambiguity_place_ratio)
 
         def second_hypothesis():
@@ -607,12 +609,14 @@ class Localizer:
         return per_kf
 
     def _rival_place(self, features: Features, desc_q, sel, kpts_ideal, K, size, T_map_from_cam: np.ndarray,
-                     n_inliers: int, prior: PosePrior | None, timings: dict):
+                     n_inliers: int, prior: PosePrior | None, timings: dict, matched: dict | None = None):
         """(inliers, metres, degrees, position offset [3], T_map_from_cam) of the best pose at another place than
         ``T_map_from_cam``, from the retrieved keyframes far from it (``ambiguity_top_k``, ``ambiguity_place_m``),
         or None. A whole view repeated elsewhere (a look-alike room 3.6 m away, the same corridor both ways) often
         has all of the top-k at one of the two places: the keyframes of the other one are further down the
-        retrieval list. A prior that rules out the other pose (and not this one) settles it: None."""
+        retrieval list. A prior that rules out the other pose (and not this one) settles it: None. ``matched``:
+        keyframe -> :meth:`_match` result of this query made already (reused: a keyframe's matches do not depend on
+        the others matched with it)."""
         cfg = self.config
         t0 = time.perf_counter()
         try:
@@ -621,7 +625,10 @@ class Localizer:
             ids = ids[far][:cfg.ambiguity_place_keyframes]
             if len(ids) == 0:
                 return None
-            corr = self._aggregate(self._match(desc_q, sel, ids), kpts_ideal)
+            matched = matched or {}
+            todo = [int(k) for k in ids if int(k) not in matched]
+            fresh = dict(zip(todo, self._match(desc_q, sel, todo))) if todo else {}
+            corr = self._aggregate([matched.get(int(k)) or fresh[int(k)] for k in ids], kpts_ideal)
             if len(corr) < max(4, cfg.min_matches):
                 return None
             # a rival below a tenth of the pose's inliers would neither fail it nor widen its covariance much
