@@ -258,6 +258,7 @@ def test_node_probes_the_look_alike_of_an_ambiguous_start_and_publishes_no_pose_
             d = _done(h, stamp, f"frame {k}")
             if x < 0.75:  # the twin keyframes' points cover what the camera sees: both places fit
                 assert d["status"] == "FAILED" and d["reason_code"] in ("ambiguous", "ambiguous_place"), (x, d)
+                assert int(d["odom_hypotheses"]) >= 2, (x, d)  # both places kept
             if d["status"] == "LOCALIZED" and first_pose is None:
                 first_pose, probes_before = x, int(d["track_probes"])
         assert first_pose is not None and first_pose >= 0.8 + 0.3 - 1e-6, first_pose  # refuted over 0.3 m

@@ -206,6 +206,8 @@ class FrameProcessor:
             self._track(res, frame, odom)
         elif res.hypotheses:  # an ambiguous image: both places gather support while none is accepted
             self.s.tracker.note_ambiguous(frame.stamp_ns, res.hypotheses, odom.T)
+            with self.s.lock:
+                self.s.stats.odom_hypotheses = self.s.tracker.hypotheses
         if features is not None and cam is not None:
             self._probe(loc, features, cam, frame, odom)
         if not res.ok and self.s.tracker.note_failure(prior_src):
