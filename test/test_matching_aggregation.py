@@ -243,3 +243,28 @@ def test_second_hypothesis_is_found_among_many_wrong_matches():
         assert pnp.success and pnp.num_inliers >= 70
         alt = loc._second_hypothesis(corr, pnp, K, (640, 480), None)
         assert alt is not None and alt[0] >= 50 and abs(alt[1] - 2.0) < 0.05, (seed, alt)
+
+
+def test_the_place_check_counts_far_keyframes_and_optionally_those_facing_away(tmp_path):
+    """Keyframes 0-3 at x = 0, 1, 2, 3 m looking along +y (map_helpers.random_map). For a pose at x = 0.2 looking
+    along +y, only keyframes farther than ambiguity_place_m (1 m) may show another place; with
+    ambiguity_place_facing_deg 90, a pose looking the other way (-y) finds every keyframe another place, however
+    close (the flipped look-alike 0.7 m away that the distance alone let through)."""
+    from map_helpers import random_map
+
+    from reloc_ros.core.geometry import look_at
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.mapdb import MapDatabase
+
+    db = MapDatabase.load(random_map(tmp_path / "m"))
+    loc = Localizer.__new__(Localizer)
+    loc.db = db
+    ids = np.arange(4)
+    same = look_at([0.2, 0, 1], [0.2, 5, 1])
+    flipped = look_at([0.2, 0, 1], [0.2, -5, 1])
+    loc.config = LocalizerConfig()
+    assert loc._other_place(ids, same).tolist() == [False, False, True, True]
+    assert loc._other_place(ids, flipped).tolist() == [False, False, True, True]  # off: distance only
+    loc.config = LocalizerConfig(ambiguity_place_facing_deg=90.0)
+    assert loc._other_place(ids, same).tolist() == [False, False, True, True]
+    assert loc._other_place(ids, flipped).tolist() == [True, True, True, True]

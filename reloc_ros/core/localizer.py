@@ -122,6 +122,12 @@ class LocalizerConfig:
                                        0.0, None, param=None)
     ambiguity_place_keyframes: int = setting(5, "at most this many of them are matched (most similar first)", 1,
                                              None, param=None)
+    ambiguity_place_facing_deg: float = setting(0.0, "> 0: retrieved keyframes whose viewing direction is more than "
+                                                "this many degrees from the pose's also count as another place for "
+                                                "the place check, however close (a look-alike seen the other way "
+                                                "round 0.7 m away; 90 on the benchmark: storage's one wrong single "
+                                                "image FAILED, recall -2.7 points there, -3.0 on the corridor, "
+                                                "office and hall unchanged); 0 = distance only", 0.0, 180.0)
     epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
                                   "keyframes (no map 3D involved) agree on a camera orientation more than "
                                   "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "
@@ -621,8 +627,7 @@ class Localizer:
         t0 = time.perf_counter()
         try:
             ids, _ = self.index.search(features.global_desc, cfg.ambiguity_top_k, None)
-            far = np.linalg.norm(self.db.centers[ids] - T_map_from_cam[:3, 3], axis=1) > cfg.ambiguity_place_m
-            ids = ids[far][:cfg.ambiguity_place_keyframes]
+            ids = ids[self._other_place(ids, T_map_from_cam)][:cfg.ambiguity_place_keyframes]
             if len(ids) == 0:
                 return None
             matched = matched or {}
@@ -645,6 +650,16 @@ class Localizer:
             return alt.num_inliers, dt, dr, T_alt[:3, 3] - T_map_from_cam[:3, 3], T_alt
         finally:
             timings["place_check"] = _ms(t0)
+
+    def _other_place(self, keyframes: np.ndarray, T_map_from_cam: np.ndarray) -> np.ndarray:
+        """Which of ``keyframes`` may show another place than the pose: farther than ``ambiguity_place_m`` or, with
+        ``ambiguity_place_facing_deg``, looking more than that many degrees away from the pose's direction."""
+        cfg = self.config
+        other = np.linalg.norm(self.db.centers[keyframes] - T_map_from_cam[:3, 3], axis=1) > cfg.ambiguity_place_m
+        if cfg.ambiguity_place_facing_deg > 0:
+            z = self.db.T_map_from_cam[keyframes, :3, 2] @ T_map_from_cam[:3, 2]
+            other |= z < np.cos(np.radians(cfg.ambiguity_place_facing_deg))
+        return other
 
     def _aggregate(self, per_kf, kpts_ideal) -> Correspondences:
         cfg = self.config
