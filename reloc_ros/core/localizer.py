@@ -126,8 +126,10 @@ class LocalizerConfig:
                                                 "this many degrees from the pose's also count as another place for "
                                                 "the place check, however close (a look-alike seen the other way "
                                                 "round 0.7 m away; 90 on the benchmark: storage's one wrong single "
-                                                "image FAILED, recall -2.7 points there, -3.0 on the corridor, "
-                                                "office and hall unchanged); 0 = distance only", 0.0, 180.0)
+                                                "image FAILED, recall -2.7 points there, -3.0 on the corridor, but "
+                                                "the office's 3.6 m look-alike got through once: such keyframes can "
+                                                "take the ambiguity_place_keyframes slots); 0 = distance only",
+                                                0.0, 180.0)
     epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
                                   "keyframes (no map 3D involved) agree on a camera orientation more than "
                                   "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "
