@@ -60,7 +60,7 @@ from reloc_ros.core.geometry import invert_T, pose_errors, so3_exp, so3_log
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.core.status import FailureCode
 
-__all__ = ["TrackerConfig", "TrackDecision", "PlaceTracker"]
+__all__ = ["TrackerConfig", "TrackDecision", "PlaceTracker", "run_probes"]
 
 NS = 1_000_000_000
 # The publish gate's model of the place's prediction (odometry since the place's last pose): a floor, plus drift
@@ -354,8 +354,7 @@ class PlaceTracker:
         has_odom = T_odom is not None
         if not cfg.enabled:
             return TrackDecision(True, odometry=has_odom)
-        if covariance is not None and not np.all(np.isfinite(covariance)):
-            covariance = None  # no gate and no weighting from a covariance that says nothing
+        covariance = _usable(covariance)
         best = self._match(T, stamp_ns, T_odom)
         if best is not None and has_odom and self._leader_accepted() is best[1]:
             why = self._gated(best[1], T_odom, best[2], best[3], covariance)
@@ -371,7 +370,7 @@ class PlaceTracker:
             self._places = [h]
             h.support = max(h.support, float(cfg.accept_after))
         self._trust = None
-        self._prune(h, stamp_ns)
+        self._prune([h], stamp_ns)
         rival = max((x.support for x in self._places if x is not h), default=0.0)
         d = TrackDecision(False, "", None, False, jump_m, jump_deg, h.support, rival, h.motion_m, h.motion_deg,
                           len(self._places), has_odom)
@@ -379,7 +378,7 @@ class PlaceTracker:
                  or h.uid == self._accepted_uid or trusted)
         leads = (self._places[0] is h and h.support >= cfg.accept_after and h.support >= cfg.dominance * rival
                  and all(h.support >= cfg.rival_dominance * x.support or self._refuted(x, T_odom)
-                         for x in self._places if x.uid in h.rivals))
+                         for x in self._rivals_of(h)))
         if leads and moved:
             d.accepted = True
             if self._accepted_uid is not None and self._accepted_uid != h.uid:
@@ -471,13 +470,13 @@ class PlaceTracker:
             if not cfg.enabled or cfg.max_probes <= 0 or len(hypotheses) < 2 or self._leader_accepted() is not None:
                 return
             stamp_ns = int(stamp_ns)
-            total = float(sum(max(int(n), 1) for _, n in hypotheses))
+            inliers = [max(int(n), 1) for _, n in hypotheses]
             self._decay()
             places = []
-            for T, n in hypotheses:
+            for (T, _), n in zip(hypotheses, inliers):
                 T = np.asarray(T, np.float64)
                 h, _, _ = self._support(self._match(T, stamp_ns, T_odom_from_cam), T, stamp_ns, T_odom_from_cam,
-                                        None, max(int(n), 1) / total)
+                                        None, n / sum(inliers))
                 places.append(h)
             for a in places:
                 for b in places:
@@ -486,10 +485,18 @@ class PlaceTracker:
                         # was not looked at) supports the other as much
                         a.rivals.add(b.uid)
                         a.support = max(a.support, b.support)
-            self._prune(places[0], stamp_ns)
-            for h in places[1:]:
-                if not any(x is h for x in self._places):
-                    self._places.append(h)
+            self._prune(places, stamp_ns)
+
+    @property
+    def probing(self) -> bool:
+        """Whether :meth:`probes` can ask for anything: no place accepted, and the leading place has a rival
+        (callers skip the odometry lookup otherwise)."""
+        with self._lock:
+            return bool(self.config.enabled and self.config.max_probes > 0 and self._places
+                        and self._leader_accepted() is None and self._rivals_of(self._places[0]))
+
+    def _rivals_of(self, h: _Place) -> list[_Place]:
+        return [x for x in self._places if x.uid in h.rivals]
 
     def probes(self, stamp_ns: int, T_odom_from_cam: np.ndarray | None = None) -> list[tuple[int, PosePrior]]:
         """The places to localize the image at ``stamp_ns`` at as well (after its own result went to
@@ -498,16 +505,12 @@ class PlaceTracker:
         support, at most ``max_probes``, the best supported first. Feed each result to :meth:`update_probe`."""
         cfg = self.config
         with self._lock:
-            if not cfg.enabled or cfg.max_probes <= 0 or not self._places or self._leader_accepted() is not None:
+            if not self.probing:
                 return []
             stamp_ns = int(stamp_ns)
             lead = self._places[0]
-            alive = {x.uid for x in self._places}
-            group = [lead] + [x for x in self._places[1:] if x.uid in lead.rivals]
-            if len(group) < 2 or not (lead.rivals & alive):
-                return []
             out = []
-            for h in group:
+            for h in [lead] + self._rivals_of(lead):
                 if h.t_last_ns == stamp_ns or (h is not lead and h.support < cfg.probe_min_share * lead.support):
                     continue
                 pred = self._predict(h, stamp_ns, T_odom_from_cam)
@@ -534,17 +537,17 @@ class PlaceTracker:
             best = self._match(T, stamp_ns, T_odom_from_cam)
             if best is None or best[1] is not h:  # not there, or another place (the image's own) explains it better
                 return False
-            if covariance is not None and not np.all(np.isfinite(covariance)):
-                covariance = None
-            self._support(best, T, stamp_ns, T_odom_from_cam, covariance, 1.0)
+            self._support(best, T, stamp_ns, T_odom_from_cam, _usable(covariance), 1.0)
             self._places.sort(key=lambda x: -x.support)
             return True
 
-    def _prune(self, h: _Place, stamp_ns: int) -> None:
+    def _prune(self, keep: list[_Place], stamp_ns: int) -> None:
+        """Drop faded places, tracks past their timeout and the weakest beyond ``max_hypotheses``; the places of
+        ``keep`` (just supported) stay."""
         cfg = self.config
 
         def alive(x: _Place) -> bool:
-            if x is h:
+            if any(x is h for h in keep):
                 return True
             if x.support < 0.05:
                 return False
@@ -553,8 +556,9 @@ class PlaceTracker:
 
         self._places = sorted((x for x in self._places if alive(x)), key=lambda x: -x.support)
         del self._places[cfg.max_hypotheses:]
-        if not any(x is h for x in self._places):  # dropped as the weakest: it cannot be accepted
-            self._places.append(h)
+        for h in keep:  # dropped as the weakest: it cannot be accepted, but it stays
+            if not any(x is h for x in self._places):
+                self._places.append(h)
 
     def accepted_map_from_odom(self) -> np.ndarray | None:
         """``T_map_from_odom`` of the accepted place while it leads and has odometry, else None."""
@@ -587,3 +591,23 @@ def _follow(h: _Place, T: np.ndarray, T_odom: np.ndarray, covariance: np.ndarray
     B[:3, :3] = P[:3, :3] @ so3_exp(w_r * so3_log(P[:3, :3].T @ T[:3, :3]))
     B[:3, 3] = P[:3, 3] + w_m * (T[:3, 3] - P[:3, 3])
     return B @ invert_T(T_odom)
+
+
+def run_probes(tracker: PlaceTracker, stamp_ns: int, T_odom_from_cam: np.ndarray | None, localize) -> int:
+    """The probes of the image at ``stamp_ns`` (:meth:`PlaceTracker.probes`), as the node and ``reloc eval --track``
+    run them: ``localize(prior)`` localizes the image's features again with that prior and returns
+    ``(T_map_from_cam, covariance)`` or None (FAILED); each pose goes to :meth:`PlaceTracker.update_probe`.
+    Returns the number of probes run."""
+    asked = tracker.probes(stamp_ns, T_odom_from_cam)
+    for uid, prior in asked:
+        out = localize(prior)
+        if out is not None:
+            tracker.update_probe(uid, stamp_ns, out[0], T_odom_from_cam, out[1])
+    return len(asked)
+
+
+def _usable(covariance: np.ndarray | None) -> np.ndarray | None:
+    """A covariance that says something, else None (no gate and no weighting from non-finite values)."""
+    if covariance is None or not np.all(np.isfinite(covariance)):
+        return None
+    return np.asarray(covariance)

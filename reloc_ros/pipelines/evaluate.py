@@ -12,7 +12,7 @@ from reloc_ros.core.degrade import degrade
 from reloc_ros.core.geometry import pose_errors
 from reloc_ros.core.localizer import Localizer
 from reloc_ros.core.metrics import RECALL_THRESHOLDS, summarize
-from reloc_ros.core.tracking import PlaceTracker, TrackerConfig
+from reloc_ros.core.tracking import PlaceTracker, TrackerConfig, run_probes
 from reloc_ros.datasets.base import Frame, load_image
 from reloc_ros.progress import progress_bar
 
@@ -137,12 +137,7 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
                 tracker.note_failure(src)
                 if rec.get("hypotheses"):
                     tracker.note_ambiguous(stamp_ns, rec["hypotheses"], T_odom)
-            for uid, probe_prior in tracker.probes(stamp_ns, T_odom):  # both places of an ambiguous start
-                n_probes += 1
-                r = localize(f, probe_prior)
-                if r["ok"]:
-                    tracker.update_probe(uid, stamp_ns, np.asarray(r["T_map_from_cam"]), T_odom,
-                                         np.asarray(r["covariance"]))
+            n_probes += run_probes(tracker, stamp_ns, T_odom, lambda pr: _pose_of(localize(f, pr)))
         starts.append({"sequence": seq, "start": k0, "frames": len(frames), "published": pub})
     out = _track_summary(starts)
     out["per_sequence"] = {s: _track_summary([x for x in starts if x["sequence"] == s]) for s in seqs}
@@ -151,6 +146,11 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
     out["localizations"] = len(cache)
     out["probes"] = n_probes  # extra localizations at a rival place (TrackerConfig.max_probes)
     return out
+
+
+def _pose_of(rec: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(T_map_from_cam, covariance) of a LOCALIZED record, else None."""
+    return (np.asarray(rec["T_map_from_cam"]), np.asarray(rec["covariance"])) if rec["ok"] else None
 
 
 def _stamp_s(f: Frame, index: int) -> float:

@@ -9,6 +9,7 @@ localizer, the tracker, the CameraInfo queue, the statistics) and hands it in; n
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,7 +23,7 @@ from reloc_ros.core.image_decoding import ImageConversionError
 from reloc_ros.core.localizer import LocalizationResult, Localizer
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.core.tf_buffer import TfError
-from reloc_ros.core.tracking import PlaceTracker
+from reloc_ros.core.tracking import PlaceTracker, run_probes
 from reloc_ros.ros import conversions as conv
 from reloc_ros.ros.camera_info import CameraInfoSync
 from reloc_ros.ros.diagnostics import FrameStats
@@ -244,15 +245,20 @@ class FrameProcessor:
             res.fail(d.code, d.reason)
 
     def _probe(self, loc: Localizer, features, cam: Camera, frame: Frame, odom: "_Odometry") -> None:
-        """The tracker's probes (:meth:`PlaceTracker.probes`): after an ambiguous image and before a place is
-        accepted, the same features localized again in a pose window at the look-alike place; never published."""
+        """The tracker's probes (:func:`reloc_ros.core.tracking.run_probes`): after an ambiguous image and before a
+        place is accepted, the same features localized again in a pose window at the look-alike place; never
+        published. Odometry is looked up only when there is something to probe."""
         tracker = self.s.tracker
-        for uid, prior in tracker.probes(frame.stamp_ns, odom.T):
+        if not tracker.probing:
+            return
+
+        def localize(prior):
             r = loc.localize_features(features, cam, prior)
-            with self.s.lock:
-                self.s.stats.track_probes += 1
-            if r.ok:
-                tracker.update_probe(uid, frame.stamp_ns, r.T_map_from_cam, odom.T, r.covariance)
+            return (r.T_map_from_cam, r.covariance) if r.ok else None
+
+        n = run_probes(tracker, frame.stamp_ns, odom.T, localize)
+        with self.s.lock:
+            self.s.stats.track_probes += n
 
     # ---------------------------------------------------------------------------------------------
     def _tf_error(self, what: str) -> None:
@@ -312,24 +318,19 @@ class _Odometry:
 
     def __init__(self, transforms: FrameTransforms, frame: Frame, p: NodeConfig):
         self._args = (transforms, frame, p)
-        self._done = False
-        self._T, self._why = None, ""
 
-    def _lookup(self) -> None:
-        if not self._done:
-            transforms, frame, p = self._args
-            try:
-                self._T = transforms.odom_from_cam(frame, p)
-            except TfError as e:
-                self._T, self._why = None, str(e)
-            self._done = True
+    @functools.cached_property
+    def _lookup(self) -> tuple[np.ndarray | None, str]:
+        transforms, frame, p = self._args
+        try:
+            return transforms.odom_from_cam(frame, p), ""
+        except TfError as e:
+            return None, str(e)
 
     @property
     def T(self) -> np.ndarray | None:
-        self._lookup()
-        return self._T
+        return self._lookup[0]
 
     @property
     def why_none(self) -> str:
-        self._lookup()
-        return self._why
+        return self._lookup[1]
