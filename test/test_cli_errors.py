@@ -154,3 +154,13 @@ def test_eval_bag_degrade_is_offline_only(capsys, tmp_path):
     code, err = _run(capsys, ["eval-bag", "--map", str(tmp_path), "--bag", str(tmp_path), "--live", "--degrade",
                               "dusk"])
     assert code == 2 and "--degrade works offline" in err and len(err.strip().splitlines()) == 1
+
+
+def test_global_quiet_flag_reaches_the_scene_generator(tmp_path, capsys):
+    """`reloc -q data synth ...` (the -q every other command takes) generates quietly instead of failing with
+    "unrecognized arguments: --scene"."""
+    out = tmp_path / "s"
+    code = main(["-q", "data", "synth", "--scene", "office", "--out", str(out), "--n-map", "4", "--n-query", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err[-1500:]
+    assert (out / "TrainSplit.txt").exists() and "unrecognized" not in err

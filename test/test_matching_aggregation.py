@@ -249,7 +249,7 @@ def test_the_place_check_counts_far_keyframes_and_optionally_those_facing_away(t
     """Keyframes 0-3 at x = 0, 1, 2, 3 m looking along +y (map_helpers.random_map). For a pose at x = 0.2 looking
     along +y, only keyframes farther than ambiguity_place_m (1 m) may show another place; with
     ambiguity_place_facing_deg 90, a pose looking the other way (-y) finds every keyframe another place, however
-    close (the flipped look-alike 0.7 m away that the distance alone let through)."""
+    close (the flipped look-alike 0.7 m away that the distance alone let through), the close ones as a second group."""
     from map_helpers import random_map
 
     from reloc_ros.core.geometry import look_at
@@ -262,9 +262,11 @@ def test_the_place_check_counts_far_keyframes_and_optionally_those_facing_away(t
     ids = np.arange(4)
     same = look_at([0.2, 0, 1], [0.2, 5, 1])
     flipped = look_at([0.2, 0, 1], [0.2, -5, 1])
-    loc.config = LocalizerConfig()
-    assert loc._other_place(ids, same).tolist() == [False, False, True, True]
-    assert loc._other_place(ids, flipped).tolist() == [False, False, True, True]  # off: distance only
+    groups = lambda T: [g.tolist() for g in loc._other_places(ids, T)]  # noqa: E731
+    loc.config = LocalizerConfig(ambiguity_place_facing_deg=0.0)
+    assert groups(same) == [[2, 3]]
+    assert groups(flipped) == [[2, 3]]  # off: distance only
     loc.config = LocalizerConfig(ambiguity_place_facing_deg=90.0)
-    assert loc._other_place(ids, same).tolist() == [False, False, True, True]
-    assert loc._other_place(ids, flipped).tolist() == [True, True, True, True]
+    assert groups(same) == [[2, 3]]
+    # the close keyframes facing away are a group of their own (their own slots, solved on their own)
+    assert groups(flipped) == [[2, 3], [0, 1]]

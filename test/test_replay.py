@@ -203,6 +203,20 @@ def test_eval_track_cold_starts_on_the_scene(scene, tmp_path, capsys):
         assert set(tr["time_to_first_pose_s"]) == {"p50", "p95"}
         assert isinstance(tr["probes"], int) and tr["probes"] >= 0  # look-alike probes (none without ambiguity)
     assert "cold starts through the place tracker" in capsys.readouterr().out
+    # the tracker's settings come from --config under their node parameter names: without the motion rule the
+    # same starts publish
+    cfg = tmp_path / "no_motion.yaml"
+    cfg.write_text("track_min_motion_m: 0.0\ntrack_min_motion_deg: 0.0\n")
+    out = tmp_path / "track_cfg.json"
+    assert reloc(["-q", "eval", "--map", str(scene["root"] / "map_folder"), "--dataset", str(scene["data"]),
+                  "--format", "7scenes", "--track", "--starts-every", "4", "--track-frames", "6", "--config",
+                  str(cfg), "--json", str(out)]) == 0
+    tr = json.loads(out.read_text())["track"]
+    assert tr["config"]["min_motion_m"] == 0.0 and tr["published"] > 0 and tr["published_wrong"] == 0, tr
+    # without --track they are refused, in one line
+    assert reloc(["-q", "eval", "--map", str(scene["root"] / "map_folder"), "--dataset", str(scene["data"]),
+                  "--format", "7scenes", "--config", str(cfg)]) == 2
+    assert "apply with --track" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -206,7 +206,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     e.add_argument("--map", required=True, type=Path, help="map directory (from `reloc map build`)")
     _add_dataset_args(e)
     e.add_argument("--json", type=Path, default=None, help="write the summary (and per-query records) here")
-    e.add_argument("--config", type=Path, default=None, help="YAML file with LocalizerConfig overrides")
+    e.add_argument("--config", type=Path, default=None,
+                   help="YAML file with LocalizerConfig overrides (and with --track the place tracker's settings under "
+                   "their node parameter names, e.g. track_min_motion_m)")
     e.add_argument("--method", choices=["pnp", "retrieval", "2d2d"], default=None,
                    help="pnp (default): 2D-3D + PnP; retrieval: the top-1 keyframe's pose (coarse); "
                         "2d2d: essential matrices against the top-K keyframes (no map 3D needed)")
@@ -255,8 +257,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap, handlers = _parser()
-    # `reloc data synth ...` forwards its arguments (including -h) to the generator's own parser.
+    # `reloc data synth ...` forwards its arguments (including -h) to the generator's own parser; the global -q
+    # before it is the generator's --quiet.
+    quiet = []
+    while argv and argv[0] in ("-q", "--quiet"):
+        quiet, argv = ["--quiet"], argv[1:]
     if len(argv) >= 2 and argv[0] == "data" and argv[1] == "synth":
+        argv = argv + [q for q in quiet if q not in argv]
         from reloc_ros.datasets.synthetic.cli import main as synth_main
 
         if not {"-h", "--help"} & set(argv[2:]):
@@ -268,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 2
         return synth_main(argv[2:])
-    args = ap.parse_args(argv)
+    args = ap.parse_args(quiet + argv)
     from reloc_ros.core.features import ExtractorError
     from reloc_ros.core.mapdb import MapError
     from reloc_ros.datasets.base import DatasetError
@@ -452,6 +459,14 @@ def _eval(args) -> int:
         if not isinstance(overrides, dict):
             raise ValueError(f"{args.config}: expected a mapping of LocalizerConfig keys to values, "
                              f"got a {type(overrides).__name__}")
+    # the place tracker's settings under their node parameter names (track_*), for --track
+    from reloc_ros.core.tracking import TrackerConfig
+
+    tracker_keys = {st.param or name: name for name, _, st in settings_of(TrackerConfig) if st.param is not None}
+    given = sorted(k for k in overrides if k in tracker_keys)
+    if given and not args.track:
+        raise ValueError(f"{args.config}: {', '.join(given)} apply with --track (the place tracker's cold starts)")
+    args.tracker_overrides = {tracker_keys[k]: overrides.pop(k) for k in given}
     if args.aggregation is not None:
         overrides["aggregation"] = args.aggregation
     if args.top_k is not None:
@@ -533,7 +548,10 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
                 odometry[seq] = run_odometry(args.dataset, seq, np.stack([f.T_world_from_cam for f in frames]))
             except SynthError as e:
                 raise ValueError(f"--track: {e}") from None
-    tr = evaluate_track(loc, queries, odometry, TrackerConfig(), args.starts_every, args.track_frames,
+    from reloc_ros.core.localizer import config_from_dict
+
+    tracker = config_from_dict(TrackerConfig, getattr(args, "tracker_overrides", {}))
+    tr = evaluate_track(loc, queries, odometry, tracker, args.starts_every, args.track_frames,
                         show_progress=not args.quiet, records=records, degradation=degradation_of(args))
     rows = {"all": tr, **tr["per_sequence"]}
     print(f"cold starts through the place tracker ({'odometry' if odometry else 'no odometry'}, a start every "
