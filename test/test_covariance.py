@@ -186,5 +186,8 @@ def test_keypoint_confidence_widens_the_covariance_of_dark_images(office, tmp_pa
         finally:
             DETECTION_SCORE_COVARIANCE["learned"] = saved
         assert np.trace(res.covariance[:3, :3]) > np.trace(plain.covariance[:3, :3])
+        # the place tracker weighs and gates with the covariance without the factor (LocalizationResult)
+        assert np.allclose(res.measurement_covariance, plain.covariance) and plain.measurement_covariance is None
+        assert res.tracking_covariance is res.measurement_covariance and plain.tracking_covariance is plain.covariance
         widened += 1
     assert widened >= 1, "no query with a factor above 1 localized: the factor never reached a covariance"

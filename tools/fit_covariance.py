@@ -44,9 +44,10 @@ class _Recording(Localizer):
     last = None
     _score_median = 1.0
 
-    def _covariance(self, pnp_cov, z_med, n_keyframes):
-        self.last = (pnp_cov[:3, :3].copy(), float(z_med), int(n_keyframes), self._score_median)
-        return super()._covariance(pnp_cov, z_med, n_keyframes)
+    def _covariance(self, pnp_cov, z_med, n_keyframes, score_factor=None):
+        if score_factor is None:  # the published covariance (not the tracker's copy without the factor)
+            self.last = (pnp_cov[:3, :3].copy(), float(z_med), int(n_keyframes), self._score_median)
+        return super()._covariance(pnp_cov, z_med, n_keyframes, score_factor)
 
     def detection_score_factor(self, features):
         self._score_median = float(np.median(features.scores)) if len(features) else 1.0

@@ -46,8 +46,8 @@ MAP_POINT_SIGMA_REL = {"depth": 0.001, "triangulate": 0.013, "learned": 0.13}
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
 # outside (0.5 m, 5 deg) (docs/RESULTS.md "Monocular maps"). Triangulated maps (posed images without depth): 5 px
 # localized Strecha's dusk queries (9 px motion blur: correct poses at 4.0-4.4 px) 46 instead of 36 of 48, the
-# corridor tuning scene tc1 172 instead of 141 of 300, with no more poses outside (0.5 m, 5 deg) anywhere
-# (docs/RESULTS.md "Robustness to degraded queries").
+# corridor tuning scenes tc1 / tc2 172 / 165 instead of 141 / 111 of 300, with no more poses outside (0.5 m, 5 deg)
+# anywhere (docs/RESULTS.md "Robustness to degraded queries").
 MAX_MEDIAN_REPROJ_PX = {"depth": 4.0, "triangulate": 5.0, "learned": 5.0}
 # Keypoint confidence (Localizer._covariance): per extractor, (reference score, exponent). An image whose keypoints
 # the detector is unsure of (the median detection score of all its keypoints below the reference: night, deep dusk)
@@ -216,6 +216,12 @@ class LocalizationResult:
         hypotheses: FAILED ``ambiguous`` / ``ambiguous place`` only: ``[(T_map_from_cam, inliers)]`` of the two
             poses the image supports, the better first (never published; the place tracker weighs them with
             motion, see reloc_ros/core/tracking.py).
+        measurement_covariance: LOCALIZED with a keypoint-confidence factor above 1 only (DETECTION_SCORE_COVARIANCE):
+            ``covariance`` without that factor. The place tracker weighs and gates poses with it (see
+            :attr:`tracking_covariance`): the factor makes the published covariance honest for its consumers, but
+            in the tracker's publish gate it would widen the window for the very night poses whose errors even the
+            widened covariance underestimates (a 3-session office map's night run: 12 poses 0.25 m / 5-7 deg off
+            published instead of 0).
     """
 
     status: Status
@@ -232,6 +238,13 @@ class LocalizationResult:
     inlier_xyz: np.ndarray | None = None
     timings_ms: dict = field(default_factory=dict)
     hypotheses: list = field(default_factory=list)
+    measurement_covariance: np.ndarray | None = None
+
+    @property
+    def tracking_covariance(self) -> np.ndarray | None:
+        """The covariance the place tracker uses: :attr:`measurement_covariance` when there is one, else
+        :attr:`covariance`."""
+        return self.covariance if self.measurement_covariance is None else self.measurement_covariance
 
     @property
     def ok(self) -> bool:
@@ -339,13 +352,15 @@ class _Pose(NamedTuple):
     z_med: float
     cov: np.ndarray
     num_inliers: int
+    cov_measurement: np.ndarray | None  # cov without the keypoint-confidence factor, when that is above 1
 
     @classmethod
     def of(cls, pnp, corr: Correspondences, n_keyframes: int, loc: "Localizer") -> "_Pose":
         xyz = corr.xyz[pnp.inliers]
         z_med = _median_depth(xyz, pnp.T_cam_from_world)
+        plain = loc._covariance(pnp.covariance, z_med, n_keyframes, 1.0) if loc._score_factor > 1.0 else None
         return cls(pnp, invert_T(pnp.T_cam_from_world), xyz, z_med,
-                   loc._covariance(pnp.covariance, z_med, n_keyframes), pnp.num_inliers)
+                   loc._covariance(pnp.covariance, z_med, n_keyframes), pnp.num_inliers, plain)
 
 
 class Localizer:
@@ -514,12 +529,14 @@ class Localizer:
             t5 = time.perf_counter()
             pose = self._refined(pose, res, per_kf, features, q.kpts_ideal, camera)
             t["guided"] = _ms(t5)
-        cov = pose.cov
+        covs = [pose.cov, pose.cov_measurement]
         r = rival[0] if rival else None
         if r is not None:  # weaker evidence for another place: cover it
-            cov = cov.copy()
-            cov[:3, :3] += r[0] / (r[0] + n_inl) * np.outer(r[3], r[3])
-        res.T_map_from_cam, res.covariance, res.inlier_xyz = pose.T_map_from_cam, cov, pose.inlier_xyz
+            widen = r[0] / (r[0] + n_inl) * np.outer(r[3], r[3])
+            for c in [c for c in covs if c is not None]:
+                c[:3, :3] += widen  # the _Pose's own arrays: made for this query, used no further
+        res.T_map_from_cam, res.inlier_xyz = pose.T_map_from_cam, pose.inlier_xyz
+        res.covariance, res.measurement_covariance = covs
         return self._finish(res, t0)
 
     def _query(self, features: Features, camera: Camera) -> "_Query":
@@ -897,7 +914,8 @@ class Localizer:
         med = float(np.median(features.scores))
         return float(max(1.0, ref[0] / max(med, 1e-6)) ** ref[1])
 
-    def _covariance(self, pnp_cov: np.ndarray, z_med: float, n_keyframes: int) -> np.ndarray:
+    def _covariance(self, pnp_cov: np.ndarray, z_med: float, n_keyframes: int,
+                    score_factor: float | None = None) -> np.ndarray:
         """Pose covariance: the reprojection term of PnP (scaled per point source, PNP_COVARIANCE_SCALE) plus a
         map term.
 
@@ -907,9 +925,11 @@ class Localizer:
         ``map_point_sigma_rel`` x the median inlier depth: position variance ``(rho z)^2 / n_keyframes`` per
         axis. ``rho`` and the scale per point source were fitted on generated tuning and training scenes (never
         the benchmark scenes), see docs/RESULTS.md "Covariance calibration". The reprojection term also grows for
-        images whose keypoints the detector is unsure of (DETECTION_SCORE_COVARIANCE, the query's factor).
+        images whose keypoints the detector is unsure of (DETECTION_SCORE_COVARIANCE: ``score_factor``, by default
+        the query's).
         """
-        cov = pnp_cov * (PNP_COVARIANCE_SCALE[self._point_source] * self._score_factor)
+        f = self._score_factor if score_factor is None else score_factor
+        cov = pnp_cov * (PNP_COVARIANCE_SCALE[self._point_source] * f)
         rho = self.map_point_sigma_rel()
         if rho > 0 and np.all(np.isfinite(cov)):
             cov[:3, :3] += np.eye(3) * (rho * z_med) ** 2 / max(n_keyframes, 1)

@@ -37,7 +37,9 @@ def _record(f: Frame, res) -> dict:
         rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
         rec["T_map_from_cam"] = res.T_map_from_cam.tolist()
         rec["position_sigma_m"] = float(np.sqrt(np.trace(res.covariance[:3, :3])))
-        rec["covariance"] = np.asarray(res.covariance).tolist()  # the place tracker's publish gate needs it
+        rec["covariance"] = np.asarray(res.covariance).tolist()  # published; NEES
+        if res.measurement_covariance is not None:  # what the place tracker uses (LocalizationResult)
+            rec["measurement_covariance"] = np.asarray(res.measurement_covariance).tolist()
         e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
         rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
     if res.hypotheses:  # an ambiguous image: the two poses it supports (the place tracker weighs them)
@@ -131,7 +133,7 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             prior, src = tracker.choose_prior(stamp_ns, T_odom)
             rec = localize(f, prior)
             if rec["ok"] and tracker.update(stamp_ns, np.asarray(rec["T_map_from_cam"]), T_odom,
-                                            np.asarray(rec["covariance"])).accepted:
+                                            _tracking_covariance(rec)).accepted:
                 pub.append({**rec, "dt_s": _stamp_s(f, k0 + i) - t0})
             elif not rec["ok"]:
                 tracker.note_failure(src)
@@ -149,8 +151,13 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
 
 
 def _pose_of(rec: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """(T_map_from_cam, covariance) of a LOCALIZED record, else None."""
-    return (np.asarray(rec["T_map_from_cam"]), np.asarray(rec["covariance"])) if rec["ok"] else None
+    """(T_map_from_cam, the covariance the tracker uses) of a LOCALIZED record, else None."""
+    return (np.asarray(rec["T_map_from_cam"]), _tracking_covariance(rec)) if rec["ok"] else None
+
+
+def _tracking_covariance(rec: dict) -> np.ndarray:
+    """A LOCALIZED record's covariance as the place tracker uses it (LocalizationResult.tracking_covariance)."""
+    return np.asarray(rec.get("measurement_covariance", rec["covariance"]))
 
 
 def _stamp_s(f: Frame, index: int) -> float:

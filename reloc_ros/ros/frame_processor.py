@@ -236,7 +236,7 @@ class FrameProcessor:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         tracker = self.s.tracker
-        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.covariance)
+        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.tracking_covariance)
         with self.s.lock:
             self.s.stats.record_tracking(d, tracker.config.enabled, odom.why_none)
         if d.accepted and d.switched:
@@ -254,7 +254,7 @@ class FrameProcessor:
 
         def localize(prior):
             r = loc.localize_features(features, cam, prior)
-            return (r.T_map_from_cam, r.covariance) if r.ok else None
+            return (r.T_map_from_cam, r.tracking_covariance) if r.ok else None
 
         n = run_probes(tracker, frame.stamp_ns, odom.T, localize)
         with self.s.lock:
