@@ -44,8 +44,8 @@ MAP_LOAD_SIZES = (1_000, 10_000)
 
 @dataclass
 class BenchConfig:
-    quick: bool = False  # a small scene and few repetitions (a smoke run, figures are rough; 5 queries: with 3, two
-    # were FAILED as the office look-alike 3.6 m away, correctly, and the learned row localized none)
+    quick: bool = False  # a small scene and few repetitions (a smoke run, figures are rough; 5 queries: with 3 the
+    # learned 640x480 row localized none once the place check also saw the office's look-alike 3.6 m away)
     n_map: int = 60  # mapping-run frames of the generated scene
     n_query: int = 51  # frames per query run (two runs): 100 timed queries per variant after the warm-up
     warmup: int = 2  # first queries of each variant not counted
