@@ -418,6 +418,8 @@ def test_pipeline_localizes_a_stream_as_accurately_as_one_worker(plane_map):
     assert d["pipeline"] == "True" and float(d["extract_ms"]) > 0 and "handover_wait_ms" in d, d
     assert int(d["queue_extracted"]) <= 1 and int(d["frames_dropped_stale"]) == 0, d
     assert diags[False]["pipeline"] == "False" and "handover_wait_ms" not in diags[False]
+    # the last frame's keypoint-confidence factor of the covariance (1 for well-textured views, more otherwise)
+    assert all(float(x["covariance_factor"]) >= 1.0 for x in diags.values()), diags
 
 
 def test_pipeline_handover_holds_one_frame_counts_replaced_ones_and_prior_is_chosen_in_stage_2(

@@ -222,6 +222,8 @@ class LocalizationResult:
             in the tracker's publish gate it would widen the window for the very night poses whose errors even the
             widened covariance underestimates (a 3-session office map's night run: 12 poses 0.25 m / 5-7 deg off
             published instead of 0).
+        covariance_factor: the keypoint-confidence factor of the image (>= 1; DETECTION_SCORE_COVARIANCE), set once
+            its features are known; the node reports it in /diagnostics.
     """
 
     status: Status
@@ -239,6 +241,7 @@ class LocalizationResult:
     timings_ms: dict = field(default_factory=dict)
     hypotheses: list = field(default_factory=list)
     measurement_covariance: np.ndarray | None = None
+    covariance_factor: float = 1.0
 
     @property
     def tracking_covariance(self) -> np.ndarray | None:
@@ -485,7 +488,8 @@ class Localizer:
         t1 = time.perf_counter()
         cand, _ = self.index.search(features.global_desc, cfg.top_k, prior)
         t["retrieval"] = _ms(t1)
-        res = LocalizationResult(Status.FAILED, candidates=cand.tolist(), timings_ms=t)
+        res = LocalizationResult(Status.FAILED, candidates=cand.tolist(), timings_ms=t,
+                                 covariance_factor=self._score_factor)
         if len(cand) == 0:
             return self._finish(res.fail(FailureCode.EMPTY_MAP, "no candidates: the map is empty"), t0)
         res.coarse_T_map_from_cam = self.db.T_map_from_cam[cand[0]].copy()

@@ -58,6 +58,7 @@ class FrameStats:
     clock_warning: str = ""  # image stamps far from the node's clock (use_sim_time?)
     first_image_wall: float | None = None  # time.monotonic() of the first image (CameraInfo waits count from it)
     num_inliers: int = 0
+    covariance_factor: float = 1.0  # the last frame's keypoint-confidence factor of the covariance (>= 1)
     num_matches: int = 0
     timings_ms: dict = field(default_factory=dict)
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
@@ -68,6 +69,7 @@ class FrameStats:
         self.processed += 1
         self.last_prior = prior_src
         self.num_inliers, self.num_matches = res.num_inliers, res.num_matches
+        self.covariance_factor = float(res.covariance_factor)
         self.timings_ms = dict(res.timings_ms)
         self.last_status, self.last_reason = res.status.value, res.reason
         self.last_code = res.code.value if res.code is not None else ""
@@ -108,6 +110,7 @@ class FrameStats:
             "tf_error": self.last_tf_error,
             "num_inliers": self.num_inliers,
             "num_matches": self.num_matches,
+            "covariance_factor": round(self.covariance_factor, 3),  # > 1: keypoints the network is unsure of
             "frames_received": self.received,
             "frames_processed": self.processed,
             "frames_localized": self.localized,
