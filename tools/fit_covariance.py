@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reloc_ros.core.geometry import pose_errors  # noqa: E402
-from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_map  # noqa: E402
+from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_map, \
+    keypoint_confidence_factor  # noqa: E402
 from reloc_ros.core.mapdb import MapDatabase  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
 from reloc_ros.datasets.base import load_image  # noqa: E402
@@ -68,7 +69,7 @@ def collect(map_dir: str, dataset: str, every: int) -> list[tuple]:
 
 
 def nees(rows, a: float, rho: float, s0: float = 0.0, k: float = 1.0) -> tuple[float, float]:
-    v = [e @ np.linalg.solve(a * max(1.0, s0 / max(s, 1e-6)) ** k * P + np.eye(3) * (rho * z) ** 2 / max(n, 1), e)
+    v = [e @ np.linalg.solve(a * keypoint_confidence_factor(s, s0, k) * P + np.eye(3) * (rho * z) ** 2 / max(n, 1), e)
          for P, z, n, s, e in rows]
     return float(np.median(v)), float(np.mean(v))
 

@@ -550,7 +550,7 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
                 raise ValueError(f"--track: {e}") from None
     from reloc_ros.core.localizer import config_from_dict
 
-    tracker = config_from_dict(TrackerConfig, getattr(args, "tracker_overrides", {}))
+    tracker = config_from_dict(TrackerConfig, args.tracker_overrides)
     tr = evaluate_track(loc, queries, odometry, tracker, args.starts_every, args.track_frames,
                         show_progress=not args.quiet, records=records, degradation=degradation_of(args))
     rows = {"all": tr, **tr["per_sequence"]}

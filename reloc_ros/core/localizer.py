@@ -29,7 +29,7 @@ from reloc_ros.core.retrieval import GlobalIndex, PosePrior
 from reloc_ros.core.status import FailureCode, Status
 
 __all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Localizer", "KeyframeMatches",
-           "extractor_for_map", "config_from_dict"]
+           "extractor_for_map", "config_from_dict", "keypoint_confidence_factor"]
 
 
 # The covariance model per point source (Localizer._covariance, docs/RESULTS.md "Covariance calibration"):
@@ -56,6 +56,13 @@ MAX_MEDIAN_REPROJ_PX = {"depth": 4.0, "triangulate": 5.0, "learned": 5.0}
 # scenes, day and night (docs/RESULTS.md "Covariance calibration"; day images' median scores are ~0.05-0.07, night
 # ones 0.01-0.015). SIFT's responses are on another scale: no factor.
 DETECTION_SCORE_COVARIANCE = {"learned": (0.02, 2.0)}
+
+
+def keypoint_confidence_factor(median_score: float, reference: float, exponent: float) -> float:
+    """``max(1, reference / median_score) ** exponent``: DETECTION_SCORE_COVARIANCE's factor (tools/fit_covariance.py
+    fits it with the same function)."""
+    return float(max(1.0, reference / max(median_score, 1e-6)) ** exponent)
+
 # Pixel thresholds (ransac_reproj_px, the median-reprojection gate, guided_radius_px) are pixels of an image whose
 # longer side is at most this; on larger images they scale with the longer side (a 4000x3000 image: x3.9), since
 # keypoint noise grows with the resolution (a 4000x3000 query with correct poses failed at 4.2 px > 4 px).
@@ -361,7 +368,7 @@ class _Pose(NamedTuple):
     def of(cls, pnp, corr: Correspondences, n_keyframes: int, loc: "Localizer") -> "_Pose":
         xyz = corr.xyz[pnp.inliers]
         z_med = _median_depth(xyz, pnp.T_cam_from_world)
-        plain = loc._covariance(pnp.covariance, z_med, n_keyframes, 1.0) if loc._score_factor > 1.0 else None
+        plain = loc._covariance(pnp.covariance, z_med, n_keyframes, score_factor=1.0) if loc._score_factor > 1 else None
         return cls(pnp, invert_T(pnp.T_cam_from_world), xyz, z_med,
                    loc._covariance(pnp.covariance, z_med, n_keyframes), pnp.num_inliers, plain)
 
@@ -915,8 +922,7 @@ class Localizer:
         ref = DETECTION_SCORE_COVARIANCE.get(self.db.extractor_identity.get("name"))
         if ref is None or len(features) == 0:
             return 1.0
-        med = float(np.median(features.scores))
-        return float(max(1.0, ref[0] / max(med, 1e-6)) ** ref[1])
+        return keypoint_confidence_factor(float(np.median(features.scores)), *ref)
 
     def _covariance(self, pnp_cov: np.ndarray, z_med: float, n_keyframes: int,
                     score_factor: float | None = None) -> np.ndarray:
