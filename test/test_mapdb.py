@@ -210,6 +210,18 @@ def test_loaded_descriptors_stay_float16_and_match_exactly(tmp_path):
     S16 = (q[:50].astype(np.float16) @ store.get(3)[:50].T).astype(np.float32)
     assert not np.array_equal(S16, q[:50] @ ref32.get(3)[:50].T)
 
+    # matching_precision int8 set on the running localizer (the node's parameter): a new matcher of that precision
+    # whose matches mostly agree; back to float32: the bit-identical matches again
+    from dataclasses import replace
+
+    loc.config = replace(loc.config, matching_precision="int8")
+    assert loc._matcher.precision == "int8"
+    got8 = loc._matcher.match(q, cand)
+    agree = sum(len({tuple(r) for r in a[0]} & {tuple(r) for r in b[0]}) for a, b in zip(got8, got16))
+    assert agree >= 0.9 * total
+    loc.config = replace(loc.config, matching_precision="float32")
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(loc._matcher.match(q, cand), got16))
+
     db2.points3d[~has] = 0.0  # every keypoint with 3D: the store is the map's own array, no copy
     assert np.shares_memory(Localizer(db2, ex)._kf_desc.desc, db2.descriptors)
 

@@ -89,6 +89,38 @@ def test_float16_descriptors_match_exactly_as_float32():
             KeyframeDescriptors(kfs16, bad)
 
 
+def test_int8_matching_agrees_with_float32_within_its_rounding():
+    """matching_precision int8: the same keyframes' matches as float32 up to the borderline decisions, scores within
+    the quantisation error, padded keyframes handled, and a bad precision refused; the localizer swaps its matcher
+    when the configuration asks for the other precision."""
+    from reloc_ros.core.matching import Int8Product, KeyframeDescriptors, KeyframeMatcher
+
+    rng = np.random.default_rng(5)
+    world = _unit(rng.normal(size=(3000, 64)))
+    kfs = [_unit(world[rng.choice(3000, m, replace=False)] + 0.08 * rng.normal(size=(m, 64))).astype(np.float16)
+           for m in (700, 1000, 2, 350)]
+    q = _unit(world[rng.choice(3000, 1500, replace=False)] + 0.08 * rng.normal(size=(1500, 64))).astype(np.float32)
+    store = KeyframeDescriptors(kfs)
+    cand = [1, 0, 2, 3]
+    for threads in (1, 2):
+        f32 = KeyframeMatcher(store, 0.9, threads=threads).match(q, cand)
+        i8 = KeyframeMatcher(store, 0.9, threads=threads, precision="int8").match(q, cand)
+        common = total = 0
+        for (ma, ca), (mb, cb) in zip(f32, i8):
+            a, b = {tuple(r): c for r, c in zip(ma, ca)}, {tuple(r): c for r, c in zip(mb, cb)}
+            shared = a.keys() & b.keys()
+            common, total = common + len(shared), total + max(len(a), len(b))
+            assert all(abs(a[k] - b[k]) < 0.05 for k in shared)
+            assert all(r[1] < len(kfs[cand[j]]) for j, (m, _) in enumerate(i8) for r in m)  # no padded column
+        assert total >= 800 and common >= 0.9 * total, (common, total)
+    p = Int8Product()
+    x = _unit(rng.normal(size=(50, 64)))
+    sim = p.similarity(p.product(p.query(x), p.reference(x)))
+    assert np.abs(sim - x @ x.T).max() < 0.02
+    with pytest.raises(ValueError, match="precision must be one of"):
+        KeyframeMatcher(store, precision="float16")
+
+
 def test_aggregation_merges_agreeing_and_drops_disagreeing_points():
     # Query keypoint 0 seen in 3 keyframes: two agree (near (0,0,10)), one is a wrong match far away.
     uv = np.array([[10.0, 10.0]] * 3 + [[50.0, 50.0]])

@@ -20,6 +20,7 @@ from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, check_extractor, extractor_for_map  # noqa: F401
 from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_matcher_path
+from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
 from reloc_ros.core.pnp import PnPConfig, refine_pnp, solve_pnp
@@ -180,6 +181,10 @@ class LocalizerConfig:
                                 "localizer first extracts or localizes (not when it is made): OpenBLAS threads "
                                 "busy-wait after each call and starve ONNX Runtime's (docs/performance.md); 0: leave "
                                 "it", 0, None, param=None)
+    matching_precision: str = setting("float32", "similarities of the descriptor matching: float32, or int8 "
+                                      "(quantised descriptors, one integer GEMM: ~1.6x faster matching on 2 cores; "
+                                      "a few per cent of the matches differ; docs/performance.md)",
+                                      choices=MATCHING_PRECISIONS)
     matching_threads: int = setting(2, "threads (of a pool that sleeps when idle) that split the query's descriptor "
                                     "matching: 20 -> 11 ms for 2000 query x 5 x 1000 map descriptors on 2 cores; "
                                     "identical matches (KeyframeMatcher)", 1, 64, param=None)
@@ -409,8 +414,11 @@ class Localizer:
         self._kf_uv = np.split(np.asarray(uv), split)  # ideal pixels of the same keypoints (epipolar check)
         # the map's descriptors as stored (fp16 maps stay fp16), never copied: a subset is indexed by ``rows``
         self._kf_desc = KeyframeDescriptors.from_flat(db.descriptors, offsets, rows=None if has.all() else rows)
-        self._matcher = KeyframeMatcher(self._kf_desc, self.match_ratio, config.mutual,
-                                        threads=config.matching_threads)
+        self._matcher = self._new_matcher(config)
+
+    def _new_matcher(self, config: LocalizerConfig) -> KeyframeMatcher:
+        return KeyframeMatcher(self._kf_desc, self.match_ratio, config.mutual, threads=config.matching_threads,
+                               precision=config.matching_precision)
 
     @property
     def config(self) -> LocalizerConfig:
@@ -425,6 +433,11 @@ class Localizer:
             if why:
                 raise ExtractorError(why)
             self._lighterglue = LighterGlueMatcher(threads=config.matching_threads)
+        matcher = getattr(self, "_matcher", None)  # None while __init__ runs
+        if matcher is not None and (matcher.precision, matcher.threads) != (config.matching_precision,
+                                                                              config.matching_threads):
+            self._matcher = self._new_matcher(config)
+            matcher.close()
         self._config = config
 
     def lighterglue_unsupported(self) -> str | None:
@@ -670,27 +683,30 @@ class Localizer:
         t0 = time.perf_counter()
         try:
             ids, _ = self.index.search(features.global_desc, cfg.ambiguity_top_k, None)
+            groups = [g[:cfg.ambiguity_place_keyframes] for g in self._other_places(ids, T_map_from_cam)]
+            matched = dict(matched or {})
+            todo = list(dict.fromkeys(int(k) for g in groups for k in g if int(k) not in matched))
+            if todo:  # all groups' keyframes in one matcher call (the same matches as one call per group)
+                matched.update(zip(todo, self._match(desc_q, sel, todo)))
             best = None
-            for group in self._other_places(ids, T_map_from_cam):
-                alt = self._solve_rival(group[:cfg.ambiguity_place_keyframes], desc_q, sel, kpts_ideal, K, size,
-                                        T_map_from_cam, n_inliers, prior, matched or {})
+            for group in groups:
+                alt = self._solve_rival(group, kpts_ideal, K, size, T_map_from_cam, n_inliers, prior, matched)
                 if alt is not None and (best is None or alt[0] > best[0]):
-                    best = alt
+                    best = alt  # (no early exit on a failing rival: the best one goes to the tracker as hypothesis)
             return best
         finally:
             timings["place_check"] = _ms(t0)
 
-    def _solve_rival(self, ids: np.ndarray, desc_q, sel, kpts_ideal, K, size, T_map_from_cam: np.ndarray,
-                     n_inliers: int, prior: PosePrior | None, matched: dict):
-        """:meth:`_rival_place`'s result for one group of keyframes solved together, or None."""
+    def _solve_rival(self, ids: np.ndarray, kpts_ideal, K, size, T_map_from_cam: np.ndarray, n_inliers: int,
+                     prior: PosePrior | None, matched: dict):
+        """:meth:`_rival_place`'s result for one group of keyframes solved together (``matched``: keyframe -> its
+        matches with the query, for every keyframe of the group), or None."""
         cfg = self.config
-        todo = [int(k) for k in ids if int(k) not in matched]
-        fresh = dict(zip(todo, self._match(desc_q, sel, todo))) if todo else {}
-        corr = self._aggregate([matched.get(int(k)) or fresh[int(k)] for k in ids], kpts_ideal)
-        if len(corr) < max(4, cfg.min_matches):
-            return None
+        corr = self._aggregate([matched[int(k)] for k in ids], kpts_ideal)
         # a rival below a tenth of the pose's inliers would neither fail it nor widen its covariance much
         need = max(cfg.min_inliers, int(np.ceil(0.1 * n_inliers)))
+        if len(corr) < max(4, cfg.min_matches, need):  # inliers are a subset of the correspondences
+            return None
         alt = solve_pnp(corr.uv, corr.xyz, K, size, self._bounded_pnp_config(need, len(corr)))
         if not alt.success or alt.num_inliers < need:
             return None

@@ -1,6 +1,6 @@
 """Descriptor matching: mutual nearest neighbours with Lowe's ratio test, vectorised.
 
-Two implementations with identical results:
+Two implementations with identical results (at the default float32 precision):
 
 - :func:`match_mutual_nn`: one query image against one reference set (the straightforward reference
   implementation; also used for map building).
@@ -11,7 +11,8 @@ Two implementations with identical results:
   with one GEMM per block of query rows, so the similarity block stays in cache while the row/column maxima are
   taken; no per-query allocation grows with the map.
 
-Precision: similarities are always computed in float32. Float16 descriptors (a loaded map keeps them as the file
+Precision: similarities are computed in float32 (``KeyframeMatcher(precision="int8")``: as integer products of
+quantised descriptors instead, see :class:`Int8Product`). Float16 descriptors (a loaded map keeps them as the file
 stores them) are widened to float32 where they are used (the per-query gather; ``astype`` in
 :func:`match_mutual_nn`); float16 -> float32 is exact, so a float16 store gives bit-identical matches and scores to a
 float32 store holding the same values, at half the memory and with no conversion at map load.
@@ -23,7 +24,9 @@ import functools
 
 import numpy as np
 
-__all__ = ["match_mutual_nn", "KeyframeDescriptors", "KeyframeMatcher"]
+__all__ = ["match_mutual_nn", "KeyframeDescriptors", "KeyframeMatcher", "Int8Product", "PRECISIONS"]
+
+PRECISIONS = ("float32", "int8")
 
 
 def match_mutual_nn(desc_q_ND: np.ndarray, desc_r_MD: np.ndarray, ratio: float = 0.8,
@@ -175,22 +178,34 @@ class KeyframeMatcher:
     Args:
         store: the map's keyframe descriptors.
         ratio, mutual, min_sim: as in :func:`match_mutual_nn`.
-        block_rows: query rows per GEMM block (1024: a 1024 x 5 x 2000 fp32 block is 40 MB; fewer, larger BLAS
-            calls cost less thread synchronisation on a busy 2-core CPU).
+        block_rows: query rows per GEMM block; None: :attr:`BLOCK_ROWS` of the precision.
         threads: split the query rows over this many threads of a small pool, each running single-threaded BLAS
             on its own rows (results identical to one thread). BLAS's own threads are not used for this: OpenBLAS
             workers spin after each call and took the cores from ONNX Runtime (see ``limit_blas_threads``); pool
             threads sleep. 2 threads: 2000 query x 5000 map descriptors 20.3 -> 11.3 ms on the 2-core VM.
+        precision: "float32" (default): similarities in float32, the reference results; "int8": one integer GEMM
+            of quantised descriptors (:class:`Int8Product`), ~1.6x faster on the 2-core VM; a few per cent of the
+            matches differ from float32's (ratio tests and mutual checks decided within the rounding error).
     """
 
     MIN_ROWS_PER_THREAD = 256  # fewer query rows than this per thread: not worth a hand-over
+    # query rows per block by precision: the block's similarities (256 x 5 x 1000 fp32: 5 MB) stay in cache while
+    # they are reduced; 2000 query x 5 x 1000 map descriptors, 2 threads, office queries: 15.7 ms with 1024 rows,
+    # 12.0 with 256, 13.2 with 128; int8 9.3 / 7.8 / 7.4 ms (docs/performance.md)
+    BLOCK_ROWS = {"float32": 256, "int8": 128}
 
     def __init__(self, store: KeyframeDescriptors, ratio: float = 0.8, mutual: bool = True, min_sim: float = -1.0,
-                 block_rows: int = 1024, threads: int = 1):
+                 block_rows: int | None = None, threads: int = 1, precision: str = "float32"):
+        if block_rows is None:
+            block_rows = self.BLOCK_ROWS.get(precision, 256)
         if block_rows < 1:
             raise ValueError(f"block_rows must be >= 1, got {block_rows}")
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self._int8 = Int8Product() if precision == "int8" else None
         self.store = store
         self.ratio = float(ratio)
         self.mutual = bool(mutual)
@@ -243,11 +258,16 @@ class KeyframeMatcher:
             m = counts[j]
             np.copyto(ref[j, :m], self.store.get(keyframes[i]), casting="same_kind")
             ref[j, m:] = 0.0
-        ref_T = ref.reshape(K * Mmax, D).T
+        if self._int8 is not None:  # similarities as int32 products of quantised descriptors
+            q, ref_T = self._int8.query(q), self._int8.reference(ref.reshape(K * Mmax, D))
+            lowest, sim_dtype = np.int32(np.iinfo(np.int32).min), np.int32
+        else:
+            ref_T = ref.reshape(K * Mmax, D).T
+            lowest, sim_dtype = np.float32(-np.inf), np.float32
         padded = [(j, int(m)) for j, m in enumerate(counts) if m < Mmax]
         nn = np.empty((N, K), np.int64)
-        s1 = np.empty((N, K), np.float32)
-        s2 = np.empty((N, K), np.float32)
+        s1 = np.empty((N, K), sim_dtype)
+        s2 = np.empty((N, K), sim_dtype)
         n_parts = max(1, min(self.threads, N // self.MIN_ROWS_PER_THREAD))
         bounds = np.linspace(0, N, n_parts + 1).astype(int)
         parts = [(t, int(bounds[t]), int(bounds[t + 1])) for t in range(n_parts)]
@@ -255,21 +275,25 @@ class KeyframeMatcher:
         def rows(part) -> np.ndarray:  # query rows [lo, hi) -> nn / s1 / s2 rows; their per-column maxima
             t, lo, hi = part
             B = min(self.block_rows, hi - lo)
-            self._sims[t] = self._buffer(self._sims[t], B * K * Mmax)
-            col_max = np.full((K, Mmax), -np.inf, np.float32)
+            if self._int8 is None:
+                self._sims[t] = self._buffer(self._sims[t], B * K * Mmax)
+            col_max = np.full((K, Mmax), lowest, sim_dtype)
             for r0 in range(lo, hi, B):
                 r1 = min(hi, r0 + B)
-                S = self._sims[t][:(r1 - r0) * K * Mmax].reshape(r1 - r0, K * Mmax)
-                np.dot(q[r0:r1], ref_T, out=S)  # BLAS sgemm (np.matmul with out= is not BLAS here)
+                if self._int8 is not None:
+                    S = self._int8.product(q[r0:r1], ref_T)
+                else:
+                    S = self._sims[t][:(r1 - r0) * K * Mmax].reshape(r1 - r0, K * Mmax)
+                    np.dot(q[r0:r1], ref_T, out=S)  # BLAS sgemm (np.matmul with out= is not BLAS here)
                 S3 = S.reshape(r1 - r0, K, Mmax)
                 for j, m in padded:
-                    S3[:, j, m:] = -np.inf
+                    S3[:, j, m:] = lowest
                 a = S3.argmax(axis=2)  # [b x K]
                 nn[r0:r1] = a
                 s1[r0:r1] = np.take_along_axis(S3, a[:, :, None], axis=2)[:, :, 0]
                 if self.mutual:
                     np.maximum(col_max, S3.max(axis=0), out=col_max)
-                np.put_along_axis(S3, a[:, :, None], -np.inf, axis=2)
+                np.put_along_axis(S3, a[:, :, None], lowest, axis=2)
                 S3.max(axis=2, out=s2[r0:r1])
             return col_max
 
@@ -281,11 +305,14 @@ class KeyframeMatcher:
 
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="reloc_match")
             col_max = functools.reduce(np.maximum, self._pool.map(rows, parts))
+        mutual_ok = (s1 == col_max[np.arange(K)[None, :], nn]) if self.mutual else None
+        if self._int8 is not None:
+            s1, s2 = self._int8.similarity(s1), self._int8.similarity(s2)
         d1 = np.sqrt(np.maximum(2.0 - 2.0 * s1, 0.0))
         d2 = np.sqrt(np.maximum(2.0 - 2.0 * s2, 0.0))
         keep = (d1 <= self.ratio * d2) & (s1 >= self.min_sim)  # [N x K]
         if self.mutual:
-            keep &= s1 == col_max[np.arange(K)[None, :], nn]
+            keep &= mutual_ok
         conf_all = np.clip(1.0 - d1 / np.maximum(d2, 1e-6), 0.0, 1.0).astype(np.float32)
         for j, i in enumerate(big):
             qi = np.flatnonzero(keep[:, j])
@@ -297,3 +324,50 @@ class KeyframeMatcher:
                     qi, ri = qi[first], ri[first]
             out[i] = (np.stack([qi, ri], axis=1).astype(np.int64), conf_all[qi, j])
         return out
+
+
+class Int8Product:
+    """Similarities of unit descriptors as one integer GEMM (ONNX Runtime's MatMulInteger: AVX-512 VNNI / AVX2 u8 x s8
+    kernels, ~4x the fp32 GEMM's throughput on the 2-core VM).
+
+    Query components x -> ``round(QUERY_SCALE x) + 128`` (uint8, zero point 128), map components ->
+    ``round(MAP_SCALE x)`` clipped to [-64, 64] (int8); the product is an int32 proportional to the cosine
+    similarity (:meth:`similarity` divides). The map side uses 7 bits so that AVX2's u8 x s8 pair sums (at most
+    255 x 64 x 2 < 2^15) never saturate on CPUs without VNNI. Unit 64-d descriptors of the learned extractor have
+    components within +-0.54 (max of a 118k-descriptor map: 0.534); larger ones are clipped. The similarity's
+    rounding error is ~0.003 (1 sigma), so a ratio test or mutual check decided within that margin can differ from
+    float32's; the recall figures of this setting are in docs/RESULTS.md ("Performance").
+    """
+
+    QUERY_SCALE = 239.0
+    MAP_SCALE = 119.0
+
+    def __init__(self):
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["q", "r", "q_zero"], ["s"])], "int8_similarity",
+            [helper.make_tensor_value_info("q", TensorProto.UINT8, ["N", "D"]),
+             helper.make_tensor_value_info("r", TensorProto.INT8, ["D", "M"])],
+            [helper.make_tensor_value_info("s", TensorProto.INT32, ["N", "M"])],
+            initializer=[numpy_helper.from_array(np.array(128, np.uint8), "q_zero")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1  # the matcher's own pool splits the rows
+        so.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    def query(self, q_ND: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(q_ND * self.QUERY_SCALE) + 128.0, 0, 255).astype(np.uint8)
+
+    def reference(self, r_MD: np.ndarray) -> np.ndarray:
+        """``[D x M]`` int8 (the transposed layout MatMulInteger takes)."""
+        return np.ascontiguousarray(np.clip(np.rint(r_MD * self.MAP_SCALE), -64, 64).astype(np.int8).T)
+
+    def product(self, q_u8: np.ndarray, r_s8: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {"q": q_u8, "r": r_s8})[0]
+
+    def similarity(self, s: np.ndarray) -> np.ndarray:
+        return (s * (1.0 / (self.QUERY_SCALE * self.MAP_SCALE))).astype(np.float32)

@@ -190,6 +190,9 @@ def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> l
     map_l = maps[("learned", res)]
     out.append({"name": f"learned ort-cpu q1000 {res}", "extractor": "learned", "backend": "ort-cpu", "size": full,
                 "map": map_l, "extractor_kwargs": {"provider": "cpu"}, "config": {"max_query_keypoints": 1000}})
+    out.append({"name": f"learned ort-cpu match-int8 {res}", "extractor": "learned", "backend": "ort-cpu",
+                "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu"},
+                "config": {"matching_precision": "int8"}})
     out.append({"name": f"learned ort-cpu-nospin {res}", "extractor": "learned", "backend": "ort-cpu-nospin",
                 "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu", "allow_spinning": False}})
     avail = ort.get_available_providers()
