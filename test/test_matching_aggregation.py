@@ -302,3 +302,38 @@ def test_the_place_check_counts_far_keyframes_and_optionally_those_facing_away(t
     assert groups(same) == [[2, 3]]
     # the close keyframes facing away are a group of their own (their own slots, solved on their own)
     assert groups(flipped) == [[2, 3], [0, 1]]
+
+
+def test_the_place_check_leaves_out_keyframes_that_support_the_pose():
+    """A retrieved keyframe whose matches reproject under the pose shows the pose's own place, however far it is
+    (a keyframe 1.2 m behind the camera in a corridor): the place check does not spend its slots on it. Keyframes
+    whose points fit the pose less than PLACE_SUPPORT_FRACTION of the time (a look-alike 3 m away), or that have
+    fewer than min_inliers matches, stay candidates."""
+    from reloc_ros.core.geometry import look_at
+    from reloc_ros.core.localizer import PLACE_SUPPORT_FRACTION, KeyframeMatches, Localizer, LocalizerConfig
+
+    rng = np.random.default_rng(2)
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    T = look_at([0, 0, 0], [0, 0, 5])  # camera at the origin looking along +z
+    uv = rng.uniform([0, 0], [640, 480], size=(400, 2))
+    depth = rng.uniform(2, 6, size=400)
+    rays = np.c_[(uv - K[:2, 2]) / K[0, 0], np.ones(400)]
+    xyz = (T[:3, :3] @ (rays * depth[:, None]).T).T + T[:3, 3]  # points that project to uv under T
+    shifted = xyz + np.array([3.0, 0, 0])  # the same structure 3 m along x: a look-alike's points
+
+    def kf(points, n):
+        return KeyframeMatches(0, np.stack([np.arange(n), np.arange(n)], axis=1), np.ones(n, np.float32)), points
+
+    frac = PLACE_SUPPORT_FRACTION
+    mixed = np.where((np.arange(400) < int(0.8 * frac * 400))[:, None], xyz, shifted)  # below the fraction
+    enough = np.where((np.arange(400) < int(1.2 * frac * 400))[:, None], xyz, shifted)  # above it
+    cases = {10: kf(xyz, 200), 11: kf(shifted, 200), 12: kf(mixed, 400), 13: kf(enough, 400), 14: kf(xyz, 10)}
+    loc = Localizer.__new__(Localizer)
+    loc.config = LocalizerConfig()
+    loc._kf_xyz = {k: pts for k, (_, pts) in cases.items()}
+    matched = {k: e._replace(keyframe=k) for k, (e, _) in cases.items()}
+    assert sorted(loc._supporting(matched, uv, K, T)) == [10, 13]
+    # the same keyframes under the look-alike's pose: the shifted ones support it instead
+    T_alias = T.copy()
+    T_alias[:3, 3] += [3.0, 0, 0]
+    assert sorted(loc._supporting(matched, uv, K, T_alias)) == [11, 12]

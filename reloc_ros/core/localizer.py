@@ -23,7 +23,7 @@ from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_mat
 from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
-from reloc_ros.core.pnp import PnPConfig, refine_pnp, solve_pnp
+from reloc_ros.core.pnp import PnPConfig, refine_pnp, reprojection_errors, solve_pnp
 from reloc_ros.core.relpose2d2d import METHODS, KeyframeView, RelPoseConfig, average_rotations, estimate_line, \
     pose_without_3d
 from reloc_ros.core.retrieval import GlobalIndex, PosePrior
@@ -69,6 +69,13 @@ def keypoint_confidence_factor(median_score: float, reference: float, exponent: 
 # keypoint noise grows with the resolution (a 4000x3000 query with correct poses failed at 4.2 px > 4 px).
 REFERENCE_SIDE_PX = 1024
 MIN_KEYFRAME_MATCHES = 10  # a retrieved keyframe with fewer matches does not count as contributing
+# The place check leaves out matched keyframes of which at least this fraction of the matches (and min_inliers)
+# reproject within the RANSAC threshold under the pose: they show the pose's own place, even from > 1 m away.
+PLACE_SUPPORT_FRACTION = 0.5
+# ... and a rival pose closer to the pose than this fraction of its median inlier depth (and 5 deg) is the same place:
+# Strecha castle (depths ~35 m), a solve 1.16 m / 1.9 deg off from far keyframes; indoors (depths 2-5 m) the
+# ambiguity_min_dist_m of 0.25 m decides as before
+PLACE_MIN_DEPTH_FRACTION = 0.05
 EPIPOLAR_CHECK_MODES = ("auto", "always", "never")  # LocalizerConfig.epipolar_check
 RELPOSE_CHECK = RelPoseConfig()  # essential-matrix settings of the epipolar check (the 2D-2D method's)
 
@@ -606,7 +613,7 @@ class Localizer:
             n_lg = cfg.lighterglue_keyframes if cfg.matcher == "lighterglue" else 0
             matched = {int(e.keyframe): e for e in per_kf[n_lg:]}  # mutual-NN matches made already
             rival.append(self._rival_place(features, q.desc, q.sel, q.kpts_ideal, camera.K, camera.size, T, n_inl,
-                                           prior, t, matched) if cfg.ambiguity_top_k > 0 else None)
+                                           prior, t, matched, pose.z_med) if cfg.ambiguity_top_k > 0 else None)
             return gates.ambiguous_place(rival[0], n_inl, cfg.ambiguity_place_ratio)
 
         def second_hypothesis():
@@ -669,7 +676,8 @@ class Localizer:
         return per_kf
 
     def _rival_place(self, features: Features, desc_q, sel, kpts_ideal, K, size, T_map_from_cam: np.ndarray,
-                     n_inliers: int, prior: PosePrior | None, timings: dict, matched: dict | None = None):
+                     n_inliers: int, prior: PosePrior | None, timings: dict, matched: dict | None = None,
+                     z_med: float = 0.0):
         """(inliers, metres, degrees, position offset [3], T_map_from_cam) of the best pose at another place than
         ``T_map_from_cam``, from the retrieved keyframes far from it (``ambiguity_top_k``, ``ambiguity_place_m``)
         or, with ``ambiguity_place_facing_deg``, close by and looking away, or None. A whole view repeated
@@ -678,27 +686,52 @@ class Localizer:
         those facing away are solved as two groups, each with its own ``ambiguity_place_keyframes`` slots: mixed,
         the keyframes facing away took the slots of a look-alike further away. A prior that rules out the other
         pose (and not this one) settles it: None. ``matched``: keyframe -> :meth:`_match` result of this query
-        made already (reused: a keyframe's matches do not depend on the others matched with it)."""
+        made already (reused: a keyframe's matches do not depend on the others matched with it). Matched keyframes
+        whose matches support the pose (:meth:`_supporting`) show its own place and are left out. A pose closer than
+        :data:`PLACE_MIN_DEPTH_FRACTION` x ``z_med`` (the pose's median inlier depth) and 5 deg is the same place
+        (a weak solve from keyframes 30 m away), not another one."""
         cfg = self.config
         t0 = time.perf_counter()
         try:
             ids, _ = self.index.search(features.global_desc, cfg.ambiguity_top_k, None)
-            groups = [g[:cfg.ambiguity_place_keyframes] for g in self._other_places(ids, T_map_from_cam)]
             matched = dict(matched or {})
+            ids = ids[~np.isin(ids, self._supporting(matched, kpts_ideal, K, T_map_from_cam))]
+            groups = [g[:cfg.ambiguity_place_keyframes] for g in self._other_places(ids, T_map_from_cam)]
             todo = list(dict.fromkeys(int(k) for g in groups for k in g if int(k) not in matched))
             if todo:  # all groups' keyframes in one matcher call (the same matches as one call per group)
                 matched.update(zip(todo, self._match(desc_q, sel, todo)))
+                same = self._supporting({k: matched[k] for k in todo}, kpts_ideal, K, T_map_from_cam)
+                groups = [g for g in (g[~np.isin(g, same)] for g in groups) if len(g)]
             best = None
             for group in groups:
-                alt = self._solve_rival(group, kpts_ideal, K, size, T_map_from_cam, n_inliers, prior, matched)
+                alt = self._solve_rival(group, kpts_ideal, K, size, T_map_from_cam, n_inliers, prior, matched,
+                                        PLACE_MIN_DEPTH_FRACTION * z_med)
                 if alt is not None and (best is None or alt[0] > best[0]):
                     best = alt  # (no early exit on a failing rival: the best one goes to the tracker as hypothesis)
             return best
         finally:
             timings["place_check"] = _ms(t0)
 
+    def _supporting(self, matched: dict, kpts_ideal: np.ndarray, K: np.ndarray, T_map_from_cam: np.ndarray) -> list:
+        """The keyframes among ``matched`` (keyframe -> its matches with the query) whose matches support the pose:
+        at least ``min_inliers`` and :data:`PLACE_SUPPORT_FRACTION` of them reproject within the RANSAC threshold.
+        They show the pose's own place, however far they are (a keyframe 1.2 m behind the camera in a corridor):
+        the place check does not spend its slots on them."""
+        cfg = self.config
+        T_cam_from_map = invert_T(T_map_from_cam)
+        out = []
+        for k, e in matched.items():
+            n = len(e.matches)
+            if n < cfg.min_inliers:
+                continue
+            err = reprojection_errors(T_cam_from_map, K, kpts_ideal[e.matches[:, 0]], self._kf_xyz[k][e.matches[:, 1]])
+            good = int(np.count_nonzero(err <= cfg.ransac_reproj_px * self._px_scale))
+            if good >= cfg.min_inliers and good >= PLACE_SUPPORT_FRACTION * n:
+                out.append(int(k))
+        return out
+
     def _solve_rival(self, ids: np.ndarray, kpts_ideal, K, size, T_map_from_cam: np.ndarray, n_inliers: int,
-                     prior: PosePrior | None, matched: dict):
+                     prior: PosePrior | None, matched: dict, same_place_m: float = 0.0):
         """:meth:`_rival_place`'s result for one group of keyframes solved together (``matched``: keyframe -> its
         matches with the query, for every keyframe of the group), or None."""
         cfg = self.config
@@ -712,7 +745,7 @@ class Localizer:
             return None
         T_alt = invert_T(alt.T_cam_from_world)
         dt, dr = pose_errors(T_alt, T_map_from_cam)
-        if self._one_hypothesis(dt, dr):
+        if self._one_hypothesis(dt, dr) or (dt < same_place_m and dr < 5.0):
             return None
         if prior is not None and not prior.rules_out(T_map_from_cam) and prior.rules_out(T_alt):
             return None
