@@ -218,8 +218,9 @@ def test_node_fails_a_pose_supported_by_one_small_patch(plane_map):
 # an ambiguous start: the node notes both places and probes the look-alike (core/tracking.py, max_probes)
 @pytest.fixture(scope="module")
 def twin_map(plane_map, tmp_path_factory):
-    """The plane map plus copies of its two keyframes at x = -0.6, moved 3 m along x with their points: the
-    texture they see repeats 3 m away (as doors do in a corridor)."""
+    """The plane map plus copies of its two keyframes at x = -0.6, moved 3 m along x with their points left of
+    x = 0: the texture there repeats 3 m away (as doors do in a corridor). (With all their points, which cover
+    x in [-1.2, 1.3], the copies would explain most of every view along the test's path.)"""
     from reloc_ros.core.mapdb import Keyframe, MapDatabase
 
     db = MapDatabase.load(plane_map["map"])
@@ -231,8 +232,10 @@ def twin_map(plane_map, tmp_path_factory):
               db.points3d[sl], db.point_source[sl], db.point_conf[sl], db.global_desc[i])
         kfs.append(Keyframe(*kf))
         if abs(db.centers[i][0] + 0.6) < 1e-6:
-            kfs.append(Keyframe(db.names[i] + "_twin", shift @ db.T_map_from_cam[i], *kf[2:6],
-                                (kf[6] + np.float32([3.0, 0.0, 0.0])).astype(np.float32), *kf[7:]))
+            keep = kf[6][:, 0] < 0.0  # the copy keeps the points of the repeated texture only
+            kp, desc, score, xyz, src, conf = (a[keep] for a in kf[3:9])
+            kfs.append(Keyframe(db.names[i] + "_twin", shift @ db.T_map_from_cam[i], kf[2], kp, desc, score,
+                                (xyz + np.float32([3.0, 0.0, 0.0])).astype(np.float32), src, conf, kf[9]))
     out = tmp_path_factory.mktemp("twin") / "map"
     MapDatabase.from_keyframes(kfs, db.extractor_identity, db.extractor_state).save(out)
     return out
