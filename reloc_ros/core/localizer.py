@@ -190,7 +190,9 @@ class LocalizerConfig:
                                 "it", 0, None, param=None)
     matching_precision: str = setting("float32", "similarities of the descriptor matching: float32, or int8 "
                                       "(quantised descriptors, one integer GEMM: ~1.6x faster matching on 2 cores; "
-                                      "a few per cent of the matches differ; docs/performance.md)",
+                                      "6 % of the matches differ: on the benchmark 2 more single images localized "
+                                      "wrong, none published by the tracker with odometry, and Strecha's median "
+                                      "errors 10-18 % larger; docs/RESULTS.md 'Performance and latency')",
                                       choices=MATCHING_PRECISIONS)
     matching_threads: int = setting(2, "threads (of a pool that sleeps when idle) that split the query's descriptor "
                                     "matching: 20 -> 11 ms for 2000 query x 5 x 1000 map descriptors on 2 cores; "
