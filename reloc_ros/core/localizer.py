@@ -445,8 +445,8 @@ class Localizer:
         matcher = getattr(self, "_matcher", None)  # None while __init__ runs
         if matcher is not None and (matcher.precision, matcher.threads) != (config.matching_precision,
                                                                               config.matching_threads):
+            # not closed here: a localizing thread may be matching with it; its pool stops when it is collected
             self._matcher = self._new_matcher(config)
-            matcher.close()
         self._config = config
 
     def lighterglue_unsupported(self) -> str | None:

@@ -24,7 +24,8 @@ import functools
 
 import numpy as np
 
-__all__ = ["match_mutual_nn", "KeyframeDescriptors", "KeyframeMatcher", "Int8Product", "PRECISIONS"]
+__all__ = ["match_mutual_nn", "KeyframeDescriptors", "KeyframeMatcher", "Int8Product", "PRECISIONS",
+           "int8_unavailable"]
 
 PRECISIONS = ("float32", "int8")
 
@@ -326,6 +327,17 @@ class KeyframeMatcher:
         return out
 
 
+def int8_unavailable() -> str | None:
+    """Why ``precision="int8"`` cannot run here (it builds its ONNX Runtime graph with the onnx package), or None."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"matching_precision 'int8' needs {' and '.join(missing)}: pip install 'reloc_ros[cpu]', or use "
+                f"matching_precision float32")
+    return None
+
+
 class Int8Product:
     """Similarities of unit descriptors as one integer GEMM (ONNX Runtime's MatMulInteger: AVX-512 VNNI / AVX2 u8 x s8
     kernels, ~4x the fp32 GEMM's throughput on the 2-core VM).
@@ -343,6 +355,9 @@ class Int8Product:
     MAP_SCALE = 119.0
 
     def __init__(self):
+        why = int8_unavailable()
+        if why:
+            raise ValueError(why)
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 

@@ -42,6 +42,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_srvs.srv import Trigger
 
 from reloc_ros.core.localizer import Localizer
+from reloc_ros.core.matching import int8_unavailable
 from reloc_ros.core.retrieval import PosePrior
 from reloc_ros.core.tracking import PlaceTracker
 from reloc_ros.ros import conversions as conv
@@ -126,6 +127,8 @@ class RelocNode(LifecycleNode):
         loc = self._localizer if self._ready else None
         if why is None and loc is not None and any(p.name == "matcher" and p.value == "lighterglue" for p in params):
             why = loc.lighterglue_unsupported()
+        if why is None and any(p.name == "matching_precision" and p.value == "int8" for p in params):
+            why = int8_unavailable()
         return SetParametersResult(successful=why is None, reason=why or "")
 
     def _on_parameters_set(self, params) -> None:
