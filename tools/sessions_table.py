@@ -56,9 +56,13 @@ def main() -> None:
             if f.is_file() and "track" in json.loads(f.read_text()):
                 t = json.loads(f.read_text())["track"]
                 ft = t["time_to_first_pose_s"]
+
+                def num(v):  # None (no start published, nothing to average): '-'
+                    return "-" if v is None else f"{v:.2f}"
+
                 tracks.append(f"| {s} | session {q} | {t['starts']} | {t['published']} | **{t['published_wrong']}** | "
-                              f"{t['starts_without_pose']} | {ft.get('p50', float('nan')):.2f} / "
-                              f"{ft.get('p95', float('nan')):.2f} | {t['nees_mean_published']:.2f} |")
+                              f"{t['starts_without_pose']} | {num(ft.get('p50'))} / {num(ft.get('p95'))} | "
+                              f"{num(t['nees_mean_published'])} |")
         times = [(D / f"update-s{k}.time").read_text().split()[0] for k in (1, 2) if (D / f"update-s{k}.time").is_file()]
         if times:
             extra.append(f"| {s} | update times (s), session 1 into a 1-session map, session 2 into a 2-session map: "
