@@ -21,6 +21,11 @@ def fmt(r) -> str:
     return "-" if r is None else f"{r[0]:.1f} / {r[1]:.1f} ({r[2]})"
 
 
+def num(v) -> str:
+    """A figure with 2 decimals; '-' for None (no start published, nothing to average)."""
+    return "-" if v is None else f"{v:.2f}"
+
+
 def main() -> None:
     out, scenes = Path(sys.argv[1]), sys.argv[2:]
     print("Recall (%) at (5 cm, 5 deg) / (0.5 m, 5 deg) (localized outside 0.5 m / 5 deg) of each session's two "
@@ -56,10 +61,6 @@ def main() -> None:
             if f.is_file() and "track" in json.loads(f.read_text()):
                 t = json.loads(f.read_text())["track"]
                 ft = t["time_to_first_pose_s"]
-
-                def num(v):  # None (no start published, nothing to average): '-'
-                    return "-" if v is None else f"{v:.2f}"
-
                 tracks.append(f"| {s} | session {q} | {t['starts']} | {t['published']} | **{t['published_wrong']}** | "
                               f"{t['starts_without_pose']} | {num(ft.get('p50'))} / {num(ft.get('p95'))} | "
                               f"{num(t['nees_mean_published'])} |")

@@ -747,7 +747,7 @@ class Localizer:
             return None
         T_alt = invert_T(alt.T_cam_from_world)
         dt, dr = pose_errors(T_alt, T_map_from_cam)
-        if self._one_hypothesis(dt, dr) or (dt < same_place_m and dr < 5.0):
+        if self._one_hypothesis(dt, dr, same_place_m):
             return None
         if prior is not None and not prior.rules_out(T_map_from_cam) and prior.rules_out(T_alt):
             return None
@@ -874,10 +874,10 @@ class Localizer:
             return None
         return refined, corr
 
-    def _one_hypothesis(self, dt: float, dr: float) -> bool:
+    def _one_hypothesis(self, dt: float, dr: float, min_dist_m: float = 0.0) -> bool:
         """Two poses ``dt`` metres and ``dr`` degrees apart are one hypothesis: closer than ``ambiguity_min_dist_m``
-        and 5 deg."""
-        return dt < self.config.ambiguity_min_dist_m and dr < 5.0
+        (or ``min_dist_m`` when that is larger) and 5 deg."""
+        return dt < max(self.config.ambiguity_min_dist_m, min_dist_m) and dr < 5.0
 
     @property
     def epipolar_check_on(self) -> bool:
