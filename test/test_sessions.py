@@ -197,6 +197,11 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
     assert after.names[:len(before)] == before.names
     assert all(n.startswith("evening/") for n in after.names[len(before):])
     assert after.manifest["sessions"][-1]["name"] == "evening"
+    # the look-alike analysis: the old keyframes' marks are carried (they can only grow), only the new ones are
+    # localized against the map (core/aliases.py)
+    assert before.alias_inliers is not None and after.alias_inliers is not None
+    assert np.all(after.alias_inliers[:len(before)] >= before.alias_inliers)
+    assert after.manifest["aliases"]["found_directly"] <= st["kept"]
     with pytest.raises(ValueError, match="already has a session"):
         update_map(m, query_frames, "evening", show_progress=False)
     for bad in ("", "s0/", "a b"):

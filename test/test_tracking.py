@@ -52,6 +52,38 @@ def test_a_consistent_place_is_published_only_after_the_robot_moved():
     assert np.allclose(tr.accepted_map_from_odom(), T_map_odom, atol=1e-6)
 
 
+def test_a_place_without_look_alikes_needs_less_motion_unless_an_image_doubted_it():
+    """Poses solved from keyframes the map knows no look-alike of (LocalizationResult.lookalike_free): the place is
+    published after free_motion_m (0.25 m: 9 steps of 3 cm) instead of 1 m. One pose from keyframes with a look-alike
+    makes the place need the full metre again, and so does an image that showed it to look like another place."""
+    def first_accepted(free, ambiguous_at=None):
+        rng = np.random.default_rng(5)
+        T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+        tr = PlaceTracker(TrackerConfig())
+        for k in range(60):
+            T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+            T = T_map_odom @ T_odom_cam
+            if k == ambiguous_at:
+                tr.note_ambiguous((k + 1) * DT, [(T, 300), (make_T(np.eye(3), [3.0, 0, 0]) @ T, 250)], T_odom_cam)
+                continue
+            d = tr.update((k + 1) * DT, T, T_odom_cam, lookalike_free=free(k))
+            if d.accepted:
+                return k, d
+            if d.code == FailureCode.NEEDS_MOTION:  # the reason says which rule applies
+                free_so_far = ambiguous_at is None and all(free(j) for j in range(k + 1))
+                assert ("needs 0.25 m or 15 deg" if free_so_far else "needs 1 m or 60 deg") in d.reason, (k, d)
+        return None, d
+
+    k, d = first_accepted(lambda k: True)
+    assert k is not None and 8 <= k <= 10 and 0.25 <= d.motion_m < 0.35, (k, d)
+    k, d = first_accepted(lambda k: k != 3)  # one pose from keyframes with a look-alike
+    assert k is not None and 32 <= k <= 35 and d.motion_m >= 1.0, (k, d)
+    k, d = first_accepted(lambda k: True, ambiguous_at=2)  # an image fitted another place too
+    assert k is None or d.motion_m >= 1.0, (k, d)
+    cfg = TrackerConfig(free_motion_m=2.0, free_motion_deg=90.0)  # never more than the full rule
+    assert PlaceTracker(cfg)._motion_needed(type("P", (), {"lookalike_free": True, "rivals": set()})()) == (1.0, 60.0)
+
+
 def test_a_turn_in_place_counts_as_motion():
     rng = np.random.default_rng(1)
     T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)

@@ -272,3 +272,54 @@ def test_node_probes_the_look_alike_of_an_ambiguous_start_and_publishes_no_pose_
             assert first_pose - 0.05 <= x <= 1.45, x  # at the true place (the look-alike is 3 m further)
     finally:
         h.close()
+
+
+def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_are_none(plane_map, twin_map, tmp_path):
+    """core/aliases.py: every keyframe localized against the rest of the map. On the plane map every view is unique
+    (no keyframe marked); on the twin map the keyframes that see the texture repeated 3 m away (at x = -0.6 and
+    x = 0: both places fit their views, as the node test above finds for images up to x = 0.75) and the copies are
+    marked, those at x = 0.6 not. `reloc map analyse` stores the result (a map saved without it loads with None:
+    the tracker's full motion rule everywhere); a localized image whose supporting keyframes are unmarked is
+    lookalike_free (every image on the plane map), one at the repeated texture is not (the twin map; on that small
+    map every image's supporting keyframes include one that sees the repeated texture). The place check is skipped
+    for a look-alike-free pose and runs for the others, and on maps without the analysis."""
+    import shutil
+
+    from reloc_ros.cli.main import main as reloc_main
+    from reloc_ros.core.aliases import mark_aliases
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.mapdb import MapDatabase, extractor_for_map
+
+    plain = MapDatabase.load(plane_map["map"])
+    assert plain.alias_inliers is None
+    rep = mark_aliases(plain, extractor_for_map(plain))
+    assert rep.fraction == 0.0 and not rep.direct.any(), rep.alias_inliers
+
+    copy = tmp_path / "twin"
+    shutil.copytree(twin_map, copy)
+    assert reloc_main(["map", "analyse", str(copy)]) == 0
+    db = MapDatabase.load(copy)
+    twins = {i for i, n in enumerate(db.names) if n.endswith("_twin")}
+    seeing = {i for i in range(len(db)) if i not in twins and db.centers[i][0] < 0.3}
+    marked = set(np.flatnonzero(db.alias_inliers > 0).tolist())
+    assert len(twins) == 2 and len(seeing) == 4 and marked == twins | seeing, (marked, twins, seeing)
+    assert db.alias_inliers[sorted(marked)].min() >= 15
+    assert db.manifest["aliases"]["keyframes_with_lookalike"] == 6
+
+    tex = tni._texture()
+    cfg = LocalizerConfig(ambiguity_top_k=0, ambiguity_ratio=0.0)  # no ambiguity checks: the pose at the twin
+    for m, x, free in ((plain, 1.0, True), (db, -0.6, False)):
+        res = Localizer(m, extractor_for_map(m), cfg).localize(tni._render(tex, tni._pose(x, -0.3, x, 0.1)), tni.CAM)
+        assert res.ok and res.lookalike_free == free, (x, res.status, res.reason, res.lookalike_free)
+    # the place check (ambiguity_place_trust_map, default on) is skipped where the map knows no look-alike, and runs
+    # where it does: the twin map's image at the repeated texture is FAILED 'ambiguous place' as without the analysis
+    cfg = LocalizerConfig(ambiguity_ratio=0.0)
+    assert cfg.ambiguity_place_trust_map and cfg.ambiguity_top_k > 0
+    res = Localizer(plain, extractor_for_map(plain), cfg).localize(tni._render(tex, tni._pose(1.0, -0.3, 1.0, 0.1)),
+                                                                   tni.CAM)
+    assert res.ok and res.timings_ms["place_check"] == 0.0, res.timings_ms
+    for m in (db, MapDatabase.load(twin_map)):  # with the analysis (marked keyframes) and without any
+        res = Localizer(m, extractor_for_map(m), cfg).localize(tni._render(tex, tni._pose(-0.6, -0.3, -0.6, 0.1)),
+                                                               tni.CAM)
+        assert res.code is not None and res.code.value == "ambiguous_place", (res.status, res.reason)
+        assert res.timings_ms["place_check"] > 0.0

@@ -185,6 +185,7 @@ def run_pair(probe: _GateProbe, data: Path, in_map: bool) -> list[dict]:
                "matches_default": r1.num_matches, "inliers_default": r1.num_inliers,
                "kf_distance_ratio": gv.get("kf_distance_ratio"), "ambiguity": gv.get("ambiguity"),
                "T_default": r1.T_map_from_cam.tolist() if r1.ok else None,
+               "lookalike_free_default": bool(r1.lookalike_free),
                "coverage_default": inlier_coverage(r1.inlier_xyz, r1.T_map_from_cam, q.camera) if r1.ok else 0.0}
         for key, res in (("nogate", r0), ("default", r1)):
             rec[f"good_{key}"] = bool(in_map and res.ok and all(
@@ -208,7 +209,8 @@ def _replay_odometry(recs: list[dict], key: str, passes) -> None:
                 continue
             T_odom_cam = np.asarray(r["T_gt"]).copy()
             T_odom_cam[:3, 3] = p0 + 1.01 * (T_odom_cam[:3, 3] - p0)
-            r[f"ok_{key}"] = gate.update(i * NS // 30, np.asarray(r["T_default"]), T_odom_cam).accepted
+            r[f"ok_{key}"] = gate.update(i * NS // 30, np.asarray(r["T_default"]), T_odom_cam,
+                                         lookalike_free=r.get("lookalike_free_default", False)).accepted
             r[f"good_{key}"] = r[f"ok_{key}"] and r["good_default"]
 
 

@@ -177,6 +177,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     _add_budget_args(b)
     i = msub.add_parser("info", help="print a map's manifest")
     i.add_argument("map", type=Path)
+    a = msub.add_parser("analyse", help="find the map's look-alikes (keyframes whose view the map also fits at "
+                                        "another place) and store them in the map, in place; build, merge and update "
+                                        "do this themselves, older maps lack them (the node then asks for the full "
+                                        "cold-start motion everywhere)")
+    a.add_argument("map", type=Path, help="map directory (replaced atomically)")
     m = msub.add_parser("merge", help="merge maps of several sessions into one (aligned to the first map's frame)")
     m.add_argument("maps", nargs="+", type=Path, help="map directories; the first one's frame is the merged map's")
     m.add_argument("--out", required=True, type=Path, help="merged map directory to write")
@@ -285,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             return _map_build(args, argv)
         if args.cmd == "map" and args.map_cmd == "info":
             return _map_info(args)
+        if args.cmd == "map" and args.map_cmd == "analyse":
+            return _map_analyse(args)
         if args.cmd == "map" and args.map_cmd == "merge":
             return _map_merge(args, argv)
         if args.cmd == "map" and args.map_cmd == "update":
@@ -403,8 +410,11 @@ def _map_summary(db) -> str:
     tri = db.manifest.get("build", {}).get("triangulation") or {}
     if points == "triangulate" and "points" in tri:  # one triangulated point is seen by several keypoints
         note += f", {tri['points']} distinct points"
+    al = db.manifest.get("aliases")
+    looks = ("; look-alikes not analysed (`reloc map analyse` adds them)" if al is None else
+             f"; {al['keyframes_with_lookalike']} keyframes have a look-alike elsewhere in the map")
     return (f"{c['keyframes']} keyframes, {c['keypoints']} keypoints, {len(db.valid_points())} with a 3D point "
-            f"({points}{note})")
+            f"({points}{note}){looks}")
 
 
 def _train_or_export(args) -> int:
@@ -435,6 +445,18 @@ def _map_info(args) -> int:
           + (f"; sessions: {', '.join(s['name'] + ' (' + str(s.get('keyframes')) + ' keyframes)' for s in sessions)}"
              if sessions else ""))
     print(yaml.safe_dump(db.manifest, sort_keys=False))
+    return 0
+
+
+def _map_analyse(args) -> int:
+    from reloc_ros.core.aliases import mark_aliases
+    from reloc_ros.core.mapdb import MapDatabase, extractor_for_map
+
+    db = MapDatabase.load(args.map)
+    report = mark_aliases(db, extractor_for_map(db))
+    db.save(db.path, overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"),
+            write_ply=(Path(db.path) / "points.ply").is_file())
+    print(f"map {db.path}: {report.summary()}")
     return 0
 
 

@@ -18,6 +18,7 @@ from reloc_ros.core.camera import Camera
 from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
+from reloc_ros.core.aliases import unique_place
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, check_extractor, extractor_for_map  # noqa: F401
 from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_matcher_path
 from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
@@ -154,6 +155,9 @@ class LocalizerConfig:
                                                 "ambiguity_place_keyframes slots; 0 = distance only (on the "
                                                 "benchmark 90 FAILED storage's one wrong single image at -2.7 "
                                                 "points of recall there, -4.4 on the corridor)", 0.0, 180.0)
+    ambiguity_place_trust_map: bool = setting(True, "skip the place check for a pose whose supporting keyframes "
+                                              "have no look-alike in the map (the map's look-alike analysis, "
+                                              "reloc_ros/core/aliases.py; maps without it are always checked)")
     epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
                                   "keyframes (no map 3D involved) agree on a camera orientation more than "
                                   "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "
@@ -245,6 +249,9 @@ class LocalizationResult:
             published instead of 0).
         covariance_factor: the keypoint-confidence factor of the image (>= 1; DETECTION_SCORE_COVARIANCE), set once
             its features are known; the node reports it in /diagnostics.
+        lookalike_free: LOCALIZED only: the keyframes whose matches support the pose have no look-alike elsewhere
+            in the map (core/aliases.py), so the place tracker asks for less motion before it publishes the place
+            (``track_min_motion_lookalike_free_m``); False when the map has no look-alike analysis.
     """
 
     status: Status
@@ -263,6 +270,7 @@ class LocalizationResult:
     hypotheses: list = field(default_factory=list)
     measurement_covariance: np.ndarray | None = None
     covariance_factor: float = 1.0
+    lookalike_free: bool = False
 
     @property
     def tracking_covariance(self) -> np.ndarray | None:
@@ -570,6 +578,9 @@ class Localizer:
                 c[:3, :3] += widen  # the _Pose's own arrays: made for this query, used no further
         res.T_map_from_cam, res.inlier_xyz = pose.T_map_from_cam, pose.inlier_xyz
         res.covariance, res.measurement_covariance = covs
+        if self.db.alias_inliers is not None:
+            support = self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, res.T_map_from_cam)
+            res.lookalike_free = unique_place(self.db.alias_inliers, support)
         return self._finish(res, t0)
 
     def _query(self, features: Features, camera: Camera) -> "_Query":
@@ -612,6 +623,12 @@ class Localizer:
         pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
 
         def place_check():
+            if cfg.ambiguity_place_trust_map and self.db.alias_inliers is not None:
+                support = self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, T)
+                if unique_place(self.db.alias_inliers, support):  # the map fits these views nowhere else
+                    rival.append(None)
+                    t["place_check"] = 0.0
+                    return None
             n_lg = cfg.lighterglue_keyframes if cfg.matcher == "lighterglue" else 0
             matched = {int(e.keyframe): e for e in per_kf[n_lg:]}  # mutual-NN matches made already
             rival.append(self._rival_place(features, q.desc, q.sel, q.kpts_ideal, camera.K, camera.size, T, n_inl,

@@ -5,7 +5,8 @@ Layout (``MAP/``)::
     manifest.yaml   format version, extractor identity (model id + weights hash + dims), frame ids, counts,
                     build command, sha256 of every data file
     keyframes.h5    per keyframe: name, pose T_map_from_cam, camera, keypoints (ideal pixels), descriptors,
-                    scores, 3D points (map frame, NaN where none), point source and confidence, depth stats;
+                    scores, 3D points (map frame, NaN where none), point source and confidence, depth stats,
+                    look-alike inliers (core/aliases.py; absent in maps built before it);
                     plus the extractor state (e.g. the VLAD vocabulary) under /extractor_state
     global.faiss    retrieval index over the keyframes' global descriptors
     points.ply      map points for RViz (optional)
@@ -108,6 +109,9 @@ class MapDatabase:
     global_desc: np.ndarray  # [K x G]
     extractor_state: dict = field(default_factory=dict)
     index: faiss.Index | None = None
+    # per keyframe, the inliers of the best pose the map gives its view at another place (0: none; core/aliases.py);
+    # None: the map was not analysed (built before the analysis existed)
+    alias_inliers: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -291,6 +295,8 @@ def _write_h5(path: Path, db: MapDatabase) -> None:
                             ("points3d", np.float32), ("point_source", np.uint8), ("point_conf", np.float32),
                             ("global_desc", np.float32)):  # contiguous datasets: one read each at load
             f.create_dataset(name, data=np.asarray(getattr(db, name)).astype(dtype, copy=False))
+        if db.alias_inliers is not None:
+            f.create_dataset("alias_inliers", data=np.asarray(db.alias_inliers).astype(np.int32, copy=False))
         g = f.create_group("extractor_state")
         for k, v in db.extractor_state.items():
             g.create_dataset(k, data=np.asarray(v))
@@ -312,6 +318,7 @@ def _read_h5(path: Path, manifest: dict) -> MapDatabase:
             points3d=f["points3d"][()], point_source=f["point_source"][()], point_conf=f["point_conf"][()],
             global_desc=f["global_desc"][()],
             extractor_state={k: f["extractor_state"][k][()] for k in f["extractor_state"]},
+            alias_inliers=f["alias_inliers"][()].astype(np.int32, copy=False) if "alias_inliers" in f else None,
         )
     K, N = len(db.names), len(db.keypoints)
     checks = [
@@ -321,6 +328,7 @@ def _read_h5(path: Path, manifest: dict) -> MapDatabase:
          "per-keypoint arrays"),
         (len(db.point_source) == N and len(db.point_conf) == N, "point arrays"),
         (db.global_desc.shape[0] == K, "global_desc"),
+        (db.alias_inliers is None or db.alias_inliers.shape == (K,), "alias_inliers"),
     ]
     for ok, what in checks:
         if not ok:

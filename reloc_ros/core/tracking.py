@@ -21,8 +21,12 @@ starts a new one:
 Support counts consistent poses and decays by ``1 - 1/memory`` per localized frame. A place is ACCEPTED (its poses
 published) when it is the best supported, has at least ``accept_after`` of support and ``dominance`` times any
 other place's, and its supporting poses span at least ``min_motion_m`` of travel or ``min_motion_deg`` of turn
-(measured by odometry, else by the poses themselves). Once accepted, a place's poses are published while it leads;
-another place takes over only by meeting the same rule (a robot carried elsewhere: after about ``memory`` frames).
+(measured by odometry, else by the poses themselves). Where the map knows no look-alike (core/aliases.py: every
+pose of the place was solved from keyframes whose view the map fits nowhere else, and no image showed the place to
+look like another) the motion only has to rule out a wrong pose repeated by a robot standing still:
+``free_motion_m`` / ``free_motion_deg`` (0.25 m / 15 deg) suffice. Once accepted, a place's poses are published
+while it leads; another place takes over only by meeting the same rule (a robot carried elsewhere: after about
+``memory`` frames).
 
 Look-alikes seen together. Motion does not refute every alias: along a corridor that repeats every 3 m, or one
 that looks the same both ways, the look-alike stays consistent with odometry for as long as the structure repeats,
@@ -39,8 +43,9 @@ nothing is published until the robot sees what is unique (or is given ``/initial
 wrong one.
 
 What the robot must do after a cold start: move ``min_motion_m`` (default 1 m) or turn ``min_motion_deg``
-(default 60 deg) while localizing, or be given ``/initialpose`` (the next pose within 3 sigma of it is accepted); where
-the view repeats (an ambiguous start), drive on until the look-alike stops fitting for that distance.
+(default 60 deg) while localizing (0.25 m or 15 deg where the map has no look-alike), or be given
+``/initialpose`` (the next pose within 3 sigma of it is accepted); where the view repeats (an ambiguous start),
+drive on until the look-alike stops fitting for that distance.
 
 Priors (the first that applies, per frame): none, once, after :meth:`PlaceTracker.relocalize`; the initial pose;
 with odometry and an accepted place, the camera pose odometry predicts from it (a pose window: ``odom_prior_*``),
@@ -104,6 +109,15 @@ class TrackerConfig:
                                   "cold start the robot must move this far (or turn) before the first pose is "
                                   "published, unless /initialpose is given", 0.0, 1e6, param="track_min_motion_m")
     min_motion_deg: float = setting(60.0, "same, turn (deg)", 0.0, 360.0, param="track_min_motion_deg")
+    # Where the map knows no look-alike, motion guards only against a wrong pose repeated by a robot standing
+    # still; 5 consistent poses over a short stretch settle that.
+    free_motion_m: float = setting(0.25, "instead of track_min_motion_m for a place whose every pose was solved from "
+                                   "keyframes without a look-alike elsewhere in the map (the map's look-alike "
+                                   "analysis, `reloc map analyse`; maps without it always need the full motion) and "
+                                   "that no image showed to look like another place", 0.0, 1e6,
+                                   param="track_min_motion_lookalike_free_m")
+    free_motion_deg: float = setting(15.0, "same, turn (deg)", 0.0, 360.0,
+                                     param="track_min_motion_lookalike_free_deg")
     max_speed_mps: float = setting(1.5, "without odometry: the fastest plausible camera speed (m/s); consecutive "
                                    "poses farther apart than odom_jump_max_m + this x their time difference belong "
                                    "to different places", 0.0, 1e3, param="track_max_speed_mps")
@@ -194,6 +208,7 @@ class _Place:
     motion_m: float = 0.0
     motion_deg: float = 0.0
     rivals: set = field(default_factory=set)  # uids of places one image supported together with this one
+    lookalike_free: bool = False  # every supporting pose was solved from keyframes without a look-alike in the map
 
 
 @dataclass
@@ -304,7 +319,7 @@ class PlaceTracker:
 
     # ----------------------------------------------------------------------------------------------
     def update(self, stamp_ns: int, T_map_from_cam: np.ndarray, T_odom_from_cam: np.ndarray | None = None,
-               covariance: np.ndarray | None = None) -> TrackDecision:
+               covariance: np.ndarray | None = None, lookalike_free: bool = False) -> TrackDecision:
         """Decide on one LOCALIZED camera pose (call :meth:`note_failure` for frames without one).
 
         Args:
@@ -312,9 +327,13 @@ class PlaceTracker:
             T_map_from_cam: the localized pose.
             T_odom_from_cam: odometry of the camera at the stamp (odom -> base -> camera), None without odometry.
             covariance: the pose's 6x6 covariance (position m, rotation rad), for the publish gate (None: no gate).
+            lookalike_free: the pose was solved from keyframes without a look-alike in the map
+                (``LocalizationResult.lookalike_free``): a place all of whose poses are needs only
+                ``free_motion_m`` / ``free_motion_deg``.
         """
         with self._lock:
-            d = self._update(int(stamp_ns), np.asarray(T_map_from_cam, np.float64), T_odom_from_cam, covariance)
+            d = self._update(int(stamp_ns), np.asarray(T_map_from_cam, np.float64), T_odom_from_cam, covariance,
+                             bool(lookalike_free))
             if d.accepted:
                 self._prior.last_good = (int(stamp_ns), np.asarray(T_map_from_cam)[:3, 3].copy())
                 self._prior.initial = None
@@ -349,7 +368,7 @@ class PlaceTracker:
                 "covariance): an outlier")
 
     def _update(self, stamp_ns: int, T: np.ndarray, T_odom: np.ndarray | None,
-                covariance: np.ndarray | None = None) -> TrackDecision:
+                covariance: np.ndarray | None = None, lookalike_free: bool = False) -> TrackDecision:
         cfg = self.config
         has_odom = T_odom is not None
         if not cfg.enabled:
@@ -364,7 +383,7 @@ class PlaceTracker:
                                      max((x.support for x in self._places if x is not h), default=0.0),
                                      h.motion_m, h.motion_deg, len(self._places), True)
         self._decay()
-        h, jump_m, jump_deg = self._support(best, T, stamp_ns, T_odom, covariance, 1.0)
+        h, jump_m, jump_deg = self._support(best, T, stamp_ns, T_odom, covariance, 1.0, lookalike_free)
         trusted = self._trust is not None and not self._trust.rules_out(T)
         if trusted:  # the operator said where the robot is
             self._places = [h]
@@ -374,8 +393,8 @@ class PlaceTracker:
         rival = max((x.support for x in self._places if x is not h), default=0.0)
         d = TrackDecision(False, "", None, False, jump_m, jump_deg, h.support, rival, h.motion_m, h.motion_deg,
                           len(self._places), has_odom)
-        moved = (h.motion_m >= cfg.min_motion_m or h.motion_deg >= cfg.min_motion_deg
-                 or h.uid == self._accepted_uid or trusted)
+        need_m, need_deg = self._motion_needed(h)
+        moved = h.motion_m >= need_m or h.motion_deg >= need_deg or h.uid == self._accepted_uid or trusted
         leads = (self._places[0] is h and h.support >= cfg.accept_after and h.support >= cfg.dominance * rival
                  and all(h.support >= cfg.rival_dominance * x.support or self._refuted(x, T_odom)
                          for x in self._rivals_of(h)))
@@ -392,8 +411,8 @@ class PlaceTracker:
         if leads:
             d.code = FailureCode.NEEDS_MOTION
             d.reason = (f"place not yet confirmed by motion: its {h.support:.1f} consistent poses span "
-                        f"{h.motion_m:.2f} m / {h.motion_deg:.0f} deg ({basis}); it needs {cfg.min_motion_m:g} m or "
-                        f"{cfg.min_motion_deg:g} deg: move the robot, or give /initialpose")
+                        f"{h.motion_m:.2f} m / {h.motion_deg:.0f} deg ({basis}); it needs {need_m:g} m or "
+                        f"{need_deg:g} deg: move the robot, or give /initialpose")
         elif best is None and self._places[0] is not h:
             lead = self._places[0]
             pred = self._predict(lead, stamp_ns, T_odom)
@@ -407,6 +426,14 @@ class PlaceTracker:
             d.reason = (f"place not yet confirmed ({basis}): {h.support:.1f} consistent poses, another place "
                         f"{rival:.1f}; it needs {cfg.accept_after} and {cfg.dominance:g}x any other's support")
         return d
+
+    def _motion_needed(self, h: _Place) -> tuple[float, float]:
+        """(m, deg) of travel or turn place ``h`` needs before it is accepted: less where the map knows no
+        look-alike of any of its poses' keyframes and no image showed it to look like another place."""
+        cfg = self.config
+        if h.lookalike_free and not h.rivals:
+            return min(cfg.free_motion_m, cfg.min_motion_m), min(cfg.free_motion_deg, cfg.min_motion_deg)
+        return cfg.min_motion_m, cfg.min_motion_deg
 
     def _refuted(self, rival: _Place, T_odom: np.ndarray | None) -> bool:
         """With odometry: ``rival`` (a look-alike place) has not been supported while the robot travelled
@@ -436,18 +463,21 @@ class PlaceTracker:
             h.support *= keep
 
     def _support(self, best, T: np.ndarray, stamp_ns: int, T_odom: np.ndarray | None,
-                 covariance: np.ndarray | None, weight: float) -> tuple[_Place, float, float]:
+                 covariance: np.ndarray | None, weight: float, lookalike_free: bool = False
+                 ) -> tuple[_Place, float, float]:
         """Pose ``T`` supports the place of ``best`` (:meth:`_match`) by ``weight``, or starts a new place.
         (place, metres, degrees from its prediction)."""
         has_odom = T_odom is not None
         if best is None:
             self._uid += 1
             h = _Place(self._uid, weight, T, stamp_ns, T @ invert_T(T_odom) if has_odom else None,
-                       T_odom if has_odom else T, has_odom, T_odom_last=T_odom if has_odom else None)
+                       T_odom if has_odom else T, has_odom, T_odom_last=T_odom if has_odom else None,
+                       lookalike_free=lookalike_free)
             self._places.append(h)
             return h, 0.0, 0.0
         _, h, jump_m, jump_deg = best
         h.support += weight
+        h.lookalike_free = h.lookalike_free and lookalike_free
         h.T_last, h.t_last_ns = T, stamp_ns
         if has_odom:  # follow the pose (odometry drifts slowly), as far as its covariance says it knows better
             h.T_map_from_odom = _follow(h, T, T_odom, covariance)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reloc_ros.core.aliases import mark_aliases
 from reloc_ros.core.config import digest
 from reloc_ros.core.features import ExtractorError, FeatureExtractor
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError
@@ -169,6 +170,7 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
     if stats:
         manifest_info["build"]["triangulation"] = stats
     db = MapDatabase.from_keyframes(keyframes, extractor.identity(), extractor.state(), manifest_info)
+    mark_aliases(db, extractor, index_kind)
     db.save(Path(out), overwrite=overwrite, index_kind=index_kind)
     return db
 

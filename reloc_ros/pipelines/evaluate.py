@@ -42,6 +42,7 @@ def _record(f: Frame, res) -> dict:
             rec["measurement_covariance"] = np.asarray(res.measurement_covariance).tolist()
         e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
         rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
+        rec["lookalike_free"] = bool(res.lookalike_free)  # the place tracker's shorter motion rule
     if res.hypotheses:  # an ambiguous image: the two poses it supports (the place tracker weighs them)
         rec["hypotheses"] = [[np.asarray(T).tolist(), int(n)] for T, n in res.hypotheses]
     return rec
@@ -133,7 +134,7 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             prior, src = tracker.choose_prior(stamp_ns, T_odom)
             rec = localize(f, prior)
             if rec["ok"] and tracker.update(stamp_ns, np.asarray(rec["T_map_from_cam"]), T_odom,
-                                            _tracking_covariance(rec)).accepted:
+                                            _tracking_covariance(rec), rec.get("lookalike_free", False)).accepted:
                 pub.append({**rec, "dt_s": _stamp_s(f, k0 + i) - t0})
             elif not rec["ok"]:
                 tracker.note_failure(src)

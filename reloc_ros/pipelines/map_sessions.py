@@ -19,6 +19,7 @@ import numpy as np
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import Features, FeatureExtractor
 from reloc_ros.core.geometry import invert_T, pose_errors
+from reloc_ros.core.aliases import mark_aliases
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError, extractor_for_map
 from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced
 
@@ -389,7 +390,9 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
                           "alignment": records, "seconds": round(time.perf_counter() - t0, 2),
                           **({"pruned": pruned} if pruned else {})}}
     db = MapDatabase.from_keyframes(keyframes, ref.extractor_identity, ref.extractor_state, manifest)
-    db.save(Path(out), overwrite=overwrite, index_kind=(ref.manifest.get("index") or {}).get("requested", "auto"))
+    kind = (ref.manifest.get("index") or {}).get("requested", "auto")
+    mark_aliases(db, extractor, kind)
+    db.save(Path(out), overwrite=overwrite, index_kind=kind)
     return db, records
 
 
@@ -504,8 +507,12 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     manifest = {k: v for k, v in db.manifest.items() if k not in ("counts", "files", "index", "created")}
     manifest["sessions"] = sessions
     manifest.setdefault("updates", []).append({**(info or {}), **stats})
+    manifest.pop("aliases", None)
     out = MapDatabase.from_keyframes(keyframes, db.extractor_identity, db.extractor_state, manifest)
-    out.save(Path(map_path), overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"))
+    kind = (db.manifest.get("index") or {}).get("requested", "auto")
+    carry = None if db.alias_inliers is None else dict(zip(db.names, db.alias_inliers.tolist()))
+    mark_aliases(out, extractor, kind, carry=carry)  # only the new keyframes are localized
+    out.save(Path(map_path), overwrite=True, index_kind=kind)
     return out, stats
 
 

@@ -236,7 +236,7 @@ class FrameProcessor:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         tracker = self.s.tracker
-        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.tracking_covariance)
+        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.tracking_covariance, res.lookalike_free)
         with self.s.lock:
             self.s.stats.record_tracking(d, tracker.config.enabled, odom.why_none)
         if d.accepted and d.switched:

@@ -37,6 +37,14 @@ def load_localizer(want: dict, config: LocalizerConfig, log) -> Localizer:
     log.info(f"loaded map {want['map_path']} ({len(db)} keyframes, {len(db.valid_points())} points, extractor "
              f"{name}{f', {len(sessions)} sessions' if sessions else ''}, {db.nbytes / 2**20:.0f} MiB of "
              f"map arrays) in {time.perf_counter() - t0:.2f} s")
+    if db.alias_inliers is None:
+        log.info(f"map {want['map_path']} has no look-alike analysis: after a cold start every place needs "
+                 f"track_min_motion_m of travel (or the turn) before it is published; `reloc map analyse "
+                 f"{want['map_path']}` adds it (places without a look-alike then need "
+                 "track_min_motion_lookalike_free_m)")
+    else:
+        log.info(f"map {want['map_path']}: {int((db.alias_inliers > 0).sum())} of {len(db)} keyframes have a "
+                 "look-alike elsewhere in the map (their places need track_min_motion_m after a cold start)")
     return loc
 
 
