@@ -187,12 +187,14 @@ def test_rviz_config_shows_what_the_node_publishes():
         assert topic in allowed, f"RViz display {cls} shows {topic}, which nobody in this launch publishes"
     shown = {t for _, t, _ in topics}
     for want in ("/reloc_node/pose", "/reloc_node/path", "/reloc_node/markers", "/reloc_node/map_points",
+                 "/reloc_node/map_keyframes",
                  "/reloc_node/pose_with_covariance", image_default):
         assert want in shown, f"RViz config lacks {want}"
     classes = {d["Class"] for d in cfg["Visualization Manager"]["Displays"]}
     assert "rviz_default_plugins/TF" in classes and "rviz_default_plugins/Image" in classes
-    latched = [d for _, t, d in topics if t == "/reloc_node/map_points"]
-    assert latched == ["Transient Local"], "map points are latched: RViz must subscribe TRANSIENT_LOCAL"
+    for topic in ("/reloc_node/map_points", "/reloc_node/map_keyframes"):
+        latched = [d for _, t, d in topics if t == topic]
+        assert latched == ["Transient Local"], f"{topic} is latched: RViz must subscribe TRANSIENT_LOCAL"
     assert cfg["Visualization Manager"]["Global Options"]["Fixed Frame"] == PARAMS_BY_NAME["map_frame"].default
 
 

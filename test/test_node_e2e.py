@@ -160,12 +160,14 @@ class Graph:
         self.pub_initialpose = n.create_publisher(PoseWithCovarianceStamped, "/initialpose", 10)
         self.lock = threading.Lock()
         self.poses, self.poses_cov, self.paths, self.markers, self.map_points = [], [], [], [], []
+        self.map_keyframes = []
         self.map_odom, self.diags = [], []
         n.create_subscription(PoseStamped, f"{NODE}/pose", self._rec(self.poses), 50)
         n.create_subscription(PoseWithCovarianceStamped, f"{NODE}/pose_with_covariance", self._rec(self.poses_cov), 50)
         n.create_subscription(PathMsg, f"{NODE}/path", self._rec(self.paths), 10)
         n.create_subscription(MarkerArray, f"{NODE}/markers", self._rec(self.markers), 10)
         n.create_subscription(PointCloud2, f"{NODE}/map_points", self._rec(self.map_points), latched)
+        n.create_subscription(MarkerArray, f"{NODE}/map_keyframes", self._rec(self.map_keyframes), latched)
         n.create_subscription(TFMessage, "/tf", self._on_tf, tf_qos)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
         self.cli_relocalize = n.create_client(Trigger, f"{NODE}/relocalize")
@@ -331,6 +333,14 @@ def test_node_is_active_and_latches_map_points(session):
     assert 0 < cloud.width <= min(len(db_points), 200000)
     xyz = conv.pointcloud2_to_xyz(cloud)
     assert np.all(np.isfinite(xyz))
+    # the keyframes, those with a look-alike elsewhere in the map apart (the map was built with the analysis)
+    wait_until(lambda: len(g.map_keyframes) > 0, WAIT, what="latched ~/map_keyframes")
+    db = Localizer.from_map(session.scene.map_dir).db
+    assert db.alias_inliers is not None
+    by_ns = {m.ns: len(m.points) for m in g.map_keyframes[-1].markers}
+    assert by_ns == {"keyframes": int((db.alias_inliers == 0).sum()),
+                     "keyframes_with_lookalike": int((db.alias_inliers > 0).sum())}, by_ns
+    assert all(m.header.frame_id == "map" for m in g.map_keyframes[-1].markers)
 
 
 def test_stream_query_run_accuracy_and_map_to_odom(session):

@@ -371,8 +371,10 @@ class RelocNode(LifecycleNode):
     def _publish_map_points(self) -> None:
         loc = self._localizer
         if loc is not None:
-            self._out.map_points(loc.db.valid_points(), int(self._cfg.map_points_max), self._cfg.map_frame,
-                                 self.get_clock().now().nanoseconds)
+            stamp = self.get_clock().now().nanoseconds
+            self._out.map_points(loc.db.valid_points(), int(self._cfg.map_points_max), self._cfg.map_frame, stamp)
+            marks = loc.db.alias_inliers
+            self._out.map_keyframes(loc.db.centers, None if marks is None else marks > 0, self._cfg.map_frame, stamp)
 
     # ---------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -40,6 +40,7 @@ class Outputs:
             "path": node.create_publisher(Path, "~/path", qos_reliable),
             "markers": node.create_publisher(MarkerArray, "~/markers", qos_reliable),
             "map_points": node.create_publisher(PointCloud2, "~/map_points", qos_latched),
+            "map_keyframes": node.create_publisher(MarkerArray, "~/map_keyframes", qos_latched),
         }
 
     def destroy(self, node) -> None:
@@ -110,6 +111,30 @@ class Outputs:
         if len(xyz) > n_max:
             xyz = xyz[np.linspace(0, len(xyz) - 1, n_max).astype(np.int64)]
         pub.publish(conv.pointcloud2_xyz(xyz, frame, stamp))
+
+    def map_keyframes(self, centers: np.ndarray, lookalike: np.ndarray | None, frame: str, stamp: int) -> None:
+        """The latched ``~/map_keyframes``: the map's keyframe positions, those with a look-alike elsewhere in the map
+        (``lookalike``, core/aliases.py; None: not analysed) in magenta, the others in blue: after a cold start the
+        robot needs more motion among the magenta ones (docs/robot_guide.md)."""
+        pub = self._pubs.get("map_keyframes")
+        if pub is None:
+            return
+        hdr = conv.header(frame, stamp)
+        marked = np.zeros(len(centers), bool) if lookalike is None else np.asarray(lookalike, bool)
+        out = []
+        for ns, sel, color in (("keyframes", ~marked, ColorRGBA(r=0.2, g=0.5, b=1.0, a=0.8)),
+                               ("keyframes_with_lookalike", marked, ColorRGBA(r=0.9, g=0.1, b=0.8, a=0.9))):
+            m = Marker(header=hdr, ns=ns, id=0)
+            if sel.any():
+                m.type, m.action = Marker.SPHERE_LIST, Marker.ADD
+                m.scale.x = m.scale.y = m.scale.z = 0.06
+                m.color = color
+                m.pose.orientation.w = 1.0
+                m.points = [Point(x=float(c[0]), y=float(c[1]), z=float(c[2])) for c in np.asarray(centers)[sel]]
+            else:
+                m.action = Marker.DELETE
+            out.append(m)
+        pub.publish(MarkerArray(markers=out))
 
     # ---------------------------------------------------------------------------------------------
     def send_transform(self, tf, T: np.ndarray, parent: str, child: str, stamp: int) -> int:

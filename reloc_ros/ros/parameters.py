@@ -155,6 +155,8 @@ TOPICS = {
         "~/path": "nav_msgs/Path",
         "~/markers": "visualization_msgs/MarkerArray (matched map points, retrieved keyframes)",
         "~/map_points": "sensor_msgs/PointCloud2 (latched, TRANSIENT_LOCAL)",
+        "~/map_keyframes": "visualization_msgs/MarkerArray (latched): keyframe positions, magenta where the map has a "
+                           "look-alike (the robot needs more motion there after a cold start)",
         "/tf": "map->odom (tf_mode map_odom) or map->base_frame (tf_mode map_base)",
         "/diagnostics": "diagnostic_msgs/DiagnosticArray (status, reason, inliers, drops, latency)",
     },
