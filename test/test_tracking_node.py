@@ -318,6 +318,11 @@ def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_ar
     res = Localizer(plain, extractor_for_map(plain), cfg).localize(tni._render(tex, tni._pose(1.0, -0.3, 1.0, 0.1)),
                                                                    tni.CAM)
     assert res.ok and res.timings_ms["place_check"] == 0.0, res.timings_ms
+    # ... but not for an image whose keypoints are weak (a night image: keypoint-confidence factor above 1)
+    dim = Localizer(plain, extractor_for_map(plain), cfg)
+    dim.detection_score_factor = lambda features: 2.0
+    res = dim.localize(tni._render(tex, tni._pose(1.0, -0.3, 1.0, 0.1)), tni.CAM)
+    assert res.ok and res.timings_ms["place_check"] > 0.0 and res.covariance_factor == 2.0, res.timings_ms
     for m in (db, MapDatabase.load(twin_map)):  # with the analysis (marked keyframes) and without any
         res = Localizer(m, extractor_for_map(m), cfg).localize(tni._render(tex, tni._pose(-0.6, -0.3, -0.6, 0.1)),
                                                                tni.CAM)

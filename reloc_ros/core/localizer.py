@@ -157,7 +157,9 @@ class LocalizerConfig:
                                                 "points of recall there, -4.4 on the corridor)", 0.0, 180.0)
     ambiguity_place_trust_map: bool = setting(True, "skip the place check for a pose whose supporting keyframes "
                                               "have no look-alike in the map (the map's look-alike analysis, "
-                                              "reloc_ros/core/aliases.py; maps without it are always checked)")
+                                              "reloc_ros/core/aliases.py), unless the image is dim or noisy (its "
+                                              "keypoint-confidence factor above 1); maps without the analysis are "
+                                              "always checked")
     epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
                                   "keyframes (no map 3D involved) agree on a camera orientation more than "
                                   "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "
@@ -623,7 +625,10 @@ class Localizer:
         pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
 
         def place_check():
-            if cfg.ambiguity_place_trust_map and self.db.alias_inliers is not None:
+            # the map's analysis speaks for its own views: a dim or noisy image (keypoint-confidence factor > 1)
+            # mismatches in ways no keyframe view does, so it is checked (night images on a 2-session hall map: 4
+            # more wrong poses without this condition)
+            if cfg.ambiguity_place_trust_map and self.db.alias_inliers is not None and self._score_factor <= 1.0:
                 support = self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, T)
                 if unique_place(self.db.alias_inliers, support):  # the map fits these views nowhere else
                     rival.append(None)
