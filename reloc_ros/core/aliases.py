@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reloc_ros.core.features import Features
+from reloc_ros.core.geometry import cameras_near
 
 __all__ = ["AliasReport", "find_aliases", "mark_aliases", "unique_place", "CLOSURE_M", "CLOSURE_DEG", "SPREAD_M",
            "SPREAD_DEG"]
@@ -72,9 +73,7 @@ def _keyframe_features(db, k: int) -> Features:
 
 def _near(db, T: np.ndarray, max_m: float, max_deg: float) -> np.ndarray:
     """Keyframes within ``max_m`` of the camera centre of ``T`` and ``max_deg`` of its viewing direction."""
-    d = np.linalg.norm(db.centers - T[:3, 3], axis=1)
-    cos = db.T_map_from_cam[:, :3, 2] @ T[:3, 2]
-    return np.flatnonzero((d <= max_m) & (cos >= np.cos(np.radians(max_deg))))
+    return np.flatnonzero(cameras_near(db.T_map_from_cam, T, max_m, max_deg))
 
 
 def find_aliases(loc, spread_m: float = SPREAD_M, spread_deg: float = SPREAD_DEG, progress=None,
@@ -136,17 +135,14 @@ def unique_place(alias_inliers: np.ndarray | None, keyframes) -> bool:
     return not bool(np.any(alias_inliers[ks] > 0))
 
 
-
 def mark_aliases(db, extractor, index_kind: str = "auto", progress=None, carry: dict | None = None) -> AliasReport:
     """Run :func:`find_aliases` on ``db`` (a map about to be saved, or a loaded one) and store the result in it:
     ``db.alias_inliers`` and the manifest's ``aliases`` record. Builds the retrieval index first when ``db`` has
-    none (a map made by :meth:`MapDatabase.from_keyframes`). ``carry``: keyframe name -> its earlier result
+    none of that kind (a map made by :meth:`MapDatabase.from_keyframes`). ``carry``: keyframe name -> its earlier result
     (``map update``: those keyframes are not localized again)."""
     from reloc_ros.core.localizer import Localizer
-    from reloc_ros.core.retrieval import build_index
 
-    if db.index is None:
-        db.index = build_index(db.global_desc, index_kind)
+    db.ensure_index(index_kind)  # the one that save() writes
     known = None if carry is None else np.array([carry.get(name, -1) for name in db.names], np.int32)
     report = find_aliases(Localizer(db, extractor), progress=progress, known=known)
     db.alias_inliers = report.alias_inliers

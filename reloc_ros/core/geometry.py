@@ -32,6 +32,7 @@ __all__ = [
     "so3_log",
     "random_rotation",
     "look_at",
+    "cameras_near",
 ]
 
 
@@ -162,6 +163,13 @@ def pose_errors(T_w_from_cam_est: np.ndarray, T_w_from_cam_gt: np.ndarray) -> tu
         position_error_m(T_w_from_cam_est, T_w_from_cam_gt),
         rotation_error_deg(T_w_from_cam_est[:3, :3], T_w_from_cam_gt[:3, :3]),
     )
+
+
+def cameras_near(T_K44: np.ndarray, T: np.ndarray, max_m: float, max_deg: float) -> np.ndarray:
+    """``[K] bool``: which of the camera poses ``T_K44`` (``T_world_from_cam``) are within ``max_m`` of ``T``'s camera
+    centre and ``max_deg`` of its viewing direction (optical axis)."""
+    d = np.linalg.norm(T_K44[:, :3, 3] - T[:3, 3], axis=1)
+    return (d <= max_m) & (T_K44[:, :3, 2] @ T[:3, 2] >= np.cos(np.radians(max_deg)))
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

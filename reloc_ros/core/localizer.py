@@ -14,11 +14,11 @@ import numpy as np
 
 from reloc_ros.core import gates
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
+from reloc_ros.core.aliases import unique_place
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
-from reloc_ros.core.aliases import unique_place
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, check_extractor, extractor_for_map  # noqa: F401
 from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_matcher_path
 from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
@@ -559,8 +559,9 @@ class Localizer:
         n_inl = pose.num_inliers  # of the pose the gates judge (a refinement below may change res.num_inliers)
         rival = []  # the place check's other place, when it runs (it widens the covariance of a pose it lets pass)
         second = []  # the second hypothesis among the correspondences, when that check runs
+        support = []  # (pose, its supporting keyframes) when the place check looked them up
         failure = gates.first_failure(self._gate_chain(res, pose, solved, per_kf, q, used or list(cand), features,
-                                                       camera, prior, t, rival, second))
+                                                       camera, prior, t, rival, second, support))
         if failure is not None:
             other = {FailureCode.AMBIGUOUS: second, FailureCode.AMBIGUOUS_PLACE: rival}.get(failure[0])
             res.fail(*failure)
@@ -581,8 +582,10 @@ class Localizer:
         res.T_map_from_cam, res.inlier_xyz = pose.T_map_from_cam, pose.inlier_xyz
         res.covariance, res.measurement_covariance = covs
         if self.db.alias_inliers is not None:
-            support = self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, res.T_map_from_cam)
-            res.lookalike_free = unique_place(self.db.alias_inliers, support)
+            ids = (support[0][1] if support and support[0][0] is res.T_map_from_cam  # the pose was not refined
+                   else self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K,
+                                         res.T_map_from_cam))
+            res.lookalike_free = unique_place(self.db.alias_inliers, ids)
         return self._finish(res, t0)
 
     def _query(self, features: Features, camera: Camera) -> "_Query":
@@ -616,10 +619,10 @@ class Localizer:
 
     def _gate_chain(self, res: LocalizationResult, pose: "_Pose", solved: "_Solved", per_kf: list, q: "_Query",
                     near: list, features: Features, camera: Camera, prior: PosePrior | None, t: dict,
-                    rival: list, second: list) -> list:
+                    rival: list, second: list, support: list) -> list:
         """The gates (core/gates.py) of a PnP pose, in order of cost, as thunks for :func:`gates.first_failure`.
         The place check's rival (or None) is appended to ``rival`` when it runs, the second hypothesis (or None) to
-        ``second``."""
+        ``second``, (pose, supporting keyframes) to ``support`` when the place check looked them up."""
         cfg, n_inl = self.config, pose.num_inliers
         T = pose.T_map_from_cam
         pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
@@ -629,8 +632,8 @@ class Localizer:
             # mismatches in ways no keyframe view does, so it is checked (night images on a 2-session hall map: 4
             # more wrong poses without this condition)
             if cfg.ambiguity_place_trust_map and self.db.alias_inliers is not None and self._score_factor <= 1.0:
-                support = self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, T)
-                if unique_place(self.db.alias_inliers, support):  # the map fits these views nowhere else
+                support.append((T, self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, T)))
+                if unique_place(self.db.alias_inliers, support[0][1]):  # the map fits these views nowhere else
                     rival.append(None)
                     t["place_check"] = 0.0
                     return None

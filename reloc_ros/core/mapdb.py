@@ -186,13 +186,22 @@ class MapDatabase:
                                             "global": int(self.global_desc.shape[1])}
 
     # ---------------------------------------------------------------------------------------------
-    def save(self, out: Path, overwrite: bool = False, index_kind: str = "auto", write_ply: bool = True) -> Path:
-        """Write the map atomically to ``out`` (see module docstring)."""
+    def ensure_index(self, index_kind: str = "auto") -> None:
+        """Build the retrieval index of the requested kind over the keyframes' global descriptors, unless the map
+        holds one already (loaded, or built by an earlier call: the look-alike analysis before :meth:`save`)."""
         from reloc_ros.core.retrieval import build_index
         from reloc_ros.core.retrieval import index_kind as index_kind_of
 
+        have = self.manifest.get("index") or {}
+        if (self.index is not None and self.index.ntotal == len(self.global_desc)
+                and have.get("requested") == index_kind):
+            return
         self.index = build_index(self.global_desc, index_kind)
         self.manifest["index"] = {"kind": index_kind_of(self.index), "requested": index_kind}
+
+    def save(self, out: Path, overwrite: bool = False, index_kind: str = "auto", write_ply: bool = True) -> Path:
+        """Write the map atomically to ``out`` (see module docstring)."""
+        self.ensure_index(index_kind)
 
         def write(tmp: Path) -> None:
             _write_h5(tmp / "keyframes.h5", self)

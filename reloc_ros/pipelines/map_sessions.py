@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from reloc_ros.core.camera import Camera
-from reloc_ros.core.features import Features, FeatureExtractor
-from reloc_ros.core.geometry import invert_T, pose_errors
 from reloc_ros.core.aliases import mark_aliases
+from reloc_ros.core.features import Features, FeatureExtractor
+from reloc_ros.core.geometry import cameras_near, invert_T, pose_errors
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError, extractor_for_map
 from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced
 
@@ -454,7 +454,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}))
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
-    C, Z, G = db.centers, db.T_map_from_cam[:, :3, 2], db.global_desc
+    G = db.global_desc
     for f in progress_bar(frames, "localize new frames", show_progress):
         fe = extractor.extract(load_image(f))
         if fe.global_desc is None:
@@ -473,8 +473,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         elif _off(pose_errors(res.T_map_from_cam, T)):
             reason = "off its pose"
         else:
-            near = (np.linalg.norm(C - T[:3, 3], axis=1) <= PLACE_CELL[0]) & \
-                   (Z @ T[:3, 2] >= np.cos(np.radians(PLACE_CELL[1])))
+            near = cameras_near(db.T_map_from_cam, T, *PLACE_CELL)
             if not near.any() or float((G[near] @ fe.global_desc).max()) < APPEARANCE_SIM:
                 reason = "new appearance"
         keep.append(reason is not None)

@@ -177,7 +177,7 @@ class RelocNode(LifecycleNode):
     def _map_swapped(self) -> None:
         self._out.reset()  # the new map may have another origin
         self._tracker.reset()  # places of the old map mean nothing in the new one
-        self._publish_map_points()
+        self._publish_map()
         self._publish_diagnostics()
 
     def _reload_failed(self, loaded: dict, newest: bool) -> None:
@@ -207,7 +207,7 @@ class RelocNode(LifecycleNode):
                 self._tf_unavailable = str(e)
                 self.get_logger().warning(f"TF disabled: {e}")
             self._srv = self.create_service(Trigger, "~/relocalize", self._on_relocalize)
-            self._publish_map_points()
+            self._publish_map()
             self._state_label = "inactive"
             return TransitionCallbackReturn.SUCCESS
         except Exception:
@@ -368,7 +368,8 @@ class RelocNode(LifecycleNode):
         with self._lock:
             self._last_accepted_ns = None
 
-    def _publish_map_points(self) -> None:
+    def _publish_map(self) -> None:
+        """The latched map outputs: ~/map_points and ~/map_keyframes."""
         loc = self._localizer
         if loc is not None:
             stamp = self.get_clock().now().nanoseconds
