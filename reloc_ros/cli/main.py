@@ -540,6 +540,8 @@ def _eval(args) -> int:
     nees = summary["nees_position"]
     print(f"position NEES (3 = calibrated covariance): mean {nees['mean']:.2f}, median {nees['median']:.2f}")
     print(f"localized outside ({WRONG_M} m, {WRONG_DEG} deg): {summary['localized_wrong']}")
+    if summary.get("low_light"):
+        print(f"enhanced for low light (low_light_brightness): {summary['low_light']} of {summary['queries']} queries")
     if degradation:
         print(f"query images degraded: {', '.join(degradation['presets'])} (seed {degradation['seed']}); the map's "
               "images were not")

@@ -35,6 +35,7 @@ class Features:
             whole image, so pixel (u, v) maps to ``((u + 0.5) * w / W - 0.5, (v + 0.5) * h / H - 0.5)``).
         depth_conf: optional ``[h x w] float32`` confidence of ``depth`` in [0, 1].
         image_size: (width, height) of the input image.
+        low_light: the image was enhanced for low light before extraction (``LocalizerConfig.low_light_brightness``).
     """
 
     keypoints: np.ndarray
@@ -44,6 +45,7 @@ class Features:
     image_size: tuple[int, int]
     depth: np.ndarray | None = None
     depth_conf: np.ndarray | None = None
+    low_light: bool = False
 
     def __len__(self) -> int:
         return len(self.keypoints)

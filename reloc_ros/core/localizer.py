@@ -20,6 +20,7 @@ from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, check_extractor, extractor_for_map  # noqa: F401
+from reloc_ros.core import lowlight
 from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_matcher_path
 from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
@@ -58,6 +59,11 @@ MAX_MEDIAN_REPROJ_PX = {"depth": 4.0, "triangulate": 5.0, "learned": 5.0}
 # scenes, day and night (docs/RESULTS.md "Covariance calibration"; day images' median scores are ~0.05-0.07, night
 # ones 0.01-0.015). SIFT's responses are on another scale: no factor.
 DETECTION_SCORE_COVARIANCE = {"learned": (0.02, 2.0)}
+# An image enhanced for low light (LocalizerConfig.low_light_brightness) hides its noise from the detector's scores:
+# its keypoint-confidence factor is at least this (> 1, so the place check always runs on it). Fitted on the tuning
+# scenes' night queries (--degrade night): the position NEES of correct poses median 3.1-3.5 with 2, 2.0-2.4 with 3
+# (chi-square 3 dof: 2.37); docs/RESULTS.md "Robustness to degraded queries"
+LOW_LIGHT_COVARIANCE_FACTOR = 3.0
 
 
 def keypoint_confidence_factor(median_score: float, reference: float, exponent: float) -> float:
@@ -203,6 +209,10 @@ class LocalizerConfig:
     matching_threads: int = setting(2, "threads (of a pool that sleeps when idle) that split the query's descriptor "
                                     "matching: 20 -> 11 ms for 2000 query x 5 x 1000 map descriptors on 2 cores; "
                                     "identical matches (KeyframeMatcher)", 1, 64, param=None)
+    low_light_brightness: float = setting(0.0, "> 0: an image whose median grey level (0-1) is below this is "
+                                          "enhanced before extraction (light sources suppressed, denoised, CLAHE: "
+                                          "reloc_ros/core/lowlight.py), and counts as dim for the covariance and the "
+                                          "place check; 0 = never", 0.0, 1.0)
 
     def __post_init__(self):
         """Refuse values the pipeline cannot run with, naming the field and its valid range."""
@@ -254,6 +264,8 @@ class LocalizationResult:
         lookalike_free: LOCALIZED only: the keyframes whose matches support the pose have no look-alike elsewhere
             in the map (core/aliases.py), so the place tracker asks for less motion before it publishes the place
             (``track_min_motion_lookalike_free_m``); False when the map has no look-alike analysis.
+        low_light: the image was darker than ``low_light_brightness`` and enhanced before extraction
+            (core/lowlight.py); the node reports it in /diagnostics.
     """
 
     status: Status
@@ -273,6 +285,7 @@ class LocalizationResult:
     measurement_covariance: np.ndarray | None = None
     covariance_factor: float = 1.0
     lookalike_free: bool = False
+    low_light: bool = False
 
     @property
     def tracking_covariance(self) -> np.ndarray | None:
@@ -485,7 +498,14 @@ class Localizer:
         """The map's extractor on ``image`` (uint8 RGB or grey), with the global descriptor: what
         :meth:`localize_features` takes (the node's pipeline extracts in one thread and localizes in another)."""
         _apply_blas_limit(self.config.blas_threads)
+        low_light = (self.config.low_light_brightness > 0
+                     and lowlight.brightness(image) < self.config.low_light_brightness)
+        if low_light:
+            side = max(image.shape[0], image.shape[1])
+            net_side = min(side, getattr(self.extractor, "max_side", None) or side)
+            image = lowlight.enhance(image, pixel_scale=side / net_side)
         features = self.extractor.extract(image)
+        features.low_light = low_light
         if features.global_desc is None:
             features.global_desc = self.extractor.describe_global(features)
         return features
@@ -528,7 +548,7 @@ class Localizer:
         cand, _ = self.index.search(features.global_desc, cfg.top_k, prior)
         t["retrieval"] = _ms(t1)
         res = LocalizationResult(Status.FAILED, candidates=cand.tolist(), timings_ms=t,
-                                 covariance_factor=self._score_factor)
+                                 covariance_factor=self._score_factor, low_light=features.low_light)
         if len(cand) == 0:
             return self._finish(res.fail(FailureCode.EMPTY_MAP, "no candidates: the map is empty"), t0)
         res.coarse_T_map_from_cam = self.db.T_map_from_cam[cand[0]].copy()
@@ -996,9 +1016,10 @@ class Localizer:
     def detection_score_factor(self, features: Features) -> float:
         """The covariance's keypoint-confidence factor for an image's features (DETECTION_SCORE_COVARIANCE): >= 1."""
         ref = DETECTION_SCORE_COVARIANCE.get(self.db.extractor_identity.get("name"))
+        floor = LOW_LIGHT_COVARIANCE_FACTOR if features.low_light else 1.0
         if ref is None or len(features) == 0:
-            return 1.0
-        return keypoint_confidence_factor(float(np.median(features.scores)), *ref)
+            return floor
+        return max(floor, keypoint_confidence_factor(float(np.median(features.scores)), *ref))
 
     def _covariance(self, pnp_cov: np.ndarray, z_med: float, n_keyframes: int,
                     score_factor: float | None = None) -> np.ndarray:

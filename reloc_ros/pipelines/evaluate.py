@@ -32,7 +32,7 @@ def _record(f: Frame, res) -> dict:
     rec = {"name": f.name, "sequence": f.sequence, "ok": res.ok, "status": res.status.value,
            "reason": res.reason, "code": res.code.value if res.code is not None else "",
            "num_matches": res.num_matches, "num_inliers": res.num_inliers,
-           "timings_ms": res.timings_ms, "t_err": math.inf, "r_err": math.inf}
+           "timings_ms": res.timings_ms, "t_err": math.inf, "r_err": math.inf, "low_light": bool(res.low_light)}
     if res.ok:
         rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
         rec["T_map_from_cam"] = res.T_map_from_cam.tolist()
@@ -70,6 +70,7 @@ def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = T
                for f in progress_bar(queries, "localize", show_progress)]
     summary = summarize(records)
     summary["localized_wrong"] = sum(1 for r in records if r["ok"] and is_wrong(r["t_err"], r["r_err"]))
+    summary["low_light"] = sum(1 for r in records if r["low_light"])  # enhanced (LocalizerConfig.low_light_brightness)
     nees = [r["nees_position"] for r in records if r["ok"]]
     # Normalised estimation error squared of the position (3 dof): 3 when the covariance is calibrated.
     summary["nees_position"] = {"mean": float(np.mean(nees)) if nees else float("nan"),

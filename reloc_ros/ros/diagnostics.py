@@ -59,6 +59,7 @@ class FrameStats:
     first_image_wall: float | None = None  # time.monotonic() of the first image (CameraInfo waits count from it)
     num_inliers: int = 0
     covariance_factor: float = 1.0  # the last frame's keypoint-confidence factor of the covariance (>= 1)
+    low_light: bool = False  # the last frame was enhanced for low light (LocalizerConfig.low_light_brightness)
     num_matches: int = 0
     timings_ms: dict = field(default_factory=dict)
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
@@ -70,6 +71,7 @@ class FrameStats:
         self.last_prior = prior_src
         self.num_inliers, self.num_matches = res.num_inliers, res.num_matches
         self.covariance_factor = float(res.covariance_factor)
+        self.low_light = bool(res.low_light)
         self.timings_ms = dict(res.timings_ms)
         self.last_status, self.last_reason = res.status.value, res.reason
         self.last_code = res.code.value if res.code is not None else ""
@@ -111,6 +113,7 @@ class FrameStats:
             "num_inliers": self.num_inliers,
             "num_matches": self.num_matches,
             "covariance_factor": round(self.covariance_factor, 3),  # > 1: keypoints the network is unsure of
+            "low_light": self.low_light,  # the last frame was enhanced for low light (low_light_brightness)
             "frames_received": self.received,
             "frames_processed": self.processed,
             "frames_localized": self.localized,
