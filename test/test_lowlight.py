@@ -124,3 +124,58 @@ def test_the_setting_is_validated():
 
     with pytest.raises(ValueError, match="low_light_brightness"):
         LocalizerConfig(low_light_brightness=1.5)
+
+
+def _dark_copy(src, dst):
+    """The dataset ``src`` with its images at a tenth of their brightness (a night recording of the same poses)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    for p in dst.glob("seq-*/*.color.png"):
+        img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(p), np.rint(img * 0.1).astype(np.uint8))
+    return dst
+
+
+def test_maps_record_the_low_light_rule_and_update_and_merge_follow_it(small_learned_map, capsys, caplog):
+    from reloc_ros.cli.main import main
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.mapdb import MapDatabase
+
+    tmp = small_learned_map
+    dark = _dark_copy(tmp / "s", tmp / "dark")
+    build = ["-q", "map", "build", "--dataset", str(dark), "--format", "7scenes", "--extractor", "learned"]
+    from reloc_ros.datasets import load_dataset
+    from reloc_ros.datasets.base import load_image
+
+    map_frames = load_dataset(dark, "7scenes").split()[0]
+    n_dark = sum(lowlight.brightness(load_image(f)) < 0.06 for f in map_frames)
+    assert len(map_frames) == 24 and n_dark >= 12
+    assert main(build + ["--low-light-brightness", "0.06", "--out", str(tmp / "m-dark")]) == 0
+    assert (f"images darker than 0.06 enhanced ({n_dark}): localize with low_light_brightness 0.06"
+            in capsys.readouterr().out)
+    db = MapDatabase.load(tmp / "m-dark")
+    assert db.low_light_brightness == 0.06 and db.manifest["build"]["low_light_images"] == n_dark
+    # the same night images without the rule: other keypoints, no record (and the day map's manifest has none)
+    assert main(build + ["--out", str(tmp / "m-dark-raw")]) == 0
+    raw = MapDatabase.load(tmp / "m-dark-raw")
+    assert raw.low_light_brightness == 0.0 and "low_light_brightness" not in raw.manifest
+    assert not np.array_equal(db.keypoints[:50], raw.keypoints[:50])
+    assert main(build + ["--low-light-brightness", "1.5", "--out", str(tmp / "bad")]) == 2
+    assert "--low-light-brightness must be in [0, 1)" in capsys.readouterr().err
+    # a localizer that prepares queries otherwise says so
+    assert Localizer.from_map(tmp / "m-dark", LocalizerConfig(low_light_brightness=0.06)).low_light_mismatch() is None
+    msg = Localizer.from_map(tmp / "m-dark", LocalizerConfig()).low_light_mismatch()
+    assert "set it to 0.06" in msg
+    # map update: the new (dark) images follow the map's rule
+    assert main(["-q", "map", "update", str(tmp / "m-dark"), "--dataset", str(dark), "--format", "7scenes",
+                 "--session", "again", "--keep-all"]) == 0
+    upd = MapDatabase.load(tmp / "m-dark")
+    assert upd.low_light_brightness == 0.06 and upd.manifest["updates"][-1]["low_light_images"] == n_dark
+    # merge: the parts disagree -> a warning, the merged map records the rule
+    import logging
+    with caplog.at_level(logging.WARNING):
+        assert main(["-q", "map", "merge", str(tmp / "m"), str(tmp / "m-dark-raw"), str(tmp / "m-dark"),
+                     "--out", str(tmp / "m-merged"), "--align", "never"]) == 0
+    assert "built with different --low-light-brightness" in caplog.text
+    assert MapDatabase.load(tmp / "m-merged").low_light_brightness == 0.06

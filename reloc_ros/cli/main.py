@@ -168,6 +168,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                         "docs/precision.md)")
     b.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"], default="auto",
                    help="retrieval index type (auto: exact search for small maps, IVF for large ones)")
+    b.add_argument("--low-light-brightness", type=float, default=0.0, metavar="B",
+                   help="> 0: map images whose median grey level (0-1) is below B are enhanced before extraction "
+                        "(core/lowlight.py), as queries are with the node's low_light_brightness; recorded in the "
+                        "map, and `reloc map update` treats new images the same way. For maps with night "
+                        "recordings localized at night: 0.06 with the same for the node (docs/robustness.md); "
+                        "0 (default): images as they are")
     b.add_argument("--out", required=True, type=Path, help="map directory to write")
     b.add_argument("--overwrite", action="store_true", help="replace an existing map (atomically)")
     b.add_argument("--reuse", action="store_true",
@@ -337,8 +343,12 @@ def _map_build(args, argv) -> int:
     if args.out.exists() and not (args.overwrite or args.reuse):  # before the work, not after it
         raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
                          "new one is complete), or --reuse to keep a map of these inputs")
+    if not 0.0 <= args.low_light_brightness < 1.0:
+        raise ValueError(f"--low-light-brightness must be in [0, 1) (a median grey level; 0 = off), got "
+                         f"{args.low_light_brightness}")
     kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit",
-                  **{k: v for k, v in _budget_of(args).items() if v})
+                  **{k: v for k, v in _budget_of(args).items() if v},
+                  **({"low_light_brightness": args.low_light_brightness} if args.low_light_brightness > 0 else {}))
     matcher = args.matcher
     if matcher == "auto":
         matcher = "lighterglue" if args.extractor == "learned" and points == "triangulate" else "mnn"
@@ -413,8 +423,13 @@ def _map_summary(db) -> str:
     al = db.manifest.get("aliases")
     looks = ("; look-alikes not analysed (`reloc map analyse` adds them)" if al is None else
              f"; {al['keyframes_with_lookalike']} keyframes have a look-alike elsewhere in the map")
+    dark = ""
+    if db.low_light_brightness > 0:
+        n = db.manifest.get("build", {}).get("low_light_images")
+        dark = (f"; images darker than {db.low_light_brightness:g} enhanced" + (f" ({n})" if n is not None else "")
+                + f": localize with low_light_brightness {db.low_light_brightness:g}")
     return (f"{c['keyframes']} keyframes, {c['keypoints']} keypoints, {len(db.valid_points())} with a 3D point "
-            f"({points}{note}){looks}")
+            f"({points}{note}){looks}{dark}")
 
 
 def _train_or_export(args) -> int:
@@ -513,6 +528,8 @@ def _eval(args) -> int:
         raise ValueError(f"--model applies to learned maps; {args.map} was built with "
                          f"{db.extractor_identity.get('name')!r}")
     loc = Localizer(db, extractor_for_map(db, **({"model_path": args.model} if args.model else {})), cfg)
+    if loc.low_light_mismatch() and db.low_light_brightness > 0:
+        print(f"reloc: warning: {loc.low_light_mismatch()} (--config)", file=sys.stderr)
     ds = load_dataset(args.dataset, args.format)
     _, queries = ds.split(args.map_every)
     if not queries:

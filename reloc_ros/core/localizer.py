@@ -483,6 +483,18 @@ class Localizer:
             return str(e)
         return None
 
+    def low_light_mismatch(self) -> str | None:
+        """A one-line warning when the map's images were prepared for low light differently from how this
+        localizer prepares queries (``MapDatabase.low_light_brightness`` vs ``low_light_brightness``), else None."""
+        m, q = self.db.low_light_brightness, self.config.low_light_brightness
+        if m == q:
+            return None
+        return (f"the map's images darker than {m:g} were enhanced for low light but low_light_brightness is {q:g}: "
+                f"set it to {m:g} so that dark queries are prepared like the map's images" if m > 0 else
+                f"low_light_brightness is {q:g} but the map's images were used as they are: dark queries are "
+                "enhanced and its dark keyframes were not (rebuild the map with `reloc map build "
+                f"--low-light-brightness {q:g}` if it holds night recordings; docs/robustness.md)")
+
     @property
     def match_ratio(self) -> float:
         """The Lowe ratio in use: ``config.ratio``, or the extractor's ``MATCH_RATIO`` when that is 0."""
@@ -498,12 +510,8 @@ class Localizer:
         """The map's extractor on ``image`` (uint8 RGB or grey), with the global descriptor: what
         :meth:`localize_features` takes (the node's pipeline extracts in one thread and localizes in another)."""
         _apply_blas_limit(self.config.blas_threads)
-        low_light = (self.config.low_light_brightness > 0
-                     and lowlight.brightness(image) < self.config.low_light_brightness)
-        if low_light:
-            side = max(image.shape[0], image.shape[1])
-            net_side = min(side, getattr(self.extractor, "max_side", None) or side)
-            image = lowlight.enhance(image, pixel_scale=side / net_side)
+        image, low_light = lowlight.prepare(image, self.config.low_light_brightness,
+                                            getattr(self.extractor, "max_side", None))
         features = self.extractor.extract(image)
         features.low_light = low_light
         if features.global_desc is None:

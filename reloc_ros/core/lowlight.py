@@ -23,7 +23,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["brightness", "suppress_light_sources", "enhance", "BLUR_SIGMA_PX", "CLAHE_CLIP"]
+__all__ = ["brightness", "suppress_light_sources", "enhance", "prepare", "BLUR_SIGMA_PX", "CLAHE_CLIP"]
 
 BLUR_SIGMA_PX = 2.0  # Gaussian blur, in pixels of the extractor's input (1024 px longer side for the learned one)
 CLAHE_CLIP = 8.0  # CLAHE clip limit (OpenCV's units: multiples of the uniform histogram's bin height)
@@ -101,3 +101,14 @@ def enhance(image: np.ndarray, pixel_scale: float = 1.0, sigma: float = BLUR_SIG
         grey = cv2.GaussianBlur(grey, (0, 0), s)
     tiles = (CLAHE_TILES, CLAHE_TILES)
     return cv2.createCLAHE(clipLimit=float(clip), tileGridSize=tiles).apply(grey)
+
+
+def prepare(image: np.ndarray, threshold: float, max_side: int | None = None) -> tuple[np.ndarray, bool]:
+    """(the image the extractor gets, whether it was enhanced): ``image`` itself unless ``threshold`` > 0 and its
+    :func:`brightness` is below it, else :func:`enhance` (with ``max_side``, the extractor's input size, for the
+    blur's scale). The one rule for query images (``LocalizerConfig.low_light_brightness``) and map images
+    (``reloc map build --low-light-brightness``, recorded in the map)."""
+    if threshold <= 0 or brightness(image) >= threshold:
+        return image, False
+    side = max(image.shape[0], image.shape[1])
+    return enhance(image, pixel_scale=side / min(side, max_side or side)), True

@@ -125,6 +125,13 @@ class MapDatabase:
         return self.manifest.get("extractor", {})
 
     @property
+    def low_light_brightness(self) -> float:
+        """The threshold below which the map's images were enhanced for low light before extraction (``reloc map
+        build --low-light-brightness``; core/lowlight.py); 0 = none were. Queries should use the same
+        (``LocalizerConfig.low_light_brightness``)."""
+        return float(self.manifest.get("low_light_brightness", 0.0))
+
+    @property
     def nbytes(self) -> int:
         """What the map's arrays take in memory (the node's share for the map, before the localizer's caches)."""
         arrs = (self.T_map_from_cam, self.keypoints, self.descriptors, self.scores, self.points3d, self.point_source,

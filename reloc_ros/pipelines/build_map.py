@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reloc_ros.core import lowlight
 from reloc_ros.core.aliases import mark_aliases
 from reloc_ros.core.config import digest
 from reloc_ros.core.features import ExtractorError, FeatureExtractor
@@ -34,7 +35,8 @@ LEARNED_DEPTH_MAX_SPREAD = 0.2
 
 def map_build_key(frames: list[Frame], extractor: FeatureExtractor, points: str, index_kind: str = "auto",
                   depth_scale: str = "fit", tri_cfg: TriangulationConfig = TriangulationConfig(),
-                  max_keyframes: int | None = None, max_per_place: int | None = None) -> str:
+                  max_keyframes: int | None = None, max_per_place: int | None = None,
+                  low_light_brightness: float = 0.0) -> str:
     """The digest of everything a map depends on: the extractor's identity (weights' sha256 and settings), where
     its points come from and how, and each map frame (name, pose, camera, image and depth file sizes). Recorded in
     the manifest as ``build.key``; :func:`build_or_reuse_map` reuses a map only when it matches."""
@@ -53,6 +55,8 @@ def map_build_key(frames: list[Frame], extractor: FeatureExtractor, points: str,
         rows.append([f.name, np.round(np.asarray(f.T_world_from_cam, np.float64), 9).ravel().tolist(), cam,
                      size(f.image_path), size(f.depth_path), f.depth_scale])
     budget = {"budget": [max_keyframes, max_per_place]} if max_keyframes or max_per_place else {}
+    if low_light_brightness > 0:  # absent when off: the keys of maps built before the option stay valid
+        budget["low_light_brightness"] = float(low_light_brightness)
     return digest({**budget, "extractor": extractor.identity(), "points": points, "index": index_kind,
                    "depth_scale": depth_scale if points == "learned" else None,
                    "triangulation": repr(tri_cfg) if points == "triangulate" else None,
@@ -67,7 +71,7 @@ def build_or_reuse_map(frames: list[Frame], extractor: FeatureExtractor, points:
     reuse maps."""
     key = map_build_key(frames, extractor, points, kwargs.get("index_kind", "auto"), kwargs.get("depth_scale", "fit"),
                         kwargs.get("tri_cfg", TriangulationConfig()), kwargs.get("max_keyframes"),
-                        kwargs.get("max_per_place"))
+                        kwargs.get("max_per_place"), kwargs.get("low_light_brightness", 0.0))
     if not rebuild and (Path(out) / "manifest.yaml").is_file():
         try:
             db = MapDatabase.load(out)
@@ -82,7 +86,8 @@ def build_or_reuse_map(frames: list[Frame], extractor: FeatureExtractor, points:
 def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out: Path, overwrite: bool = False,
               info: dict | None = None, tri_cfg: TriangulationConfig = TriangulationConfig(),
               show_progress: bool = True, index_kind: str = "auto", depth_scale: str = "fit",
-              max_keyframes: int | None = None, max_per_place: int | None = None) -> MapDatabase:
+              max_keyframes: int | None = None, max_per_place: int | None = None,
+              low_light_brightness: float = 0.0) -> MapDatabase:
     """Extract features of ``frames``, give their keypoints 3D points, and write the map to ``out``.
 
     Args:
@@ -99,6 +104,9 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
             when it is off by more than 25 %; ``none`` skips both. The factor goes into the manifest.
         max_keyframes, max_per_place: a keyframe budget (:func:`~.map_sessions.select_keyframes`), applied after
             the points are made (triangulation sees every frame).
+        low_light_brightness: > 0: map images darker than this (median grey level, 0-1) are enhanced before
+            extraction, as queries are with the same ``LocalizerConfig.low_light_brightness`` (core/lowlight.py);
+            recorded in the manifest. 0: images as they are.
 
     Raises:
         DatasetError / ExtractorError: unusable input, with what to do.
@@ -114,9 +122,11 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
         raise DatasetError(f"--points depth needs a depth image for every map frame; {missing} has none "
                            "(use --points triangulate)")
     t_start = time.perf_counter()
-    feats, kp_ideal = [], []
+    feats, kp_ideal, n_low_light = [], [], 0
     for f in progress_bar(frames, "extract", show_progress):
-        fe = extractor.extract(load_image(f))
+        image, low_light = lowlight.prepare(load_image(f), low_light_brightness, getattr(extractor, "max_side", None))
+        fe = extractor.extract(image)
+        n_low_light += low_light
         if fe.image_size != f.camera.size:
             raise DatasetError(f"{f.image_path} is {fe.image_size[0]}x{fe.image_size[1]} but its camera says "
                                f"{f.camera.width}x{f.camera.height}")
@@ -161,7 +171,10 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
         stats["pruned"] = pruned
     manifest_info = {"points": points, "build": dict(info or {})}
     manifest_info["build"]["key"] = map_build_key(frames, extractor, points, index_kind, depth_scale, tri_cfg,
-                                                  max_keyframes, max_per_place)
+                                                  max_keyframes, max_per_place, low_light_brightness)
+    if low_light_brightness > 0:  # queries should be prepared the same way (MapDatabase.low_light_brightness)
+        manifest_info["low_light_brightness"] = float(low_light_brightness)
+        manifest_info["build"]["low_light_images"] = n_low_light
     manifest_info["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
     if "depth_scale" in stats:
         manifest_info["build"]["depth_scale"] = stats.pop("depth_scale")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from reloc_ros.core.camera import Camera
+from reloc_ros.core import lowlight
 from reloc_ros.core.aliases import mark_aliases
 from reloc_ros.core.features import Features, FeatureExtractor
 from reloc_ros.core.geometry import cameras_near, invert_T, pose_errors
@@ -322,6 +323,17 @@ def _globals_in(ref: MapDatabase, db: MapDatabase, extractor: FeatureExtractor |
     return np.stack([ex.describe_global(_keyframe_features(db, i, True)[0]) for i in range(len(db))])
 
 
+def _merged_low_light(dbs: list[MapDatabase], paths: list[Path]) -> dict:
+    """The merged map's ``low_light_brightness`` (the highest of its parts'; absent when 0), with a warning when the
+    parts disagree: the dark keyframes of a part built without it were not enhanced."""
+    values = [db.low_light_brightness for db in dbs]
+    if len(set(values)) > 1:
+        log.warning("reloc: warning: the maps were built with different --low-light-brightness (%s): the merged map "
+                    "records %g; dark images of the others were not prepared that way (rebuild them with it for "
+                    "night queries)", ", ".join(f"{p}: {v:g}" for p, v in zip(paths, values)), max(values))
+    return {"low_light_brightness": max(values)} if max(values) > 0 else {}
+
+
 def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = False,
                max_keyframes: int | None = None, max_per_place: int | None = None, overwrite: bool = False,
                info: dict | None = None) -> tuple[MapDatabase, list[dict]]:
@@ -386,6 +398,7 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     keyframes, pruned = _budget(keyframes, max_keyframes, max_per_place)
     _recount(sessions, [k.name for k in keyframes])
     manifest = {"points": ref.manifest.get("points"), "sessions": sessions,
+                **_merged_low_light(dbs, paths),
                 "build": {**(info or {}), "merged_from": [str(Path(p).resolve()) for p in paths],
                           "alignment": records, "seconds": round(time.perf_counter() - t0, 2),
                           **({"pruned": pruned} if pruned else {})}}
@@ -455,8 +468,14 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
     G = db.global_desc
+    n_low_light = 0
     for f in progress_bar(frames, "localize new frames", show_progress):
-        fe = extractor.extract(load_image(f))
+        # the map's own rule for dark images (reloc map build --low-light-brightness): new keyframes like the old
+        image, low_light = lowlight.prepare(load_image(f), db.low_light_brightness,
+                                            getattr(extractor, "max_side", None))
+        n_low_light += low_light
+        fe = extractor.extract(image)
+        fe.low_light = low_light
         if fe.global_desc is None:
             fe.global_desc = extractor.describe_global(fe)
         feats.append(fe)
@@ -499,6 +518,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         old, new = _retriangulated(db, old, new)
     keyframes, pruned = _budget(old + new, max_keyframes, max_per_place)
     stats = {"session": name, "frames": len(frames), "kept": len(sel), "why_kept": why,
+             **({"low_light_images": n_low_light} if db.low_light_brightness > 0 else {}),
              "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {})}
     sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
                      "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})
