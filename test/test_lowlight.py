@@ -92,7 +92,9 @@ def test_night_queries_are_enhanced_flagged_and_less_certain(small_learned_map, 
     queries = {f.name: f for f in ds.split()[1]}
     dark = {n for n, f in queries.items() if lowlight.brightness(degrade(load_image(f), ("night",), 0, n)) < 0.06}
     assert len(dark) >= 8  # the night preset: most images below 0.06
-    assert f"enhanced for low light (low_light_brightness): {len(dark)} of 12 queries" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert f"enhanced for low light (low_light_brightness): {len(dark)} of 12 queries" in out.out
+    assert out.err.count("reloc: warning: low_light_brightness is 0.06 but the map's images were used as they") == 1
     assert off["low_light"] == 0 and on["low_light"] == len(dark) and on["queries"] == 12
     assert {r["name"] for r in on["records"] if r["low_light"]} == dark
     assert not any(r["low_light"] for r in off["records"])
@@ -167,6 +169,8 @@ def test_maps_record_the_low_light_rule_and_update_and_merge_follow_it(small_lea
     assert Localizer.from_map(tmp / "m-dark", LocalizerConfig(low_light_brightness=0.06)).low_light_mismatch() is None
     msg = Localizer.from_map(tmp / "m-dark", LocalizerConfig()).low_light_mismatch()
     assert "set it to 0.06" in msg
+    day = Localizer.from_map(tmp / "m", LocalizerConfig(low_light_brightness=0.06)).low_light_mismatch()
+    assert "published wrong poses" in day and "--low-light-brightness 0.06" in day
     # map update: the new (dark) images follow the map's rule
     assert main(["-q", "map", "update", str(tmp / "m-dark"), "--dataset", str(dark), "--format", "7scenes",
                  "--session", "again", "--keep-all"]) == 0

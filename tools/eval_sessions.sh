@@ -6,17 +6,25 @@
 # Also: session 1's map moved by a known rigid transform, merged with --align auto (alignment error); the 3-session
 # map's cold-start study (reloc eval --track, with odometry) on the query runs of sessions 0 and 2.
 # Usage: tools/eval_sessions.sh [OUT=data/sessions] [SCENES="office corridor hall storage"]
+# Environment: LOW_LIGHT=B builds the maps with --low-light-brightness B and localizes with low_light_brightness B
+# (docs/robustness.md; use another OUT: the maps differ).
 # Writes OUT/<scene>/*.json and prints the tables (tools/sessions_table.py). About 20 min per scene on 2 cores.
 set -euo pipefail
 OUT=${1:-data/sessions}
 SCENES=${2:-"office corridor hall storage"}
 RELOC=${RELOC:-reloc}
+BUILD_LL=(); EVAL_LL=()
+if [ "${LOW_LIGHT:-0}" != 0 ]; then
+  mkdir -p "$OUT"; echo "low_light_brightness: $LOW_LIGHT" > "$OUT/low-light.yaml"
+  BUILD_LL=(--low-light-brightness "$LOW_LIGHT"); EVAL_LL=(--config "$OUT/low-light.yaml")
+fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 for s in $SCENES; do
   D="$OUT/$s"; mkdir -p "$D"
   for k in 0 1 2; do
     $RELOC data synth --scene "$s" --session $k --out "$D/s$k" --n-map 300 --n-query 150 --reuse --quiet
-    $RELOC -q map build --dataset "$D/s$k" --format 7scenes --extractor learned --points depth --out "$D/map-s$k" --reuse
+    $RELOC -q map build --dataset "$D/s$k" --format 7scenes --extractor learned --points depth --out "$D/map-s$k" --reuse \
+      "${BUILD_LL[@]}"
   done
   rm -rf "$D/map-s0+u1"; cp -r "$D/map-s0" "$D/map-s0+u1"          # a copy: update works in place
   /usr/bin/time -f "%e s" -o "$D/update-s1.time" $RELOC -q map update "$D/map-s0+u1" --dataset "$D/s1" --format 7scenes
@@ -33,7 +41,8 @@ for s in $SCENES; do
     for q in 0 1 2; do
       [ "$q" = 1 ] && [ "$m" != m012 ] && [ "$m" != "m012-b$n" ] && continue   # session 1 queries: budget study only
       track=""; [ "$m" = m012 ] && [ "$q" != 1 ] && track="--track"   # cold starts through the tracker, odometry
-      $RELOC -q eval --map "$D/map-$m" --dataset "$D/s$q" --format 7scenes $track --json "$D/eval-$m-q$q.json" > /dev/null
+      $RELOC -q eval --map "$D/map-$m" --dataset "$D/s$q" --format 7scenes $track "${EVAL_LL[@]}" \
+        --json "$D/eval-$m-q$q.json" > /dev/null
     done
   done
 done

@@ -491,9 +491,10 @@ class Localizer:
             return None
         return (f"the map's images darker than {m:g} were enhanced for low light but low_light_brightness is {q:g}: "
                 f"set it to {m:g} so that dark queries are prepared like the map's images" if m > 0 else
-                f"low_light_brightness is {q:g} but the map's images were used as they are: dark queries are "
-                "enhanced and its dark keyframes were not (rebuild the map with `reloc map build "
-                f"--low-light-brightness {q:g}` if it holds night recordings; docs/robustness.md)")
+                f"low_light_brightness is {q:g} but the map's images were used as they are: enhanced night queries "
+                "against a day map published wrong poses in the benchmark, and against night keyframes extracted "
+                f"as they are they localize worse; build the map's night sessions with --low-light-brightness {q:g} "
+                "or set low_light_brightness to 0 (docs/robustness.md)")
 
     @property
     def match_ratio(self) -> float:

@@ -38,8 +38,8 @@ def load_localizer(want: dict, config: LocalizerConfig, log) -> Localizer:
              f"{name}{f', {len(sessions)} sessions' if sessions else ''}, {db.nbytes / 2**20:.0f} MiB of "
              f"map arrays) in {time.perf_counter() - t0:.2f} s")
     mismatch = loc.low_light_mismatch()
-    if mismatch:  # a map prepared for the dark but queries not: a warning; the other way round (a day map) is usual
-        (log.warning if db.low_light_brightness > 0 else log.info)(f"map {want['map_path']}: {mismatch}")
+    if mismatch:
+        log.warning(f"map {want['map_path']}: {mismatch}")
     if db.alias_inliers is None:
         log.info(f"map {want['map_path']} has no look-alike analysis: after a cold start every place needs "
                  f"track_min_motion_m of travel (or the turn) before it is published; `reloc map analyse "
