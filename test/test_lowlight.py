@@ -94,7 +94,7 @@ def test_night_queries_are_enhanced_flagged_and_less_certain(small_learned_map, 
     assert len(dark) >= 8  # the night preset: most images below 0.06
     out = capsys.readouterr()
     assert f"enhanced for low light (low_light_brightness): {len(dark)} of 12 queries" in out.out
-    assert out.err.count("reloc: warning: low_light_brightness is 0.06 but the map's images were used as they") == 1
+    assert out.err.count("reloc: warning: low_light_brightness is 0.06 but the map has no keyframe enhanced for low light") == 1
     assert off["low_light"] == 0 and on["low_light"] == len(dark) and on["queries"] == 12
     assert {r["name"] for r in on["records"] if r["low_light"]} == dark
     assert not any(r["low_light"] for r in off["records"])
@@ -121,11 +121,20 @@ def test_images_of_normal_exposure_are_untouched(small_learned_map):
         assert a.get("T_map_from_cam") == b.get("T_map_from_cam")
 
 
-def test_the_setting_is_validated():
+def test_the_setting_is_validated(small_learned_map, capsys):
+    from reloc_ros.cli.main import main
     from reloc_ros.core.localizer import LocalizerConfig
 
     with pytest.raises(ValueError, match="low_light_brightness"):
         LocalizerConfig(low_light_brightness=1.5)
+    # what a YAML file gives for `low_light_brightness:`, `abc`, `true`, `"0.06"`, `[0.06]`: one line, no traceback
+    tmp = small_learned_map
+    for text in ("", "abc", "true", '"0.06"', "[0.06]"):
+        (tmp / "bad.yaml").write_text(f"low_light_brightness: {text}\n")
+        assert main(["-q", "eval", "--map", str(tmp / "m"), "--dataset", str(tmp / "s"), "--format", "7scenes",
+                     "--config", str(tmp / "bad.yaml")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "LocalizerConfig.low_light_brightness must be a number" in err[0], err
 
 
 def _dark_copy(src, dst):
@@ -154,17 +163,26 @@ def test_maps_record_the_low_light_rule_and_update_and_merge_follow_it(small_lea
     n_dark = sum(lowlight.brightness(load_image(f)) < 0.06 for f in map_frames)
     assert len(map_frames) == 24 and n_dark >= 12
     assert main(build + ["--low-light-brightness", "0.06", "--out", str(tmp / "m-dark")]) == 0
-    assert (f"images darker than 0.06 enhanced ({n_dark}): localize with low_light_brightness 0.06"
+    assert (f"{n_dark} keyframes enhanced for low light (darker than 0.06): localize with low_light_brightness 0.06"
             in capsys.readouterr().out)
     db = MapDatabase.load(tmp / "m-dark")
     assert db.low_light_brightness == 0.06 and db.manifest["build"]["low_light_images"] == n_dark
+    assert db.low_light_keyframes == n_dark
+    # the rule on daylight images changes nothing, and the map says it is a daylight map
+    assert main(["-q", "map", "build", "--dataset", str(tmp / "s"), "--format", "7scenes", "--low-light-brightness",
+                 "0.06", "--out", str(tmp / "m-day-rule")]) == 0
+    assert "no keyframe that dark: a daylight map, localize with low_light_brightness 0" in capsys.readouterr().out
+    day_rule = MapDatabase.load(tmp / "m-day-rule")
+    assert day_rule.low_light_keyframes == 0 and np.array_equal(day_rule.keypoints, MapDatabase.load(tmp / "m").keypoints)
+    assert Localizer.from_map(tmp / "m-day-rule", LocalizerConfig()).low_light_mismatch() is None
     # the same night images without the rule: other keypoints, no record (and the day map's manifest has none)
     assert main(build + ["--out", str(tmp / "m-dark-raw")]) == 0
     raw = MapDatabase.load(tmp / "m-dark-raw")
     assert raw.low_light_brightness == 0.0 and "low_light_brightness" not in raw.manifest
     assert not np.array_equal(db.keypoints[:50], raw.keypoints[:50])
-    assert main(build + ["--low-light-brightness", "1.5", "--out", str(tmp / "bad")]) == 2
-    assert "--low-light-brightness must be in [0, 1)" in capsys.readouterr().err
+    for bad in ("1.5", "-1", "nan"):
+        assert main(build + ["--low-light-brightness", bad, "--out", str(tmp / "bad")]) == 2
+        assert "--low-light-brightness must be in [0, 1]" in capsys.readouterr().err
     # a localizer that prepares queries otherwise says so
     assert Localizer.from_map(tmp / "m-dark", LocalizerConfig(low_light_brightness=0.06)).low_light_mismatch() is None
     msg = Localizer.from_map(tmp / "m-dark", LocalizerConfig()).low_light_mismatch()
@@ -176,10 +194,28 @@ def test_maps_record_the_low_light_rule_and_update_and_merge_follow_it(small_lea
                  "--session", "again", "--keep-all"]) == 0
     upd = MapDatabase.load(tmp / "m-dark")
     assert upd.low_light_brightness == 0.06 and upd.manifest["updates"][-1]["low_light_images"] == n_dark
+    assert upd.low_light_keyframes == 2 * n_dark
+    update = ["-q", "map", "update", str(tmp / "m-dark"), "--dataset", str(dark), "--format", "7scenes", "--keep-all"]
+    assert main(update + ["--low-light-brightness", "0.05"]) == 2  # another rule than the map's: refused
+    assert "update it with the same rule" in capsys.readouterr().err
+    # a map without the rule: night images are counted and named; with the option the map takes the rule
+    import shutil
+    shutil.copytree(tmp / "m", tmp / "m-day-upd")
+    capsys.readouterr()
+    day_update = ["-q", "map", "update", str(tmp / "m-day-upd"), "--dataset", str(dark), "--format", "7scenes",
+                  "--keep-all"]
+    assert main(day_update + ["--session", "night-raw"]) == 0
+    assert f"reloc: note: {n_dark} of the 24 new images are night-dark" in capsys.readouterr().out
+    assert MapDatabase.load(tmp / "m-day-upd").low_light_keyframes == 0
+    assert main(day_update + ["--session", "night", "--low-light-brightness", "0.06"]) == 0
+    assert "night-dark" not in capsys.readouterr().out
+    ruled = MapDatabase.load(tmp / "m-day-upd")
+    assert ruled.low_light_brightness == 0.06 and ruled.low_light_keyframes == n_dark
     # merge: the parts disagree -> a warning, the merged map records the rule
     import logging
     with caplog.at_level(logging.WARNING):
         assert main(["-q", "map", "merge", str(tmp / "m"), str(tmp / "m-dark-raw"), str(tmp / "m-dark"),
                      "--out", str(tmp / "m-merged"), "--align", "never"]) == 0
-    assert "built with different --low-light-brightness" in caplog.text
-    assert MapDatabase.load(tmp / "m-merged").low_light_brightness == 0.06
+    assert "built without --low-light-brightness 0.06: fine for a map of daylight images" in caplog.text
+    merged = MapDatabase.load(tmp / "m-merged")
+    assert merged.low_light_brightness == 0.06 and merged.low_light_keyframes == 2 * n_dark

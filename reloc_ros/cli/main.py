@@ -211,6 +211,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     u.add_argument("--keep-all", action="store_true",
                    help="add every frame (default: only frames the map fails to localize, localizes with few "
                         "inliers or off their pose, or whose place has no keyframe that looks like them)")
+    u.add_argument("--low-light-brightness", type=float, default=None, metavar="B",
+                   help="enhance new images darker than B before extraction (as `map build --low-light-brightness`) "
+                        "and record the rule in the map: for adding a night session to a map built without it; a map "
+                        "built with a rule keeps its own (default: the map's rule)")
     _add_budget_args(u)
 
     e = sub.add_parser("eval", help="localize the dataset's query images against a map")
@@ -343,9 +347,7 @@ def _map_build(args, argv) -> int:
     if args.out.exists() and not (args.overwrite or args.reuse):  # before the work, not after it
         raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
                          "new one is complete), or --reuse to keep a map of these inputs")
-    if not 0.0 <= args.low_light_brightness < 1.0:
-        raise ValueError(f"--low-light-brightness must be in [0, 1) (a median grey level; 0 = off), got "
-                         f"{args.low_light_brightness}")
+    _check_low_light(args.low_light_brightness)
     kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit",
                   **{k: v for k, v in _budget_of(args).items() if v},
                   **({"low_light_brightness": args.low_light_brightness} if args.low_light_brightness > 0 else {}))
@@ -399,16 +401,30 @@ def _map_merge(args, argv) -> int:
 
 
 def _map_update(args, argv) -> int:
+    from reloc_ros.core.lowlight import NIGHT_BRIGHTNESS
     from reloc_ros.pipelines.map_sessions import update_map
 
     _, frames, info = _map_input(args, argv)
+    if args.low_light_brightness is not None:
+        _check_low_light(args.low_light_brightness)
     db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all,
-                        show_progress=not args.quiet, **_budget_of(args))
+                        show_progress=not args.quiet, low_light_brightness=args.low_light_brightness,
+                        **_budget_of(args))
     why = "--keep-all" if args.keep_all else (", ".join(f"{v} {k}" for k, v in st["why_kept"].items() if v)
                                                or "none adds anything")
     print(f"map {db.path} updated with session {st['session']}: {st['kept']} of {st['frames']} frames added "
           f"({why}); now {_map_summary(db)}, {st['seconds']:.1f} s")
+    if st.get("dark_images"):
+        print(f"reloc: note: {st['dark_images']} of the {st['frames']} new images are night-dark (median grey level "
+              f"below {NIGHT_BRIGHTNESS:g}) and were used as they are: to localize at night with low_light_brightness "
+              f"{NIGHT_BRIGHTNESS:g}, add such sessions with --low-light-brightness {NIGHT_BRIGHTNESS:g} "
+              "(docs/robustness.md)")
     return 0
+
+
+def _check_low_light(value: float) -> None:
+    if not (0.0 <= value <= 1.0):  # NaN fails too
+        raise ValueError(f"--low-light-brightness must be in [0, 1] (a median grey level; 0 = off), got {value}")
 
 
 def _map_summary(db) -> str:
@@ -423,11 +439,12 @@ def _map_summary(db) -> str:
     al = db.manifest.get("aliases")
     looks = ("; look-alikes not analysed (`reloc map analyse` adds them)" if al is None else
              f"; {al['keyframes_with_lookalike']} keyframes have a look-alike elsewhere in the map")
-    dark = ""
-    if db.low_light_brightness > 0:
-        n = db.manifest.get("build", {}).get("low_light_images")
-        dark = (f"; images darker than {db.low_light_brightness:g} enhanced" + (f" ({n})" if n is not None else "")
-                + f": localize with low_light_brightness {db.low_light_brightness:g}")
+    dark, b = "", db.low_light_brightness
+    if b > 0 and db.low_light_keyframes:
+        dark = (f"; {db.low_light_keyframes} keyframes enhanced for low light (darker than {b:g}): localize with "
+                f"low_light_brightness {b:g}")
+    elif b > 0:
+        dark = f"; low-light rule {b:g}, no keyframe that dark: a daylight map, localize with low_light_brightness 0"
     return (f"{c['keyframes']} keyframes, {c['keypoints']} keypoints, {len(db.valid_points())} with a 3D point "
             f"({points}{note}){looks}{dark}")
 

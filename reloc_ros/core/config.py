@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import MISSING, dataclass, field, fields
+
+import numpy as np
 
 __all__ = ["setting", "Setting", "settings_of", "check_fields", "digest"]
 
@@ -70,11 +73,32 @@ def settings_of(cls) -> list[tuple[str, object, Setting]]:
             for f in fields(cls) if "setting" in f.metadata]
 
 
+def _type_error(name: str, annotation, value) -> str | None:
+    """Why ``value`` is not of the field's declared type (bool, int, float, str: true/false, an integer, a number, a
+    string), or None (other declared types are not checked here)."""
+    t = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if t == "bool":
+        ok, kind = isinstance(value, (bool, np.bool_)), "true or false"
+    elif t == "int":
+        ok, kind = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)), "an integer"
+    elif t == "float":
+        ok, kind = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)), "a number"
+    elif t == "str":
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return None
+    return None if ok else f"{name} must be {kind}, got {value!r}"
+
+
 def check_fields(obj) -> None:
-    """Raise ValueError naming ``Class.field`` for the first value outside its setting's choices or range."""
+    """Raise ValueError naming ``Class.field`` for the first value of the wrong kind (a YAML ``abc``, ``true`` or an
+    empty entry where a number belongs) or outside its setting's choices or range."""
     for f in fields(obj):
         s = f.metadata.get("setting")
-        if s is not None and (why := s.why_not(f"{type(obj).__name__}.{f.name}", getattr(obj, f.name))):
+        if s is None:
+            continue
+        name, value = f"{type(obj).__name__}.{f.name}", getattr(obj, f.name)
+        if (why := _type_error(name, f.type, value)) or (why := s.why_not(name, value)):
             raise ValueError(why)
 
 

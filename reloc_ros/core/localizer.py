@@ -212,7 +212,10 @@ class LocalizerConfig:
     low_light_brightness: float = setting(0.0, "> 0: an image whose median grey level (0-1) is below this is "
                                           "enhanced before extraction (light sources suppressed, denoised, CLAHE: "
                                           "reloc_ros/core/lowlight.py), and counts as dim for the covariance and the "
-                                          "place check; 0 = never", 0.0, 1.0)
+                                          "place check; 0 = never. Only with a map whose night images were built "
+                                          "with the same rule (reloc map build --low-light-brightness, e.g. 0.06): "
+                                          "on daylight maps it published wrong poses at night (docs/robustness.md)",
+                                          0.0, 1.0)
 
     def __post_init__(self):
         """Refuse values the pipeline cannot run with, naming the field and its valid range."""
@@ -487,14 +490,17 @@ class Localizer:
         """A one-line warning when the map's images were prepared for low light differently from how this
         localizer prepares queries (``MapDatabase.low_light_brightness`` vs ``low_light_brightness``), else None."""
         m, q = self.db.low_light_brightness, self.config.low_light_brightness
+        if not self.db.low_light_keyframes:
+            m = 0.0  # a rule but no keyframe that dark: a daylight map
         if m == q:
             return None
-        return (f"the map's images darker than {m:g} were enhanced for low light but low_light_brightness is {q:g}: "
-                f"set it to {m:g} so that dark queries are prepared like the map's images" if m > 0 else
-                f"low_light_brightness is {q:g} but the map's images were used as they are: enhanced night queries "
-                "against a day map published wrong poses in the benchmark, and against night keyframes extracted "
-                f"as they are they localize worse; build the map's night sessions with --low-light-brightness {q:g} "
-                "or set low_light_brightness to 0 (docs/robustness.md)")
+        return (f"{self.db.low_light_keyframes} of the map's keyframes were enhanced for low light (darker than "
+                f"{m:g}) but low_light_brightness is {q:g}: set it to {m:g} so that dark queries are prepared like "
+                "them" if m > 0 else
+                f"low_light_brightness is {q:g} but the map has no keyframe enhanced for low light: enhanced night "
+                "queries against a day map published wrong poses in the benchmark, and against night keyframes "
+                "extracted as they are they localize worse; build the map's night sessions with "
+                f"--low-light-brightness {q:g} or set low_light_brightness to 0 (docs/robustness.md)")
 
     @property
     def match_ratio(self) -> float:

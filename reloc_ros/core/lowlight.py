@@ -23,7 +23,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["brightness", "suppress_light_sources", "enhance", "prepare", "BLUR_SIGMA_PX", "CLAHE_CLIP"]
+__all__ = ["brightness", "suppress_light_sources", "enhance", "prepare", "NIGHT_BRIGHTNESS", "BLUR_SIGMA_PX", "CLAHE_CLIP"]
 
 BLUR_SIGMA_PX = 2.0  # Gaussian blur, in pixels of the extractor's input (1024 px longer side for the learned one)
 CLAHE_CLIP = 8.0  # CLAHE clip limit (OpenCV's units: multiples of the uniform histogram's bin height)
@@ -33,6 +33,9 @@ LIGHT_MIN_LEVEL = 64  # ... and extends over the connected pixels >= max(this, L
 LIGHT_REL_MEDIAN = 4.0
 LIGHT_GLOW = 1.0  # ... and its glow over this x its equivalent radius around it
 _SMALL = 4  # light sources are found and filled at 1 / _SMALL of the resolution
+# The threshold the docs recommend (chosen on the tuning scenes: docs/RESULTS.md "Low-light mode"); `reloc map update`
+# counts new images below it when the map has no rule
+NIGHT_BRIGHTNESS = 0.06
 
 
 def _grey(image: np.ndarray) -> np.ndarray:

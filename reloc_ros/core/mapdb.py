@@ -132,6 +132,11 @@ class MapDatabase:
         return float(self.manifest.get("low_light_brightness", 0.0))
 
     @property
+    def low_light_keyframes(self) -> int:
+        """How many keyframes were enhanced for low light when they were extracted (by build, update and merge)."""
+        return int(self.manifest.get("low_light_keyframes", 0))
+
+    @property
     def nbytes(self) -> int:
         """What the map's arrays take in memory (the node's share for the map, before the localizer's caches)."""
         arrs = (self.T_map_from_cam, self.keypoints, self.descriptors, self.scores, self.points3d, self.point_source,

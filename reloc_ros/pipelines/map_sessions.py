@@ -328,10 +328,13 @@ def _merged_low_light(dbs: list[MapDatabase], paths: list[Path]) -> dict:
     parts disagree: the dark keyframes of a part built without it were not enhanced."""
     values = [db.low_light_brightness for db in dbs]
     if len(set(values)) > 1:
-        log.warning("reloc: warning: the maps were built with different --low-light-brightness (%s): the merged map "
-                    "records %g; dark images of the others were not prepared that way (rebuild them with it for "
-                    "night queries)", ", ".join(f"{p}: {v:g}" for p, v in zip(paths, values)), max(values))
-    return {"low_light_brightness": max(values)} if max(values) > 0 else {}
+        without = [str(p) for p, v in zip(paths, values) if v != max(values)]
+        log.warning("reloc: warning: %s built without --low-light-brightness %g: fine for a map of daylight "
+                    "images; if it holds night images, they were not prepared like the others' (rebuild it with "
+                    "the option)", ", ".join(without), max(values))
+    if max(values) <= 0:
+        return {}
+    return {"low_light_brightness": max(values), "low_light_keyframes": sum(db.low_light_keyframes for db in dbs)}
 
 
 def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = False,
@@ -437,7 +440,7 @@ def _off(err: tuple[float, float]) -> bool:
 
 def update_map(map_path: Path, frames: list[Frame], session: str | None = None, info: dict | None = None,
                max_keyframes: int | None = None, max_per_place: int | None = None, keep_all: bool = False,
-               show_progress: bool = True) -> tuple[MapDatabase, dict]:
+               show_progress: bool = True, low_light_brightness: float | None = None) -> tuple[MapDatabase, dict]:
     """Add a session to a map without re-extracting its keyframes; written atomically in place.
 
     The new frames (in the map's frame) are extracted with the map's extractor and localized in the current map;
@@ -468,11 +471,19 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
     G = db.global_desc
-    n_low_light = 0
+    rule = db.low_light_brightness
+    if low_light_brightness is not None and low_light_brightness != rule:
+        if rule > 0:
+            raise ValueError(f"{map_path} enhances images darker than {rule:g} (reloc map build "
+                             f"--low-light-brightness); update it with the same rule (leave the option out)")
+        rule = float(low_light_brightness)  # a map without the rule takes it from now on (its old images stay)
+    n_low_light = n_dark = 0
     for f in progress_bar(frames, "localize new frames", show_progress):
         # the map's own rule for dark images (reloc map build --low-light-brightness): new keyframes like the old
-        image, low_light = lowlight.prepare(load_image(f), db.low_light_brightness,
-                                            getattr(extractor, "max_side", None))
+        image = load_image(f)
+        if rule <= 0:
+            n_dark += lowlight.brightness(image) < lowlight.NIGHT_BRIGHTNESS
+        image, low_light = lowlight.prepare(image, rule, getattr(extractor, "max_side", None))
         n_low_light += low_light
         fe = extractor.extract(image)
         fe.low_light = low_light
@@ -518,7 +529,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         old, new = _retriangulated(db, old, new)
     keyframes, pruned = _budget(old + new, max_keyframes, max_per_place)
     stats = {"session": name, "frames": len(frames), "kept": len(sel), "why_kept": why,
-             **({"low_light_images": n_low_light} if db.low_light_brightness > 0 else {}),
+             **({"low_light_images": n_low_light} if rule > 0 else {"dark_images": n_dark}),
              "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {})}
     sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
                      "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})
@@ -527,6 +538,11 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     manifest["sessions"] = sessions
     manifest.setdefault("updates", []).append({**(info or {}), **stats})
     manifest.pop("aliases", None)
+    if rule > 0:
+        kept = {k.name for k in keyframes}
+        manifest["low_light_brightness"] = rule
+        manifest["low_light_keyframes"] = db.low_light_keyframes + sum(  # (old ones as counted before any budget)
+            1 for i, k in zip(sel, new) if feats[i].low_light and k.name in kept)
     out = MapDatabase.from_keyframes(keyframes, db.extractor_identity, db.extractor_state, manifest)
     kind = (db.manifest.get("index") or {}).get("requested", "auto")
     carry = None if db.alias_inliers is None else dict(zip(db.names, db.alias_inliers.tolist()))
