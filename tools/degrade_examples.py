@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Write docs/images/degrade.jpg: one generated office view (never a real photo of the evaluation data) under each
-``--degrade`` preset (reloc_ros/core/degrade.py), labelled, for docs/robustness.md.
+``--degrade`` preset (reloc_ros/core/degrade.py), and the night one as the low-light mode gives it to the extractor
+(reloc_ros/core/lowlight.py), labelled, for docs/robustness.md.
 
 Usage: python tools/degrade_examples.py [--out docs/images/degrade.jpg]
 """
@@ -19,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reloc_ros.core.degrade import PRESETS, degrade  # noqa: E402
+from reloc_ros.core.lowlight import enhance  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
 from reloc_ros.datasets.base import load_image  # noqa: E402
 from reloc_ros.datasets.synthetic import generate  # noqa: E402
@@ -33,6 +35,8 @@ def main() -> int:
         q = load_dataset(Path(tmp) / "s", "7scenes").split(None)[1][0]
         img = load_image(q)
     tiles = [("clean", img)] + [(p, degrade(img, (p,), 0, q.name)) for p in PRESETS]
+    grey = enhance(dict(tiles)["night"])  # what the extractor sees of the night image with low_light_brightness
+    tiles.append(("night, low-light mode", cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)))
     cells = []
     for label, t in tiles:
         t = cv2.resize(cv2.cvtColor(t, cv2.COLOR_RGB2BGR), (320, 240), interpolation=cv2.INTER_AREA)
