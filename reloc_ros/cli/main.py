@@ -545,8 +545,8 @@ def _eval(args) -> int:
         raise ValueError(f"--model applies to learned maps; {args.map} was built with "
                          f"{db.extractor_identity.get('name')!r}")
     loc = Localizer(db, extractor_for_map(db, **({"model_path": args.model} if args.model else {})), cfg)
-    if loc.low_light_mismatch():
-        print(f"reloc: warning: {loc.low_light_mismatch()} (--config)", file=sys.stderr)
+    if mismatch := loc.low_light_mismatch():
+        print(f"reloc: warning: {mismatch} (--config)", file=sys.stderr)
     ds = load_dataset(args.dataset, args.format)
     _, queries = ds.split(args.map_every)
     if not queries:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from reloc_ros.core import gates
+from reloc_ros.core import gates, lowlight
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
 from reloc_ros.core.aliases import unique_place
 from reloc_ros.core.camera import Camera
@@ -20,7 +20,6 @@ from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
 from reloc_ros.core.geometry import invert_T, pose_errors, rotation_error_deg
 from reloc_ros.core.mapdb import POINT_SOURCES, MapDatabase, check_extractor, extractor_for_map  # noqa: F401
-from reloc_ros.core import lowlight
 from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_matcher_path
 from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
@@ -517,10 +516,7 @@ class Localizer:
         """The map's extractor on ``image`` (uint8 RGB or grey), with the global descriptor: what
         :meth:`localize_features` takes (the node's pipeline extracts in one thread and localizes in another)."""
         _apply_blas_limit(self.config.blas_threads)
-        image, low_light = lowlight.prepare(image, self.config.low_light_brightness,
-                                            getattr(self.extractor, "max_side", None))
-        features = self.extractor.extract(image)
-        features.low_light = low_light
+        features = lowlight.extract(self.extractor, image, self.config.low_light_brightness)
         if features.global_desc is None:
             features.global_desc = self.extractor.describe_global(features)
         return features

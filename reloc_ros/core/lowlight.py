@@ -23,7 +23,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["brightness", "suppress_light_sources", "enhance", "prepare", "NIGHT_BRIGHTNESS", "BLUR_SIGMA_PX", "CLAHE_CLIP"]
+__all__ = ["brightness", "suppress_light_sources", "enhance", "prepare", "extract", "NIGHT_BRIGHTNESS", "BLUR_SIGMA_PX",
+           "CLAHE_CLIP"]
 
 BLUR_SIGMA_PX = 2.0  # Gaussian blur, in pixels of the extractor's input (1024 px longer side for the learned one)
 CLAHE_CLIP = 8.0  # CLAHE clip limit (OpenCV's units: multiples of the uniform histogram's bin height)
@@ -115,3 +116,13 @@ def prepare(image: np.ndarray, threshold: float, max_side: int | None = None) ->
         return image, False
     side = max(image.shape[0], image.shape[1])
     return enhance(image, pixel_scale=side / min(side, max_side or side)), True
+
+
+def extract(extractor, image: np.ndarray, threshold: float):
+    """``extractor.extract`` of ``image`` prepared by :func:`prepare` (the extractor's ``max_side`` sets the blur's
+    scale), with ``Features.low_light`` saying whether it was enhanced: how queries (Localizer.extract), new map
+    images (build, update) go through the rule."""
+    image, low_light = prepare(image, threshold, getattr(extractor, "max_side", None))
+    features = extractor.extract(image)
+    features.low_light = low_light
+    return features

@@ -122,12 +122,9 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
         raise DatasetError(f"--points depth needs a depth image for every map frame; {missing} has none "
                            "(use --points triangulate)")
     t_start = time.perf_counter()
-    feats, kp_ideal, n_low_light = [], [], 0
+    feats, kp_ideal = [], []
     for f in progress_bar(frames, "extract", show_progress):
-        image, low_light = lowlight.prepare(load_image(f), low_light_brightness, getattr(extractor, "max_side", None))
-        fe = extractor.extract(image)
-        fe.low_light = low_light
-        n_low_light += low_light
+        fe = lowlight.extract(extractor, load_image(f), low_light_brightness)
         if fe.image_size != f.camera.size:
             raise DatasetError(f"{f.image_path} is {fe.image_size[0]}x{fe.image_size[1]} but its camera says "
                                f"{f.camera.width}x{f.camera.height}")
@@ -175,9 +172,9 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
                                                   max_keyframes, max_per_place, low_light_brightness)
     if low_light_brightness > 0:  # queries should be prepared the same way (MapDatabase.low_light_brightness)
         manifest_info["low_light_brightness"] = float(low_light_brightness)
-        manifest_info["build"]["low_light_images"] = n_low_light
+        manifest_info["build"]["low_light_images"] = sum(fe.low_light for fe in feats)
         kept = {k.name for k in keyframes}
-        manifest_info["low_light_keyframes"] = sum(1 for f, fe in zip(frames, feats) if fe.low_light and f.name in kept)
+        manifest_info["low_light_keyframes"] = sum(fe.low_light and f.name in kept for f, fe in zip(frames, feats))
     manifest_info["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
     if "depth_scale" in stats:
         manifest_info["build"]["depth_scale"] = stats.pop("depth_scale")

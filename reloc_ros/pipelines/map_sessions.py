@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reloc_ros.core.camera import Camera
 from reloc_ros.core import lowlight
 from reloc_ros.core.aliases import mark_aliases
+from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import Features, FeatureExtractor
 from reloc_ros.core.geometry import cameras_near, invert_T, pose_errors
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError, extractor_for_map
@@ -477,16 +477,13 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
             raise ValueError(f"{map_path} enhances images darker than {rule:g} (reloc map build "
                              f"--low-light-brightness); update it with the same rule (leave the option out)")
         rule = float(low_light_brightness)  # a map without the rule takes it from now on (its old images stay)
-    n_low_light = n_dark = 0
+    n_dark = 0
     for f in progress_bar(frames, "localize new frames", show_progress):
         # the map's own rule for dark images (reloc map build --low-light-brightness): new keyframes like the old
         image = load_image(f)
         if rule <= 0:
             n_dark += lowlight.brightness(image) < lowlight.NIGHT_BRIGHTNESS
-        image, low_light = lowlight.prepare(image, rule, getattr(extractor, "max_side", None))
-        n_low_light += low_light
-        fe = extractor.extract(image)
-        fe.low_light = low_light
+        fe = lowlight.extract(extractor, image, rule)
         if fe.global_desc is None:
             fe.global_desc = extractor.describe_global(fe)
         feats.append(fe)
@@ -529,7 +526,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         old, new = _retriangulated(db, old, new)
     keyframes, pruned = _budget(old + new, max_keyframes, max_per_place)
     stats = {"session": name, "frames": len(frames), "kept": len(sel), "why_kept": why,
-             **({"low_light_images": n_low_light} if rule > 0 else {"dark_images": n_dark}),
+             **({"low_light_images": sum(fe.low_light for fe in feats)} if rule > 0 else {"dark_images": n_dark}),
              "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {})}
     sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
                      "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})

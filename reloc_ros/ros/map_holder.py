@@ -37,8 +37,7 @@ def load_localizer(want: dict, config: LocalizerConfig, log) -> Localizer:
     log.info(f"loaded map {want['map_path']} ({len(db)} keyframes, {len(db.valid_points())} points, extractor "
              f"{name}{f', {len(sessions)} sessions' if sessions else ''}, {db.nbytes / 2**20:.0f} MiB of "
              f"map arrays) in {time.perf_counter() - t0:.2f} s")
-    mismatch = loc.low_light_mismatch()
-    if mismatch:
+    if mismatch := loc.low_light_mismatch():
         log.warning(f"map {want['map_path']}: {mismatch}")
     if db.alias_inliers is None:
         log.info(f"map {want['map_path']} has no look-alike analysis: after a cold start every place needs "

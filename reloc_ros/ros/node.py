@@ -141,9 +141,8 @@ class RelocNode(LifecycleNode):
             loc = self._localizer
         if loc is not None:
             loc.config = localizer_config_from(self._p, loc.config)  # one attribute swap: the worker sees old or new
-            if "low_light_brightness" in changed and loc.low_light_mismatch():
-                self.get_logger().warning(f"low_light_brightness={changed['low_light_brightness']:g}: "
-                                          f"{loc.low_light_mismatch()}")
+            if "low_light_brightness" in changed and (mismatch := loc.low_light_mismatch()):
+                self.get_logger().warning(f"low_light_brightness={changed['low_light_brightness']:g}: {mismatch}")
         if any(k in changed for k in TRACKER_FIELDS):
             self._tracker.config = tracker_config_from(self._p)
         if "diagnostics_rate_hz" in changed:
