@@ -259,3 +259,25 @@ def test_bad_bags_give_clear_errors(scene, tmp_path, capsys, case, expected):
         err = capsys.readouterr().err
         assert rc == 2 and expected in err and err.count("\n") == 1, err
     assert not (tmp_path / "m").exists()
+
+
+def test_offline_replay_with_the_low_light_mode_counts_and_warns(scene, tmp_path, capsys, caplog):
+    """`reloc eval-bag --config` with low_light_brightness on a daylight map: the warning `reloc eval` gives, and the
+    count of enhanced images (all of them, degraded to night)."""
+    import logging
+
+    cfg = tmp_path / "ll.yaml"
+    cfg.write_text("low_light_brightness: 0.06\n")
+    with caplog.at_level(logging.WARNING):
+        assert reloc(["-q", "eval-bag", "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]),
+                      "--degrade", "night", "--config", str(cfg)]) == 0
+    assert "the map has no keyframe enhanced for low light" in caplog.text
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("replay: images_with_gt"))
+    stats = dict(kv.split(" ", 1) for kv in line[len("replay: "):].split(", "))
+    from reloc_ros.core.degrade import degrade
+    from reloc_ros.core.lowlight import brightness
+    from reloc_ros.datasets.rosbag import iter_bag_images
+
+    dark = sum(brightness(degrade(it.image, ("night",), 0, f"frame-{it.index:06d}")) < 0.06
+               for it in iter_bag_images(scene["query"], BagTopics()))
+    assert int(stats["low_light_images"]) == dark > 0, line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from reloc_ros.datasets.base import DatasetError
 from reloc_ros.datasets.rosbag import BagTopics, iter_bag_images, read_ground_truth
 from reloc_ros.progress import progress_bar
 from reloc_ros.replay.run import ReplayRun, frame_record
+
+log = logging.getLogger(__name__)
 
 __all__ = ["replay_offline"]
 
@@ -31,8 +34,10 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
     """
     gt = read_ground_truth(bag, topics)
     loc = Localizer.from_map(map_path, config, **({"model_path": model} if model else {}))
+    if mismatch := loc.low_light_mismatch():
+        log.warning("reloc: warning: %s (--config)", mismatch)
     run = ReplayRun("offline", str(bag), str(map_path), gt=gt)
-    no_gt = 0
+    no_gt = low_light = 0
     t0 = time.perf_counter()
     for item in progress_bar(iter_bag_images(bag, topics, gt=gt, every=every), "replay", show_progress):
         if item.T_world_from_cam is None:
@@ -42,6 +47,7 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         if degradation:
             image = degrade(image, tuple(degradation["presets"]), degradation["seed"], f"frame-{item.index:06d}")
         res = loc.localize(image, item.camera)
+        low_light += res.low_light
         run.records.append(frame_record(f"frame-{item.index:06d}", item.stamp_ns, item.T_world_from_cam, res.ok,
                                         res.status.value, res.reason, res.T_map_from_cam, res.covariance,
                                         res.timings_ms, res.num_matches, res.num_inliers,
@@ -50,6 +56,8 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         raise DatasetError(f"{bag}: no image has ground truth ({no_gt} without); check --gt-topic / --gt-frame")
     run.stats = {"images_with_gt": len(run.records), "no_gt": no_gt, "every": every,
                  "wall_s": round(time.perf_counter() - t0, 2)}
+    if config.low_light_brightness > 0:
+        run.stats["low_light_images"] = low_light  # enhanced before extraction (LocalizerConfig.low_light_brightness)
     if degradation:
         run.stats["degradation"] = "+".join(degradation["presets"]) + f" (seed {degradation['seed']})"
     return run
