@@ -164,11 +164,12 @@ def test_keypoint_confidence_widens_the_covariance_of_dark_images(office, tmp_pa
     generate("office", tmp_path / "night", n_map=6, n_query=6, seed=11, stride=3, workers=1, progress=False,
              session=2)
     _, nights = load_dataset(tmp_path / "night", "7scenes").split(None)
-    day_f = [loc.detection_score_factor(loc.extract(load_image(f))) for f in queries[:12]]
+    day_f = [loc.detection_score_factor(loc.extract(load_image(f)), blur=False) for f in queries[:12]]
     night_feats = [loc.extract(load_image(f)) for f in nights]
-    night_f = [loc.detection_score_factor(x) for x in night_feats]
+    night_f = [loc.detection_score_factor(x, blur=False) for x in night_feats]
     for x, fac in zip(night_feats, night_f):
         assert fac == pytest.approx(max(1.0, s0 / np.median(x.scores)) ** k)
+        assert loc.detection_score_factor(x) >= fac  # with the blur factor: the larger of the two
     # a few day views with little texture have low scores too (a wider covariance, never a narrower one)
     # (on this small office: day median 1.2, mean 1.4; night mean 5.1, up to 18 where only a lamp's pool is lit)
     assert np.median(day_f) < 1.5 and np.mean(night_f) > 2 * np.mean(day_f), (day_f, night_f)
@@ -191,3 +192,31 @@ def test_keypoint_confidence_widens_the_covariance_of_dark_images(office, tmp_pa
         assert res.tracking_covariance is res.measurement_covariance and plain.tracking_covariance is plain.covariance
         widened += 1
     assert widened >= 1, "no query with a factor above 1 localized: the factor never reached a covariance"
+
+
+def test_blur_widens_the_covariance_of_blurred_images_only(office):
+    """Motion blur and defocus lower the image's sharpness (core/quality.py) and widen its covariance by
+    BLUR_COVARIANCE's factor, so that correct blurred poses are not overconfident; sharp images keep factor 1."""
+    from reloc_ros.core.degrade import degrade
+    from reloc_ros.core.localizer import BLUR_COVARIANCE, keypoint_confidence_factor
+    from reloc_ros.pipelines.evaluate import is_wrong
+    from reloc_ros.core.geometry import pose_errors
+
+    loc, queries = office
+    sharp, blurred, nees_sharp, nees_blur = [], [], [], []
+    for f in queries[::3]:
+        img = load_image(f)
+        for preset, out, nees in (((), sharp, nees_sharp), (("motion_blur",), blurred, nees_blur)):
+            x = loc.extract(degrade(img, preset, 0, f.name) if preset else img)
+            out.append((x.sharpness, loc.detection_score_factor(x)))
+            assert loc.detection_score_factor(x) >= keypoint_confidence_factor(x.sharpness, *BLUR_COVARIANCE)
+            res = loc.localize(None, f.camera, features=x)
+            if res.ok and not is_wrong(*pose_errors(res.T_map_from_cam, f.T_world_from_cam)):
+                e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
+                nees.append(float(e @ np.linalg.solve(res.covariance[:3, :3], e)))
+    s_sharp, s_blur = np.median([s for s, _ in sharp]), np.median([s for s, _ in blurred])
+    assert s_sharp > 0.76 and s_blur < 0.68, (s_sharp, s_blur)
+    assert np.median([fac for _, fac in sharp]) == 1.0 and np.median([fac for _, fac in blurred]) > 2.0
+    # calibrated: the median position NEES of correct blurred poses near chi-square(3)'s 2.37 (5.5 / 3.6 on the
+    # tuning scenes without the factor)
+    assert len(nees_blur) >= 8 and 0.3 < np.median(nees_blur) < 4.0, nees_blur

@@ -249,6 +249,9 @@ def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_togethe
     new_pts = after.points3d[n_old:]
     has = np.isfinite(new_pts[:, 0])
     assert has.sum() > 100, has.sum()  # the new keyframes' keypoints got triangulated points
+    # the map's point uncertainty (the covariance's map term) is that of the new triangulation, and is used
+    assert before.point_sigma_rel is not None and after.point_sigma_rel is not None
+    assert st["point_sigma_rel"] == after.point_sigma_rel and 1e-5 < after.point_sigma_rel < 0.1
     # the old keypoints' points come from tracks that now include the new views: more of them have one
     assert np.isfinite(after.points3d[:n_old, 0]).sum() > np.isfinite(before.points3d[:, 0]).sum()
     # and the new points are where the depth images say (the scene's truth), within a few centimetres

@@ -8,10 +8,17 @@ keypoints). For each (map, dataset) pair this localizes every ``--every``-th que
 0.5 m, 5 deg) and records the PnP covariance, the median inlier depth ``z``, the contributing keyframes ``n``, ``s``
 and the position error; then it prints, per scene and for a grid of (a, rho, s0, k), the median and mean position
 NEES (calibrated: 2.37 and 3). The fit uses the tuning scenes only; pass the benchmark scenes with --check to see
-the chosen values there. ``--fixed-a-rho A RHO`` fits only (s0, k).
+the chosen values there. ``--fixed-a-rho A RHO`` fits only (s0, k); with ``--rho-scale`` each ``rho`` multiplies the map's own default
+(a triangulated map's recorded point uncertainty, MapDatabase.point_sigma_rel, else the localizer's
+``map_point_sigma_rel()``).
+
+A pair may name the dataset's format, its map split and a degradation of its own (``MAP:DATASET:posed_images:4``
+for a dataset of posed images whose every 4th image is the map; ``MAP:DATASET:::defocus`` for defocused queries); ``--degrade`` degrades the queries (core/degrade.py), ``--rho`` replaces
+the grid of ``rho`` (the triangulated maps' map term lives on another scale), ``--config`` a YAML of settings.
 
 Usage:
-    python tools/fit_covariance.py --fit MAP:DATASET [MAP:DATASET ...] [--check MAP:DATASET ...] [--every 2]
+    python tools/fit_covariance.py --fit MAP:DATASET[:FORMAT[:MAP_EVERY]] [...] [--check MAP:DATASET ...]
+        [--every 2] [--degrade PRESETS] [--rho R [R ...]] [--rho-scale] [--fixed-a-rho A RHO] [--config YAML]
 """
 
 from __future__ import annotations
@@ -21,22 +28,25 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from reloc_ros.core.degrade import parse_presets  # noqa: E402
 from reloc_ros.core.geometry import pose_errors  # noqa: E402
-from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_map, \
+from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map, \
     keypoint_confidence_factor  # noqa: E402
 from reloc_ros.core.mapdb import MapDatabase  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
-from reloc_ros.datasets.base import load_image  # noqa: E402
-from reloc_ros.pipelines.evaluate import is_wrong  # noqa: E402
+from reloc_ros.pipelines.evaluate import is_wrong, query_image  # noqa: E402
 
 GRID_A = (1, 2, 3, 4, 5, 6, 8)
 GRID_RHO = (0.0, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.0042)
 GRID_S0 = (0.0, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08)  # 0: no keypoint-confidence factor
 GRID_K = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+GRID_B0 = (0.0, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)  # 0: no blur factor
+GRID_KB = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
 class _Recording(Localizer):
@@ -44,33 +54,56 @@ class _Recording(Localizer):
 
     last = None
     _score_median = 1.0
+    _sharpness = float("nan")
 
     def _covariance(self, pnp_cov, z_med, n_keyframes, score_factor=None):
         if score_factor is None:  # the published covariance (not the tracker's copy without the factor)
-            self.last = (pnp_cov[:3, :3].copy(), float(z_med), int(n_keyframes), self._score_median)
+            self.last = (pnp_cov[:3, :3].copy(), float(z_med), int(n_keyframes), self._score_median,
+                         self._sharpness)
         return super()._covariance(pnp_cov, z_med, n_keyframes, score_factor)
 
-    def detection_score_factor(self, features):
+    def detection_score_factor(self, features, blur=True):
         self._score_median = float(np.median(features.scores)) if len(features) else 1.0
-        return super().detection_score_factor(features)
+        self._sharpness = features.sharpness
+        return super().detection_score_factor(features, blur)
 
 
-def collect(map_dir: str, dataset: str, every: int) -> list[tuple]:
+def collect(pair: str, every: int, degradation: dict | None, config) -> list[tuple]:
+    map_dir, dataset, fmt, map_every, presets = (pair.split(":") + ["", "", ""])[:5]
+    fmt = fmt or "7scenes"
+    if presets:  # this pair's own degradation
+        degradation = {"presets": parse_presets(presets), "seed": 0}
     db = MapDatabase.load(map_dir)
-    loc = _Recording(db, extractor_for_map(db), LocalizerConfig())
-    _, queries = load_dataset(dataset, "7scenes").split(None)
+    loc = _Recording(db, extractor_for_map(db), config)
+    _, queries = load_dataset(dataset, fmt).split(int(map_every) if map_every else None)
     rows = []
     for f in queries[::every]:
         loc.last = None
-        res = loc.localize(load_image(f), f.camera)
+        res = loc.localize(query_image(f, degradation), f.camera)
         if res.ok and not is_wrong(*pose_errors(res.T_map_from_cam, f.T_world_from_cam)):
-            rows.append((*loc.last, res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]))
+            rows.append((*loc.last, res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3],
+                         db.point_sigma_rel or loc.map_point_sigma_rel()))
     return rows
 
 
-def nees(rows, a: float, rho: float, s0: float = 0.0, k: float = 1.0) -> tuple[float, float]:
-    v = [e @ np.linalg.solve(a * keypoint_confidence_factor(s, s0, k) * P + np.eye(3) * (rho * z) ** 2 / max(n, 1), e)
-         for P, z, n, s, e in rows]
+RHO_SCALE = False  # --rho-scale: rho multiplies each map's own map_point_sigma_rel
+
+
+BLUR = (0.0, 1.0)  # --blur B0 KB: the blur factor (BLUR_COVARIANCE; B0 0 = none)
+
+
+def factor(s: float, b: float, s0: float, k: float, blur=None) -> float:
+    """The covariance factor of an image of median keypoint score ``s`` and sharpness ``b``: the larger of the
+    keypoint-confidence factor and the blur factor (Localizer.detection_score_factor)."""
+    b0, kb = BLUR if blur is None else blur
+    fb = keypoint_confidence_factor(b, b0, kb) if b0 > 0 and np.isfinite(b) and b > 0 else 1.0
+    return max(fb, keypoint_confidence_factor(s, s0, k))
+
+
+def nees(rows, a: float, rho: float, s0: float = 0.0, k: float = 1.0, blur=None) -> tuple[float, float]:
+    v = [e @ np.linalg.solve(a * factor(s, b, s0, k, blur) * P
+                             + np.eye(3) * (rho * (r if RHO_SCALE else 1.0) * z) ** 2 / max(n, 1), e)
+         for P, z, n, s, b, e, r in rows]
     return float(np.median(v)), float(np.mean(v))
 
 
@@ -80,19 +113,52 @@ def main() -> int:
     ap.add_argument("--check", nargs="*", default=[], metavar="MAP:DATASET")
     ap.add_argument("--every", type=int, default=2)
     ap.add_argument("--fixed-a-rho", nargs=2, type=float, default=None, metavar=("A", "RHO"))
+    ap.add_argument("--a", nargs="+", type=float, default=None, help="the grid of a (default 1-8)")
+    ap.add_argument("--rho", nargs="+", type=float, default=None, help="the grid of rho (default: depth maps' grid)")
+    ap.add_argument("--score", nargs=2, type=float, default=None, metavar=("S0", "K"),
+                    help="fix the keypoint-confidence factor (e.g. the shipped 0.02 2) instead of fitting it")
+    ap.add_argument("--blur", nargs=2, type=float, default=None, metavar=("B0", "KB"),
+                    help="the blur factor max(1, B0 / sharpness) ** KB (BLUR_COVARIANCE); default: none")
+    ap.add_argument("--fit-blur", action="store_true",
+                    help="fit the blur factor (a, rho and --score fixed) instead of a, rho, s0, k")
+    ap.add_argument("--rho-scale", action="store_true",
+                    help="the rho values multiply each map's recorded point uncertainty (MapDatabase.point_sigma_rel; "
+                         "else the localizer's map_point_sigma_rel)")
+    ap.add_argument("--degrade", default=None, help="degrade the queries (reloc eval --degrade)")
+    ap.add_argument("--config", default=None, help="YAML of localizer settings (reloc eval --config)")
     args = ap.parse_args()
+    global RHO_SCALE, BLUR
+    RHO_SCALE = args.rho_scale
+    BLUR = tuple(args.blur) if args.blur else BLUR
+    degradation = {"presets": parse_presets(args.degrade), "seed": 0} if args.degrade else None
+    config = config_from_dict(LocalizerConfig, yaml.safe_load(Path(args.config).read_text()) if args.config else {})
     data = {}
     for pair in args.fit + args.check:
-        m, d = pair.split(":")
-        data[pair] = collect(m, d, args.every)
+        data[pair] = collect(pair, args.every, degradation, config)
         print(f"{pair}: {len(data[pair])} correct poses", file=sys.stderr)
     fit = [data[p] for p in args.fit]
-    grid_a, grid_rho = (([args.fixed_a_rho[0]], [args.fixed_a_rho[1]]) if args.fixed_a_rho else (GRID_A, GRID_RHO))
+    grid_a, grid_rho = (([args.fixed_a_rho[0]], [args.fixed_a_rho[1]]) if args.fixed_a_rho else (args.a or GRID_A, args.rho or GRID_RHO))
+    if args.fit_blur:
+        if not (args.fixed_a_rho and args.score):
+            ap.error("--fit-blur needs --fixed-a-rho and --score")
+        a, rho, (s0, k) = *args.fixed_a_rho, args.score
+        scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k, (b0, kb))[1] / 3.0)) for r in fit])),
+                         b0, kb) for b0 in GRID_B0 for kb in (GRID_KB if b0 else (1.0,)))
+        print("| b0 | kb | " + " | ".join(":".join([Path(p.split(":")[1]).name] + p.split(":")[4:]) for p in data)
+              + " |")
+        print("|---|---|" + "---|" * len(data))
+        for _, b0, kb in scored[:6] + [x for x in scored if x[1] == 0.0]:
+            print(f"| {b0} | {kb} | " + " | ".join("%.2f / %.2f" % nees(data[p], a, rho, s0, k, (b0, kb))
+                                                   for p in data) + " |")
+        print("(median / mean position NEES of the correct poses; best fits first, then without the blur factor)")
+        return 0
     scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k)[1] / 3.0)) for r in fit])), a, rho, s0, k)
-                    for a in grid_a for rho in grid_rho for s0 in GRID_S0 for k in (GRID_K if s0 else (1.0,)))
-    print("| a | rho | s0 | k | " + " | ".join(Path(p.split(":")[1]).name for p in data) + " |")
+                    for a in grid_a for rho in grid_rho
+                    for s0, k in ([tuple(args.score)] if args.score else
+                                  [(s0, k) for s0 in GRID_S0 for k in (GRID_K if s0 else (1.0,))]))
+    print("| a | rho | s0 | k | " + " | ".join(":".join([Path(p.split(":")[1]).name] + p.split(":")[4:]) for p in data) + " |")
     print("|---|---|---|---|" + "---|" * len(data))
-    best = scored[:5] + [x for x in scored if x[3] == 0.0][:1]  # and the best without the keypoint factor
+    best = scored[:5] + ([] if args.score else [x for x in scored if x[3] == 0.0][:1])  # and without the factor
     for _, a, rho, s0, k in best:
         cells = ["%.2f / %.2f" % nees(data[p], a, rho, s0, k) for p in data]
         print(f"| {a} | {rho} | {s0} | {k} | " + " | ".join(cells) + " |")

@@ -436,6 +436,8 @@ def _map_summary(db) -> str:
     tri = db.manifest.get("build", {}).get("triangulation") or {}
     if points == "triangulate" and "points" in tri:  # one triangulated point is seen by several keypoints
         note += f", {tri['points']} distinct points"
+    if db.point_sigma_rel is not None:  # MapDatabase.point_sigma_rel
+        note += f", point uncertainty {100 * db.point_sigma_rel:.2g} % of their distance"
     al = db.manifest.get("aliases")
     looks = ("; look-alikes not analysed (`reloc map analyse` adds them)" if al is None else
              f"; {al['keyframes_with_lookalike']} keyframes have a look-alike elsewhere in the map")

@@ -36,6 +36,7 @@ class Features:
         depth_conf: optional ``[h x w] float32`` confidence of ``depth`` in [0, 1].
         image_size: (width, height) of the input image.
         low_light: the image was enhanced for low light before extraction (``LocalizerConfig.low_light_brightness``).
+        sharpness: the query image's sharpness (core/quality.py; NaN: not measured), for the pose covariance.
     """
 
     keypoints: np.ndarray
@@ -46,6 +47,7 @@ class Features:
     depth: np.ndarray | None = None
     depth_conf: np.ndarray | None = None
     low_light: bool = False
+    sharpness: float = float("nan")
 
     def __len__(self) -> int:
         return len(self.keypoints)

@@ -24,6 +24,7 @@ from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_mat
 from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
+from reloc_ros.core.quality import sharpness
 from reloc_ros.core.pnp import PnPConfig, refine_pnp, reprojection_errors, solve_pnp
 from reloc_ros.core.relpose2d2d import METHODS, KeyframeView, RelPoseConfig, average_rotations, estimate_line, \
     pose_without_3d
@@ -43,6 +44,10 @@ __all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Lo
 # fitted on the training scene train_100 (mean NEES 3).
 PNP_COVARIANCE_SCALE = {"depth": 2.0, "triangulate": 1.0, "learned": 1.0}
 MAP_POINT_SIGMA_REL = {"depth": 0.001, "triangulate": 0.013, "learned": 0.13}
+# Triangulated maps record their own point uncertainty (MapDatabase.point_sigma_rel). Half of it as
+# map_point_sigma_rel calibrates clean queries (fitted on the tuning scenes; Strecha NEES means 1.0-2.2 instead of
+# 0.03-0.05 with the constant) but leaves degraded ones overconfident (Strecha at dusk: NEES medians 5-12), so the
+# constant stays the default (docs/RESULTS.md "Covariance calibration").
 # Median inlier reprojection error (px) above which a pose is FAILED, per point source: the depth head's points are
 # off by ~12 % of their depth, so correct poses from them reproject 4-5 px; with the epipolar check guarding the
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
@@ -63,6 +68,12 @@ DETECTION_SCORE_COVARIANCE = {"learned": (0.02, 2.0)}
 # scenes' night queries (--degrade night): the position NEES of correct poses median 3.1-3.5 with 2, 2.0-2.4 with 3
 # (chi-square 3 dof: 2.37); docs/RESULTS.md "Robustness to degraded queries"
 LOW_LIGHT_COVARIANCE_FACTOR = 3.0
+# Blur (Localizer._covariance): an image less sharp than the reference (core/quality.py: ~0.82 for sharp VGA images,
+# ~0.6 for 15 px of motion blur) localizes with errors its residuals do not show either (correct poses of blurred
+# tuning queries: NEES medians 3.6-13 under the sharp images' model): the reprojection term is multiplied by
+# max(1, reference / sharpness) ** exponent, or by the keypoint-confidence factor when that is larger. Fitted on the
+# tuning scenes, sharp and blurred (docs/RESULTS.md "Covariance calibration").
+BLUR_COVARIANCE = (0.75, 8.0)
 
 
 def keypoint_confidence_factor(median_score: float, reference: float, exponent: float) -> float:
@@ -423,6 +434,7 @@ class Localizer:
 
     _px_scale = 1.0  # pixel thresholds' scale for the query being localized (REFERENCE_SIDE_PX); set per query
     _score_factor = 1.0  # the query's keypoint-confidence factor of the covariance (DETECTION_SCORE_COVARIANCE)
+    _dim = False  # that factor without blur is above 1 (the place check runs on the image)
 
     def __init__(self, db: MapDatabase, extractor: FeatureExtractor, config: LocalizerConfig = LocalizerConfig()):
         check_extractor(db, extractor)
@@ -517,6 +529,7 @@ class Localizer:
         :meth:`localize_features` takes (the node's pipeline extracts in one thread and localizes in another)."""
         _apply_blas_limit(self.config.blas_threads)
         features = lowlight.extract(self.extractor, image, self.config.low_light_brightness)
+        features.sharpness = sharpness(image)  # of the image as the camera gave it (the covariance's blur factor)
         if features.global_desc is None:
             features.global_desc = self.extractor.describe_global(features)
         return features
@@ -552,6 +565,8 @@ class Localizer:
         _apply_blas_limit(cfg.blas_threads)
         self._px_scale = pixel_scale(camera.size)
         self._score_factor = self.detection_score_factor(features)
+        # dim or noisy (the factor without blur above 1): the place check runs even where the map knows no look-alike
+        self._dim = self.detection_score_factor(features, blur=False) > 1.0
         if features.global_desc is None:  # features from elsewhere than extract()
             features.global_desc = self.extractor.describe_global(features)
 
@@ -659,10 +674,10 @@ class Localizer:
         pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
 
         def place_check():
-            # the map's analysis speaks for its own views: a dim or noisy image (keypoint-confidence factor > 1)
-            # mismatches in ways no keyframe view does, so it is checked (night images on a 2-session hall map: 4
-            # more wrong poses without this condition)
-            if cfg.ambiguity_place_trust_map and self.db.alias_inliers is not None and self._score_factor <= 1.0:
+            # the map's analysis speaks for its own views: a dim or noisy image (keypoint-confidence factor > 1,
+            # blur aside) mismatches in ways no keyframe view does, so it is checked (night images on a 2-session
+            # hall map: 4 more wrong poses without this condition)
+            if cfg.ambiguity_place_trust_map and self.db.alias_inliers is not None and not self._dim:
                 support.append((T, self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, T)))
                 if unique_place(self.db.alias_inliers, support[0][1]):  # the map fits these views nowhere else
                     rival.append(None)
@@ -1024,10 +1039,14 @@ class Localizer:
         """The relative map-point error used by the covariance: the config's, else the map's default."""
         return self.config.map_point_sigma_rel if self.config.map_point_sigma_rel >= 0 else self._map_sigma_rel
 
-    def detection_score_factor(self, features: Features) -> float:
-        """The covariance's keypoint-confidence factor for an image's features (DETECTION_SCORE_COVARIANCE): >= 1."""
-        ref = DETECTION_SCORE_COVARIANCE.get(self.db.extractor_identity.get("name"))
+    def detection_score_factor(self, features: Features, blur: bool = True) -> float:
+        """The covariance's keypoint-confidence factor for an image's features: the largest of the detection scores'
+        (DETECTION_SCORE_COVARIANCE), the low-light floor (LOW_LIGHT_COVARIANCE_FACTOR) and, unless ``blur`` is
+        False, the blur factor (BLUR_COVARIANCE); >= 1."""
         floor = LOW_LIGHT_COVARIANCE_FACTOR if features.low_light else 1.0
+        if blur and np.isfinite(features.sharpness) and features.sharpness > 0:
+            floor = max(floor, keypoint_confidence_factor(features.sharpness, *BLUR_COVARIANCE))
+        ref = DETECTION_SCORE_COVARIANCE.get(self.db.extractor_identity.get("name"))
         if ref is None or len(features) == 0:
             return floor
         return max(floor, keypoint_confidence_factor(float(np.median(features.scores)), *ref))

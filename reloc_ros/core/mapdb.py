@@ -137,6 +137,16 @@ class MapDatabase:
         return int(self.manifest.get("low_light_keyframes", 0))
 
     @property
+    def point_sigma_rel(self) -> float | None:
+        """A triangulated map's median relative point uncertainty (1-sigma position error over distance, from each
+        point's triangulation geometry and residuals: core/points.py ``triangulate_keyframes``), set by build and
+        update, the largest of the parts' by merge; None where the map has none (other point sources, older maps).
+        ``reloc map info`` shows it; half of it as ``map_point_sigma_rel`` calibrates the covariance for clean
+        queries (docs/RESULTS.md "Covariance calibration")."""
+        v = self.manifest.get("point_sigma_rel")
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+
+    @property
     def nbytes(self) -> int:
         """What the map's arrays take in memory (the node's share for the map, before the localizer's caches)."""
         arrs = (self.T_map_from_cam, self.keypoints, self.descriptors, self.scores, self.points3d, self.point_source,

@@ -200,6 +200,24 @@ def refine_points(P_TL34: np.ndarray, uv_TL2: np.ndarray, X_T3: np.ndarray, hube
     return X
 
 
+def point_uncertainty(P_TL34: np.ndarray, uv_TL2: np.ndarray, X_T3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two parts of each track's point covariance ``s^2 (J^T J)^-1`` (poses fixed): ``s^2``, the variance of
+    its reprojection residuals (px^2, over its 2L - 3 degrees of freedom; NaN for a track without any), and
+    ``trace((J^T J)^-1) / 3`` (m^2 per px^2: the geometry's share, large for short baselines and far points).
+    """
+    Xh = np.concatenate([X_T3, np.ones((len(X_T3), 1))], axis=1)
+    p = np.einsum("tlij,tj->tli", P_TL34, Xh)
+    z = np.where(p[..., 2:3] > 1e-9, p[..., 2:3], 1e-9)
+    u = p[..., :2] / z
+    J = (P_TL34[..., :2, :3] - u[..., None] * P_TL34[..., 2:3, :3]) / z[..., None]  # [T x L x 2 x 3]
+    H = np.einsum("tlki,tlkj->tij", J, J)
+    dof = 2 * uv_TL2.shape[1] - 3
+    s2 = np.sum((u - uv_TL2) ** 2, axis=(1, 2)) / dof if dof > 0 else np.full(len(X_T3), np.nan)
+    with np.errstate(all="ignore"):
+        geo = np.trace(np.linalg.pinv(H), axis1=1, axis2=2) / 3.0
+    return s2, geo
+
+
 def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.ndarray, cameras: list,
                           global_KG: np.ndarray, cfg: TriangulationConfig = TriangulationConfig(),
                           progress=None) -> tuple[list, list, dict]:
@@ -213,7 +231,11 @@ def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.
         global_KG: global descriptors (pair selection for large maps).
 
     Returns:
-        (points per keyframe ``[N_i x 3]`` with NaN rows, confidence per keyframe ``[N_i]``, stats dict).
+        (points per keyframe ``[N_i x 3]`` with NaN rows, confidence per keyframe ``[N_i]``, stats dict). The stats'
+        ``point_sigma_rel`` is the map's median relative point uncertainty: per point the 1-sigma position error of
+        ``s^2 (J^T J)^-1`` (:func:`point_uncertainty`; ``s^2`` its residual variance, at least the median over all
+        points, since a 2- or 3-view track's own estimate rests on 1-3 degrees of freedom) over its distance to the
+        cameras that see it (MapDatabase.point_sigma_rel).
     """
     K = len(kpts_ideal)
     offs = np.cumsum([0] + [len(k) for k in kpts_ideal])
@@ -250,6 +272,7 @@ def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.
     P_all = np.stack([cameras[k].K @ invert_T(T_map_from_cam_K44[k])[:3, :] for k in range(K)])
     centers = T_map_from_cam_K44[:, :3, 3]
     n_tracks = n_points = 0
+    unc = []  # per good track: (s^2, geometry factor, mean distance to its cameras)
     for L in np.unique(lengths):
         if L < 2:
             continue
@@ -279,8 +302,19 @@ def triangulate_keyframes(kpts_ideal: list, descs: list, T_map_from_cam_K44: np.
                 points[k][l] = X[t]
                 confs[k][l] = conf[t]
         n_points += int(good.sum())
+        if good.any():
+            s2, geo = point_uncertainty(P_all[kfs[good]], uv[good], X[good])
+            dist = np.linalg.norm(X[good][:, None, :] - centers[kfs[good]], axis=2).mean(axis=1)
+            unc.append((s2, geo, dist))
     stats = {"matcher": cfg.matcher, "pairs": len(pairs), "pair_matches": n_pair_matches, "tracks": n_tracks,
              "points": n_points}
+    if unc:
+        s2, geo, dist = (np.concatenate(a) for a in zip(*unc))
+        s2_all = np.fmax(s2, np.nanmedian(s2) if np.isfinite(s2).any() else 0.25)
+        rel = np.sqrt(s2_all * geo) / np.maximum(dist, 1e-9)
+        rel = rel[np.isfinite(rel)]
+        if len(rel):
+            stats["point_sigma_rel"] = round(float(np.median(rel)), 6)
     return points, confs, stats
 
 

@@ -182,6 +182,8 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
         manifest_info["build"]["pruned"] = stats.pop("pruned")
     if stats:
         manifest_info["build"]["triangulation"] = stats
+        if "point_sigma_rel" in stats:  # the covariance's map term (MapDatabase.point_sigma_rel)
+            manifest_info["point_sigma_rel"] = stats["point_sigma_rel"]
     db = MapDatabase.from_keyframes(keyframes, extractor.identity(), extractor.state(), manifest_info)
     mark_aliases(db, extractor, index_kind)
     db.save(Path(out), overwrite=overwrite, index_kind=index_kind)

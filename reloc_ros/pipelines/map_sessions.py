@@ -401,7 +401,7 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     keyframes, pruned = _budget(keyframes, max_keyframes, max_per_place)
     _recount(sessions, [k.name for k in keyframes])
     manifest = {"points": ref.manifest.get("points"), "sessions": sessions,
-                **_merged_low_light(dbs, paths),
+                **_merged_low_light(dbs, paths), **_merged_point_sigma(dbs),
                 "build": {**(info or {}), "merged_from": [str(Path(p).resolve()) for p in paths],
                           "alignment": records, "seconds": round(time.perf_counter() - t0, 2),
                           **({"pruned": pruned} if pruned else {})}}
@@ -410,6 +410,13 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     mark_aliases(db, extractor, kind)
     db.save(Path(out), overwrite=overwrite, index_kind=kind)
     return db, records
+
+
+def _merged_point_sigma(dbs: list[MapDatabase]) -> dict:
+    """The merged map's ``point_sigma_rel`` (MapDatabase.point_sigma_rel): the largest of the parts' when every part
+    has one (the merge keeps each part's points), else none (the covariance falls back to its constant)."""
+    vals = [db.point_sigma_rel for db in dbs]
+    return {"point_sigma_rel": max(vals)} if vals and all(v is not None for v in vals) else {}
 
 
 def _budget(keyframes: list[Keyframe], max_keyframes: int | None, max_per_place: int | None,
@@ -522,12 +529,14 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     old = keyframes_of(db)
     new = [replace(k, name=prefix + k.name) for k in
            _new_keyframes(db, [frames[i] for i in sel], [feats[i] for i in sel])] if sel else []
+    tri_stats = {}
     if points == "triangulate" and new:
-        old, new = _retriangulated(db, old, new)
+        old, new, tri_stats = _retriangulated(db, old, new)
     keyframes, pruned = _budget(old + new, max_keyframes, max_per_place)
     stats = {"session": name, "frames": len(frames), "kept": len(sel), "why_kept": why,
              **({"low_light_images": sum(fe.low_light for fe in feats)} if rule > 0 else {"dark_images": n_dark}),
-             "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {})}
+             "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {}),
+             **({"point_sigma_rel": tri_stats["point_sigma_rel"]} if "point_sigma_rel" in tri_stats else {})}
     sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
                      "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})
     _recount(sessions, [k.name for k in keyframes])
@@ -535,6 +544,8 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     manifest["sessions"] = sessions
     manifest.setdefault("updates", []).append({**(info or {}), **stats})
     manifest.pop("aliases", None)
+    if "point_sigma_rel" in stats:  # the points were triangulated anew from old and new keyframes
+        manifest["point_sigma_rel"] = stats["point_sigma_rel"]
     if rule > 0:
         kept = {k.name for k in keyframes}
         manifest["low_light_brightness"] = rule
@@ -570,15 +581,15 @@ def _new_keyframes(db: MapDatabase, frames: list[Frame], feats: list[Features]) 
 
 
 def _retriangulated(db: MapDatabase, old: list[Keyframe], new: list[Keyframe]
-                    ) -> tuple[list[Keyframe], list[Keyframe]]:
+                    ) -> tuple[list[Keyframe], list[Keyframe], dict]:
     """Old and new keyframes of a triangulated map with points triangulated from all of them together (the old
-    keyframes' stored features, no re-extraction)."""
+    keyframes' stored features, no re-extraction), and the triangulation's stats."""
     from reloc_ros.core.points import TriangulationConfig, triangulate_keyframes
 
     tri = (db.manifest.get("build") or {}).get("triangulation") or {}
     cfg = TriangulationConfig(matcher=tri.get("matcher", "mnn"))
     allk = old + new
-    pts, confs, _ = triangulate_keyframes([k.keypoints for k in allk],
+    pts, confs, stats = triangulate_keyframes([k.keypoints for k in allk],
                                           [np.asarray(k.descriptors, np.float32) for k in allk],
                                           np.stack([k.T_map_from_cam for k in allk]), [k.camera for k in allk],
                                           np.stack([k.global_desc for k in allk]), cfg)
@@ -586,4 +597,4 @@ def _retriangulated(db: MapDatabase, old: list[Keyframe], new: list[Keyframe]
     done = [replace(k, points3d=p.astype(np.float32), point_conf=np.asarray(c, np.float32),
                     point_source=np.where(np.isfinite(p[:, 0]), code, 0).astype(np.uint8))
             for k, p, c in zip(allk, pts, confs)]
-    return done[:len(old)], done[len(old):]
+    return done[:len(old)], done[len(old):], stats
