@@ -203,7 +203,9 @@ class LocalizerConfig:
                                       "+8 ms at 640x480 on 2 cores); 0 = off", 0.0, 100.0)
     map_point_sigma_rel: float = setting(-1.0, "1-sigma map-point error as a fraction of depth, added to the "
                                          "covariance per contributing keyframe; < 0 = the default for the map's "
-                                         "point source (depth 0.001, triangulate 0.013, learned 0.13)", -1.0, 10.0)
+                                         "point source (depth 0.001, triangulate 0.013, learned 0.13); a triangulated "
+                                         "map records its own point uncertainty (`reloc map info`): half of it "
+                                         "calibrates clean images, not degraded ones", -1.0, 10.0)
     prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
                                    0.0, 1e6, min_exclusive=True)
     blas_threads: int = setting(1, "> 0: limit the process's BLAS (numpy matching) to this many threads when a "

@@ -35,11 +35,17 @@ def sharpness(image: np.ndarray) -> float:
     (see the module docstring): ~0.8 sharp, ~0.6 for 15 px of motion blur. NaN for an image too small (< 32 px) or
     without any gradient."""
     img = np.asarray(image)
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 and img.shape[2] == 3 else img.squeeze()
-    grey = grey.astype(np.float32)
-    h, w = grey.shape[:2]
-    if min(h, w) < 32:
+    if img.ndim not in (2, 3) or min(img.shape[:2]) < 32:
         return float("nan")
+    if img.ndim == 3 and img.shape[2] == 3:
+        grey = cv2.cvtColor(img.astype(np.float32, copy=False), cv2.COLOR_BGR2GRAY)
+    elif img.ndim == 3 and img.shape[2] >= 1:
+        grey = img[..., 0].astype(np.float32)
+    else:
+        grey = img.astype(np.float32)
+    if grey.ndim != 2 or min(grey.shape) < 32 or not np.isfinite(grey).all():
+        return float("nan")
+    h, w = grey.shape
     s = SIDE_PX / max(h, w)
     if s < 1.0:
         grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
@@ -52,4 +58,5 @@ def sharpness(image: np.ndarray) -> float:
             if c <= 1e-9:
                 return float("nan")
             ratios.append(_rms_gradient(fine, axis) / c)
-    return float(min(ratios))
+    r = float(min(ratios))
+    return r if np.isfinite(r) else float("nan")
