@@ -164,9 +164,9 @@ def test_keypoint_confidence_widens_the_covariance_of_dark_images(office, tmp_pa
     generate("office", tmp_path / "night", n_map=6, n_query=6, seed=11, stride=3, workers=1, progress=False,
              session=2)
     _, nights = load_dataset(tmp_path / "night", "7scenes").split(None)
-    day_f = [loc.detection_score_factor(loc.extract(load_image(f)), blur=False) for f in queries[:12]]
+    day_f = [loc.detection_score_factor(loc.extract(load_image(f)), image_quality=False) for f in queries[:12]]
     night_feats = [loc.extract(load_image(f)) for f in nights]
-    night_f = [loc.detection_score_factor(x, blur=False) for x in night_feats]
+    night_f = [loc.detection_score_factor(x, image_quality=False) for x in night_feats]
     for x, fac in zip(night_feats, night_f):
         assert fac == pytest.approx(max(1.0, s0 / np.median(x.scores)) ** k)
         assert loc.detection_score_factor(x) >= fac  # with the blur factor: the larger of the two

@@ -218,3 +218,13 @@ def test_triangulation_reports_the_point_uncertainty_it_has(monkeypatch):
     est2, _ = run(2.0)
     assert 2.5 * est < est2 < 6 * est, (est, est2)  # 4x the noise: about 4x the uncertainty
 
+
+    class _Map:  # what Localizer.default_map_point_sigma_rel reads
+        point_sigma_rel = est
+
+    from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, TRIANGULATED_SIGMA_SCALE, Localizer
+
+    assert Localizer.default_map_point_sigma_rel(_Map, "triangulate") == TRIANGULATED_SIGMA_SCALE * est
+    assert Localizer.default_map_point_sigma_rel(_Map, "depth") == MAP_POINT_SIGMA_REL["depth"]
+    _Map.point_sigma_rel = None  # a map built before maps recorded it: the constant
+    assert Localizer.default_map_point_sigma_rel(_Map, "triangulate") == MAP_POINT_SIGMA_REL["triangulate"]

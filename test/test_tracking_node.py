@@ -320,7 +320,7 @@ def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_ar
     assert res.ok and res.timings_ms["place_check"] == 0.0, res.timings_ms
     # ... but not for an image whose keypoints are weak (a night image: keypoint-confidence factor above 1)
     dim = Localizer(plain, extractor_for_map(plain), cfg)
-    dim.detection_score_factor = lambda features, blur=True: 2.0
+    dim.detection_score_factor = lambda features, image_quality=True: 2.0
     res = dim.localize(tni._render(tex, tni._pose(1.0, -0.3, 1.0, 0.1)), tni.CAM)
     assert res.ok and res.timings_ms["place_check"] > 0.0 and res.covariance_factor == 2.0, res.timings_ms
     for m in (db, MapDatabase.load(twin_map)):  # with the analysis (marked keyframes) and without any

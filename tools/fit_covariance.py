@@ -9,8 +9,8 @@ keypoints). For each (map, dataset) pair this localizes every ``--every``-th que
 and the position error; then it prints, per scene and for a grid of (a, rho, s0, k), the median and mean position
 NEES (calibrated: 2.37 and 3). The fit uses the tuning scenes only; pass the benchmark scenes with --check to see
 the chosen values there. ``--fixed-a-rho A RHO`` fits only (s0, k); with ``--rho-scale`` each ``rho`` multiplies the map's own default
-(a triangulated map's recorded point uncertainty, MapDatabase.point_sigma_rel, else the localizer's
-``map_point_sigma_rel()``).
+(a triangulated map's recorded point uncertainty, MapDatabase.point_sigma_rel, else the constant of its point
+source, MAP_POINT_SIGMA_REL).
 
 A pair may name the dataset's format, its map split and a degradation of its own (``MAP:DATASET:posed_images:4``
 for a dataset of posed images whose every 4th image is the map; ``MAP:DATASET:::defocus`` for defocused queries); ``--degrade`` degrades the queries (core/degrade.py), ``--rho`` replaces
@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from reloc_ros.core.degrade import parse_presets  # noqa: E402
 from reloc_ros.core.geometry import pose_errors  # noqa: E402
-from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map, \
-    keypoint_confidence_factor  # noqa: E402
+from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, Localizer, LocalizerConfig, _main_point_source, \
+    config_from_dict, extractor_for_map, keypoint_confidence_factor  # noqa: E402
 from reloc_ros.core.mapdb import MapDatabase  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
 from reloc_ros.pipelines.evaluate import is_wrong, query_image  # noqa: E402
@@ -47,6 +47,8 @@ GRID_S0 = (0.0, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08)  # 0: no keypoi
 GRID_K = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 GRID_B0 = (0.0, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)  # 0: no blur factor
 GRID_KB = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+GRID_D0 = (0.0, 0.1, 0.15, 0.2, 0.25)  # 0: no darkness factor
+GRID_KD = (0.5, 1.0, 1.5, 2.0)
 
 
 class _Recording(Localizer):
@@ -55,17 +57,19 @@ class _Recording(Localizer):
     last = None
     _score_median = 1.0
     _sharpness = float("nan")
+    _brightness = float("nan")
 
     def _covariance(self, pnp_cov, z_med, n_keyframes, score_factor=None):
         if score_factor is None:  # the published covariance (not the tracker's copy without the factor)
             self.last = (pnp_cov[:3, :3].copy(), float(z_med), int(n_keyframes), self._score_median,
-                         self._sharpness)
+                         (self._sharpness, self._brightness))
         return super()._covariance(pnp_cov, z_med, n_keyframes, score_factor)
 
-    def detection_score_factor(self, features, blur=True):
+    def detection_score_factor(self, features, image_quality=True):
         self._score_median = float(np.median(features.scores)) if len(features) else 1.0
         self._sharpness = features.sharpness
-        return super().detection_score_factor(features, blur)
+        self._brightness = features.brightness
+        return super().detection_score_factor(features, image_quality)
 
 
 def collect(pair: str, every: int, degradation: dict | None, config) -> list[tuple]:
@@ -82,22 +86,26 @@ def collect(pair: str, every: int, degradation: dict | None, config) -> list[tup
         res = loc.localize(query_image(f, degradation), f.camera)
         if res.ok and not is_wrong(*pose_errors(res.T_map_from_cam, f.T_world_from_cam)):
             rows.append((*loc.last, res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3],
-                         db.point_sigma_rel or loc.map_point_sigma_rel()))
+                         db.point_sigma_rel or MAP_POINT_SIGMA_REL[_main_point_source(db)]))
     return rows
 
 
 RHO_SCALE = False  # --rho-scale: rho multiplies each map's own map_point_sigma_rel
 
 
-BLUR = (0.0, 1.0)  # --blur B0 KB: the blur factor (BLUR_COVARIANCE; B0 0 = none)
+BLUR = (0.0, 1.0, 0.0, 1.0)  # --blur B0 KB [D0 KD]: blur and darkness factors (BLUR_ / DARK_COVARIANCE; 0 = none)
 
 
-def factor(s: float, b: float, s0: float, k: float, blur=None) -> float:
-    """The covariance factor of an image of median keypoint score ``s`` and sharpness ``b``: the larger of the
-    keypoint-confidence factor and the blur factor (Localizer.detection_score_factor)."""
-    b0, kb = BLUR if blur is None else blur
-    fb = keypoint_confidence_factor(b, b0, kb) if b0 > 0 and np.isfinite(b) and b > 0 else 1.0
-    return max(fb, keypoint_confidence_factor(s, s0, k))
+def factor(s: float, q: tuple, s0: float, k: float, blur=None) -> float:
+    """The covariance factor of an image of median keypoint score ``s`` and (sharpness, brightness) ``q``: the
+    largest of the keypoint-confidence, blur and darkness factors (Localizer.detection_score_factor); ``blur`` =
+    (b0, kb, B0, kd), B0 0 or b0 0: that factor off."""
+    b0, kb, d0, kd = (tuple(BLUR if blur is None else blur) + (0.0, 1.0))[:4]
+    f = keypoint_confidence_factor(s, s0, k)
+    for v, (r, e) in zip(q, ((b0, kb), (d0, kd))):
+        if r > 0 and np.isfinite(v) and v > 0:
+            f = max(f, keypoint_confidence_factor(v, r, e))
+    return f
 
 
 def nees(rows, a: float, rho: float, s0: float = 0.0, k: float = 1.0, blur=None) -> tuple[float, float]:
@@ -117,19 +125,22 @@ def main() -> int:
     ap.add_argument("--rho", nargs="+", type=float, default=None, help="the grid of rho (default: depth maps' grid)")
     ap.add_argument("--score", nargs=2, type=float, default=None, metavar=("S0", "K"),
                     help="fix the keypoint-confidence factor (e.g. the shipped 0.02 2) instead of fitting it")
-    ap.add_argument("--blur", nargs=2, type=float, default=None, metavar=("B0", "KB"),
-                    help="the blur factor max(1, B0 / sharpness) ** KB (BLUR_COVARIANCE); default: none")
+    ap.add_argument("--blur", nargs="+", type=float, default=None, metavar="B0 KB [D0 KD]",
+                    help="the blur factor max(1, B0 / sharpness) ** KB (BLUR_COVARIANCE) and the darkness factor "
+                         "max(1, D0 / brightness) ** KD (DARK_COVARIANCE); default: none")
+    ap.add_argument("--show", nargs=4, type=float, action="append", metavar=("B0", "KB", "D0", "KD"),
+                    help="with --fit-blur: also print these values")
     ap.add_argument("--fit-blur", action="store_true",
                     help="fit the blur factor (a, rho and --score fixed) instead of a, rho, s0, k")
     ap.add_argument("--rho-scale", action="store_true",
                     help="the rho values multiply each map's recorded point uncertainty (MapDatabase.point_sigma_rel; "
-                         "else the localizer's map_point_sigma_rel)")
+                         "else MAP_POINT_SIGMA_REL of its points)")
     ap.add_argument("--degrade", default=None, help="degrade the queries (reloc eval --degrade)")
     ap.add_argument("--config", default=None, help="YAML of localizer settings (reloc eval --config)")
     args = ap.parse_args()
     global RHO_SCALE, BLUR
     RHO_SCALE = args.rho_scale
-    BLUR = tuple(args.blur) if args.blur else BLUR
+    BLUR = (tuple(args.blur) + (0.0, 1.0))[:4] if args.blur else BLUR
     degradation = {"presets": parse_presets(args.degrade), "seed": 0} if args.degrade else None
     config = config_from_dict(LocalizerConfig, yaml.safe_load(Path(args.config).read_text()) if args.config else {})
     data = {}
@@ -142,14 +153,17 @@ def main() -> int:
         if not (args.fixed_a_rho and args.score):
             ap.error("--fit-blur needs --fixed-a-rho and --score")
         a, rho, (s0, k) = *args.fixed_a_rho, args.score
-        scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k, (b0, kb))[1] / 3.0)) for r in fit])),
-                         b0, kb) for b0 in GRID_B0 for kb in (GRID_KB if b0 else (1.0,)))
-        print("| b0 | kb | " + " | ".join(":".join([Path(p.split(":")[1]).name] + p.split(":")[4:]) for p in data)
-              + " |")
-        print("|---|---|" + "---|" * len(data))
-        for _, b0, kb in scored[:6] + [x for x in scored if x[1] == 0.0]:
-            print(f"| {b0} | {kb} | " + " | ".join("%.2f / %.2f" % nees(data[p], a, rho, s0, k, (b0, kb))
+        grid = [(b0, kb, d0, kd) for b0 in GRID_B0 for kb in (GRID_KB if b0 else (1.0,))
+                for d0 in GRID_D0 for kd in (GRID_KD if d0 else (1.0,))]
+        scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k, q)[1] / 3.0)) for r in fit])), q)
+                        for q in grid)
+        print("| b0 | kb | d0 | kd | " + " | ".join(":".join([Path(p.split(":")[1]).name] + p.split(":")[4:])
                                                    for p in data) + " |")
+        print("|---|---|---|---|" + "---|" * len(data))
+        shown = [q for _, q in scored[:6]] + [(0.0, 1.0, 0.0, 1.0)] + [tuple(x) for x in args.show or []]
+        for q in shown:
+            print("| %g | %g | %g | %g | " % q + " | ".join("%.2f / %.2f" % nees(data[p], a, rho, s0, k, q)
+                                                            for p in data) + " |")
         print("(median / mean position NEES of the correct poses; best fits first, then without the blur factor)")
         return 0
     scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k)[1] / 3.0)) for r in fit])), a, rho, s0, k)

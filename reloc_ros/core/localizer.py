@@ -44,10 +44,12 @@ __all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Lo
 # fitted on the training scene train_100 (mean NEES 3).
 PNP_COVARIANCE_SCALE = {"depth": 2.0, "triangulate": 1.0, "learned": 1.0}
 MAP_POINT_SIGMA_REL = {"depth": 0.001, "triangulate": 0.013, "learned": 0.13}
-# Triangulated maps record their own point uncertainty (MapDatabase.point_sigma_rel). Half of it as
-# map_point_sigma_rel calibrates clean queries (fitted on the tuning scenes; Strecha NEES means 1.0-2.2 instead of
-# 0.03-0.05 with the constant) but leaves degraded ones overconfident (Strecha at dusk: NEES medians 5-12), so the
-# constant stays the default (docs/RESULTS.md "Covariance calibration").
+# Triangulated maps that record their own point uncertainty (MapDatabase.point_sigma_rel: the median over the points of
+# their triangulation covariance's 1-sigma over distance) use this multiple of it instead of the constant above, which
+# was fitted on a map of short baselines and makes maps of good geometry far too conservative (Strecha: position NEES
+# 0.03-0.05 with 0.013, 1.0-1.8 (medians) with this). Fitted on the tuning scenes' triangulated maps
+# (docs/RESULTS.md "Covariance calibration").
+TRIANGULATED_SIGMA_SCALE = 0.5
 # Median inlier reprojection error (px) above which a pose is FAILED, per point source: the depth head's points are
 # off by ~12 % of their depth, so correct poses from them reproject 4-5 px; with the epipolar check guarding the
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
@@ -68,12 +70,16 @@ DETECTION_SCORE_COVARIANCE = {"learned": (0.02, 2.0)}
 # scenes' night queries (--degrade night): the position NEES of correct poses median 3.1-3.5 with 2, 2.0-2.4 with 3
 # (chi-square 3 dof: 2.37); docs/RESULTS.md "Robustness to degraded queries"
 LOW_LIGHT_COVARIANCE_FACTOR = 3.0
-# Blur (Localizer._covariance): an image less sharp than the reference (core/quality.py: ~0.82 for sharp VGA images,
-# ~0.6 for 15 px of motion blur) localizes with errors its residuals do not show either (correct poses of blurred
-# tuning queries: NEES medians 3.6-13 under the sharp images' model): the reprojection term is multiplied by
+# Blur (Localizer._covariance): an image less sharp than the reference (core/quality.py: 0.85-0.88 for sharp VGA
+# images, 0.57 for 15 px of motion blur) localizes with errors its residuals do not show either (correct poses of
+# blurred tuning queries: NEES medians 3.6-13 under the sharp images' model): the reprojection term is multiplied by
 # max(1, reference / sharpness) ** exponent, or by the keypoint-confidence factor when that is larger. Fitted on the
-# tuning scenes, sharp and blurred (docs/RESULTS.md "Covariance calibration").
+# tuning scenes, sharp, blurred and dusk (docs/RESULTS.md "Covariance calibration").
 BLUR_COVARIANCE = (0.75, 8.0)
+# Darkness: an image whose median grey level (core/lowlight.py brightness) is below the reference (dusk without
+# auto-exposure: 0.06-0.11) has its keypoints placed under noise relative to a faint contrast (correct dusk poses on
+# the tuning scenes: NEES medians 5.9 / 6.5 with the blur factor alone, 2.6 / 2.4 with this); same form and fit.
+DARK_COVARIANCE = (0.15, 2.0)
 
 
 def keypoint_confidence_factor(median_score: float, reference: float, exponent: float) -> float:
@@ -203,9 +209,9 @@ class LocalizerConfig:
                                       "+8 ms at 640x480 on 2 cores); 0 = off", 0.0, 100.0)
     map_point_sigma_rel: float = setting(-1.0, "1-sigma map-point error as a fraction of depth, added to the "
                                          "covariance per contributing keyframe; < 0 = the default for the map's "
-                                         "point source (depth 0.001, triangulate 0.013, learned 0.13); a triangulated "
-                                         "map records its own point uncertainty (`reloc map info`): half of it "
-                                         "calibrates clean images, not degraded ones", -1.0, 10.0)
+                                         "point source (depth 0.001, triangulate 0.013, learned 0.13; a triangulated "
+                                         "map that records its point uncertainty, shown by `reloc map info`: half of "
+                                         "that)", -1.0, 10.0)
     prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
                                    0.0, 1e6, min_exclusive=True)
     blas_threads: int = setting(1, "> 0: limit the process's BLAS (numpy matching) to this many threads when a "
@@ -446,7 +452,7 @@ class Localizer:
         self.config = config  # the property below: loads the learned matcher when config.matcher asks for it
         self.index = GlobalIndex(db.index, db.centers, db.T_map_from_cam[:, :3, :3], db.global_desc)
         self._point_source = _main_point_source(db)
-        self._map_sigma_rel = MAP_POINT_SIGMA_REL[self._point_source]  # the map's default for map_point_sigma_rel
+        self._map_sigma_rel = self.default_map_point_sigma_rel(db, self._point_source)  # map_point_sigma_rel < 0
         # Per keyframe: only keypoints with a 3D point take part in matching. Their descriptors go into one
         # contiguous store (fp16 when lossless) made once; the matcher's buffers are reused by every query.
         has = _strongest_with_3d(db, config.max_map_keypoints)
@@ -531,7 +537,8 @@ class Localizer:
         :meth:`localize_features` takes (the node's pipeline extracts in one thread and localizes in another)."""
         _apply_blas_limit(self.config.blas_threads)
         features = lowlight.extract(self.extractor, image, self.config.low_light_brightness)
-        features.sharpness = sharpness(image)  # of the image as the camera gave it (the covariance's blur factor)
+        # of the image as the camera gave it: the covariance's blur and darkness factors
+        features.sharpness, features.brightness = sharpness(image), lowlight.brightness(image)
         if features.global_desc is None:
             features.global_desc = self.extractor.describe_global(features)
         return features
@@ -568,7 +575,7 @@ class Localizer:
         self._px_scale = pixel_scale(camera.size)
         self._score_factor = self.detection_score_factor(features)
         # dim or noisy (the factor without blur above 1): the place check runs even where the map knows no look-alike
-        self._dim = self.detection_score_factor(features, blur=False) > 1.0
+        self._dim = self.detection_score_factor(features, image_quality=False) > 1.0
         if features.global_desc is None:  # features from elsewhere than extract()
             features.global_desc = self.extractor.describe_global(features)
 
@@ -1037,17 +1044,27 @@ class Localizer:
         v = self.config.max_median_reproj_px
         return (v if v > 0 else MAX_MEDIAN_REPROJ_PX[self._point_source]) * self._px_scale
 
+    @staticmethod
+    def default_map_point_sigma_rel(db: MapDatabase, point_source: str) -> float:
+        """What ``map_point_sigma_rel`` < 0 (the default) means for this map: its own point uncertainty times
+        TRIANGULATED_SIGMA_SCALE for a triangulated map that records one, else MAP_POINT_SIGMA_REL of its points."""
+        if point_source == "triangulate" and db.point_sigma_rel is not None:
+            return TRIANGULATED_SIGMA_SCALE * db.point_sigma_rel
+        return MAP_POINT_SIGMA_REL[point_source]
+
     def map_point_sigma_rel(self) -> float:
         """The relative map-point error used by the covariance: the config's, else the map's default."""
         return self.config.map_point_sigma_rel if self.config.map_point_sigma_rel >= 0 else self._map_sigma_rel
 
-    def detection_score_factor(self, features: Features, blur: bool = True) -> float:
+    def detection_score_factor(self, features: Features, image_quality: bool = True) -> float:
         """The covariance's keypoint-confidence factor for an image's features: the largest of the detection scores'
-        (DETECTION_SCORE_COVARIANCE), the low-light floor (LOW_LIGHT_COVARIANCE_FACTOR) and, unless ``blur`` is
-        False, the blur factor (BLUR_COVARIANCE); >= 1."""
+        (DETECTION_SCORE_COVARIANCE), the low-light floor (LOW_LIGHT_COVARIANCE_FACTOR) and, unless
+        ``image_quality`` is False, the blur and darkness factors (BLUR_COVARIANCE, DARK_COVARIANCE); >= 1."""
         floor = LOW_LIGHT_COVARIANCE_FACTOR if features.low_light else 1.0
-        if blur and np.isfinite(features.sharpness) and features.sharpness > 0:
-            floor = max(floor, keypoint_confidence_factor(features.sharpness, *BLUR_COVARIANCE))
+        if image_quality:
+            for value, model in ((features.sharpness, BLUR_COVARIANCE), (features.brightness, DARK_COVARIANCE)):
+                if np.isfinite(value) and value > 0 and model[0] > 0:
+                    floor = max(floor, keypoint_confidence_factor(value, *model))
         ref = DETECTION_SCORE_COVARIANCE.get(self.db.extractor_identity.get("name"))
         if ref is None or len(features) == 0:
             return floor
