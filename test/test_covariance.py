@@ -220,3 +220,25 @@ def test_blur_widens_the_covariance_of_blurred_images_only(office):
     # calibrated: the median position NEES of correct blurred poses near chi-square(3)'s 2.37 (5.5 / 3.6 on the
     # tuning scenes without the factor)
     assert len(nees_blur) >= 8 and 0.3 < np.median(nees_blur) < 4.0, nees_blur
+
+
+def test_image_measure_on_odd_and_plain_images():
+    """``quality.measure`` returns (sharpness, brightness), NaN where it cannot tell, never an exception: the node
+    computes it on every image a camera sends."""
+    from reloc_ros.core.quality import measure
+
+    flat = np.full((480, 640, 3), 128, np.uint8)
+    s, b = measure(flat)
+    assert np.isnan(s) and b == pytest.approx(128 / 255)
+    rng = np.random.default_rng(0)
+    tex = np.kron(rng.integers(0, 256, (60, 80)), np.ones((8, 8))).astype(np.uint8)  # blocks with sharp edges
+    s, b = measure(tex)
+    assert 0.8 < s < 1.2 and abs(b - np.median(tex) / 255) < 0.02
+    import cv2
+
+    blurred = cv2.blur(tex, (15, 1))
+    assert measure(blurred)[0] < 0.7 * s
+    for odd in (np.zeros((1, 1, 3), np.uint8), np.zeros((0, 0), np.uint8), np.zeros(5),
+                np.zeros((480, 640, 0), np.uint8), np.full((64, 64), np.nan, np.float32),
+                np.zeros((480, 640), np.uint16)):
+        assert all(np.isnan(v) or 0 <= v <= 1 for v in measure(odd)), odd.shape

@@ -37,7 +37,7 @@ class Features:
         image_size: (width, height) of the input image.
         low_light: the image was enhanced for low light before extraction (``LocalizerConfig.low_light_brightness``).
         sharpness: the query image's sharpness (core/quality.py; NaN: not measured), for the pose covariance.
-        brightness: the query image's median grey level in [0, 1] (core/lowlight.py; NaN: not measured), likewise.
+        brightness: the query image's median grey level in [0, 1] (core/quality.py; NaN: not measured), likewise.
     """
 
     keypoints: np.ndarray

@@ -24,7 +24,7 @@ from reloc_ros.core.lighterglue import MATCHERS, LighterGlueMatcher, default_mat
 from reloc_ros.core.matching import PRECISIONS as MATCHING_PRECISIONS
 from reloc_ros.core.matching import KeyframeDescriptors, KeyframeMatcher
 from reloc_ros.core.plausibility import inlier_coverage
-from reloc_ros.core.quality import sharpness
+from reloc_ros.core.quality import measure as measure_image
 from reloc_ros.core.pnp import PnPConfig, refine_pnp, reprojection_errors, solve_pnp
 from reloc_ros.core.relpose2d2d import METHODS, KeyframeView, RelPoseConfig, average_rotations, estimate_line, \
     pose_without_3d
@@ -76,9 +76,9 @@ LOW_LIGHT_COVARIANCE_FACTOR = 3.0
 # max(1, reference / sharpness) ** exponent, or by the keypoint-confidence factor when that is larger. Fitted on the
 # tuning scenes, sharp, blurred and dusk (docs/RESULTS.md "Covariance calibration").
 BLUR_COVARIANCE = (0.75, 8.0)
-# Darkness: an image whose median grey level (core/lowlight.py brightness) is below the reference (dusk without
+# Darkness: an image whose median grey level (core/quality.py measure) is below the reference (dusk without
 # auto-exposure: 0.06-0.11) has its keypoints placed under noise relative to a faint contrast (correct dusk poses on
-# the tuning scenes: NEES medians 5.9 / 6.5 with the blur factor alone, 2.6 / 2.4 with this); same form and fit.
+# the tuning scenes: NEES medians 5.9 / 6.5 with the blur factor alone, 2.0 / 1.8 with this); same form and fit.
 DARK_COVARIANCE = (0.15, 2.0)
 
 
@@ -538,7 +538,7 @@ class Localizer:
         _apply_blas_limit(self.config.blas_threads)
         features = lowlight.extract(self.extractor, image, self.config.low_light_brightness)
         # of the image as the camera gave it: the covariance's blur and darkness factors
-        features.sharpness, features.brightness = sharpness(image), lowlight.brightness(image)
+        features.sharpness, features.brightness = measure_image(image)
         if features.global_desc is None:
             features.global_desc = self.extractor.describe_global(features)
         return features
