@@ -85,8 +85,9 @@ def test_map_default_follows_the_point_source(office):
 
 def test_nees_is_reported_by_evaluate(office):
     loc, queries = office
-    summary, _ = evaluate(loc, queries[:5], show_progress=False)
+    summary, records = evaluate(loc, queries[:5], show_progress=False)
     assert set(summary["nees_position"]) >= {"mean", "median"}
+    assert all(r["covariance_factor"] >= 1.0 for r in records)  # which widening each result got
 
 
 def test_map_keypoint_cap_keeps_the_strongest_points_with_3d(office):
@@ -238,7 +239,29 @@ def test_image_measure_on_odd_and_plain_images():
 
     blurred = cv2.blur(tex, (15, 1))
     assert measure(blurred)[0] < 0.7 * s
+    # a black surround (a fisheye's, letterboxing) is not the scene: the brightness is that of the lit part
+    framed = np.zeros_like(tex)
+    framed[160:320, 200:440] = tex[160:320, 200:440]
+    assert abs(measure(framed)[1] - np.median(tex[160:320, 200:440]) / 255) < 0.03
+    assert measure(np.zeros((480, 640), np.uint8))[1] == 0.0  # all black: as dark as it gets
     for odd in (np.zeros((1, 1, 3), np.uint8), np.zeros((0, 0), np.uint8), np.zeros(5),
                 np.zeros((480, 640, 0), np.uint8), np.full((64, 64), np.nan, np.float32),
                 np.zeros((480, 640), np.uint16)):
         assert all(np.isnan(v) or 0 <= v <= 1 for v in measure(odd)), odd.shape
+
+
+def test_image_quality_factors_are_bounded_and_continuous(office):
+    """Down to a black frame: no jump between grey level 0 and 1, and at most MAX_IMAGE_QUALITY_FACTOR."""
+    from reloc_ros.core.features import Features
+    from reloc_ros.core.localizer import MAX_IMAGE_QUALITY_FACTOR
+
+    loc, _ = office
+
+    def factor(sharp, bright):
+        return loc.detection_score_factor(Features(np.zeros((0, 2), np.float32), np.zeros((0, 8), np.float32),
+                                                   np.zeros(0, np.float32), None, (640, 480), sharpness=sharp,
+                                                   brightness=bright))
+
+    assert factor(0.9, 0.5) == 1.0
+    assert factor(0.9, 0.0) == factor(0.9, 1 / 255) == MAX_IMAGE_QUALITY_FACTOR
+    assert factor(0.1, 0.5) == MAX_IMAGE_QUALITY_FACTOR and 1.0 < factor(0.7, 0.5) < factor(0.6, 0.5)

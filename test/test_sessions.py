@@ -252,6 +252,10 @@ def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_togethe
     # the map's point uncertainty (the covariance's map term) is that of the new triangulation, and is used
     assert before.point_sigma_rel is not None and after.point_sigma_rel is not None
     assert st["point_sigma_rel"] == after.point_sigma_rel and 1e-5 < after.point_sigma_rel < 0.1
+    from reloc_ros.cli.main import _map_summary  # `reloc map info` counts the new triangulation's points
+
+    assert f"{st['triangulated_points']} distinct points" in _map_summary(after), _map_summary(after)
+    assert st["triangulated_points"] != before.manifest["build"]["triangulation"]["points"]
     # the old keypoints' points come from tracks that now include the new views: more of them have one
     assert np.isfinite(after.points3d[:n_old, 0]).sum() > np.isfinite(before.points3d[:, 0]).sum()
     # and the new points are where the depth images say (the scene's truth), within a few centimetres

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from reloc_ros.core.degrade import parse_presets  # noqa: E402
 from reloc_ros.core.geometry import pose_errors  # noqa: E402
-from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, Localizer, LocalizerConfig, _main_point_source, \
+from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, MAX_IMAGE_QUALITY_FACTOR, Localizer, LocalizerConfig, _main_point_source, \
     config_from_dict, extractor_for_map, keypoint_confidence_factor  # noqa: E402
 from reloc_ros.core.mapdb import MapDatabase  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
@@ -103,8 +103,8 @@ def factor(s: float, q: tuple, s0: float, k: float, blur=None) -> float:
     b0, kb, d0, kd = (tuple(BLUR if blur is None else blur) + (0.0, 1.0))[:4]
     f = keypoint_confidence_factor(s, s0, k)
     for v, (r, e) in zip(q, ((b0, kb), (d0, kd))):
-        if r > 0 and np.isfinite(v) and v > 0:
-            f = max(f, keypoint_confidence_factor(v, r, e))
+        if r > 0 and np.isfinite(v):
+            f = max(f, min(MAX_IMAGE_QUALITY_FACTOR, keypoint_confidence_factor(v, r, e)))
     return f
 
 

@@ -434,8 +434,10 @@ def _map_summary(db) -> str:
     scale = db.manifest.get("build", {}).get("depth_scale", {})
     note = f", depth x {scale['factor']:.3g}" if scale.get("applied") else ""
     tri = db.manifest.get("build", {}).get("triangulation") or {}
-    if points == "triangulate" and "points" in tri:  # one triangulated point is seen by several keypoints
-        note += f", {tri['points']} distinct points"
+    distinct = next((u["triangulated_points"] for u in reversed(db.manifest.get("updates") or [])
+                     if isinstance(u, dict) and "triangulated_points" in u), tri.get("points"))  # update: anew
+    if points == "triangulate" and distinct is not None:  # one triangulated point is seen by several keypoints
+        note += f", {distinct} distinct points"
     if db.point_sigma_rel is not None:  # MapDatabase.point_sigma_rel
         note += f", point uncertainty {100 * db.point_sigma_rel:.2g} % of their distance"
     al = db.manifest.get("aliases")
@@ -574,7 +576,8 @@ def _eval(args) -> int:
     st = summary["latency_ms"]["stages"]
     print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
     nees = summary["nees_position"]
-    print(f"position NEES (3 = calibrated covariance): mean {nees['mean']:.2f}, median {nees['median']:.2f}")
+    print(f"position NEES: mean {nees['mean']:.2f}, median {nees['median']:.2f} (a calibrated covariance: mean 3, "
+          "median 2.37; below, it is conservative, far above, overconfident)")
     print(f"localized outside ({WRONG_M} m, {WRONG_DEG} deg): {summary['localized_wrong']}")
     if summary.get("low_light"):
         print(f"enhanced for low light (low_light_brightness): {summary['low_light']} of {summary['queries']} queries")

@@ -78,8 +78,11 @@ LOW_LIGHT_COVARIANCE_FACTOR = 3.0
 BLUR_COVARIANCE = (0.75, 8.0)
 # Darkness: an image whose median grey level (core/quality.py measure) is below the reference (dusk without
 # auto-exposure: 0.06-0.11) has its keypoints placed under noise relative to a faint contrast (correct dusk poses on
-# the tuning scenes: NEES medians 5.9 / 6.5 with the blur factor alone, 2.0 / 1.8 with this); same form and fit.
+# the tuning scenes: NEES medians 5.9 / 6.5 with the blur factor alone, 2.0 / 2.0 with this); same form and fit.
 DARK_COVARIANCE = (0.15, 2.0)
+# The two image-quality factors are at most this (sharpness 0.5, brightness 0.03: night): beyond, the measures say
+# little about the keypoints (a frame mostly black, pure noise), and the place check and the gates judge the pose.
+MAX_IMAGE_QUALITY_FACTOR = 25.0
 
 
 def keypoint_confidence_factor(median_score: float, reference: float, exponent: float) -> float:
@@ -280,8 +283,9 @@ class LocalizationResult:
             in the tracker's publish gate it would widen the window for the very night poses whose errors even the
             widened covariance underestimates (a 3-session office map's night run: 12 poses 0.25 m / 5-7 deg off
             published instead of 0).
-        covariance_factor: the keypoint-confidence factor of the image (>= 1; DETECTION_SCORE_COVARIANCE), set once
-            its features are known; the node reports it in /diagnostics.
+        covariance_factor: the image's factor of the reprojection term (>= 1; the largest of the keypoint-confidence,
+            blur and darkness factors: DETECTION_SCORE_COVARIANCE, BLUR_COVARIANCE, DARK_COVARIANCE), set once its
+            features are known; the node reports it in /diagnostics.
         lookalike_free: LOCALIZED only: the keyframes whose matches support the pose have no look-alike elsewhere
             in the map (core/aliases.py), so the place tracker asks for less motion before it publishes the place
             (``track_min_motion_lookalike_free_m``); False when the map has no look-alike analysis.
@@ -1063,8 +1067,8 @@ class Localizer:
         floor = LOW_LIGHT_COVARIANCE_FACTOR if features.low_light else 1.0
         if image_quality:
             for value, model in ((features.sharpness, BLUR_COVARIANCE), (features.brightness, DARK_COVARIANCE)):
-                if np.isfinite(value) and value > 0 and model[0] > 0:
-                    floor = max(floor, keypoint_confidence_factor(value, *model))
+                if np.isfinite(value) and model[0] > 0:
+                    floor = max(floor, min(MAX_IMAGE_QUALITY_FACTOR, keypoint_confidence_factor(value, *model)))
         ref = DETECTION_SCORE_COVARIANCE.get(self.db.extractor_identity.get("name"))
         if ref is None or len(features) == 0:
             return floor

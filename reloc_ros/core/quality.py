@@ -12,7 +12,7 @@ wide has the same gradient at both resolutions, a blurred edge twice the gradien
 smallest of the four ratios is returned. Medians on the tuning scenes' VGA queries: 0.85-0.88 sharp, 0.85-0.87
 JPEG quality 20, 0.57-0.58 for 15 px of motion blur, 0.57 for a defocus disc of 4 px, 0.75-0.82 at dusk (9 px blur
 under noise), 0.57 at night; on Strecha's 1024 px photographs 0.78-0.80 sharp, 0.70-0.73 at dusk. It runs on the
-image at the extractor's resolution (reduced to at most :data:`SIDE_PX` pixels). :func:`measure` also returns the
+image at up to :data:`SIDE_PX` pixels (the learned extractor's default input size; larger images are reduced). :func:`measure` also returns the
 median grey level (a dark image's keypoints sit under noise relative to a faint contrast: the darkness factor);
 both together take about 1 ms for a VGA image, 2 ms for 1024 x 683, on one core.
 """
@@ -25,7 +25,10 @@ import numpy as np
 __all__ = ["measure", "sharpness", "SIDE_PX"]
 
 SIDE_PX = 1024  # the longer side sharpness is measured at (larger images are reduced first): the learned
-# extractor's input size, so that it sees the blur the extractor sees
+# extractor's default input size, so that it sees the blur the extractor sees
+BLACK_LEVEL = 1  # grey levels up to this are left out of the brightness: masks and black borders (a fisheye's
+# surround, letterboxing) are not the scene
+MIN_LIT_FRACTION = 0.05  # fewer pixels above BLACK_LEVEL than this: brightness 0
 
 
 def _rms_gradient(grey: np.ndarray, axis: int) -> float:
@@ -37,9 +40,10 @@ def measure(image: np.ndarray) -> tuple[float, float]:
     """(sharpness, brightness) of an image as the camera gave it.
 
     sharpness: the smallest ratio of the RMS gradient at one resolution to that at half of it, over x / y and two
-    scales (see the module docstring): ~0.85 sharp, ~0.57 for 15 px of motion blur; NaN for an image too small
-    (< 32 px) or without any gradient. brightness: the median grey level in [0, 1] (8-bit images; NaN for others,
-    whose range is unknown). About 1 ms for a VGA image, 2 ms for 1024 x 683, on one core.
+    scales (see the module docstring): ~0.85 sharp, ~0.57 for 15 px of motion blur, above 1 for pure noise or tiny
+    images (no factor then); NaN for an image too small (< 32 px) or without any gradient. brightness: the median
+    grey level in [0, 1] of the pixels brighter than BLACK_LEVEL (8-bit images, OpenCV's BGR channel order; NaN for
+    other types, whose range is unknown). About 1 ms for a VGA image, 2 ms for 1024 x 683, on one core.
     """
     nan = float("nan")
     img = np.asarray(image)
@@ -55,9 +59,12 @@ def measure(image: np.ndarray) -> tuple[float, float]:
         if not np.isfinite(grey).all():
             return nan, nan
     bright = nan
-    if grey.dtype == np.uint8:  # the median of the 256-bin histogram of every 2nd pixel
+    if grey.dtype == np.uint8:  # the median of the 256-bin histogram of every 2nd pixel, black (masks, borders) aside
         hist = np.bincount(grey[::2, ::2].ravel(), minlength=256)
-        bright = float(np.searchsorted(np.cumsum(hist), (hist.sum() + 1) // 2)) / 255.0
+        lit = hist[BLACK_LEVEL + 1:]
+        n = int(lit.sum())
+        bright = (float(BLACK_LEVEL + 1 + np.searchsorted(np.cumsum(lit), (n + 1) // 2)) / 255.0
+                  if n >= MIN_LIT_FRACTION * hist.sum() else 0.0)
     h, w = grey.shape
     s = SIDE_PX / max(h, w)
     if s < 1.0:

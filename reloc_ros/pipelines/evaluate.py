@@ -32,7 +32,8 @@ def _record(f: Frame, res) -> dict:
     rec = {"name": f.name, "sequence": f.sequence, "ok": res.ok, "status": res.status.value,
            "reason": res.reason, "code": res.code.value if res.code is not None else "",
            "num_matches": res.num_matches, "num_inliers": res.num_inliers,
-           "timings_ms": res.timings_ms, "t_err": math.inf, "r_err": math.inf, "low_light": bool(res.low_light)}
+           "timings_ms": res.timings_ms, "t_err": math.inf, "r_err": math.inf, "low_light": bool(res.low_light),
+           "covariance_factor": float(res.covariance_factor)}  # > 1: unsure keypoints, a blurred or dark image
     if res.ok:
         rec["t_err"], rec["r_err"] = pose_errors(res.T_map_from_cam, f.T_world_from_cam)
         rec["T_map_from_cam"] = res.T_map_from_cam.tolist()

@@ -536,7 +536,8 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     stats = {"session": name, "frames": len(frames), "kept": len(sel), "why_kept": why,
              **({"low_light_images": sum(fe.low_light for fe in feats)} if rule > 0 else {"dark_images": n_dark}),
              "seconds": round(time.perf_counter() - t0, 2), **({"pruned": pruned} if pruned else {}),
-             **({"point_sigma_rel": tri_stats["point_sigma_rel"]} if "point_sigma_rel" in tri_stats else {})}
+             **({"point_sigma_rel": tri_stats["point_sigma_rel"]} if "point_sigma_rel" in tri_stats else {}),
+             **({"triangulated_points": tri_stats["points"]} if "points" in tri_stats else {})}
     sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
                      "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})
     _recount(sessions, [k.name for k in keyframes])

@@ -58,7 +58,7 @@ class FrameStats:
     clock_warning: str = ""  # image stamps far from the node's clock (use_sim_time?)
     first_image_wall: float | None = None  # time.monotonic() of the first image (CameraInfo waits count from it)
     num_inliers: int = 0
-    covariance_factor: float = 1.0  # the last frame's keypoint-confidence factor of the covariance (>= 1)
+    covariance_factor: float = 1.0  # the last frame's factor of the covariance (>= 1: detection scores, blur, dark)
     low_light: bool = False  # the last frame was enhanced for low light (LocalizerConfig.low_light_brightness)
     num_matches: int = 0
     timings_ms: dict = field(default_factory=dict)
@@ -112,7 +112,7 @@ class FrameStats:
             "tf_error": self.last_tf_error,
             "num_inliers": self.num_inliers,
             "num_matches": self.num_matches,
-            "covariance_factor": round(self.covariance_factor, 3),  # > 1: keypoints the network is unsure of
+            "covariance_factor": round(self.covariance_factor, 3),  # > 1: unsure keypoints, blurred or dark image
             "low_light": self.low_light,  # the last frame was enhanced for low light (low_light_brightness)
             "frames_received": self.received,
             "frames_processed": self.processed,
