@@ -256,6 +256,10 @@ def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_togethe
 
     assert f"{st['triangulated_points']} distinct points" in _map_summary(after), _map_summary(after)
     assert st["triangulated_points"] != before.manifest["build"]["triangulation"]["points"]
+    # the queries are now in the map (under the session's prefix): `reloc eval` refuses, saying so
+    from reloc_ros.cli.main import main
+
+    assert main(["eval", "--map", str(tmp_path / "t"), "--dataset", str(root / "office"), "--format", "7scenes"]) != 0
     # the old keypoints' points come from tracks that now include the new views: more of them have one
     assert np.isfinite(after.points3d[:n_old, 0]).sum() > np.isfinite(before.points3d[:, 0]).sum()
     # and the new points are where the depth images say (the scene's truth), within a few centimetres

@@ -556,10 +556,13 @@ def _eval(args) -> int:
     if not queries:
         raise ValueError("no query images: check --map-every or the dataset's TestSplit.txt")
     map_names = set(loc.db.names)
+    for prefix in {str(x.get("prefix") or "") for x in (db.manifest.get("sessions") or []) if isinstance(x, dict)}:
+        if prefix:  # keyframes that `map update` / `merge` added under a session prefix are the same images
+            map_names |= {n[len(prefix):] for n in loc.db.names if n.startswith(prefix)}
     leaked = [q.name for q in queries if q.name in map_names]
     if leaked:
         raise ValueError(f"{len(leaked)} query images are also in the map (e.g. {leaked[0]}): use the same "
-                         "--map-every / split as for `reloc map build`")
+                         "--map-every / split as for `reloc map build` and `reloc map update`")
     degradation = degradation_of(args)
     summary, records = evaluate(loc, queries, show_progress=not args.quiet,
                                 sequence_labels=ds.meta.get("sequence_labels"), degradation=degradation)
