@@ -78,7 +78,7 @@ LOW_LIGHT_COVARIANCE_FACTOR = 3.0
 BLUR_COVARIANCE = (0.75, 8.0)
 # Darkness: an image whose median grey level (core/quality.py measure) is below the reference (dusk without
 # auto-exposure: 0.06-0.11) has its keypoints placed under noise relative to a faint contrast (correct dusk poses on
-# the tuning scenes: NEES medians 5.9 / 6.5 with the blur factor alone, 2.0 / 2.0 with this); same form and fit.
+# the tuning scenes: NEES medians 5.2 / 5.7 with the blur factor alone, 2.7 / 2.7 with this); same form and fit.
 DARK_COVARIANCE = (0.15, 2.0)
 # The two image-quality factors are at most this (sharpness 0.5, brightness 0.03: night): beyond, the measures say
 # little about the keypoints (a frame mostly black, pure noise), and the place check and the gates judge the pose.

@@ -42,8 +42,8 @@ def measure(image: np.ndarray) -> tuple[float, float]:
     sharpness: the smallest ratio of the RMS gradient at one resolution to that at half of it, over x / y and two
     scales (see the module docstring): ~0.85 sharp, ~0.57 for 15 px of motion blur, above 1 for pure noise or tiny
     images (no factor then); NaN for an image too small (< 32 px) or without any gradient. brightness: the median
-    grey level in [0, 1] of the pixels brighter than BLACK_LEVEL (8-bit images, OpenCV's BGR channel order; NaN for
-    other types, whose range is unknown). About 1 ms for a VGA image, 2 ms for 1024 x 683, on one core.
+    grey level in [0, 1] of the pixels brighter than BLACK_LEVEL (8-bit images, RGB as the localizer takes them; NaN
+    for other types, whose range is unknown). About 1 ms for a VGA image, 2 ms for 1024 x 683, on one core.
     """
     nan = float("nan")
     img = np.asarray(image)
@@ -51,7 +51,7 @@ def measure(image: np.ndarray) -> tuple[float, float]:
         return nan, nan
     if img.ndim == 3 and img.shape[2] == 3:
         grey = cv2.cvtColor(img if img.dtype in (np.uint8, np.uint16, np.float32) else img.astype(np.float32),
-                            cv2.COLOR_BGR2GRAY)
+                            cv2.COLOR_RGB2GRAY)  # the localizer takes RGB (datasets.base.load_image, the node)
     else:
         grey = img if img.ndim == 2 else img[..., 0]
     if grey.dtype != np.uint8:
