@@ -34,9 +34,9 @@ import numpy as np
 
 __all__ = ["BenchConfig", "run_pipeline_bench", "run_scaling_bench", "format_pipeline", "format_scaling", "main"]
 
-STAGES_LEARNED = ("convert", "preprocess", "encoder", "postprocess", "retrieval", "matching", "aggregation", "pnp",
-                  "gates")
-STAGES_SIFT = ("convert", "extract", "retrieval", "matching", "aggregation", "pnp", "gates")
+STAGES_LEARNED = ("convert", "preprocess", "encoder", "postprocess", "quality", "retrieval", "matching", "aggregation",
+                  "pnp", "gates")
+STAGES_SIFT = ("convert", "extract", "quality", "retrieval", "matching", "aggregation", "pnp", "gates")
 LOCALIZER_STAGES = ("retrieval", "matching", "aggregation", "pnp")  # timed by Localizer.localize itself
 SCALING_SIZES = (1_000, 10_000, 100_000, 1_000_000)
 MAP_LOAD_SIZES = (1_000, 10_000)
@@ -136,6 +136,7 @@ def _ms(t0: float) -> float:
 def _localize_timed(localizer, buf: bytes, shape: tuple, camera) -> tuple[dict, object]:
     """One query as the node runs it: message buffer -> array -> features -> localize; per-stage ms."""
     from reloc_ros.core.learned import LearnedExtractor, preprocess
+    from reloc_ros.core.quality import measure as measure_image
 
     extractor = localizer.extractor
     t = {}
@@ -158,6 +159,9 @@ def _localize_timed(localizer, buf: bytes, shape: tuple, camera) -> tuple[dict, 
         if feats.global_desc is None:
             feats.global_desc = extractor.describe_global(feats)
         t["extract"] = _ms(t1)
+    t1 = time.perf_counter()  # what Localizer.extract adds: the covariance's image measures (core/quality.py)
+    feats.sharpness, feats.brightness = measure_image(img)
+    t["quality"] = _ms(t1)
     t1 = time.perf_counter()
     res = localizer.localize(img, camera, features=feats)
     loc_ms = _ms(t1)
