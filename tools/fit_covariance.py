@@ -1,24 +1,28 @@
 #!/usr/bin/env python3
-"""Fit the covariance model of depth-image maps (docs/RESULTS.md "Covariance calibration").
+"""Fit the covariance model (docs/RESULTS.md "Covariance calibration").
 
 The published position covariance is ``a f C_pnp + (rho z)^2 / n x I`` (Localizer._covariance: ``a`` =
-PNP_COVARIANCE_SCALE, ``rho`` = MAP_POINT_SIGMA_REL of the map's point source, ``f = max(1, s0 / s) ** k`` the
-keypoint-confidence factor of DETECTION_SCORE_COVARIANCE with ``s`` the median detection score of the query's
-keypoints). For each (map, dataset) pair this localizes every ``--every``-th query, keeps the correct poses (within
-0.5 m, 5 deg) and records the PnP covariance, the median inlier depth ``z``, the contributing keyframes ``n``, ``s``
-and the position error; then it prints, per scene and for a grid of (a, rho, s0, k), the median and mean position
-NEES (calibrated: 2.37 and 3). The fit uses the tuning scenes only; pass the benchmark scenes with --check to see
-the chosen values there. ``--fixed-a-rho A RHO`` fits only (s0, k); with ``--rho-scale`` each ``rho`` multiplies the map's own default
-(a triangulated map's recorded point uncertainty, MapDatabase.point_sigma_rel, else the constant of its point
-source, MAP_POINT_SIGMA_REL).
+PNP_COVARIANCE_SCALE, ``rho`` = MAP_POINT_SIGMA_REL of the map's point source, ``f`` the larger of the
+keypoint-confidence factor ``max(1, s0 / s) ** k`` of DETECTION_SCORE_COVARIANCE, ``s`` the median detection score
+of the query's keypoints, and the image-quality factor of its sharpness and brightness, localizer.image_quality_factor).
+For each (map, dataset) pair this localizes every ``--every``-th query, keeps the correct poses (within 0.5 m, 5 deg)
+and records the PnP covariance, the median inlier depth ``z``, the contributing keyframes ``n``, ``s``, the image
+measures and the position error; then it prints, per scene and for a grid of (a, rho, s0, k), the median and mean
+position NEES (calibrated: 2.37 and 3). The fit uses the tuning scenes only; pass the benchmark scenes with --check
+to see the chosen values there. ``--fixed-a-rho A RHO`` fits only (s0, k); ``--fit-blur`` (with ``--fixed-a-rho``
+and ``--score``) the image-quality factor's (b0, kb, d0, kd); with ``--rho-scale`` each ``rho`` multiplies the map's
+own default (a triangulated map's recorded point uncertainty, MapDatabase.point_sigma_rel, else the constant of its
+point source, MAP_POINT_SIGMA_REL).
 
 A pair may name the dataset's format, its map split and a degradation of its own (``MAP:DATASET:posed_images:4``
-for a dataset of posed images whose every 4th image is the map; ``MAP:DATASET:::defocus`` for defocused queries); ``--degrade`` degrades the queries (core/degrade.py), ``--rho`` replaces
-the grid of ``rho`` (the triangulated maps' map term lives on another scale), ``--config`` a YAML of settings.
+for a dataset of posed images whose every 4th image is the map; ``MAP:DATASET:::defocus`` for defocused queries);
+``--degrade`` degrades every pair's queries (core/degrade.py), ``--rho`` replaces the grid of ``rho`` (the
+triangulated maps' map term lives on another scale), ``--config`` a YAML of settings.
 
 Usage:
-    python tools/fit_covariance.py --fit MAP:DATASET[:FORMAT[:MAP_EVERY]] [...] [--check MAP:DATASET ...]
+    python tools/fit_covariance.py --fit MAP:DATASET[:FORMAT[:MAP_EVERY[:DEGRADE]]] [...] [--check MAP:DATASET ...]
         [--every 2] [--degrade PRESETS] [--rho R [R ...]] [--rho-scale] [--fixed-a-rho A RHO] [--config YAML]
+        [--score S0 K] [--blur B0 KB [D0 KD]] [--fit-blur [--show B0 KB D0 KD ...]]
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from reloc_ros.core.degrade import parse_presets  # noqa: E402
 from reloc_ros.core.geometry import pose_errors  # noqa: E402
-from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, MAX_IMAGE_QUALITY_FACTOR, Localizer, LocalizerConfig, _main_point_source, \
-    config_from_dict, extractor_for_map, keypoint_confidence_factor  # noqa: E402
+from reloc_ros.core.localizer import MAP_POINT_SIGMA_REL, Localizer, LocalizerConfig, _main_point_source, \
+    config_from_dict, extractor_for_map, image_quality_factor, keypoint_confidence_factor  # noqa: E402
 from reloc_ros.core.mapdb import MapDatabase  # noqa: E402
 from reloc_ros.datasets import load_dataset  # noqa: E402
 from reloc_ros.pipelines.evaluate import is_wrong, query_image  # noqa: E402
@@ -72,7 +76,7 @@ class _Recording(Localizer):
         return super().detection_score_factor(features, image_quality)
 
 
-def collect(pair: str, every: int, degradation: dict | None, config) -> list[tuple]:
+def collect(pair: str, every: int, degradation: dict | None, config, rho_scale: bool = False) -> list[tuple]:
     map_dir, dataset, fmt, map_every, presets = (pair.split(":") + ["", "", ""])[:5]
     fmt = fmt or "7scenes"
     if presets:  # this pair's own degradation
@@ -80,39 +84,32 @@ def collect(pair: str, every: int, degradation: dict | None, config) -> list[tup
     db = MapDatabase.load(map_dir)
     loc = _Recording(db, extractor_for_map(db), config)
     _, queries = load_dataset(dataset, fmt).split(int(map_every) if map_every else None)
+    # --rho-scale: rho multiplies the map's recorded point uncertainty, else the constant of its point source
+    rho_unit = (db.point_sigma_rel or MAP_POINT_SIGMA_REL[_main_point_source(db)]) if rho_scale else 1.0
     rows = []
     for f in queries[::every]:
         loc.last = None
         res = loc.localize(query_image(f, degradation), f.camera)
         if res.ok and not is_wrong(*pose_errors(res.T_map_from_cam, f.T_world_from_cam)):
-            rows.append((*loc.last, res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3],
-                         db.point_sigma_rel or MAP_POINT_SIGMA_REL[_main_point_source(db)]))
+            rows.append((*loc.last, res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3], rho_unit))
     return rows
 
 
-RHO_SCALE = False  # --rho-scale: rho multiplies each map's own map_point_sigma_rel
-
-
-BLUR = (0.0, 1.0, 0.0, 1.0)  # --blur B0 KB [D0 KD]: blur and darkness factors (BLUR_ / DARK_COVARIANCE; 0 = none)
-
-
-def factor(s: float, q: tuple, s0: float, k: float, blur=None) -> float:
-    """The covariance factor of an image of median keypoint score ``s`` and (sharpness, brightness) ``q``: the
-    largest of the keypoint-confidence, blur and darkness factors (Localizer.detection_score_factor); ``blur`` =
-    (b0, kb, B0, kd), B0 0 or b0 0: that factor off."""
-    b0, kb, d0, kd = (tuple(BLUR if blur is None else blur) + (0.0, 1.0))[:4]
-    f = keypoint_confidence_factor(s, s0, k)
-    for v, (r, e) in zip(q, ((b0, kb), (d0, kd))):
-        if r > 0 and np.isfinite(v):
-            f = max(f, min(MAX_IMAGE_QUALITY_FACTOR, keypoint_confidence_factor(v, r, e)))
-    return f
-
-
-def nees(rows, a: float, rho: float, s0: float = 0.0, k: float = 1.0, blur=None) -> tuple[float, float]:
-    v = [e @ np.linalg.solve(a * factor(s, b, s0, k, blur) * P
-                             + np.eye(3) * (rho * (r if RHO_SCALE else 1.0) * z) ** 2 / max(n, 1), e)
-         for P, z, n, s, b, e, r in rows]
+def nees(rows, a: float, rho: float, s0: float = 0.0, k: float = 1.0,
+         blur: tuple = (0.0, 1.0, 0.0, 1.0)) -> tuple[float, float]:
+    """Median and mean position NEES of ``rows`` under ``a``, ``rho`` (times each row's map multiplier), the
+    keypoint-confidence factor (``s0``, ``k``; s0 0: none) and ``blur`` = (b0, kb, d0, kd), the image-quality
+    factor's models (localizer.image_quality_factor; a reference of 0: that factor off)."""
+    v = [e @ np.linalg.solve(a * max(keypoint_confidence_factor(s, s0, k),
+                                     image_quality_factor(*q, blur=blur[:2], dark=blur[2:])) * P
+                             + np.eye(3) * (rho * r * z) ** 2 / max(n, 1), e)
+         for P, z, n, s, q, e, r in rows]
     return float(np.median(v)), float(np.mean(v))
+
+
+def _label(pair: str) -> str:
+    """A table column's name: the dataset's folder and the pair's degradation."""
+    return ":".join([Path(pair.split(":")[1]).name] + pair.split(":")[4:])
 
 
 def main() -> int:
@@ -138,17 +135,16 @@ def main() -> int:
     ap.add_argument("--degrade", default=None, help="degrade the queries (reloc eval --degrade)")
     ap.add_argument("--config", default=None, help="YAML of localizer settings (reloc eval --config)")
     args = ap.parse_args()
-    global RHO_SCALE, BLUR
-    RHO_SCALE = args.rho_scale
-    BLUR = (tuple(args.blur) + (0.0, 1.0))[:4] if args.blur else BLUR
+    blur = (tuple(args.blur) + (0.0, 1.0))[:4] if args.blur else (0.0, 1.0, 0.0, 1.0)
     degradation = {"presets": parse_presets(args.degrade), "seed": 0} if args.degrade else None
     config = config_from_dict(LocalizerConfig, yaml.safe_load(Path(args.config).read_text()) if args.config else {})
     data = {}
     for pair in args.fit + args.check:
-        data[pair] = collect(pair, args.every, degradation, config)
+        data[pair] = collect(pair, args.every, degradation, config, args.rho_scale)
         print(f"{pair}: {len(data[pair])} correct poses", file=sys.stderr)
     fit = [data[p] for p in args.fit]
-    grid_a, grid_rho = (([args.fixed_a_rho[0]], [args.fixed_a_rho[1]]) if args.fixed_a_rho else (args.a or GRID_A, args.rho or GRID_RHO))
+    grid_a, grid_rho = (([args.fixed_a_rho[0]], [args.fixed_a_rho[1]]) if args.fixed_a_rho
+                        else (args.a or GRID_A, args.rho or GRID_RHO))
     if args.fit_blur:
         if not (args.fixed_a_rho and args.score):
             ap.error("--fit-blur needs --fixed-a-rho and --score")
@@ -157,8 +153,7 @@ def main() -> int:
                 for d0 in GRID_D0 for kd in (GRID_KD if d0 else (1.0,))]
         scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k, q)[1] / 3.0)) for r in fit])), q)
                         for q in grid)
-        print("| b0 | kb | d0 | kd | " + " | ".join(":".join([Path(p.split(":")[1]).name] + p.split(":")[4:])
-                                                   for p in data) + " |")
+        print("| b0 | kb | d0 | kd | " + " | ".join(_label(p) for p in data) + " |")
         print("|---|---|---|---|" + "---|" * len(data))
         shown = [q for _, q in scored[:6]] + [(0.0, 1.0, 0.0, 1.0)] + [tuple(x) for x in args.show or []]
         for q in shown:
@@ -166,15 +161,16 @@ def main() -> int:
                                                             for p in data) + " |")
         print("(median / mean position NEES of the correct poses; best fits first, then without the blur factor)")
         return 0
-    scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k)[1] / 3.0)) for r in fit])), a, rho, s0, k)
+    scored = sorted((float(np.mean([abs(np.log(nees(r, a, rho, s0, k, blur)[1] / 3.0)) for r in fit])),
+                     a, rho, s0, k)
                     for a in grid_a for rho in grid_rho
                     for s0, k in ([tuple(args.score)] if args.score else
                                   [(s0, k) for s0 in GRID_S0 for k in (GRID_K if s0 else (1.0,))]))
-    print("| a | rho | s0 | k | " + " | ".join(":".join([Path(p.split(":")[1]).name] + p.split(":")[4:]) for p in data) + " |")
+    print("| a | rho | s0 | k | " + " | ".join(_label(p) for p in data) + " |")
     print("|---|---|---|---|" + "---|" * len(data))
     best = scored[:5] + ([] if args.score else [x for x in scored if x[3] == 0.0][:1])  # and without the factor
     for _, a, rho, s0, k in best:
-        cells = ["%.2f / %.2f" % nees(data[p], a, rho, s0, k) for p in data]
+        cells = ["%.2f / %.2f" % nees(data[p], a, rho, s0, k, blur) for p in data]
         print(f"| {a} | {rho} | {s0} | {k} | " + " | ".join(cells) + " |")
     print("(median / mean position NEES of the correct poses; best fits on the --fit scenes first)")
     return 0

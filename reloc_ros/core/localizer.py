@@ -32,7 +32,7 @@ from reloc_ros.core.retrieval import GlobalIndex, PosePrior
 from reloc_ros.core.status import FailureCode, Status
 
 __all__ = ["Status", "FailureCode", "LocalizerConfig", "LocalizationResult", "Localizer", "KeyframeMatches",
-           "extractor_for_map", "config_from_dict", "keypoint_confidence_factor"]
+           "extractor_for_map", "config_from_dict", "keypoint_confidence_factor", "image_quality_factor"]
 
 
 # The covariance model per point source (Localizer._covariance, docs/RESULTS.md "Covariance calibration"):
@@ -83,6 +83,19 @@ DARK_COVARIANCE = (0.15, 2.0)
 # The two image-quality factors are at most this (sharpness 0.5, brightness 0.03: night): beyond, the measures say
 # little about the keypoints (a frame mostly black, pure noise), and the place check and the gates judge the pose.
 MAX_IMAGE_QUALITY_FACTOR = 25.0
+
+
+def image_quality_factor(sharpness: float, brightness: float, blur: tuple = BLUR_COVARIANCE,
+                         dark: tuple = DARK_COVARIANCE) -> float:
+    """The covariance factor of an image's blur and darkness (core/quality.py ``measure``): the larger of
+    ``max(1, reference / value) ** exponent`` for the two, each at most MAX_IMAGE_QUALITY_FACTOR; a NaN measure or a
+    reference of 0 contributes 1. ``blur`` / ``dark``: (reference, exponent), BLUR_ / DARK_COVARIANCE by default
+    (tools/fit_covariance.py fits them with this function)."""
+    f = 1.0
+    for value, (reference, exponent) in ((sharpness, blur), (brightness, dark)):
+        if np.isfinite(value) and reference > 0:
+            f = max(f, min(MAX_IMAGE_QUALITY_FACTOR, keypoint_confidence_factor(value, reference, exponent)))
+    return f
 
 
 def keypoint_confidence_factor(median_score: float, reference: float, exponent: float) -> float:
@@ -577,9 +590,11 @@ class Localizer:
         t0 = time.perf_counter() if t0 is None else t0
         _apply_blas_limit(cfg.blas_threads)
         self._px_scale = pixel_scale(camera.size)
-        self._score_factor = self.detection_score_factor(features)
-        # dim or noisy (the factor without blur above 1): the place check runs even where the map knows no look-alike
-        self._dim = self.detection_score_factor(features, image_quality=False) > 1.0
+        # dim or noisy (the factor without blur and darkness above 1): the place check runs even where the map knows
+        # no look-alike; the covariance takes the image-quality factor too
+        dim_factor = self.detection_score_factor(features, image_quality=False)
+        self._dim = dim_factor > 1.0
+        self._score_factor = max(dim_factor, image_quality_factor(features.sharpness, features.brightness))
         if features.global_desc is None:  # features from elsewhere than extract()
             features.global_desc = self.extractor.describe_global(features)
 
@@ -1064,15 +1079,11 @@ class Localizer:
         """The covariance's keypoint-confidence factor for an image's features: the largest of the detection scores'
         (DETECTION_SCORE_COVARIANCE), the low-light floor (LOW_LIGHT_COVARIANCE_FACTOR) and, unless
         ``image_quality`` is False, the blur and darkness factors (BLUR_COVARIANCE, DARK_COVARIANCE); >= 1."""
-        floor = LOW_LIGHT_COVARIANCE_FACTOR if features.low_light else 1.0
-        if image_quality:
-            for value, model in ((features.sharpness, BLUR_COVARIANCE), (features.brightness, DARK_COVARIANCE)):
-                if np.isfinite(value) and model[0] > 0:
-                    floor = max(floor, min(MAX_IMAGE_QUALITY_FACTOR, keypoint_confidence_factor(value, *model)))
+        f = LOW_LIGHT_COVARIANCE_FACTOR if features.low_light else 1.0
         ref = DETECTION_SCORE_COVARIANCE.get(self.db.extractor_identity.get("name"))
-        if ref is None or len(features) == 0:
-            return floor
-        return max(floor, keypoint_confidence_factor(float(np.median(features.scores)), *ref))
+        if ref is not None and len(features):
+            f = max(f, keypoint_confidence_factor(float(np.median(features.scores)), *ref))
+        return max(f, image_quality_factor(features.sharpness, features.brightness)) if image_quality else f
 
     def _covariance(self, pnp_cov: np.ndarray, z_med: float, n_keyframes: int,
                     score_factor: float | None = None) -> np.ndarray:

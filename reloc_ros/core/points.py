@@ -168,6 +168,20 @@ def _pair_matcher(cfg: TriangulationConfig, kpts_ideal: list, descs: list, camer
     raise ValueError(f"unknown matcher {cfg.matcher!r}; choose mnn or lighterglue")
 
 
+def _project(P_TL34: np.ndarray, X_T3: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each track's point projected into its views: (pixels ``[T x L x 2]``, their Jacobian d(u, v)/dX
+    ``[T x L x 2 x 3]``, whether the point is in front of every view ``[T]``); depths clamped at 1e-9."""
+    Xh = np.concatenate([X_T3, np.ones((len(X_T3), 1))], axis=1)
+    p = np.einsum("tlij,tj->tli", P_TL34, Xh)  # [T x L x 3]
+    z = p[..., 2:3]
+    ok = np.all(z[..., 0] > 1e-9, axis=1)
+    z = np.where(z > 1e-9, z, 1e-9)
+    u = p[..., :2] / z
+    # d(u)/dX = (P0 - u P2) / z, d(v)/dX = (P1 - v P2) / z
+    J = (P_TL34[..., :2, :3] - u[..., None] * P_TL34[..., 2:3, :3]) / z[..., None]
+    return u, J, ok
+
+
 def refine_points(P_TL34: np.ndarray, uv_TL2: np.ndarray, X_T3: np.ndarray, huber_px: float = 1.0,
                   iterations: int = 10) -> np.ndarray:
     """Gauss-Newton on the reprojection error of each track's point in all its views (poses fixed), batched over
@@ -176,15 +190,8 @@ def refine_points(P_TL34: np.ndarray, uv_TL2: np.ndarray, X_T3: np.ndarray, hube
     X = X_T3.astype(np.float64).copy()
     eye = np.eye(3)[None] * 1e-9
     for _ in range(iterations):
-        Xh = np.concatenate([X, np.ones((len(X), 1))], axis=1)
-        p = np.einsum("tlij,tj->tli", P_TL34, Xh)  # [T x L x 3]
-        z = p[..., 2:3]
-        ok = np.all(z[..., 0] > 1e-9, axis=1)
-        z = np.where(z > 1e-9, z, 1e-9)
-        u = p[..., :2] / z  # the projections
+        u, J, ok = _project(P_TL34, X)
         r = u - uv_TL2  # [T x L x 2]
-        # d(u)/dX = (P0 - u P2) / z, d(v)/dX = (P1 - v P2) / z
-        J = (P_TL34[..., :2, :3] - u[..., None] * P_TL34[..., 2:3, :3]) / z[..., None]  # [T x L x 2 x 3]
         e = np.linalg.norm(r, axis=2)  # [T x L]
         w = np.where(e <= huber_px, 1.0, huber_px / np.maximum(e, 1e-12))[..., None, None]
         H = np.einsum("tlki,tlkj->tij", w * J, J) + eye
@@ -205,11 +212,7 @@ def point_uncertainty(P_TL34: np.ndarray, uv_TL2: np.ndarray, X_T3: np.ndarray) 
     its reprojection residuals (px^2, over its 2L - 3 degrees of freedom; NaN for a track without any), and
     ``trace((J^T J)^-1) / 3`` (m^2 per px^2: the geometry's share, large for short baselines and far points).
     """
-    Xh = np.concatenate([X_T3, np.ones((len(X_T3), 1))], axis=1)
-    p = np.einsum("tlij,tj->tli", P_TL34, Xh)
-    z = np.where(p[..., 2:3] > 1e-9, p[..., 2:3], 1e-9)
-    u = p[..., :2] / z
-    J = (P_TL34[..., :2, :3] - u[..., None] * P_TL34[..., 2:3, :3]) / z[..., None]  # [T x L x 2 x 3]
+    u, J, _ = _project(P_TL34, X_T3)
     H = np.einsum("tlki,tlkj->tij", J, J)
     dof = 2 * uv_TL2.shape[1] - 3
     s2 = np.sum((u - uv_TL2) ** 2, axis=(1, 2)) / dof if dof > 0 else np.full(len(X_T3), np.nan)

@@ -4,17 +4,17 @@ A blurred query localizes with errors its reprojection residuals do not show: bl
 corner, consistently for the corners of one structure, so the residuals stay small while the pose shifts (correct
 poses of motion-blurred and defocused tuning queries had position NEES medians 3.6-13 under the covariance of sharp
 images; docs/RESULTS.md "Covariance calibration"). The localizer widens the covariance of such images by a factor
-of :func:`sharpness` (``Localizer.detection_score_factor``; a darkness factor of the median grey level goes with it).
+of their sharpness (``localizer.image_quality_factor``; a darkness factor of the median grey level goes with it).
 
-:func:`sharpness` compares the gradients (their RMS: the strong edges dominate it) of the grey image with those of
+The sharpness compares the gradients (their RMS: the strong edges dominate it) of the grey image with those of
 the image at half its resolution, along x and y separately, and at two scales (1 -> 1/2, 1/2 -> 1/4): an edge a pixel
 wide has the same gradient at both resolutions, a blurred edge twice the gradient at half the resolution. The
 smallest of the four ratios is returned. Medians on the tuning scenes' VGA queries: 0.85-0.88 sharp, 0.85-0.87
 JPEG quality 20, 0.57-0.58 for 15 px of motion blur, 0.57 for a defocus disc of 4 px, 0.75-0.82 at dusk (9 px blur
 under noise), 0.57 at night; on Strecha's 1024 px photographs 0.78-0.80 sharp, 0.70-0.73 at dusk. It runs on the
-image at up to :data:`SIDE_PX` pixels (the learned extractor's default input size; larger images are reduced). :func:`measure` also returns the
-median grey level (a dark image's keypoints sit under noise relative to a faint contrast: the darkness factor);
-both together take about 1 ms for a VGA image, 2 ms for 1024 x 683, on one core.
+image at up to :data:`SIDE_PX` pixels (the learned extractor's default input size; larger images are reduced).
+:func:`measure` also returns the median grey level (a dark image's keypoints sit under noise relative to a faint
+contrast: the darkness factor); both together take about 1 ms for a VGA image, 2 ms for 1024 x 683, on one core.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["measure", "sharpness", "SIDE_PX"]
+__all__ = ["measure", "SIDE_PX"]
 
 SIDE_PX = 1024  # the longer side sharpness is measured at (larger images are reduced first): the learned
 # extractor's default input size, so that it sees the blur the extractor sees
@@ -81,7 +81,3 @@ def measure(image: np.ndarray) -> tuple[float, float]:
     r = float(min(ratios))
     return (r if np.isfinite(r) else nan), bright
 
-
-def sharpness(image: np.ndarray) -> float:
-    """:func:`measure`'s sharpness."""
-    return measure(image)[0]
