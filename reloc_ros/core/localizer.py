@@ -47,9 +47,10 @@ MAP_POINT_SIGMA_REL = {"depth": 0.001, "triangulate": 0.013, "learned": 0.13}
 # Triangulated maps that record their own point uncertainty (MapDatabase.point_sigma_rel: the median over the points of
 # their triangulation covariance's 1-sigma over distance) use this multiple of it instead of the constant above, which
 # was fitted on a map of short baselines and makes maps of good geometry far too conservative (Strecha: position NEES
-# 0.03-0.05 with 0.013, 1.0-1.8 (medians) with this). Fitted on the tuning scenes' triangulated maps
-# (docs/RESULTS.md "Covariance calibration").
-TRIANGULATED_SIGMA_SCALE = 0.5
+# 0.03-0.05 with 0.013, 0.8-1.6 with this). The smallest multiple that leaves no triangulated robot map of the tuning
+# scenes overconfident (0.5 fitted their mean NEES best but left one at a mean of 4.8, and a map built from the office
+# bags at 8.9); docs/RESULTS.md "Covariance calibration".
+TRIANGULATED_SIGMA_SCALE = 1.0
 # Median inlier reprojection error (px) above which a pose is FAILED, per point source: the depth head's points are
 # off by ~12 % of their depth, so correct poses from them reproject 4-5 px; with the epipolar check guarding the
 # orientation, 5 px for them localized 475 instead of 386 of the 720 tuning queries, 47 instead of 35 of them
@@ -226,8 +227,7 @@ class LocalizerConfig:
     map_point_sigma_rel: float = setting(-1.0, "1-sigma map-point error as a fraction of depth, added to the "
                                          "covariance per contributing keyframe; < 0 = the default for the map's "
                                          "point source (depth 0.001, triangulate 0.013, learned 0.13; a triangulated "
-                                         "map that records its point uncertainty, shown by `reloc map info`: half of "
-                                         "that)", -1.0, 10.0)
+                                         "map that records its point uncertainty, shown by `reloc map info`: that)", -1.0, 10.0)
     prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
                                    0.0, 1e6, min_exclusive=True)
     blas_threads: int = setting(1, "> 0: limit the process's BLAS (numpy matching) to this many threads when a "

@@ -141,7 +141,7 @@ class MapDatabase:
         """A triangulated map's median relative point uncertainty (1-sigma position error over distance, from each
         point's triangulation geometry and residuals: core/points.py ``triangulate_keyframes``), set by build and
         update, the largest of the parts' by merge; None where the map has none (other point sources, older maps).
-        ``reloc map info`` shows it; the localizer's covariance takes half of it as the map term's relative point
+        ``reloc map info`` shows it; the localizer's covariance takes it as the map term's relative point
         error (``Localizer.default_map_point_sigma_rel``; docs/RESULTS.md "Covariance calibration")."""
         v = self.manifest.get("point_sigma_rel")
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
