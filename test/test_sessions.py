@@ -201,6 +201,10 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
     # localized against the map (core/aliases.py)
     assert before.alias_inliers is not None and after.alias_inliers is not None
     assert np.all(after.alias_inliers[:len(before)] >= before.alias_inliers)
+    # ... and so are the transforms to where their look-alikes are (an old keyframe's kept ones are still there)
+    assert before.alias_relation is not None and after.alias_relation is not None
+    had = np.isfinite(before.alias_relation[:, :, 0, 0])
+    assert np.all(np.isfinite(after.alias_relation[:len(before), :, 0, 0]).sum(axis=1) >= had.sum(axis=1))
     assert after.manifest["aliases"]["found_directly"] <= st["kept"]
     with pytest.raises(ValueError, match="already has a session"):
         update_map(m, query_frames, "evening", show_progress=False)

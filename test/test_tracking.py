@@ -84,6 +84,47 @@ def test_a_place_without_look_alikes_needs_less_motion_unless_an_image_doubted_i
     assert PlaceTracker(cfg)._motion_needed(type("P", (), {"lookalike_free": True, "rivals": set()})()) == (1.0, 60.0)
 
 
+def test_a_place_whose_map_look_alikes_the_probes_do_not_find_needs_less_motion():
+    """Poses solved from keyframes the map knows a look-alike of, 3 m away, and where it is
+    (LocalizationResult.lookalike_poses). With odometry the tracker localizes the next images there too (probes). When
+    the images do not fit there (the probes come back FAILED, or with the image's own pose), the place is published
+    after free_motion_m like a place without look-alikes; when one probe finds the look-alike, or the map does not
+    say where it is, only after the full metre. Without odometry the same, the motion measured by the poses."""
+    alias = make_T(np.eye(3), [3.0, 0.0, 0.0])
+
+    def first_accepted(lookalikes, probe_finds=lambda k: False, with_odom=True):
+        rng = np.random.default_rng(5)
+        T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+        tr = PlaceTracker(TrackerConfig())
+        n_probes = 0
+        for k in range(60):
+            T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+            T, stamp = T_map_odom @ T_odom_cam, (k + 1) * DT
+            odo = T_odom_cam if with_odom else None
+            d = tr.update(stamp, T, odo, lookalike_free=False, lookalike_poses=lookalikes(T))
+            if d.accepted:
+                return k, d, n_probes
+            for uid, prior in tr.probes(stamp, odo):
+                n_probes += 1
+                assert np.linalg.norm(prior.position - (alias @ T)[:3, 3]) < 0.1, (k, prior.position)
+                if probe_finds(k):
+                    assert tr.update_probe(uid, stamp, alias @ T, odo)
+                else:  # the window returns the image's own place: no support for the look-alike
+                    assert not tr.update_probe(uid, stamp, T, odo)
+        return None, d, n_probes
+
+    k, d, n = first_accepted(lambda T: [alias @ T])
+    assert k is not None and 8 <= k <= 10 and 0.25 <= d.motion_m < 0.35 and n >= 5, (k, d, n)
+    k, d, n = first_accepted(lambda T: [alias @ T], probe_finds=lambda k: k == 4)  # found once: a real rival
+    assert k is None or d.motion_m >= 1.0, (k, d)
+    k, d, n = first_accepted(lambda T: None)  # the map does not say where its look-alike is
+    assert k is not None and 32 <= k <= 35 and d.motion_m >= 1.0 and n == 0, (k, d, n)
+    k, d, n = first_accepted(lambda T: [alias @ T], with_odom=False)
+    assert k is not None and 8 <= k <= 10 and 0.25 <= d.motion_m < 0.35 and n >= 5, (k, d, n)
+    k, d, n = first_accepted(lambda T: [alias @ T], probe_finds=lambda k: k == 4, with_odom=False)
+    assert k is None or d.motion_m >= 1.0, (k, d)
+
+
 def test_a_turn_in_place_counts_as_motion():
     rng = np.random.default_rng(1)
     T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)

@@ -274,6 +274,48 @@ def test_node_probes_the_look_alike_of_an_ambiguous_start_and_publishes_no_pose_
         h.close()
 
 
+def test_node_looks_at_the_maps_look_alike_of_a_new_place_and_publishes_it_after_less_motion(twin_map, tmp_path):
+    """The twin map with its look-alike analysis (`reloc map analyse`): the images from x = 0.8 on are unique, but
+    solved from keyframes that see the repeated texture, so the map knows a look-alike 3 m away and says where it is
+    (LocalizationResult.lookalike_poses). The node localizes each new image there too (probes, counted in
+    /diagnostics 'track_probes'); the images do not fit there, so the place is published after
+    track_min_motion_lookalike_free_m (0.25 m) instead of track_min_motion_m (1 m, the default here), and at the
+    true place. (Without the analysis the same drive of 0.6 m publishes nothing: the unit tests.)"""
+    import shutil
+
+    from reloc_ros.cli.main import main as reloc_main
+
+    m = tmp_path / "twin"
+    shutil.copytree(twin_map, m)
+    assert reloc_main(["-q", "map", "analyse", str(m)]) == 0
+    h = tni.Harness(dict(map_path=str(m), tf_mode="map_odom", pose_frame="camera", tf_publish_rate_hz=0.0,
+                         odom_jump_max_m=0.5, tf_timeout=0.05))
+    try:
+        _start(h)
+        T_map_odom = make_T(so3_exp([0, 0, 0.2]), [0.3, -0.1, 0.0])
+        first_pose, probes = None, 0
+        seen = []
+        for k, x in enumerate(np.linspace(0.9, 1.45, 12)):
+            T_cam = tni._pose(x, -0.3, x, 0.1)
+            stamp = (600 + k) * NS
+            _publish_odom(h, invert_T(T_map_odom) @ T_cam @ invert_T(tni.T_BASE_CAM), stamp)
+            h.send(tni._render(tni._texture(), T_cam), stamp)
+            d = _done(h, stamp, f"frame {k}")
+            seen.append((round(x, 2), d["status"], d["reason_code"], d["track_probes"]))
+            assert d["status"] == "LOCALIZED" or d["reason_code"] in ("needs_motion", "unconfirmed"), seen
+            if d["status"] == "LOCALIZED" and first_pose is None:
+                first_pose, probes = x, int(d["track_probes"])
+        # 5 consistent poses over 0.25 m of travel (the camera moves ~0.07 m per step of 0.05 in x)
+        assert first_pose is not None and 1.05 <= first_pose <= 1.25, seen
+        assert probes >= 4, seen  # the look-alike was looked at, and not found
+        h.wait(lambda: len(h.poses) >= 1, "the published poses")
+        for ps in h.poses:
+            x = conv.T_from_pose(ps.pose)[0, 3]
+            assert first_pose - 0.05 <= x <= 1.5, x  # at the true place (the look-alike is 3 m further)
+    finally:
+        h.close()
+
+
 def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_are_none(plane_map, twin_map, tmp_path):
     """core/aliases.py: every keyframe localized against the rest of the map. On the plane map every view is unique
     (no keyframe marked); on the twin map the keyframes that see the texture repeated 3 m away (at x = -0.6 and
@@ -305,12 +347,25 @@ def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_ar
     assert len(twins) == 2 and len(seeing) == 4 and marked == twins | seeing, (marked, twins, seeing)
     assert db.alias_inliers[sorted(marked)].min() >= 15
     assert db.manifest["aliases"]["keyframes_with_lookalike"] == 6
+    # where each look-alike is: a marked keyframe's view is seen 3 m away along x (the twin at +3 m, the original
+    # seen from a twin at -3 m); the transform moves the keyframe's camera there within a few centimetres
+    rel = db.alias_relation
+    assert rel.shape == (len(db), 2, 4, 4) and not np.isfinite(rel[sorted(set(range(len(db))) - marked)]).any()
+    for k in sorted(marked):
+        moved = [W @ db.T_map_from_cam[k] for W in rel[k] if np.all(np.isfinite(W))]
+        assert moved, k
+        dx = [P[:3, 3] - db.T_map_from_cam[k][:3, 3] for P in moved]
+        want = -3.0 if k in twins else 3.0
+        assert any(abs(d[0] - want) < 0.1 and np.linalg.norm(d[1:]) < 0.1 for d in dx), (k, dx)
 
     tex = tni._texture()
     cfg = LocalizerConfig(ambiguity_top_k=0, ambiguity_ratio=0.0)  # no ambiguity checks: the pose at the twin
     for m, x, free in ((plain, 1.0, True), (db, -0.6, False)):
         res = Localizer(m, extractor_for_map(m), cfg).localize(tni._render(tex, tni._pose(x, -0.3, x, 0.1)), tni.CAM)
         assert res.ok and res.lookalike_free == free, (x, res.status, res.reason, res.lookalike_free)
+        if not free:  # the tracker is told where the look-alike would show this view: about 3 m along x
+            assert res.lookalike_poses and any(abs(abs(P[0, 3] - res.T_map_from_cam[0, 3]) - 3.0) < 0.2
+                                               for P in res.lookalike_poses), res.lookalike_poses
     # the place check (ambiguity_place_trust_map, default on) is skipped where the map knows no look-alike, and runs
     # where it does: the twin map's image at the repeated texture is FAILED 'ambiguous place' as without the analysis
     cfg = LocalizerConfig(ambiguity_ratio=0.0)

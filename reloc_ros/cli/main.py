@@ -443,6 +443,8 @@ def _map_summary(db) -> str:
     al = db.manifest.get("aliases")
     looks = ("; look-alikes not analysed (`reloc map analyse` adds them)" if al is None else
              f"; {al['keyframes_with_lookalike']} keyframes have a look-alike elsewhere in the map")
+    if al is not None and al["keyframes_with_lookalike"] and db.alias_relation is None:
+        looks += " (not where: `reloc map analyse` records it)"
     dark, b = "", db.low_light_brightness
     if b > 0 and db.low_light_keyframes:
         dark = (f"; {db.low_light_keyframes} keyframes enhanced for low light (darker than {b:g}): localize with "

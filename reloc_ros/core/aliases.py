@@ -15,8 +15,14 @@ too: the place the alias lands on looks like this one) and spread to the keyfram
 ``spread_deg`` of a marked one (a neighbour sees much of the same view).
 
 The result is one int32 per keyframe (``alias_inliers``: the best alias's inliers, 0 for none), stored in the map
-(``keyframes.h5``, ``/alias_inliers``). A map built before the analysis existed has none: every place counts as
-possibly aliased (the full motion rule).
+(``keyframes.h5``, ``/alias_inliers``), and where each look-alike is (``alias_relation``: per keyframe up to
+:data:`MAX_RELATIONS` rigid transforms ``W`` of the map frame, NaN where none, such that a camera near the keyframe
+has its look-alike at ``W @ T_map_from_cam``; ``/alias_relation``). The closure stores the inverse transform at the
+other end, the spread hands a keyframe's transforms to its neighbours. With them the place tracker localizes the
+images of a new place at its look-alikes too (core/tracking.py): a look-alike that the images do not fit there is
+ruled out by looking, not only by driving 1 m. A map built before the analysis existed has none of it: every place
+counts as possibly aliased (the full motion rule); one analysed before the transforms were recorded has
+``alias_inliers`` only (the same).
 """
 
 from __future__ import annotations
@@ -27,15 +33,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from reloc_ros.core.features import Features
-from reloc_ros.core.geometry import cameras_near
+from reloc_ros.core.geometry import cameras_near, invert_T, pose_errors
 
-__all__ = ["AliasReport", "find_aliases", "mark_aliases", "unique_place", "CLOSURE_M", "CLOSURE_DEG", "SPREAD_M",
-           "SPREAD_DEG"]
+__all__ = ["AliasReport", "find_aliases", "mark_aliases", "unique_place", "lookalike_poses", "CLOSURE_M",
+           "CLOSURE_DEG", "SPREAD_M", "SPREAD_DEG", "MAX_RELATIONS"]
 
 # Keyframes this close to the pose a look-alike lands on are marked (the other end of the look-alike), and (the
 # spread) this close to a marked keyframe: they see much of its view.
 CLOSURE_M, CLOSURE_DEG = 0.5, 30.0
 SPREAD_M, SPREAD_DEG = 0.5, 30.0
+MAX_RELATIONS = 2  # look-alike places remembered per keyframe (the ones with most inliers)
+SAME_RELATION_M, SAME_RELATION_DEG = 0.5, 10.0  # two transforms that move the keyframe this close are one place
 
 
 @dataclass
@@ -47,11 +55,14 @@ class AliasReport:
             place (0: none), after the symmetric closure and the spread.
         direct: ``[K] bool`` keyframes whose own view localized elsewhere (before closure and spread).
         seconds: time taken.
+        relation: ``[K x MAX_RELATIONS x 4 x 4]``: where the look-alikes are (see the module docstring), NaN where
+            none.
     """
 
     alias_inliers: np.ndarray
     direct: np.ndarray
     seconds: float
+    relation: np.ndarray | None = None
 
     @property
     def fraction(self) -> float:
@@ -77,7 +88,7 @@ def _near(db, T: np.ndarray, max_m: float, max_deg: float) -> np.ndarray:
 
 
 def find_aliases(loc, spread_m: float = SPREAD_M, spread_deg: float = SPREAD_DEG, progress=None,
-                 known: np.ndarray | None = None) -> AliasReport:
+                 known: np.ndarray | None = None, known_relation: np.ndarray | None = None) -> AliasReport:
     """Localize every keyframe of ``loc``'s map against the rest of it (see the module docstring).
 
     Args:
@@ -85,13 +96,15 @@ def find_aliases(loc, spread_m: float = SPREAD_M, spread_deg: float = SPREAD_DEG
         progress: optional callable ``(done, total)``.
         known: ``[K] int32`` with -1 for the keyframes to analyse and the earlier result for the others (``map
             update``: only the new keyframes are localized; a look-alike between a new and an old keyframe marks
-            both, as the new one's view lands on the old place).
+            both, as the new one's view lands on the old place). ``known_relation``: the earlier transforms of those
+            keyframes (``[K x MAX_RELATIONS x 4 x 4]``, NaN where none or unknown).
     """
     t0 = time.perf_counter()
     db, cfg = loc.db, loc.config
     n = len(db)
     known = np.full(n, -1, np.int32) if known is None else np.asarray(known, np.int32)
     best = np.maximum(known, 0)
+    rel = _Relations(db.T_map_from_cam, known_relation)
     direct = np.zeros(n, bool)
     top_k = max(cfg.ambiguity_top_k, cfg.top_k)
     todo_kf = np.flatnonzero(known < 0)
@@ -113,17 +126,88 @@ def find_aliases(loc, spread_m: float = SPREAD_M, spread_deg: float = SPREAD_DEG
                         continue
                     n_inl, T_alt = int(alt[0]), alt[4]
                     direct[k] = True
-                    for j in [k, *_near(db, T_alt, CLOSURE_M, CLOSURE_DEG)]:  # both ends of the look-alike
+                    W = T_alt @ invert_T(T_k)  # this keyframe's view, seen at the look-alike
+                    best[k] = max(best[k], n_inl)
+                    rel.add(k, W, n_inl)
+                    for j in _near(db, T_alt, CLOSURE_M, CLOSURE_DEG):  # the other end: its view is seen here
                         best[j] = max(best[j], n_inl)
+                        rel.add(int(j), invert_T(W), n_inl)
         if progress is not None:
             progress(done + 1, len(todo_kf))
     # a neighbour of a marked keyframe sees much of its view (the carried marks have been spread already)
     marked = np.flatnonzero((best > 0) & ((known < 0) | (best > known)))
     spread = best.copy()
+    spread_rel = rel.copy()
     for k in (marked if spread_m > 0 else []):
         nb = _near(db, db.T_map_from_cam[k], spread_m, spread_deg)
         spread[nb] = np.maximum(spread[nb], best[k])
-    return AliasReport(spread, direct, time.perf_counter() - t0)
+        for j in nb:
+            spread_rel.add_all(int(j), rel, int(k))
+    return AliasReport(spread, direct, time.perf_counter() - t0, spread_rel.W)
+
+
+class _Relations:
+    """Per keyframe, up to MAX_RELATIONS look-alike transforms with their inliers (most inliers kept; two that move
+    the keyframe's camera to the same place are one)."""
+
+    def __init__(self, T_map_from_cam: np.ndarray, known: np.ndarray | None = None):
+        n = len(T_map_from_cam)
+        self.T = T_map_from_cam
+        self.W = np.full((n, MAX_RELATIONS, 4, 4), np.nan)
+        self.inl = np.zeros((n, MAX_RELATIONS))
+        if known is not None:
+            known = np.asarray(known, np.float64)
+            self.W[:] = known
+            self.inl[np.all(np.isfinite(known.reshape(n, MAX_RELATIONS, -1)), axis=2)] = 1.0  # kept, ranked last
+
+    def copy(self) -> "_Relations":
+        out = _Relations(self.T[:0])
+        out.T, out.W, out.inl = self.T, self.W.copy(), self.inl.copy()
+        return out
+
+    def add(self, k: int, W: np.ndarray, inliers: float) -> None:
+        T_k = self.T[k]
+        for i in range(MAX_RELATIONS):
+            if self.inl[k, i] > 0 and _same_place(self.W[k, i] @ T_k, W @ T_k):
+                if inliers > self.inl[k, i]:
+                    self.W[k, i], self.inl[k, i] = W, inliers
+                return
+        i = int(np.argmin(self.inl[k]))
+        if inliers > self.inl[k, i]:
+            self.W[k, i], self.inl[k, i] = W, inliers
+
+    def add_all(self, k: int, other: "_Relations", j: int) -> None:
+        for i in range(MAX_RELATIONS):
+            if other.inl[j, i] > 0:
+                self.add(k, other.W[j, i], other.inl[j, i])
+
+
+def _same_place(P1: np.ndarray, P2: np.ndarray) -> bool:
+    """Two camera poses within SAME_RELATION_M / SAME_RELATION_DEG of each other (one look-alike place)."""
+    dt, dr = pose_errors(P1, P2)
+    return dt <= SAME_RELATION_M and dr <= SAME_RELATION_DEG
+
+
+def lookalike_poses(relation: np.ndarray | None, alias_inliers: np.ndarray | None, keyframes,
+                    T_map_from_cam: np.ndarray) -> list | None:
+    """Where the map's look-alikes of a pose solved from ``keyframes`` are: the camera poses ``W @ T_map_from_cam``
+    for the transforms of the keyframes that have a look-alike, one per place (at most MAX_RELATIONS x their count);
+    [] when none of them has a look-alike; None when one has but the map does not know where (a map analysed before
+    the transforms were recorded), or the map has no analysis."""
+    if relation is None or alias_inliers is None:
+        return None
+    out = []
+    for k in np.asarray(list(keyframes), np.int64):
+        if alias_inliers[k] <= 0:
+            continue
+        Ws = [W for W in relation[k] if np.all(np.isfinite(W))]
+        if not Ws:
+            return None
+        for W in Ws:
+            P = W @ T_map_from_cam
+            if not any(_same_place(P, Q) for Q in out):
+                out.append(P)
+    return out
 
 
 def unique_place(alias_inliers: np.ndarray | None, keyframes) -> bool:
@@ -137,15 +221,21 @@ def unique_place(alias_inliers: np.ndarray | None, keyframes) -> bool:
 
 def mark_aliases(db, extractor, index_kind: str = "auto", progress=None, carry: dict | None = None) -> AliasReport:
     """Run :func:`find_aliases` on ``db`` (a map about to be saved, or a loaded one) and store the result in it:
-    ``db.alias_inliers`` and the manifest's ``aliases`` record. Builds the retrieval index first when ``db`` has
-    none of that kind (a map made by :meth:`MapDatabase.from_keyframes`). ``carry``: keyframe name -> its earlier result
-    (``map update``: those keyframes are not localized again)."""
+    ``db.alias_inliers``, ``db.alias_relation`` and the manifest's ``aliases`` record. Builds the retrieval index first
+    when ``db`` has none of that kind (a map made by :meth:`MapDatabase.from_keyframes`). ``carry``: keyframe name ->
+    its earlier (inliers, transforms ``[MAX_RELATIONS x 4 x 4]``) (``map update``: those keyframes are not localized
+    again)."""
     from reloc_ros.core.localizer import Localizer
 
     db.ensure_index(index_kind)  # the one that save() writes
-    known = None if carry is None else np.array([carry.get(name, -1) for name in db.names], np.int32)
-    report = find_aliases(Localizer(db, extractor), progress=progress, known=known)
+    known = known_rel = None
+    if carry is not None:
+        nan = np.full((MAX_RELATIONS, 4, 4), np.nan)
+        known = np.array([carry.get(name, (-1, nan))[0] for name in db.names], np.int32)
+        known_rel = np.stack([carry.get(name, (-1, nan))[1] for name in db.names]) if len(db) else None
+    report = find_aliases(Localizer(db, extractor), progress=progress, known=known, known_relation=known_rel)
     db.alias_inliers = report.alias_inliers
+    db.alias_relation = report.relation
     db.manifest["aliases"] = {"keyframes_with_lookalike": int(np.count_nonzero(report.alias_inliers)),
                               "found_directly": int(np.count_nonzero(report.direct)),
                               "fraction": round(report.fraction, 4), "seconds": round(report.seconds, 2)}

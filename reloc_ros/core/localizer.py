@@ -14,7 +14,7 @@ import numpy as np
 
 from reloc_ros.core import gates, lowlight
 from reloc_ros.core.aggregation import Correspondences, aggregate_correspondences
-from reloc_ros.core.aliases import unique_place
+from reloc_ros.core.aliases import lookalike_poses, unique_place
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.config import check_fields, setting
 from reloc_ros.core.features import ExtractorError, FeatureExtractor, Features
@@ -302,6 +302,9 @@ class LocalizationResult:
         lookalike_free: LOCALIZED only: the keyframes whose matches support the pose have no look-alike elsewhere
             in the map (core/aliases.py), so the place tracker asks for less motion before it publishes the place
             (``track_min_motion_lookalike_free_m``); False when the map has no look-alike analysis.
+        lookalike_poses: LOCALIZED and not ``lookalike_free``: the camera poses at which the map's look-alikes of
+            those keyframes would show this view (``[4 x 4]`` each, one per place; core/aliases.py), which the place
+            tracker localizes the next images at too; None when the map does not record where its look-alikes are.
         low_light: the image was darker than ``low_light_brightness`` and enhanced before extraction
             (core/lowlight.py); the node reports it in /diagnostics.
     """
@@ -323,6 +326,7 @@ class LocalizationResult:
     measurement_covariance: np.ndarray | None = None
     covariance_factor: float = 1.0
     lookalike_free: bool = False
+    lookalike_poses: list | None = None
     low_light: bool = False
 
     @property
@@ -660,6 +664,9 @@ class Localizer:
                    else self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K,
                                          res.T_map_from_cam))
             res.lookalike_free = unique_place(self.db.alias_inliers, ids)
+            if not res.lookalike_free:
+                res.lookalike_poses = lookalike_poses(self.db.alias_relation, self.db.alias_inliers, ids,
+                                                      res.T_map_from_cam)
         return self._finish(res, t0)
 
     def _query(self, features: Features, camera: Camera) -> "_Query":

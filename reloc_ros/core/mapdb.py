@@ -112,6 +112,9 @@ class MapDatabase:
     # per keyframe, the inliers of the best pose the map gives its view at another place (0: none; core/aliases.py);
     # None: the map was not analysed (built before the analysis existed)
     alias_inliers: np.ndarray | None = None
+    # per keyframe, where its look-alikes are: [K x 2 x 4 x 4] transforms of the map frame, NaN where none
+    # (core/aliases.py); None: not recorded (a map analysed before they were)
+    alias_relation: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -328,6 +331,8 @@ def _write_h5(path: Path, db: MapDatabase) -> None:
             f.create_dataset(name, data=np.asarray(getattr(db, name)).astype(dtype, copy=False))
         if db.alias_inliers is not None:
             f.create_dataset("alias_inliers", data=np.asarray(db.alias_inliers).astype(np.int32, copy=False))
+        if db.alias_relation is not None:
+            f.create_dataset("alias_relation", data=np.asarray(db.alias_relation, np.float64))
         g = f.create_group("extractor_state")
         for k, v in db.extractor_state.items():
             g.create_dataset(k, data=np.asarray(v))
@@ -350,6 +355,7 @@ def _read_h5(path: Path, manifest: dict) -> MapDatabase:
             global_desc=f["global_desc"][()],
             extractor_state={k: f["extractor_state"][k][()] for k in f["extractor_state"]},
             alias_inliers=f["alias_inliers"][()].astype(np.int32, copy=False) if "alias_inliers" in f else None,
+            alias_relation=f["alias_relation"][()] if "alias_relation" in f and "alias_inliers" in f else None,
         )
     K, N = len(db.names), len(db.keypoints)
     checks = [
@@ -360,6 +366,8 @@ def _read_h5(path: Path, manifest: dict) -> MapDatabase:
         (len(db.point_source) == N and len(db.point_conf) == N, "point arrays"),
         (db.global_desc.shape[0] == K, "global_desc"),
         (db.alias_inliers is None or db.alias_inliers.shape == (K,), "alias_inliers"),
+        (db.alias_relation is None or (db.alias_relation.ndim == 4 and db.alias_relation.shape[0] == K
+                                       and db.alias_relation.shape[2:] == (4, 4)), "alias_relation"),
     ]
     for ok, what in checks:
         if not ok:

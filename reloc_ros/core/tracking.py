@@ -24,7 +24,11 @@ other place's, and its supporting poses span at least ``min_motion_m`` of travel
 (measured by odometry, else by the poses themselves). Where the map knows no look-alike (core/aliases.py: every
 pose of the place was solved from keyframes whose view the map fits nowhere else, and no image showed the place to
 look like another) the motion only has to rule out a wrong pose repeated by a robot standing still:
-``free_motion_m`` / ``free_motion_deg`` (0.25 m / 15 deg) suffice. Once accepted, a place's poses are published
+``free_motion_m`` / ``free_motion_deg`` (0.25 m / 15 deg) suffice. The same holds where the map knows the place's
+look-alikes and where they are (``LocalizationResult.lookalike_poses``) and looking there found none of them: each
+becomes a rival place without support of its own, the next images are localized there too (probes, below), and if
+no probe finds it after ``accept_after`` looks, the shorter motion suffices; a probe that finds it makes it a rival
+like any other. Once accepted, a place's poses are published
 while it leads; another place takes over only by meeting the same rule (a robot carried elsewhere: after about
 ``memory`` frames).
 
@@ -43,7 +47,8 @@ nothing is published until the robot sees what is unique (or is given ``/initial
 wrong one.
 
 What the robot must do after a cold start: move ``min_motion_m`` (default 1 m) or turn ``min_motion_deg``
-(default 60 deg) while localizing (0.25 m or 15 deg where the map has no look-alike), or be given
+(default 60 deg) while localizing (0.25 m or 15 deg where the map has no look-alike, or its look-alikes were looked
+at and not found), or be given
 ``/initialpose`` (the next pose within 3 sigma of it is accepted); where the view repeats (an ambiguous start),
 drive on until the look-alike stops fitting for that distance.
 
@@ -114,7 +119,9 @@ class TrackerConfig:
     free_motion_m: float = setting(0.25, "instead of track_min_motion_m for a place whose every pose was solved from "
                                    "keyframes without a look-alike elsewhere in the map (the map's look-alike "
                                    "analysis, `reloc map analyse`; maps without it always need the full motion) and "
-                                   "that no image showed to look like another place", 0.0, 1e6,
+                                   "that no image showed to look like another place; also for a place whose "
+                                   "look-alikes the map locates and the probes there did not find (each looked at "
+                                   "odom_accept_after times)", 0.0, 1e6,
                                    param="track_min_motion_lookalike_free_m")
     free_motion_deg: float = setting(15.0, "same, turn (deg)", 0.0, 360.0,
                                      param="track_min_motion_lookalike_free_deg")
@@ -133,7 +140,9 @@ class TrackerConfig:
                               "(a pose window around its prediction), at most this many extra localizations per "
                               "image, so that both places gather support and neither is accepted until one "
                               "dominates (a corridor that repeats every 3 m: motion along it keeps the look-alike "
-                              "consistent); 0 = off", 0, 8, param="track_max_probes")
+                              "consistent); also at the map's known look-alikes of a new place (`reloc map analyse`), "
+                              "which it then needs only track_min_motion_lookalike_free_m to be accepted if none is "
+                              "found there; 0 = off", 0, 8, param="track_max_probes")
     rival_dominance: float = setting(3.0, "a place that an image showed to look like another (an ambiguous result) is "
                                      "accepted only with at least this many times that place's support, or once that "
                                      "place has gone unsupported over track_min_motion_m / track_min_motion_deg of "
@@ -209,6 +218,11 @@ class _Place:
     motion_deg: float = 0.0
     rivals: set = field(default_factory=set)  # uids of places one image supported together with this one
     lookalike_free: bool = False  # every supporting pose was solved from keyframes without a look-alike in the map
+    # every supporting pose was look-alike free or came with where the map's look-alikes of it are
+    lookalikes_known: bool = False
+    map_rival: bool = False  # made at the map's look-alike of another place (not by a pose of its own)
+    probed: int = 0  # probes run at this place
+    hits: int = 0  # probes that localized here
 
 
 @dataclass
@@ -319,7 +333,8 @@ class PlaceTracker:
 
     # ----------------------------------------------------------------------------------------------
     def update(self, stamp_ns: int, T_map_from_cam: np.ndarray, T_odom_from_cam: np.ndarray | None = None,
-               covariance: np.ndarray | None = None, lookalike_free: bool = False) -> TrackDecision:
+               covariance: np.ndarray | None = None, lookalike_free: bool = False,
+               lookalike_poses: list | None = None) -> TrackDecision:
         """Decide on one LOCALIZED camera pose (call :meth:`note_failure` for frames without one).
 
         Args:
@@ -330,10 +345,15 @@ class PlaceTracker:
             lookalike_free: the pose was solved from keyframes without a look-alike in the map
                 (``LocalizationResult.lookalike_free``): a place all of whose poses are needs only
                 ``free_motion_m`` / ``free_motion_deg``.
+            lookalike_poses: where the map's look-alikes of those keyframes would show this view
+                (``LocalizationResult.lookalike_poses``; None: unknown). With odometry, before a place is accepted,
+                each becomes a rival of the place that is probed (:meth:`probes`); a place whose every pose was
+                look-alike free or came with its look-alikes, none of which the probes found, needs only
+                ``free_motion_m`` / ``free_motion_deg`` as well.
         """
         with self._lock:
             d = self._update(int(stamp_ns), np.asarray(T_map_from_cam, np.float64), T_odom_from_cam, covariance,
-                             bool(lookalike_free))
+                             bool(lookalike_free), lookalike_poses)
             if d.accepted:
                 self._prior.last_good = (int(stamp_ns), np.asarray(T_map_from_cam)[:3, 3].copy())
                 self._prior.initial = None
@@ -368,7 +388,8 @@ class PlaceTracker:
                 "covariance): an outlier")
 
     def _update(self, stamp_ns: int, T: np.ndarray, T_odom: np.ndarray | None,
-                covariance: np.ndarray | None = None, lookalike_free: bool = False) -> TrackDecision:
+                covariance: np.ndarray | None = None, lookalike_free: bool = False,
+                lookalike_poses: list | None = None) -> TrackDecision:
         cfg = self.config
         has_odom = T_odom is not None
         if not cfg.enabled:
@@ -383,13 +404,17 @@ class PlaceTracker:
                                      max((x.support for x in self._places if x is not h), default=0.0),
                                      h.motion_m, h.motion_deg, len(self._places), True)
         self._decay()
-        h, jump_m, jump_deg = self._support(best, T, stamp_ns, T_odom, covariance, 1.0, lookalike_free)
+        h, jump_m, jump_deg = self._support(best, T, stamp_ns, T_odom, covariance, 1.0, lookalike_free,
+                                            lookalike_poses is not None)
         trusted = self._trust is not None and not self._trust.rules_out(T)
         if trusted:  # the operator said where the robot is
             self._places = [h]
             h.support = max(h.support, float(cfg.accept_after))
         self._trust = None
-        self._prune([h], stamp_ns)
+        keep = [h]
+        if lookalike_poses and not trusted and cfg.max_probes > 0 and self._leader_accepted() is None:
+            keep += self._map_rivals(h, lookalike_poses, stamp_ns, T_odom)
+        self._prune(keep, stamp_ns)
         rival = max((x.support for x in self._places if x is not h), default=0.0)
         d = TrackDecision(False, "", None, False, jump_m, jump_deg, h.support, rival, h.motion_m, h.motion_deg,
                           len(self._places), has_odom)
@@ -429,11 +454,44 @@ class PlaceTracker:
 
     def _motion_needed(self, h: _Place) -> tuple[float, float]:
         """(m, deg) of travel or turn place ``h`` needs before it is accepted: less where the map knows no
-        look-alike of any of its poses' keyframes and no image showed it to look like another place."""
+        look-alike of any of its poses' keyframes and no image showed it to look like another place, or where it
+        knows where they are and the probes there found none of them (each probed ``accept_after`` times)."""
         cfg = self.config
+        free = min(cfg.free_motion_m, cfg.min_motion_m), min(cfg.free_motion_deg, cfg.min_motion_deg)
         if h.lookalike_free and not h.rivals:
-            return min(cfg.free_motion_m, cfg.min_motion_m), min(cfg.free_motion_deg, cfg.min_motion_deg)
+            return free
+        rivals = self._rivals_of(h)
+        if (h.lookalikes_known and h.rivals and len(rivals) == len(h.rivals)
+                and all(x.map_rival and x.hits == 0 and x.probed >= cfg.accept_after for x in rivals)):
+            return free
         return cfg.min_motion_m, cfg.min_motion_deg
+
+    def _map_rivals(self, h: _Place, poses: list, stamp_ns: int, T_odom: np.ndarray | None) -> list[_Place]:
+        """The places at the map's look-alikes of a pose of ``h`` (``poses``: where they would show the image),
+        made rivals of ``h`` with no support of their own: :meth:`probes` localizes the next images there. Without
+        odometry such a place's prediction is where the look-alike would show the latest image."""
+        out = []
+        for P in poses:
+            P = np.asarray(P, np.float64)
+            best = self._match(P, stamp_ns, T_odom)
+            if best is not None and best[1] is h:
+                continue  # the look-alike is within this place's own tolerance: nothing to tell apart
+            if best is None:
+                self._uid += 1
+                if T_odom is not None:
+                    r = _Place(self._uid, 0.0, P, stamp_ns, P @ invert_T(T_odom), T_odom, True, T_odom_last=T_odom,
+                               map_rival=True)
+                else:
+                    r = _Place(self._uid, 0.0, P, stamp_ns, None, P, False, map_rival=True)
+                self._places.append(r)
+            else:
+                r = best[1]
+                if T_odom is None and r.map_rival and r.hits == 0:
+                    r.T_last, r.t_last_ns = P, stamp_ns
+            h.rivals.add(r.uid)
+            r.rivals.add(h.uid)
+            out.append(r)
+        return out
 
     def _refuted(self, rival: _Place, T_odom: np.ndarray | None) -> bool:
         """With odometry: ``rival`` (a look-alike place) has not been supported while the robot travelled
@@ -463,8 +521,8 @@ class PlaceTracker:
             h.support *= keep
 
     def _support(self, best, T: np.ndarray, stamp_ns: int, T_odom: np.ndarray | None,
-                 covariance: np.ndarray | None, weight: float, lookalike_free: bool = False
-                 ) -> tuple[_Place, float, float]:
+                 covariance: np.ndarray | None, weight: float, lookalike_free: bool = False,
+                 lookalikes_known: bool = False) -> tuple[_Place, float, float]:
         """Pose ``T`` supports the place of ``best`` (:meth:`_match`) by ``weight``, or starts a new place.
         (place, metres, degrees from its prediction)."""
         has_odom = T_odom is not None
@@ -472,12 +530,13 @@ class PlaceTracker:
             self._uid += 1
             h = _Place(self._uid, weight, T, stamp_ns, T @ invert_T(T_odom) if has_odom else None,
                        T_odom if has_odom else T, has_odom, T_odom_last=T_odom if has_odom else None,
-                       lookalike_free=lookalike_free)
+                       lookalike_free=lookalike_free, lookalikes_known=lookalike_free or lookalikes_known)
             self._places.append(h)
             return h, 0.0, 0.0
         _, h, jump_m, jump_deg = best
         h.support += weight
         h.lookalike_free = h.lookalike_free and lookalike_free
+        h.lookalikes_known = h.lookalikes_known and (lookalike_free or lookalikes_known)
         h.T_last, h.t_last_ns = T, stamp_ns
         if has_odom:  # follow the pose (odometry drifts slowly), as far as its covariance says it knows better
             h.T_map_from_odom = _follow(h, T, T_odom, covariance)
@@ -540,12 +599,16 @@ class PlaceTracker:
             stamp_ns = int(stamp_ns)
             lead = self._places[0]
             out = []
-            for h in [lead] + self._rivals_of(lead):
-                if h.t_last_ns == stamp_ns or (h is not lead and h.support < cfg.probe_min_share * lead.support):
+            # the best supported first; the map's look-alikes not yet found (no support) the least probed first
+            for h in [lead] + sorted(self._rivals_of(lead), key=lambda x: (-x.support, x.probed)):
+                unfound = h.map_rival and h.hits == 0  # a look-alike of the map, not yet seen by any image
+                if (h.t_last_ns == stamp_ns and not unfound) or (
+                        h is not lead and not unfound and h.support < cfg.probe_min_share * lead.support):
                     continue
                 pred = self._predict(h, stamp_ns, T_odom_from_cam)
                 if pred is None:
                     continue
+                h.probed += 1
                 T = pred[0]
                 out.append((h.uid, PosePrior(position=T[:3, 3].copy(), sigma_m=max(cfg.odom_prior_sigma_m, 1e-3),
                                              rotation=T[:3, :3].copy(), sigma_deg=cfg.odom_prior_sigma_deg)))
@@ -567,6 +630,7 @@ class PlaceTracker:
             best = self._match(T, stamp_ns, T_odom_from_cam)
             if best is None or best[1] is not h:  # not there, or another place (the image's own) explains it better
                 return False
+            h.hits += 1
             self._support(best, T, stamp_ns, T_odom_from_cam, _usable(covariance), 1.0)
             self._places.sort(key=lambda x: -x.support)
             return True
@@ -579,6 +643,8 @@ class PlaceTracker:
         def alive(x: _Place) -> bool:
             if any(x is h for h in keep):
                 return True
+            if x.map_rival and x.hits == 0:  # a look-alike being checked: kept while a place it is the rival of is
+                return any(x.uid in y.rivals and y.support >= 0.05 for y in self._places)
             if x.support < 0.05:
                 return False
             # a track without odometry cannot be continued after its timeout

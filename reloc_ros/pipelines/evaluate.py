@@ -44,6 +44,8 @@ def _record(f: Frame, res) -> dict:
         e = res.T_map_from_cam[:3, 3] - f.T_world_from_cam[:3, 3]
         rec["nees_position"] = float(e @ np.linalg.solve(res.covariance[:3, :3], e))
         rec["lookalike_free"] = bool(res.lookalike_free)  # the place tracker's shorter motion rule
+        if res.lookalike_poses is not None:  # where the map's look-alikes would show it (the tracker checks them)
+            rec["lookalike_poses"] = [np.asarray(T).tolist() for T in res.lookalike_poses]
     if res.hypotheses:  # an ambiguous image: the two poses it supports (the place tracker weighs them)
         rec["hypotheses"] = [[np.asarray(T).tolist(), int(n)] for T, n in res.hypotheses]
     return rec
@@ -136,7 +138,8 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             prior, src = tracker.choose_prior(stamp_ns, T_odom)
             rec = localize(f, prior)
             if rec["ok"] and tracker.update(stamp_ns, np.asarray(rec["T_map_from_cam"]), T_odom,
-                                            _tracking_covariance(rec), rec.get("lookalike_free", False)).accepted:
+                                            _tracking_covariance(rec), rec.get("lookalike_free", False),
+                                            _lookalikes(rec)).accepted:
                 pub.append({**rec, "dt_s": _stamp_s(f, k0 + i) - t0})
             elif not rec["ok"]:
                 tracker.note_failure(src)
@@ -156,6 +159,12 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
 def _pose_of(rec: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """(T_map_from_cam, the covariance the tracker uses) of a LOCALIZED record, else None."""
     return (np.asarray(rec["T_map_from_cam"]), _tracking_covariance(rec)) if rec["ok"] else None
+
+
+def _lookalikes(rec: dict) -> list | None:
+    """The record's ``lookalike_poses`` as arrays (None when the map does not say where its look-alikes are)."""
+    v = rec.get("lookalike_poses")
+    return None if v is None else [np.asarray(T, np.float64) for T in v]
 
 
 def _tracking_covariance(rec: dict) -> np.ndarray:

@@ -236,7 +236,8 @@ class FrameProcessor:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         tracker = self.s.tracker
-        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.tracking_covariance, res.lookalike_free)
+        d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.tracking_covariance, res.lookalike_free,
+                           res.lookalike_poses)
         with self.s.lock:
             self.s.stats.record_tracking(d, tracker.config.enabled, odom.why_none)
         if d.accepted and d.switched:
@@ -245,9 +246,9 @@ class FrameProcessor:
             res.fail(d.code, d.reason)
 
     def _probe(self, loc: Localizer, features, cam: Camera, frame: Frame, odom: "_Odometry") -> None:
-        """The tracker's probes (:func:`reloc_ros.core.tracking.run_probes`): after an ambiguous image and before a
-        place is accepted, the same features localized again in a pose window at the look-alike place; never
-        published. Odometry is looked up only when there is something to probe."""
+        """The tracker's probes (:func:`reloc_ros.core.tracking.run_probes`): before a place is accepted, after an
+        ambiguous image or at the map's look-alikes of the place, the same features localized again in a pose window
+        at the look-alike place; never published. Odometry is looked up only when there is something to probe."""
         tracker = self.s.tracker
         if not tracker.probing:
             return

@@ -44,9 +44,15 @@ def load_localizer(want: dict, config: LocalizerConfig, log) -> Localizer:
                  f"track_min_motion_m of travel (or the turn) before it is published; `reloc map analyse "
                  f"{want['map_path']}` adds it (places without a look-alike then need "
                  "track_min_motion_lookalike_free_m)")
+    elif db.alias_relation is None:
+        log.info(f"map {want['map_path']}: {int((db.alias_inliers > 0).sum())} of {len(db)} keyframes have a "
+                 "look-alike elsewhere in the map (their places need track_min_motion_m after a cold start; "
+                 f"`reloc map analyse {want['map_path']}` records where the look-alikes are, so that the node can "
+                 "look there and need less motion where they are not)")
     else:
         log.info(f"map {want['map_path']}: {int((db.alias_inliers > 0).sum())} of {len(db)} keyframes have a "
-                 "look-alike elsewhere in the map (their places need track_min_motion_m after a cold start)")
+                 "look-alike elsewhere in the map (after a cold start their places need track_min_motion_m unless "
+                 "the look-alikes are looked at and not found)")
     return loc
 
 
