@@ -193,8 +193,9 @@ def lookalike_poses(relation: np.ndarray | None, alias_inliers: np.ndarray | Non
     """Where the map's look-alikes of a pose solved from ``keyframes`` are: the camera poses ``W @ T_map_from_cam``
     for the transforms of the keyframes that have a look-alike, one per place (at most MAX_RELATIONS x their count);
     [] when none of them has a look-alike; None when one has but the map does not know where (a map analysed before
-    the transforms were recorded), or the map has no analysis."""
-    if relation is None or alias_inliers is None:
+    the transforms were recorded), when no keyframe supports the pose on its own (nothing to tell), or the map has no
+    analysis."""
+    if relation is None or alias_inliers is None or len(keyframes) == 0:
         return None
     out = []
     for k in np.asarray(list(keyframes), np.int64):

@@ -346,8 +346,8 @@ class PlaceTracker:
                 (``LocalizationResult.lookalike_free``): a place all of whose poses are needs only
                 ``free_motion_m`` / ``free_motion_deg``.
             lookalike_poses: where the map's look-alikes of those keyframes would show this view
-                (``LocalizationResult.lookalike_poses``; None: unknown). With odometry, before a place is accepted,
-                each becomes a rival of the place that is probed (:meth:`probes`); a place whose every pose was
+                (``LocalizationResult.lookalike_poses``; None: unknown). Before a place is accepted, each becomes a
+                rival of the place that is probed (:meth:`probes`); a place whose every pose was
                 look-alike free or came with its look-alikes, none of which the probes found, needs only
                 ``free_motion_m`` / ``free_motion_deg`` as well.
         """
