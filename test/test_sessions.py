@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from reloc_ros.core.geometry import pose_errors
-from reloc_ros.core.mapdb import MapDatabase, MapError
+from reloc_ros.core.mapdb import MapDatabase, extractor_for_map, MapError
 from reloc_ros.datasets import load_dataset
 from reloc_ros.datasets.synthetic import generate, make_scene
 from reloc_ros.datasets.synthetic.sessions import apply_session, check_session, object_bounds
@@ -190,6 +190,13 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
     m = tmp_path / "m"
     shutil.copytree(a, m)
     before = MapDatabase.load(m)
+    # the analysis at build time saw the descriptors as the map stores them (float16): analysing the loaded map (what
+    # `reloc map analyse` does) gives the same marks and places
+    from reloc_ros.core.aliases import find_aliases
+    from reloc_ros.core.localizer import Localizer
+    again = find_aliases(Localizer(before, extractor_for_map(before)))
+    np.testing.assert_array_equal(again.alias_inliers, before.alias_inliers)
+    np.testing.assert_array_equal(np.isfinite(again.relation), np.isfinite(before.alias_relation))
     db, st = update_map(m, query_frames, "evening", show_progress=False)
     assert st["frames"] == len(query_frames) and 0 < st["kept"] <= len(query_frames)
     after = MapDatabase.load(m)
