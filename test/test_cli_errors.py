@@ -164,3 +164,20 @@ def test_global_quiet_flag_reaches_the_scene_generator(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0, err[-1500:]
     assert (out / "TrainSplit.txt").exists() and "unrecognized" not in err
+
+
+def test_analyse_of_a_map_this_user_may_not_write(capsys, tmp_path, monkeypatch):
+    """`reloc map analyse` rewrites the map in place: a map (or folder) that may not be written is refused in one line
+    before the work (a new user's trial got a PermissionError traceback after it), and the map is left as it was."""
+    import os
+
+    from map_helpers import random_map
+
+    m = random_map(tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in m.iterdir() if p.is_file()}
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if mode == os.W_OK else real(p, mode, *a, **k))
+    code, err = _run(capsys, ["map", "analyse", str(m)])
+    assert code == 2 and "not writable" in err and "work on a copy" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in m.iterdir() if p.is_file()} == before

@@ -315,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, MapError, ExtractorError, ValueError, FileNotFoundError) as e:
         print(f"reloc: error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # a map (or its folder) that this user may not write
+        print(f"reloc: error: {e}: this user may not write there; work on a copy, or fix the permissions",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("reloc: interrupted", file=sys.stderr)
         return 130
@@ -491,6 +495,10 @@ def _map_analyse(args) -> int:
     from reloc_ros.core.mapdb import MapDatabase, extractor_for_map
 
     db = MapDatabase.load(args.map)
+    folder = Path(db.path)
+    for p in (folder, folder.parent):  # the map is replaced in place (a new folder beside it): say so before the work
+        if not os.access(p, os.W_OK):
+            raise PermissionError(f"{p} is not writable and `reloc map analyse` rewrites {folder} in place")
     report = mark_aliases(db, extractor_for_map(db))
     db.save(db.path, overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"),
             write_ply=(Path(db.path) / "points.ply").is_file())
