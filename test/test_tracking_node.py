@@ -66,6 +66,19 @@ def _publish_odom(h, T_odom_base, stamp):
         h.pub_tf.publish(TFMessage(transforms=[conv.transform_stamped(T_odom_base, "odom", "base_link", t)]))
 
 
+def _drive_along_plane(h, xs, first_stamp_s, T_map_odom):
+    """The camera at ``tni._pose(x, -0.3, x, 0.1)`` for each x, odometry on /tf from ``T_map_odom``, one image per
+    second of stamps from ``first_stamp_s``: [(x, the frame's diagnostics)] once each frame is done."""
+    out = []
+    for k, x in enumerate(xs):
+        T_cam = tni._pose(x, -0.3, x, 0.1)
+        stamp = (first_stamp_s + k) * NS
+        _publish_odom(h, invert_T(T_map_odom) @ T_cam @ invert_T(tni.T_BASE_CAM), stamp)
+        h.send(tni._render(tni._texture(), T_cam), stamp)
+        out.append((x, _done(h, stamp, f"frame {k}")))
+    return out
+
+
 def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
     h = tni.Harness(dict(map_path=str(plane_map["map"]), tf_mode="map_odom", pose_frame="camera",
                          tf_publish_rate_hz=0.0, odom_jump_max_m=0.3, odom_jump_max_deg=10.0, odom_accept_after=2,
@@ -253,12 +266,7 @@ def test_node_probes_the_look_alike_of_an_ambiguous_start_and_publishes_no_pose_
         _start(h)
         T_map_odom = make_T(so3_exp([0, 0, 0.2]), [0.3, -0.1, 0.0])
         first_pose, probes_before = None, 0
-        for k, x in enumerate(np.linspace(-0.6, 1.4, 21)):
-            T_cam = tni._pose(x, -0.3, x, 0.1)
-            stamp = (400 + k) * NS
-            _publish_odom(h, invert_T(T_map_odom) @ T_cam @ invert_T(tni.T_BASE_CAM), stamp)
-            h.send(tni._render(tni._texture(), T_cam), stamp)
-            d = _done(h, stamp, f"frame {k}")
+        for x, d in _drive_along_plane(h, np.linspace(-0.6, 1.4, 21), 400, T_map_odom):
             if x < 0.75:  # the twin keyframes' points cover what the camera sees: both places fit
                 assert d["status"] == "FAILED" and d["reason_code"] in ("ambiguous", "ambiguous_place"), (x, d)
                 assert int(d["odom_hypotheses"]) >= 2, (x, d)  # both places kept
@@ -295,12 +303,7 @@ def test_node_looks_at_the_maps_look_alike_of_a_new_place_and_publishes_it_after
         T_map_odom = make_T(so3_exp([0, 0, 0.2]), [0.3, -0.1, 0.0])
         first_pose, probes = None, 0
         seen = []
-        for k, x in enumerate(np.linspace(0.9, 1.45, 12)):
-            T_cam = tni._pose(x, -0.3, x, 0.1)
-            stamp = (600 + k) * NS
-            _publish_odom(h, invert_T(T_map_odom) @ T_cam @ invert_T(tni.T_BASE_CAM), stamp)
-            h.send(tni._render(tni._texture(), T_cam), stamp)
-            d = _done(h, stamp, f"frame {k}")
+        for x, d in _drive_along_plane(h, np.linspace(0.9, 1.45, 12), 600, T_map_odom):
             seen.append((round(x, 2), d["status"], d["reason_code"], d["track_probes"]))
             assert d["status"] == "LOCALIZED" or d["reason_code"] in ("needs_motion", "unconfirmed"), seen
             if d["status"] == "LOCALIZED" and first_pose is None:

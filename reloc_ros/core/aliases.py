@@ -27,6 +27,7 @@ counts as possibly aliased (the full motion rule); one analysed before the trans
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 
@@ -161,8 +162,8 @@ class _Relations:
             self.inl[np.all(np.isfinite(known.reshape(n, MAX_RELATIONS, -1)), axis=2)] = 1.0  # kept, ranked last
 
     def copy(self) -> "_Relations":
-        out = _Relations(self.T[:0])
-        out.T, out.W, out.inl = self.T, self.W.copy(), self.inl.copy()
+        out = copy.copy(self)
+        out.W, out.inl = self.W.copy(), self.inl.copy()
         return out
 
     def add(self, k: int, W: np.ndarray, inliers: float) -> None:

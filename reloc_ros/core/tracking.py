@@ -476,14 +476,9 @@ class PlaceTracker:
             best = self._match(P, stamp_ns, T_odom)
             if best is not None and best[1] is h:
                 continue  # the look-alike is within this place's own tolerance: nothing to tell apart
-            if best is None:
-                self._uid += 1
-                if T_odom is not None:
-                    r = _Place(self._uid, 0.0, P, stamp_ns, P @ invert_T(T_odom), T_odom, True, T_odom_last=T_odom,
-                               map_rival=True)
-                else:
-                    r = _Place(self._uid, 0.0, P, stamp_ns, None, P, False, map_rival=True)
-                self._places.append(r)
+            if best is None:  # a new place, no support of its own
+                r = self._support(None, P, stamp_ns, T_odom, None, 0.0)[0]
+                r.map_rival = True
             else:
                 r = best[1]
                 if T_odom is None and r.map_rival and r.hits == 0:
