@@ -88,6 +88,15 @@ def test_eval_of_a_rosbag_points_to_eval_bag(capsys, tmp_path):
 
 
 
+def test_track_start_spacing_is_refused_before_any_work(capsys, tmp_path):
+    """`--starts-every 0` is refused in one line before the map is even looked at (it used to come after the whole
+    single-image evaluation)."""
+    code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path / "nomap"), "--dataset", str(tmp_path / "nods"),
+                              "--format", "7scenes", "--track", "--starts-every", "0"])
+    assert code == 2 and "--starts-every and --track-frames must be >= 1 (got 0 and 150)" in err
+    assert "map directory not found" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_track_odometry_needs_a_generated_scene(tmp_path):
     """`reloc eval --track` replays the generator's odometry: a dataset without scene.yaml is refused with a line
     naming --no-odometry."""

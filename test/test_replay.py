@@ -174,6 +174,9 @@ def test_live_replay_starts_in_the_middle_of_the_bag(scene, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     live = json.loads(out.read_text())
     assert live["replay"]["images_sent"] == N_QUERY - 4, live["replay"]
+    assert live["replay"]["start_frame"] == 4 and live["replay"]["first_pose_s"] is None, live["replay"]
+    # records are named by the image's index in the bag, as `reloc eval` names the dataset's frames
+    assert min(int(x["name"].split("-")[-1]) for x in live["records"]) >= 4, [x["name"] for x in live["records"]]
     assert live["localized"] == 0 and live["localized_wrong"] == 0, [x["reason"] for x in live["records"]]
     assert any("not yet confirmed" in x["reason"] for x in live["records"]), [x["reason"] for x in live["records"]]
     from reloc_ros.datasets.base import DatasetError

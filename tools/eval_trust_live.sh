@@ -15,7 +15,8 @@ for bag in query_1 query_2; do
     $RELOC -q eval-bag --live --map "$MAP" --bag "$DATA/bags/$bag" --start-frame "$k" "${EXTRA[@]}" --json "$j" \
       > /dev/null
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2], sys.argv[3], 'handled', d['queries'], \
-'published', d['localized'], 'wrong', d['localized_wrong'], 'nees_mean', round(d['nees_position']['mean'] or -1, 2))" \
+'published', d['localized'], 'wrong', d['localized_wrong'], 'first_pose_s', d['replay'].get('first_pose_s'), \
+'nees_mean', round(d['nees_position']['mean'] or -1, 2))" \
       "$j" "$bag" "$k"
   done
 done

@@ -535,6 +535,9 @@ def _eval(args) -> int:
     if given and not args.track:
         raise ValueError(f"{args.config}: {', '.join(given)} apply with --track (the place tracker's cold starts)")
     args.tracker_overrides = {tracker_keys[k]: overrides.pop(k) for k in given}
+    if args.track and (args.starts_every < 1 or args.track_frames < 1):  # before the evaluation, not after it
+        raise ValueError(f"--starts-every and --track-frames must be >= 1 (got {args.starts_every} and "
+                         f"{args.track_frames})")
     if args.aggregation is not None:
         overrides["aggregation"] = args.aggregation
     if args.top_k is not None:
@@ -611,8 +614,6 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
     from reloc_ros.core.tracking import TrackerConfig
     from reloc_ros.pipelines.evaluate import evaluate_track
 
-    if args.starts_every < 1 or args.track_frames < 1:
-        raise ValueError("--starts-every and --track-frames must be >= 1")
     odometry = None
     if not args.no_odometry:
         from reloc_ros.datasets.synthetic.writer import SynthError, run_odometry

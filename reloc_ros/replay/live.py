@@ -274,7 +274,7 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
             return d.get("last_done_stamp_ns", "") not in ("", None) and int(d["last_done_stamp_ns"]) >= last
         _wait(finished, options.finish_timeout_s, "reloc_node to handle the last image", node)
         _wait(lambda: _delivered(graph), 5.0, "the last poses to arrive", node)
-        run = _score(graph, sent, gt, str(bag), str(map_path))
+        run = _score(graph, sent, gt, str(bag), str(map_path), options.start_frame)
         run.stats.update(startup_s=round(startup_s, 2), rate=options.rate, node_log=str(log_path))
         return run
     finally:
@@ -325,7 +325,10 @@ def _delivered(graph: _Graph) -> bool:
         return all(s in graph.poses for s, (d, _) in graph.frames.items() if d.get("status") == "LOCALIZED")
 
 
-def _score(graph: _Graph, sent: dict, gt, bag: str, map_path: str) -> ReplayRun:
+def _score(graph: _Graph, sent: dict, gt, bag: str, map_path: str, start_frame: int = 0) -> ReplayRun:
+    """The run's records, named by the image's index in the bag (``start_frame`` is the first one sent), and its
+    stats, with ``first_pose_s``: the recording time from the first image sent to the first published pose (None when
+    none was), the cold-start figure of ``reloc eval --track``."""
     with graph.lock:
         frames, poses, covs, last = dict(graph.frames), dict(graph.poses), dict(graph.poses_cov), dict(graph.last)
     run = ReplayRun("live", bag, map_path, gt=gt)
@@ -345,14 +348,17 @@ def _score(graph: _Graph, sent: dict, gt, bag: str, map_path: str) -> ReplayRun:
         timings = {k[: -len(_STAGE_SUFFIX)]: float(v) for k, v in d.items()
                    if k.endswith(_STAGE_SUFFIX) and k not in _NOT_STAGES and v not in ("", None)}
         timings["end_to_end"] = (t_done - sent[s]) * 1000.0
-        run.records.append(frame_record(f"frame-{index[s]:06d}", s, T_gt, ok, d.get("status", ""),
+        run.records.append(frame_record(f"frame-{start_frame + index[s]:06d}", s, T_gt, ok, d.get("status", ""),
                                         d.get("reason", ""), poses[s][0] if ok else None, covs.get(s), timings,
                                         int(d.get("num_matches") or 0), int(d.get("num_inliers") or 0),
                                         d.get("reason_code", "")))
     if not run.records:
         raise ReplayError(f"reloc_node handled no image with ground truth ({len(frames)} handled, {no_gt} without "
                           f"ground truth); its last diagnostics: {last}")
+    published = sorted(r["stamp_ns"] for r in run.records if r["ok"])
+    first_pose_s = round((published[0] - stamps[0]) / NS, 3) if published else None
     run.stats = {"images_sent": len(sent), "frames_handled": len(frames), "no_gt": no_gt,
+                 "start_frame": start_frame, "first_pose_s": first_pose_s,
                  **{k: _num(last.get(k)) for k in ("frames_received", "frames_processed", "frames_localized",
                                                    "frames_failed", "frames_dropped", "frames_out_of_order",
                                                    "input_errors", "output_rate_hz", "latency_p50_ms",
