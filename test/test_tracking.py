@@ -217,10 +217,11 @@ def test_odometry_prior_is_released_after_failures_and_a_kidnapped_robot_is_foun
         d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam)
     assert d.accepted
     prior, src = tr.choose_prior(stamp + DT, T_odom_cam)
-    assert src == "odometry" and prior.has_rotation
+    assert src == "odometry" and prior.has_rotation and prior.tracked  # the localizer matches tracked_top_k
     assert np.allclose(prior.position, (T_map_odom @ T_odom_cam)[:3, 3], atol=0.02)
     assert not tr.note_failure("odometry") and tr.note_failure("odometry") and tr.prior_releases == 1
-    assert tr.choose_prior(stamp + DT, T_odom_cam)[1] == "last_pose"  # released: the last accepted pose
+    prior, src = tr.choose_prior(stamp + DT, T_odom_cam)
+    assert src == "last_pose" and not prior.tracked  # released: the last accepted pose, all top_k keyframes
     # kidnapped: odometry continues, the (correct) poses are 4 m from what it predicts
     T_new = make_T(so3_exp([0, 0, 1.0]), [4.0, -1.0, 0.0]) @ T_map_odom
     decisions = []

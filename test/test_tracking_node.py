@@ -108,12 +108,15 @@ def test_node_rejects_a_jump_against_odometry_and_recovers(plane_map):
         d = frame(T_B, T_odom_base_A, 103 * NS)
         assert d["status"] == "FAILED" and "inconsistent with odometry" in d["reason"], d
         assert d["prior"] == "odometry" and d["odom_prior_releases"] == "0", d
+        # the accepted place's prediction: tracked_top_k keyframes of its pose window, not top_k
+        assert int(d["keyframes_retrieved"]) <= 3, d
         d = frame(T_B, T_odom_base_A, 104 * NS)
         assert d["status"] == "FAILED" and "not yet confirmed" in d["reason"] and d["odom_rejected"] == "4", d
         assert d["prior"] == "odometry" and d["odom_prior_releases"] == "1", d
         d = frame(T_B, T_odom_base_A, 105 * NS)  # B outweighs the decayed A now
         assert d["status"] == "LOCALIZED" and d["odom_recovered"] == "1" and "place changed" in d["odom_check"], d
         assert d["prior"] == "last_pose", d  # released: not the odometry prior
+        assert int(d["keyframes_retrieved"]) == 5, d  # top_k: a position prior is not a tracked one
         h.wait(lambda: len(h.poses) == 2, "the pose after recovery")
         assert [conv.stamp_to_ns(p.header.stamp) for p in h.poses] == [102 * NS, 105 * NS]
         err = np.linalg.norm(conv.T_from_pose(h.poses[-1].pose)[:3, 3] - T_B[:3, 3])

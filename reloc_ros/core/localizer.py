@@ -129,6 +129,10 @@ class LocalizerConfig:
                           'ablation); "2d2d": essential matrices against the top-K keyframes, no map 3D '
                           "(core/relpose2d2d.py)", choices=METHODS, param=None)
     top_k: int = setting(5, "keyframes retrieved per query", 1, 200)
+    tracked_top_k: int = setting(3, "> 0: keyframes retrieved (from the pose window) when the prior is the "
+                                 "odometry prediction of a place the tracker accepted, at most top_k: fewer "
+                                 "candidates where odometry already says where the camera is, and the tracker's "
+                                 "publish gate checks the pose against it; 0 = top_k", 0, 200)
     ratio: float = setting(0.0, "Lowe ratio test for matching (0 = the map's extractor's own: SIFT 0.8, learned 0.9)",
                            0.0, 1.0)
     mutual: bool = setting(True, "require mutual nearest neighbours", param=None)
@@ -603,7 +607,7 @@ class Localizer:
             features.global_desc = self.extractor.describe_global(features)
 
         t1 = time.perf_counter()
-        cand, _ = self.index.search(features.global_desc, cfg.top_k, prior)
+        cand, _ = self.index.search(features.global_desc, self.retrieval_k(prior), prior)
         t["retrieval"] = _ms(t1)
         res = LocalizationResult(Status.FAILED, candidates=cand.tolist(), timings_ms=t,
                                  covariance_factor=self._score_factor, low_light=features.low_light)
@@ -668,6 +672,14 @@ class Localizer:
                 res.lookalike_poses = lookalike_poses(self.db.alias_relation, self.db.alias_inliers, ids,
                                                       res.T_map_from_cam)
         return self._finish(res, t0)
+
+    def retrieval_k(self, prior: PosePrior | None) -> int:
+        """Keyframes to retrieve for a query with ``prior``: ``tracked_top_k`` (at most ``top_k``) for the odometry
+        prediction of an accepted place, else ``top_k``."""
+        cfg = self.config
+        if prior is not None and prior.tracked and cfg.tracked_top_k > 0:
+            return min(cfg.tracked_top_k, cfg.top_k)
+        return cfg.top_k
 
     def _query(self, features: Features, camera: Camera) -> "_Query":
         """The query's undistorted keypoints and the descriptors that take part in matching."""

@@ -22,12 +22,16 @@ class PosePrior:
             it (and ``sigma_deg`` > 0) retrieval becomes a pose window: keyframes within 3 sigma in position and
             in viewing direction, ranked by descriptor similarity.
         sigma_deg: standard deviation of the viewing direction (degrees) when ``rotation`` is given.
+        tracked: the prediction of a place the tracker accepted (odometry from its last pose): the localizer
+            matches fewer keyframes (``LocalizerConfig.tracked_top_k``), since the tracker's publish gate checks
+            every pose against it.
     """
 
     position: np.ndarray
     sigma_m: float = 5.0
     rotation: np.ndarray | None = None
     sigma_deg: float = 0.0
+    tracked: bool = False
 
     @property
     def has_rotation(self) -> bool:

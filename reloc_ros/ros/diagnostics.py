@@ -61,6 +61,7 @@ class FrameStats:
     covariance_factor: float = 1.0  # the last frame's factor of the covariance (>= 1: detection scores, blur, dark)
     low_light: bool = False  # the last frame was enhanced for low light (LocalizerConfig.low_light_brightness)
     num_matches: int = 0
+    keyframes_retrieved: int = 0  # candidates of the last frame (top_k; tracked_top_k with an accepted place's prior)
     timings_ms: dict = field(default_factory=dict)
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
     done_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=50))
@@ -70,6 +71,7 @@ class FrameStats:
         self.processed += 1
         self.last_prior = prior_src
         self.num_inliers, self.num_matches = res.num_inliers, res.num_matches
+        self.keyframes_retrieved = len(res.candidates)
         self.covariance_factor = float(res.covariance_factor)
         self.low_light = bool(res.low_light)
         self.timings_ms = dict(res.timings_ms)
@@ -112,6 +114,7 @@ class FrameStats:
             "tf_error": self.last_tf_error,
             "num_inliers": self.num_inliers,
             "num_matches": self.num_matches,
+            "keyframes_retrieved": self.keyframes_retrieved,
             "covariance_factor": round(self.covariance_factor, 3),  # > 1: unsure keypoints, blurred or dark image
             "low_light": self.low_light,  # the last frame was enhanced for low light (low_light_brightness)
             "frames_received": self.received,
