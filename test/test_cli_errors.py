@@ -97,6 +97,14 @@ def test_track_start_spacing_is_refused_before_any_work(capsys, tmp_path):
     assert "map directory not found" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_eval_bag_start_frame_is_live_only(capsys, tmp_path):
+    """`--start-frame` without `--live` is refused in one line (offline, it would be ignored: every image is
+    localized on its own)."""
+    code, err = _run(capsys, ["-q", "eval-bag", "--map", str(tmp_path), "--bag", str(tmp_path / "nobag"),
+                              "--start-frame", "150"])
+    assert code == 2 and "--start-frame applies with --live" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_track_odometry_needs_a_generated_scene(tmp_path):
     """`reloc eval --track` replays the generator's odometry: a dataset without scene.yaml is refused with a line
     naming --no-odometry."""

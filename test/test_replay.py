@@ -189,6 +189,18 @@ def test_live_replay_starts_in_the_middle_of_the_bag(scene, tmp_path):
         pl.image_time(TOPICS["image"], N_QUERY)
 
 
+def test_live_replay_with_a_bad_node_argument_is_one_line(scene):
+    """A parameter the node refuses at start-up reaches the user as the node's own one line, not its log."""
+    r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "eval-bag", "--live", "--map",
+                        str(scene["root"] / "map_bag"), "--bag", str(scene["query"]), "--domain-id", ENV["ROS_DOMAIN_ID"],
+                        "--node-arg=-p", "--node-arg=tracked_top_k:=-1"],
+                       env=ENV, capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines() == [
+        "reloc: error: reloc_node: invalid parameter: tracked_top_k=-1 is out of range [0, 200] (the node's "
+        "arguments: --node-arg, --model)"], r.stderr
+
+
 def test_eval_track_cold_starts_on_the_scene(scene, tmp_path, capsys):
     """`reloc eval --track` replays each query run from cold starts through the node's tracker, with the bags'
     odometry and without: 8-frame runs (0.27 s of motion) are too short for the motion rule, so no start publishes

@@ -46,13 +46,17 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
 
     from reloc_ros.cli.main import _bag_topics, degradation_of
     from reloc_ros.core.localizer import LocalizerConfig, config_from_dict
-    from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, format_table, write_json
+    from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, WRONG_DEG, WRONG_M, format_table, write_json
     from reloc_ros.replay.report import summarize_run, write_report
 
     if args.every < 1:
         raise ValueError(f"--every must be >= 1 (got {args.every})")
     topics = _bag_topics(args)
     degradation = degradation_of(args)
+    if args.start_frame and not args.live:
+        raise ValueError(f"--start-frame applies with --live (the node started in the middle of the recording); "
+                         f"offline, every {args.every}-th image is localized on its own: drop --start-frame "
+                         f"{args.start_frame} or add --live")
     if args.live and degradation:
         raise ValueError("--degrade works offline (the images go through the Localizer in this process); drop "
                          "--live, or play a degraded copy of the bag")
@@ -79,6 +83,8 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     label = f" degraded {'+'.join(degradation['presets'])}" if degradation else ""
     print(format_table({f"{run.mode}{label} {Path(run.bag).name}": summary}))
     print(LATENCY_DEFINITION)
+    what = "published" if run.mode == "live" else "localized"
+    print(f"{what} outside ({WRONG_M} m, {WRONG_DEG} deg): {summary['localized_wrong']}")
     if degradation:
         print(f"query images degraded: {', '.join(degradation['presets'])} (seed {degradation['seed']}); the map's "
               "images were not")

@@ -88,28 +88,21 @@ def _near(db, T: np.ndarray, max_m: float, max_deg: float) -> np.ndarray:
     return np.flatnonzero(cameras_near(db.T_map_from_cam, T, max_m, max_deg))
 
 
-def find_aliases(loc, spread_m: float = SPREAD_M, spread_deg: float = SPREAD_DEG, progress=None,
-                 known: np.ndarray | None = None, known_relation: np.ndarray | None = None) -> AliasReport:
+def find_aliases(loc, spread_m: float = SPREAD_M, spread_deg: float = SPREAD_DEG, progress=None) -> AliasReport:
     """Localize every keyframe of ``loc``'s map against the rest of it (see the module docstring).
 
     Args:
         loc: a :class:`reloc_ros.core.localizer.Localizer` on the map (its place-check settings are used).
         progress: optional callable ``(done, total)``.
-        known: ``[K] int32`` with -1 for the keyframes to analyse and the earlier result for the others (``map
-            update``: only the new keyframes are localized; a look-alike between a new and an old keyframe marks
-            both, as the new one's view lands on the old place). ``known_relation``: the earlier transforms of those
-            keyframes (``[K x MAX_RELATIONS x 4 x 4]``, NaN where none or unknown).
     """
     t0 = time.perf_counter()
     db, cfg = loc.db, loc.config
     n = len(db)
-    known = np.full(n, -1, np.int32) if known is None else np.asarray(known, np.int32)
-    best = np.maximum(known, 0)
-    rel = _Relations(db.T_map_from_cam, known_relation)
+    best = np.zeros(n, np.int32)
+    rel = _Relations(db.T_map_from_cam)
     direct = np.zeros(n, bool)
     top_k = max(cfg.ambiguity_top_k, cfg.top_k)
-    todo_kf = np.flatnonzero(known < 0)
-    for done, k in enumerate(todo_kf):
+    for k in range(n):
         T_k = db.T_map_from_cam[k]
         cam = db.cameras[k]
         feats = _keyframe_features(db, k)
@@ -134,9 +127,9 @@ def find_aliases(loc, spread_m: float = SPREAD_M, spread_deg: float = SPREAD_DEG
                         best[j] = max(best[j], n_inl)
                         rel.add(int(j), invert_T(W), n_inl)
         if progress is not None:
-            progress(done + 1, len(todo_kf))
-    # a neighbour of a marked keyframe sees much of its view (the carried marks have been spread already)
-    marked = np.flatnonzero((best > 0) & ((known < 0) | (best > known)))
+            progress(k + 1, n)
+    # a neighbour of a marked keyframe sees much of its view
+    marked = np.flatnonzero(best > 0)
     spread = best.copy()
     spread_rel = rel.copy()
     for k in (marked if spread_m > 0 else []):
@@ -151,15 +144,11 @@ class _Relations:
     """Per keyframe, up to MAX_RELATIONS look-alike transforms with their inliers (most inliers kept; two that move
     the keyframe's camera to the same place are one)."""
 
-    def __init__(self, T_map_from_cam: np.ndarray, known: np.ndarray | None = None):
+    def __init__(self, T_map_from_cam: np.ndarray):
         n = len(T_map_from_cam)
         self.T = T_map_from_cam
         self.W = np.full((n, MAX_RELATIONS, 4, 4), np.nan)
         self.inl = np.zeros((n, MAX_RELATIONS))
-        if known is not None:
-            known = np.asarray(known, np.float64)
-            self.W[:] = known
-            self.inl[np.all(np.isfinite(known.reshape(n, MAX_RELATIONS, -1)), axis=2)] = 1.0  # kept, ranked last
 
     def copy(self) -> "_Relations":
         out = copy.copy(self)
@@ -221,20 +210,14 @@ def unique_place(alias_inliers: np.ndarray | None, keyframes) -> bool:
     return not bool(np.any(alias_inliers[ks] > 0))
 
 
-def mark_aliases(db, extractor, index_kind: str = "auto", progress=None, carry: dict | None = None) -> AliasReport:
+def mark_aliases(db, extractor, index_kind: str = "auto", progress=None) -> AliasReport:
     """Run :func:`find_aliases` on ``db`` (a map about to be saved, or a loaded one) and store the result in it:
     ``db.alias_inliers``, ``db.alias_relation`` and the manifest's ``aliases`` record. Builds the retrieval index first
-    when ``db`` has none of that kind (a map made by :meth:`MapDatabase.from_keyframes`). ``carry``: keyframe name ->
-    its earlier (inliers, transforms ``[MAX_RELATIONS x 4 x 4]``) (``map update``: those keyframes are not localized
-    again)."""
+    when ``db`` has none of that kind (a map made by :meth:`MapDatabase.from_keyframes`). Every keyframe is analysed,
+    after ``map update`` too."""
     from reloc_ros.core.localizer import Localizer
 
     db.ensure_index(index_kind)  # the one that save() writes
-    known = known_rel = None
-    if carry is not None:
-        nan = np.full((MAX_RELATIONS, 4, 4), np.nan)
-        known = np.array([carry.get(name, (-1, nan))[0] for name in db.names], np.int32)
-        known_rel = np.stack([carry.get(name, (-1, nan))[1] for name in db.names]) if len(db) else None
     # The analysis must see the descriptors the node will see: a map is saved and loaded with float16 descriptors, and
     # localizing a keyframe against its exact look-alike (repeated texture) turns on ties that the rounding decides (a
     # 120-keyframe office map: 33 keyframes marked with the build's float32, 12 after loading, as `reloc map analyse`
@@ -243,7 +226,7 @@ def mark_aliases(db, extractor, index_kind: str = "auto", progress=None, carry: 
     if full.dtype != np.float16:
         db.descriptors = np.asarray(full).astype(np.float16)
     try:
-        report = find_aliases(Localizer(db, extractor), progress=progress, known=known, known_relation=known_rel)
+        report = find_aliases(Localizer(db, extractor), progress=progress)
     finally:
         db.descriptors = full
     db.alias_inliers = report.alias_inliers

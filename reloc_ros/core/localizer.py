@@ -130,7 +130,7 @@ class LocalizerConfig:
                           "(core/relpose2d2d.py)", choices=METHODS, param=None)
     top_k: int = setting(5, "keyframes retrieved per query", 1, 200)
     tracked_top_k: int = setting(3, "> 0: keyframes retrieved (from the pose window) when the prior is the "
-                                 "odometry prediction of a place the tracker accepted, at most top_k: fewer "
+                                 "odometry prediction of a place the tracker accepted, instead of top_k: fewer "
                                  "candidates where odometry already says where the camera is, and the tracker's "
                                  "publish gate checks the pose against it; 0 = top_k", 0, 200)
     ratio: float = setting(0.0, "Lowe ratio test for matching (0 = the map's extractor's own: SIFT 0.8, learned 0.9)",
@@ -674,11 +674,11 @@ class Localizer:
         return self._finish(res, t0)
 
     def retrieval_k(self, prior: PosePrior | None) -> int:
-        """Keyframes to retrieve for a query with ``prior``: ``tracked_top_k`` (at most ``top_k``) for the odometry
-        prediction of an accepted place, else ``top_k``."""
+        """Keyframes to retrieve for a query with ``prior``: ``tracked_top_k`` for the odometry prediction of an
+        accepted place (unless 0), else ``top_k``."""
         cfg = self.config
         if prior is not None and prior.tracked and cfg.tracked_top_k > 0:
-            return min(cfg.tracked_top_k, cfg.top_k)
+            return cfg.tracked_top_k
         return cfg.top_k
 
     def _query(self, features: Features, camera: Camera) -> "_Query":

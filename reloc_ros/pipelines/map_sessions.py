@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from reloc_ros.core import lowlight
-from reloc_ros.core.aliases import MAX_RELATIONS, mark_aliases
+from reloc_ros.core.aliases import mark_aliases
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import Features, FeatureExtractor
 from reloc_ros.core.geometry import cameras_near, invert_T, pose_errors
@@ -554,13 +554,12 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
             1 for i, k in zip(sel, new) if feats[i].low_light and k.name in kept)
     out = MapDatabase.from_keyframes(keyframes, db.extractor_identity, db.extractor_state, manifest)
     kind = (db.manifest.get("index") or {}).get("requested", "auto")
-    carry = None
-    if db.alias_inliers is not None:
-        rel = db.alias_relation
-        if rel is None or rel.shape[1] != MAX_RELATIONS:  # not recorded: these keyframes' look-alikes stay unlocated
-            rel = np.full((len(db), MAX_RELATIONS, 4, 4), np.nan)
-        carry = {name: (int(n), r) for name, n, r in zip(db.names, db.alias_inliers, rel)}
-    mark_aliases(out, extractor, kind, carry=carry)  # only the new keyframes are localized
+    # every keyframe is analysed again, old ones too: a new keyframe can be the look-alike an old one's view now finds
+    # (in its retrieval, or by its closure and spread), and keyframes the budget dropped take their look-alikes with
+    # them. Analysing only the new keyframes marked 93 of a 343-keyframe hall map where the whole analysis marks 182,
+    # and the place check is skipped for poses solved from unmarked keyframes. Cost: ~6 ms per keyframe
+    # (docs/RESULTS.md "Multi-session maps")
+    mark_aliases(out, extractor, kind)
     out.save(Path(map_path), overwrite=True, index_kind=kind)
     return out, stats
 

@@ -212,6 +212,9 @@ def _wait(pred, timeout: float, what: str, node: NodeProcess) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if not node.alive():
+            refused = [ln for ln in node.tail().splitlines() if ln.startswith("reloc_node: ")]
+            if node.proc.returncode == 2 and refused:  # the node's own one-line refusal (a bad parameter, file)
+                raise ReplayError(f"{refused[-1]} (the node's arguments: --node-arg, --model)")
             raise ReplayError(f"reloc_node exited (code {node.proc.returncode}) while waiting for {what}; its log:\n"
                               f"{node.tail()}")
         if time.monotonic() > deadline:

@@ -449,7 +449,12 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (rclpy.exceptions.InvalidParameterValueException, rclpy.exceptions.InvalidParameterTypeException) as e:
-        sys.stderr.write(f"reloc_node: invalid parameter: {e}\n")
+        # rclpy words a value error "Invalid parameter value (V) for parameter. Reason: R: NAME"; our R names the
+        # parameter and its range already
+        msg = str(e)
+        if isinstance(e, rclpy.exceptions.InvalidParameterValueException) and "Reason: " in msg:
+            msg = msg.split("Reason: ", 1)[1].rsplit(": ", 1)[0]
+        sys.stderr.write(f"reloc_node: invalid parameter: {msg}\n")
         rc = 2
     finally:
         if node is not None:
