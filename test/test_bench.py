@@ -109,6 +109,10 @@ def test_bench_quick_writes_json(tmp_path, capsys):
     # the learned pipeline at 640x480 localizes office queries (one that silently broke would not)
     assert r["variants"]["learned ort-cpu 640x480"]["recall"]["50cm_5deg"] > 0
     assert r["variants"]["learned ort-cpu-int8 640x480"]["recall"]["50cm_5deg"] > 0  # the INT8 copy (--int8) too
+    # after the tracker accepted a place: odometry's pose window, tracked_top_k keyframes instead of top_k
+    tracked = r["variants"]["learned ort-cpu tracked 640x480"]
+    assert tracked["recall"]["50cm_5deg"] > 0 and tracked["keyframes_retrieved"] <= 3, tracked
+    assert r["variants"]["learned ort-cpu 640x480"]["keyframes_retrieved"] == 5
     assert "speed-up" in capsys.readouterr().out
 
 

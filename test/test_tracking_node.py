@@ -389,3 +389,19 @@ def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_ar
                                                                tni.CAM)
         assert res.code is not None and res.code.value == "ambiguous_place", (res.status, res.reason)
         assert res.timings_ms["place_check"] > 0.0
+    # an accepted place's odometry prediction (a tracked prior): the look-alike 3 m away lies outside its window,
+    # so the place check could only find it to drop it; it is skipped (ambiguity_place_tracked false, the default)
+    # and the pose is the one it gives when it runs (true)
+    from reloc_ros.core.retrieval import PosePrior
+
+    T = tni._pose(-0.6, -0.3, -0.6, 0.1)
+    img = tni._render(tex, T)
+    prior = PosePrior(T[:3, 3] + [0.03, 0.0, 0.0], 0.5, T[:3, :3], 10.0, tracked=True)
+    poses = []
+    for check in (False, True):
+        loc = Localizer(db, extractor_for_map(db), LocalizerConfig(ambiguity_ratio=0.0, ambiguity_place_tracked=check))
+        res = loc.localize(img, tni.CAM, prior)
+        assert res.ok and (res.timings_ms["place_check"] > 0.0) == check, (check, res.reason, res.timings_ms)
+        assert np.linalg.norm(res.T_map_from_cam[:3, 3] - T[:3, 3]) < 0.05
+        poses.append(res.T_map_from_cam)
+    np.testing.assert_allclose(poses[0], poses[1], atol=1e-9)

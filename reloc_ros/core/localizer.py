@@ -203,6 +203,11 @@ class LocalizerConfig:
                                               "reloc_ros/core/aliases.py), unless the image is dim or noisy (its "
                                               "keypoint-confidence factor above 1); maps without the analysis are "
                                               "always checked")
+    ambiguity_place_tracked: bool = setting(False, "run the place check also when the prior is the odometry "
+                                            "prediction of a place the tracker accepted; false: skipped there, "
+                                            "since a rival outside the prior's pose window is ignored anyway and "
+                                            "the tracker's publish gate checks each pose against the prediction "
+                                            "(~12 ms per frame on maps with many look-alikes)")
     epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
                                   "keyframes (no map 3D involved) agree on a camera orientation more than "
                                   "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "
@@ -721,6 +726,10 @@ class Localizer:
         pos_sigma = float(np.sqrt(max(np.trace(pose.cov[:3, :3]), 0.0))) if np.all(np.isfinite(pose.cov)) else np.inf
 
         def place_check():
+            if prior is not None and prior.tracked and not cfg.ambiguity_place_tracked:
+                rival.append(None)  # an accepted place's odometry window: the tracker's publish gate decides
+                t["place_check"] = 0.0
+                return None
             # the map's analysis speaks for its own views: a dim or noisy image (keypoint-confidence factor > 1,
             # blur aside) mismatches in ways no keyframe view does, so it is checked (night images on a 2-session
             # hall map: 4 more wrong poses without this condition)

@@ -133,8 +133,9 @@ def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def _localize_timed(localizer, buf: bytes, shape: tuple, camera) -> tuple[dict, object]:
-    """One query as the node runs it: message buffer -> array -> features -> localize; per-stage ms."""
+def _localize_timed(localizer, buf: bytes, shape: tuple, camera, prior=None) -> tuple[dict, object]:
+    """One query as the node runs it: message buffer -> array -> features -> localize (with ``prior``, e.g. an
+    accepted place's odometry prediction); per-stage ms."""
     from reloc_ros.core.learned import LearnedExtractor, preprocess
     from reloc_ros.core.quality import measure as measure_image
 
@@ -163,13 +164,31 @@ def _localize_timed(localizer, buf: bytes, shape: tuple, camera) -> tuple[dict, 
     feats.sharpness, feats.brightness = measure_image(img)
     t["quality"] = _ms(t1)
     t1 = time.perf_counter()
-    res = localizer.localize(img, camera, features=feats)
+    res = localizer.localize(img, camera, prior, features=feats)
     loc_ms = _ms(t1)
     for k in LOCALIZER_STAGES:
         t[k] = float(res.timings_ms.get(k, 0.0))
     t["gates"] = max(0.0, loc_ms - sum(t[k] for k in LOCALIZER_STAGES))
     t["end_to_end"] = _ms(t0)
     return t, res
+
+
+def _tracked_prior(T_world_from_cam: np.ndarray, i: int):
+    """The prior of a frame after the node's tracker accepted a place: odometry's prediction of the camera pose
+    (here the true pose moved by 3 cm and 1 deg, odometry's drift over about a metre), with the tracker's default
+    pose window (``track_odom_prior_sigma_m`` / ``_deg``)."""
+    from reloc_ros.core.geometry import so3_exp
+    from reloc_ros.core.retrieval import PosePrior
+    from reloc_ros.core.tracking import TrackerConfig
+
+    rng = np.random.default_rng(i)
+    d = rng.normal(size=3)
+    w = rng.normal(size=3)
+    T = np.asarray(T_world_from_cam, np.float64)
+    tc = TrackerConfig()
+    return PosePrior(position=T[:3, 3] + 0.03 * d / np.linalg.norm(d), sigma_m=tc.odom_prior_sigma_m,
+                     rotation=so3_exp(np.radians(1.0) * w / np.linalg.norm(w)) @ T[:3, :3],
+                     sigma_deg=tc.odom_prior_sigma_deg, tracked=True)
 
 
 def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> list[dict]:
@@ -187,9 +206,13 @@ def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> l
             out.append({"name": f"learned ort-cpu-int8 {res}", "extractor": "learned", "backend": "ort-cpu-int8",
                         "size": (W, H), "map": maps[("learned-int8", res)],
                         "extractor_kwargs": {"provider": "cpu", "model_path": int8_model}})
+    full = cfg.resolutions[0]
+    # the frames after the tracker accepted a place (most of a robot's frames): the prior is odometry's prediction
+    res = f"{full[0]}x{full[1]}"
+    out.append({"name": f"learned ort-cpu tracked {res}", "extractor": "learned", "backend": "ort-cpu",
+                "size": full, "map": maps[("learned", res)], "extractor_kwargs": {"provider": "cpu"}, "tracked": True})
     if cfg.quick:
         return out
-    full = cfg.resolutions[0]
     res = f"{full[0]}x{full[1]}"
     map_l = maps[("learned", res)]
     out.append({"name": f"learned ort-cpu q1000 {res}", "extractor": "learned", "backend": "ort-cpu", "size": full,
@@ -199,6 +222,7 @@ def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> l
                 "config": {"matching_precision": "int8"}})
     out.append({"name": f"learned ort-cpu-nospin {res}", "extractor": "learned", "backend": "ort-cpu-nospin",
                 "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu", "allow_spinning": False}})
+
     avail = ort.get_available_providers()
     for prov, ep in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")):
         if ep in avail:
@@ -241,7 +265,7 @@ def run_pipeline_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> d
         db = dbs[v["map"]]
         v["localizer"] = Localizer(db, extractor_for_map(db, **v["extractor_kwargs"]),
                                    config_from_dict(LocalizerConfig, v.get("config")))
-        v["rows"], v["t_err"], v["r_err"] = [], [], []
+        v["rows"], v["t_err"], v["r_err"], v["kf"] = [], [], [], []
     if progress:
         print(f"localizing {len(queries)} query frames with {len(variants)} variants (interleaved)")
     load_before = os.getloadavg()
@@ -249,10 +273,12 @@ def run_pipeline_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> d
         img_full = load_image(f)
         scaled = {tuple(size): _at_size(img_full, f.camera, size) for size in cfg.resolutions}
         for v in variants:
-            t, res = _localize_timed(v["localizer"], *scaled[tuple(v["size"])])
+            prior = _tracked_prior(f.T_world_from_cam, qi) if v.get("tracked") else None
+            t, res = _localize_timed(v["localizer"], *scaled[tuple(v["size"])], prior)
             if qi < cfg.warmup:
                 continue
             v["rows"].append(t)
+            v["kf"].append(len(res.candidates))
             dt, dr = pose_errors(res.T_map_from_cam, f.T_world_from_cam) if res.ok else (np.inf, np.inf)
             v["t_err"].append(dt)
             v["r_err"].append(dr)
@@ -269,6 +295,7 @@ def run_pipeline_bench(work: Path, cfg: BenchConfig, progress: bool = True) -> d
             "queries": len(rows),
             "end_to_end_ms": {"p50": float(np.median(e2e)), "p95": float(np.percentile(e2e, 95))},
             "stages_ms": {s: float(np.median([r[s] for r in rows])) for s in stages},
+            "keyframes_retrieved": float(np.median(v["kf"])),  # top_k; tracked_top_k with a tracked prior
             "recall": {k: rec[k] for k in ("50cm_5deg", "25cm_2deg")}}
     main_res = f"{cfg.resolutions[0][0]}x{cfg.resolutions[0][1]}"
     learned, sift = results[f"learned ort-cpu {main_res}"], results[f"sift {main_res}"]
