@@ -210,14 +210,20 @@ def test_odometry_prior_is_released_after_failures_and_a_kidnapped_robot_is_foun
     T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
     cfg = TrackerConfig(accept_after=2, memory=3.0, odom_prior_release_after=2, min_motion_m=0.2)
     tr = PlaceTracker(cfg)
+    # the same without the publish gate: its odometry prior is not a tracked one (the localizer's lighter work on
+    # tracked frames, tracked_top_k and no place check, relies on the gate)
+    ungated = PlaceTracker(TrackerConfig(**{**vars(cfg), "publish_gate_sigma": 0.0}))
     stamp = 0
     for _ in range(10):
         T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.05)
         stamp += DT
         d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam)
+        assert ungated.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam).accepted == d.accepted
     assert d.accepted
     prior, src = tr.choose_prior(stamp + DT, T_odom_cam)
     assert src == "odometry" and prior.has_rotation and prior.tracked  # the localizer matches tracked_top_k
+    prior, src = ungated.choose_prior(stamp + DT, T_odom_cam)
+    assert src == "odometry" and not prior.tracked
     assert np.allclose(prior.position, (T_map_odom @ T_odom_cam)[:3, 3], atol=0.02)
     assert not tr.note_failure("odometry") and tr.note_failure("odometry") and tr.prior_releases == 1
     prior, src = tr.choose_prior(stamp + DT, T_odom_cam)

@@ -130,9 +130,10 @@ class LocalizerConfig:
                           "(core/relpose2d2d.py)", choices=METHODS, param=None)
     top_k: int = setting(5, "keyframes retrieved per query", 1, 200)
     tracked_top_k: int = setting(3, "> 0: keyframes retrieved (from the pose window) when the prior is the "
-                                 "odometry prediction of a place the tracker accepted, instead of top_k: fewer "
-                                 "candidates where odometry already says where the camera is, and the tracker's "
-                                 "publish gate checks the pose against it; 0 = top_k", 0, 200)
+                                 "odometry prediction of a place the tracker accepted (with its publish gate on, "
+                                 "track_publish_gate_sigma > 0), instead of top_k: fewer candidates where odometry "
+                                 "already says where the camera is, and the gate checks the pose against it; 0 = "
+                                 "top_k", 0, 200)
     ratio: float = setting(0.0, "Lowe ratio test for matching (0 = the map's extractor's own: SIFT 0.8, learned 0.9)",
                            0.0, 1.0)
     mutual: bool = setting(True, "require mutual nearest neighbours", param=None)
@@ -204,10 +205,10 @@ class LocalizerConfig:
                                               "keypoint-confidence factor above 1); maps without the analysis are "
                                               "always checked")
     ambiguity_place_tracked: bool = setting(False, "run the place check also when the prior is the odometry "
-                                            "prediction of a place the tracker accepted; false: skipped there, "
-                                            "since a rival outside the prior's pose window is ignored anyway and "
-                                            "the tracker's publish gate checks each pose against the prediction "
-                                            "(~12 ms per frame on maps with many look-alikes)")
+                                            "prediction of a place the tracker accepted (with its publish gate on); "
+                                            "false: skipped there, since a rival outside the prior's pose window is "
+                                            "ignored anyway and the tracker's publish gate checks each pose against "
+                                            "the prediction (~12 ms per frame on maps with many look-alikes)")
     epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
                                   "keyframes (no map 3D involved) agree on a camera orientation more than "
                                   "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "

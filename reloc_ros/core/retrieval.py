@@ -22,9 +22,9 @@ class PosePrior:
             it (and ``sigma_deg`` > 0) retrieval becomes a pose window: keyframes within 3 sigma in position and
             in viewing direction, ranked by descriptor similarity.
         sigma_deg: standard deviation of the viewing direction (degrees) when ``rotation`` is given.
-        tracked: the prediction of a place the tracker accepted (odometry from its last pose): the localizer
-            matches fewer keyframes (``LocalizerConfig.tracked_top_k``), since the tracker's publish gate checks
-            every pose against it.
+        tracked: the prediction of a place the tracker accepted (odometry from its last pose), with the tracker's
+            publish gate on: the localizer matches fewer keyframes (``LocalizerConfig.tracked_top_k``) and skips the
+            place check (``ambiguity_place_tracked``), since the gate checks every pose against the prediction.
     """
 
     position: np.ndarray

@@ -312,7 +312,8 @@ class PlaceTracker:
                     and cfg.odom_prior_sigma_m > 0 and cfg.enabled and ps.odom_failures < cfg.odom_prior_release_after):
                 T = place.T_map_from_odom @ T_odom_from_cam
                 return PosePrior(position=T[:3, 3].copy(), sigma_m=cfg.odom_prior_sigma_m, rotation=T[:3, :3].copy(),
-                                 sigma_deg=cfg.odom_prior_sigma_deg, tracked=True), "odometry"
+                                 # the localizer's lighter work on tracked frames relies on the publish gate
+                                 sigma_deg=cfg.odom_prior_sigma_deg, tracked=cfg.publish_gate_sigma > 0), "odometry"
             if ps.last_good is not None:
                 t, pos = ps.last_good
                 if 0 <= stamp_ns - t <= cfg.prior_timeout_s * NS:
