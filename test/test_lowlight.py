@@ -189,12 +189,17 @@ def test_maps_record_the_low_light_rule_and_update_and_merge_follow_it(small_lea
     assert "set it to 0.06" in msg
     day = Localizer.from_map(tmp / "m", LocalizerConfig(low_light_brightness=0.06)).low_light_mismatch()
     assert "published wrong poses" in day and "--low-light-brightness 0.06" in day
-    # map update: the new (dark) images follow the map's rule
-    assert main(["-q", "map", "update", str(tmp / "m-dark"), "--dataset", str(dark), "--format", "7scenes",
+    # map update: the new (dark) images follow the map's rule (the day map built with it: no keyframe enhanced yet)
+    assert main(["-q", "map", "update", str(tmp / "m-day-rule"), "--dataset", str(dark), "--format", "7scenes",
                  "--session", "again", "--keep-all"]) == 0
-    upd = MapDatabase.load(tmp / "m-dark")
+    upd = MapDatabase.load(tmp / "m-day-rule")
     assert upd.low_light_brightness == 0.06 and upd.manifest["updates"][-1]["low_light_images"] == n_dark
-    assert upd.low_light_keyframes == 2 * n_dark
+    assert upd.low_light_keyframes == n_dark
+    # the night recording into the map built from it: its images are keyframes already, refused
+    capsys.readouterr()
+    assert main(["-q", "map", "update", str(tmp / "m-dark"), "--dataset", str(dark), "--format", "7scenes",
+                 "--session", "again", "--keep-all"]) == 2
+    assert "this recording was added before; nothing was written" in capsys.readouterr().err
     update = ["-q", "map", "update", str(tmp / "m-dark"), "--dataset", str(dark), "--format", "7scenes", "--keep-all"]
     assert main(update + ["--low-light-brightness", "0.05"]) == 2  # another rule than the map's: refused
     assert "update it with the same rule" in capsys.readouterr().err
@@ -218,4 +223,4 @@ def test_maps_record_the_low_light_rule_and_update_and_merge_follow_it(small_lea
                      "--out", str(tmp / "m-merged"), "--align", "never"]) == 0
     assert "built without --low-light-brightness 0.06: fine for a map of daylight images" in caplog.text
     merged = MapDatabase.load(tmp / "m-merged")
-    assert merged.low_light_brightness == 0.06 and merged.low_light_keyframes == 2 * n_dark
+    assert merged.low_light_brightness == 0.06 and merged.low_light_keyframes == n_dark

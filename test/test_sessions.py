@@ -217,28 +217,43 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
         with pytest.raises(ValueError, match="a session name is"):
             update_map(m, query_frames, bad, show_progress=False)
     # an updated map merges like any other, first or second: its original keyframes get a session prefix too
-    for order in ([m, b], [b, m]):
-        merged, _ = merge_maps(order, tmp_path / "mm", align="never", overwrite=True)
-        assert len(merged) == len(after) + len(MapDatabase.load(b)) and len(set(merged.names)) == len(merged)
-        assert sorted(s_["keyframes"] for s_ in merged.manifest["sessions"]) == sorted(
-            [len(before), st["kept"], len(MapDatabase.load(b))])
+    # (B is a map of the same query frames as the evening session: the images that are in both are kept once)
+    n_b = len(MapDatabase.load(b))
+    for order, counts in (([m, b], [len(before), st["kept"], n_b - st["kept"]]), ([b, m], [n_b, len(before), 0])):
+        merged, rec = merge_maps(order, tmp_path / "mm", align="never", overwrite=True)
+        assert rec[1]["duplicates_dropped"] == st["kept"], rec[1]
+        assert len(merged) == len(after) + n_b - st["kept"] and len(set(merged.names)) == len(merged)
+        assert sorted(s_["keyframes"] for s_ in merged.manifest["sessions"]) == sorted(counts)
+    # the same recording again: refused before anything is written (its images are keyframes already), --keep-all too
+    for keep_all in (False, True):
+        with pytest.raises(ValueError, match="this recording was added before; nothing was written"):
+            update_map(m, query_frames, "again", keep_all=keep_all, show_progress=False)
+    assert len(MapDatabase.load(m)) == len(after)
+    # a map merged with its own updated copy: the copy's original keyframes are the same images, left out once
+    merged, rec = merge_maps([a, m], tmp_path / "self", align="never")
+    assert len(merged) == len(after) and rec[1]["duplicates_dropped"] == len(before), rec[1]
     # SIGKILL while the update writes: the map stays the previous one, loadable, hashes matching
-    files = dict(after.manifest["files"])
+    # (on a copy of B, the query runs' map: the dataset's mapping run is new to it; into m it would be refused, its
+    # images are m's keyframes already)
+    m2 = tmp_path / "m2"
+    shutil.copytree(b, m2)
+    before2 = MapDatabase.load(m2)
+    files = dict(before2.manifest["files"])
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "reloc_ros.cli.main", "-q", "map", "update", str(m), "--dataset",
+    proc = subprocess.Popen([sys.executable, "-m", "reloc_ros.cli.main", "-q", "map", "update", str(m2), "--dataset",
                              str(root / "office"), "--format", "7scenes", "--keep-all",
                              "--session", "night"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t0 = time.monotonic()
     while proc.poll() is None and time.monotonic() - t0 < 120:
         if any(p.name.startswith(".m") or p.name.startswith(".tmp") for p in tmp_path.iterdir()
-               if p.name != "m"):
+               if p.name not in ("m", "m2")):
             break
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    kept = MapDatabase.load(m)  # verifies every file's sha256
-    assert kept.manifest["files"] == files and len(kept) == len(after)
+    kept = MapDatabase.load(m2)  # verifies every file's sha256
+    assert kept.manifest["files"] == files and len(kept) == len(before2)
 
 
 def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_together(two_maps, tmp_path):

@@ -392,6 +392,9 @@ def _map_merge(args, argv) -> int:
               f"keyframes agree, residual median {r['residual_m']['median']:.3f} m / "
               f"{r['residual_deg']['median']:.2f} deg)" if r['keyframes_sampled'] else "")
               + (f"; scale {r['scale']:.4f}" if args.sim3 and r["applied"] else ""))
+        if r.get("duplicates_dropped"):
+            print(f"{r['map']}: {r['duplicates_dropped']} keyframes left out: their images are in an earlier map "
+                  "already (the same recording, e.g. a map merged with its own updated copy)")
         if r.get("keyframes_elsewhere"):
             print(f"reloc: warning: {r['keyframes_elsewhere']} of its {r['keyframes_localized']} relocalized keyframes "
                   "were placed more than 1 m / 30 deg from where they are: look-alike places (repeated doors, a "
@@ -480,8 +483,10 @@ def _map_info(args) -> int:
 
     from reloc_ros.core.mapdb import MapDatabase
 
+    from reloc_ros.pipelines.map_sessions import _sessions_of
+
     db = MapDatabase.load(args.map)
-    sessions = db.manifest.get("sessions") or []
+    sessions = _sessions_of(db, Path(args.map))  # a map made by build alone: one session, named after its folder
     print(f"# {db.path}: {_map_summary(db)}")
     print(f"# in memory when loaded: {db.nbytes / 2**20:.1f} MiB"
           + (f"; sessions: {', '.join(s['name'] + ' (' + str(s.get('keyframes')) + ' keyframes)' for s in sessions)}"
@@ -632,7 +637,7 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
                         show_progress=not args.quiet, records=records, degradation=degradation_of(args))
     rows = {"all": tr, **tr["per_sequence"]}
     print(f"cold starts through the place tracker ({'odometry' if odometry else 'no odometry'}, a start every "
-          f"{args.starts_every} frames, {args.track_frames} frames each):")
+          f"{args.starts_every} frames, up to {args.track_frames} frames each: a start near a run's end has fewer):")
     print("| run | starts | frames | published | published wrong | starts without pose | first pose p50 / p95 s | "
           "NEES mean | NEES median (correct) |")
     print("|---|---|---|---|---|---|---|---|---|")

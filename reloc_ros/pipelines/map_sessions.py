@@ -286,6 +286,22 @@ def _sessions_of(db: MapDatabase, source: Path) -> list[dict]:
 
 
 SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# an image already in the map has its keyframe's pose to within this (m, deg), and its keypoints and descriptors
+DUPLICATE_POSE = (1e-4, 0.01)
+
+
+def _already_in(T_old: np.ndarray, features_of, T: np.ndarray, keypoints: np.ndarray, descriptors: np.ndarray) -> int:
+    """The index of a keyframe among ``T_old`` (``[K x 4 x 4]``; ``features_of(i)`` -> its (keypoints, descriptors))
+    made from the same image as a frame with pose ``T`` and these features, or -1: the same pose and the same
+    features (the descriptors as the map stores them, float16). Only a recording added twice has such frames."""
+    if len(T_old) == 0:
+        return -1
+    for i in np.flatnonzero(cameras_near(T_old, T, *DUPLICATE_POSE)):
+        kp, desc = features_of(int(i))
+        if (kp.shape == keypoints.shape and np.allclose(kp, keypoints, atol=1e-3)
+                and np.array_equal(np.asarray(desc, np.float16), np.asarray(descriptors, np.float16))):
+            return int(i)
+    return -1
 
 
 def _session_key(s: dict) -> tuple:
@@ -384,11 +400,21 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
             bare["prefix"] = next(f"s{i}/" for i in range(len(sessions), len(sessions) + len(used) + 2)
                                   if f"s{i}" not in used)
         g = _globals_in(ref, db, extractor)
+        earlier = list(keyframes)  # an image that an earlier map holds already (a map merged with its updated copy)
+        T_earlier = np.stack([k.T_map_from_cam for k in earlier]) if earlier else np.zeros((0, 4, 4))
+        dropped = 0
         for k, kf in enumerate(keyframes_of(db)):
             own_prefix = next((p for p in prefixes if kf.name.startswith(p)), None)
             name = kf.name if own_prefix is not None or bare is None else bare["prefix"] + kf.name
             kf = replace(kf, name=name, global_desc=g[k])
-            keyframes.append(_transformed(kf, al.T, al.scale) if al.applied else kf)
+            kf = _transformed(kf, al.T, al.scale) if al.applied else kf
+            if _already_in(T_earlier, lambda i: (earlier[i].keypoints, earlier[i].descriptors), kf.T_map_from_cam,
+                           kf.keypoints, kf.descriptors) >= 0:
+                dropped += 1
+                continue
+            keyframes.append(kf)
+        if dropped:
+            records[-1]["duplicates_dropped"] = dropped
         for s in own:
             if j > 0:
                 s["alignment"] = al.to_dict()
@@ -474,9 +500,25 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     if points == "depth" and any(f.depth_path is None for f in frames):
         raise DatasetError(f"{map_path} takes its 3D points from depth images but {next(f.name for f in frames if f.depth_path is None)} "
                            "has none: add a session with depth, or build a new map with --points triangulate")
+    sessions = _sessions_of(db, map_path)  # the map's own keyframes keep their names (checked before the work)
+    taken = {(s.get("prefix") or "").rstrip("/") for s in sessions} | {s.get("name") for s in sessions}
+    if session is None:  # the first free s<N>
+        name = next(f"s{i}" for i in range(len(sessions), len(sessions) + len(taken) + 2) if f"s{i}" not in taken)
+    else:
+        name = session
+        if not SESSION_NAME.fullmatch(name):
+            raise ValueError(f"--session {name!r}: a session name is 1-64 letters, digits, '_', '.' or '-' (it "
+                             "prefixes the session's keyframe names)")
+        if name in taken:
+            raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
     extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}))
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
+    dup = []  # the frames whose image is a keyframe of the map already (the same recording added again)
+
+    def features_of(i: int):
+        sl = db.keyframe_slice(i)
+        return db.keypoints[sl], db.descriptors[sl]
     G = db.global_desc
     rule = db.low_light_brightness
     if low_light_brightness is not None and low_light_brightness != rule:
@@ -494,6 +536,11 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         if fe.global_desc is None:
             fe.global_desc = extractor.describe_global(fe)
         feats.append(fe)
+        j = _already_in(db.T_map_from_cam, features_of, f.T_world_from_cam, fe.keypoints, fe.descriptors)
+        if j >= 0:
+            dup.append(db.names[j])
+            keep.append(False)
+            continue
         if keep_all:
             keep.append(True)
             continue
@@ -513,18 +560,12 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         keep.append(reason is not None)
         if reason:
             why[reason] += 1
+    if 2 * len(dup) > len(frames):
+        raise ValueError(f"{len(dup)} of the {len(frames)} frames offered are keyframes of {map_path} already (the same "
+                         f"images, e.g. {dup[0]}): this recording was added before; nothing was written")
+    if dup:
+        why["already in the map"] = len(dup)
     sel = [i for i, k in enumerate(keep) if k]
-    sessions = _sessions_of(db, map_path)  # the map's own keyframes keep their names
-    taken = {(s.get("prefix") or "").rstrip("/") for s in sessions} | {s.get("name") for s in sessions}
-    if session is None:  # the first free s<N>
-        name = next(f"s{i}" for i in range(len(sessions), len(sessions) + len(taken) + 2) if f"s{i}" not in taken)
-    else:
-        name = session
-        if not SESSION_NAME.fullmatch(name):
-            raise ValueError(f"--session {name!r}: a session name is 1-64 letters, digits, '_', '.' or '-' (it "
-                             "prefixes the session's keyframe names)")
-        if name in taken:
-            raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
     prefix = name + "/"
     old = keyframes_of(db)
     new = [replace(k, name=prefix + k.name) for k in
@@ -539,7 +580,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
              **({"point_sigma_rel": tri_stats["point_sigma_rel"]} if "point_sigma_rel" in tri_stats else {}),
              **({"triangulated_points": tri_stats["points"]} if "points" in tri_stats else {})}
     sessions.append({"name": name, "prefix": prefix, "source": (info or {}).get("dataset", {}).get("root"),
-                     "keyframes": len(new), "frames_offered": len(frames), "why_kept": why})
+                     "keyframes": len(new), "frames_offered": len(frames), "why_kept": dict(why)})
     _recount(sessions, [k.name for k in keyframes])
     manifest = {k: v for k, v in db.manifest.items() if k not in ("counts", "files", "index", "created")}
     manifest["sessions"] = sessions
