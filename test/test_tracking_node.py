@@ -257,6 +257,14 @@ def twin_map(plane_map, tmp_path_factory):
     return out
 
 
+def _assert_published_within(h, x_min: float, x_max: float) -> None:
+    """At least one pose was published, and every one lies between x_min and x_max along the plane."""
+    h.wait(lambda: len(h.poses) >= 1, "the published poses")
+    for ps in h.poses:
+        x = conv.T_from_pose(ps.pose)[0, 3]
+        assert x_min <= x <= x_max, x
+
+
 def test_node_probes_the_look_alike_of_an_ambiguous_start_and_publishes_no_pose_there(twin_map):
     """Started where the texture repeats 3 m away, the node's images are FAILED 'ambiguous place' with both poses;
     the tracker keeps both places and, as the robot drives on to where the texture is unique, the node localizes
@@ -277,10 +285,7 @@ def test_node_probes_the_look_alike_of_an_ambiguous_start_and_publishes_no_pose_
                 first_pose, probes_before = x, int(d["track_probes"])
         assert first_pose is not None and first_pose >= 0.8 + 0.3 - 1e-6, first_pose  # refuted over 0.3 m
         assert probes_before >= 1, probes_before
-        h.wait(lambda: len(h.poses) >= 1, "the published poses")
-        for ps in h.poses:
-            x = conv.T_from_pose(ps.pose)[0, 3]
-            assert first_pose - 0.05 <= x <= 1.45, x  # at the true place (the look-alike is 3 m further)
+        _assert_published_within(h, first_pose - 0.05, 1.45)  # at the true place (the look-alike is 3 m further)
     finally:
         h.close()
 
@@ -314,10 +319,7 @@ def test_node_looks_at_the_maps_look_alike_of_a_new_place_and_publishes_it_after
         # 5 consistent poses over 0.25 m of travel (the camera moves ~0.07 m per step of 0.05 in x)
         assert first_pose is not None and 1.05 <= first_pose <= 1.25, seen
         assert probes >= 4, seen  # the look-alike was looked at, and not found
-        h.wait(lambda: len(h.poses) >= 1, "the published poses")
-        for ps in h.poses:
-            x = conv.T_from_pose(ps.pose)[0, 3]
-            assert first_pose - 0.05 <= x <= 1.5, x  # at the true place (the look-alike is 3 m further)
+        _assert_published_within(h, first_pose - 0.05, 1.5)  # at the true place (the look-alike is 3 m further)
     finally:
         h.close()
 

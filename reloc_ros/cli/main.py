@@ -482,11 +482,10 @@ def _map_info(args) -> int:
     import yaml
 
     from reloc_ros.core.mapdb import MapDatabase
-
-    from reloc_ros.pipelines.map_sessions import _sessions_of
+    from reloc_ros.pipelines.map_sessions import sessions_of
 
     db = MapDatabase.load(args.map)
-    sessions = _sessions_of(db, Path(args.map))  # a map made by build alone: one session, named after its folder
+    sessions = sessions_of(db, Path(args.map))  # a map made by build alone: one session, named after its folder
     print(f"# {db.path}: {_map_summary(db)}")
     print(f"# in memory when loaded: {db.nbytes / 2**20:.1f} MiB"
           + (f"; sessions: {', '.join(s['name'] + ' (' + str(s.get('keyframes')) + ' keyframes)' for s in sessions)}"

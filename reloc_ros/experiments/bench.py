@@ -207,14 +207,13 @@ def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> l
                         "size": (W, H), "map": maps[("learned-int8", res)],
                         "extractor_kwargs": {"provider": "cpu", "model_path": int8_model}})
     full = cfg.resolutions[0]
-    # the frames after the tracker accepted a place (most of a robot's frames): the prior is odometry's prediction
-    res = f"{full[0]}x{full[1]}"
-    out.append({"name": f"learned ort-cpu tracked {res}", "extractor": "learned", "backend": "ort-cpu",
-                "size": full, "map": maps[("learned", res)], "extractor_kwargs": {"provider": "cpu"}, "tracked": True})
-    if cfg.quick:
-        return out
     res = f"{full[0]}x{full[1]}"
     map_l = maps[("learned", res)]
+    # the frames after the tracker accepted a place (most of a robot's frames): the prior is odometry's prediction
+    out.append({"name": f"learned ort-cpu tracked {res}", "extractor": "learned", "backend": "ort-cpu",
+                "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu"}, "tracked": True})
+    if cfg.quick:
+        return out
     out.append({"name": f"learned ort-cpu q1000 {res}", "extractor": "learned", "backend": "ort-cpu", "size": full,
                 "map": map_l, "extractor_kwargs": {"provider": "cpu"}, "config": {"max_query_keypoints": 1000}})
     out.append({"name": f"learned ort-cpu match-int8 {res}", "extractor": "learned", "backend": "ort-cpu",
@@ -222,7 +221,6 @@ def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> l
                 "config": {"matching_precision": "int8"}})
     out.append({"name": f"learned ort-cpu-nospin {res}", "extractor": "learned", "backend": "ort-cpu-nospin",
                 "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu", "allow_spinning": False}})
-
     avail = ort.get_available_providers()
     for prov, ep in (("cuda", "CUDAExecutionProvider"), ("tensorrt", "TensorrtExecutionProvider")):
         if ep in avail:

@@ -24,7 +24,7 @@ from reloc_ros.core.geometry import cameras_near, invert_T, pose_errors
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError, extractor_for_map
 from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced
 
-__all__ = ["keyframes_of", "merge_maps", "update_map", "select_keyframes", "Alignment", "align_map"]
+__all__ = ["keyframes_of", "sessions_of", "merge_maps", "update_map", "select_keyframes", "Alignment", "align_map"]
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def select_keyframes(T_map_from_cam: np.ndarray, global_desc: np.ndarray, max_ke
 
 
 # --------------------------------------------------------------------------------------------------
-def _sessions_of(db: MapDatabase, source: Path) -> list[dict]:
+def sessions_of(db: MapDatabase, source: Path) -> list[dict]:
     """A map's sessions (a map made by build alone is one session, named after its folder)."""
     if db.manifest.get("sessions"):
         return [dict(s) for s in db.manifest["sessions"]]
@@ -376,7 +376,7 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     seen: dict[tuple, str] = {}  # session key -> the map it came in with
     loc = None
     for j, (db, path) in enumerate(zip(dbs, paths)):
-        own = _sessions_of(db, path)
+        own = sessions_of(db, path)
         for sess in own:
             key = _session_key(sess)
             if key in seen:
@@ -500,7 +500,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     if points == "depth" and any(f.depth_path is None for f in frames):
         raise DatasetError(f"{map_path} takes its 3D points from depth images but {next(f.name for f in frames if f.depth_path is None)} "
                            "has none: add a session with depth, or build a new map with --points triangulate")
-    sessions = _sessions_of(db, map_path)  # the map's own keyframes keep their names (checked before the work)
+    sessions = sessions_of(db, map_path)  # the map's own keyframes keep their names (checked before the work)
     taken = {(s.get("prefix") or "").rstrip("/") for s in sessions} | {s.get("name") for s in sessions}
     if session is None:  # the first free s<N>
         name = next(f"s{i}" for i in range(len(sessions), len(sessions) + len(taken) + 2) if f"s{i}" not in taken)
