@@ -367,7 +367,8 @@ def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_ar
         assert any(abs(d[0] - want) < 0.1 and np.linalg.norm(d[1:]) < 0.1 for d in dx), (k, dx)
 
     tex = tni._texture()
-    cfg = LocalizerConfig(ambiguity_top_k=0, ambiguity_ratio=0.0)  # no ambiguity checks: the pose at the twin
+    # no ambiguity checks: the pose at the twin
+    cfg = LocalizerConfig(ambiguity_top_k=0, ambiguity_ratio=0.0, ambiguity_lookalike_ratio=0.0)
     for m, x, free in ((plain, 1.0, True), (db, -0.6, False)):
         res = Localizer(m, extractor_for_map(m), cfg).localize(tni._render(tex, tni._pose(x, -0.3, x, 0.1)), tni.CAM)
         assert res.ok and res.lookalike_free == free, (x, res.status, res.reason, res.lookalike_free)
@@ -407,3 +408,90 @@ def test_the_map_finds_its_own_look_alikes_and_the_localizer_says_where_there_ar
         assert np.linalg.norm(res.T_map_from_cam[:3, 3] - T[:3, 3]) < 0.05
         poses.append(res.T_map_from_cam)
     np.testing.assert_allclose(poses[0], poses[1], atol=1e-9)
+
+
+def test_a_single_image_no_stronger_than_the_maps_own_look_alike_is_ambiguous(twin_map, tmp_path):
+    """ambiguity_lookalike_ratio (default 1): the image at x = -0.6 is solved from keyframes whose view the map fits
+    3 m away with more inliers (the map's analysis) than the image has at its pose: without a prior it is FAILED
+    'ambiguous place' with both poses for the tracker (its own, and the look-alike's 3 m along x), even with the place
+    check off; with the check off (0) it is LOCALIZED; with a pose window at the true place (a probe, the initial
+    pose) it is LOCALIZED there. An image whose pose rests mostly on keyframes without a look-alike (x = 1.0, the
+    unique end) stays LOCALIZED."""
+    import shutil
+
+    from reloc_ros.cli.main import main as reloc_main
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.mapdb import MapDatabase, extractor_for_map
+    from reloc_ros.core.retrieval import PosePrior
+
+    m = tmp_path / "twin"
+    shutil.copytree(twin_map, m)
+    assert reloc_main(["-q", "map", "analyse", str(m)]) == 0
+    db = MapDatabase.load(m)
+    tex = tni._texture()
+    T = tni._pose(-0.6, -0.3, -0.6, 0.1)
+    img = tni._render(tex, T)
+
+    def loc(**kw):
+        return Localizer(db, extractor_for_map(db), LocalizerConfig(ambiguity_top_k=0, ambiguity_ratio=0.0, **kw))
+
+    res = loc().localize(img, tni.CAM)
+    assert res.code is not None and res.code.value == "ambiguous_place", (res.status, res.reason)
+    assert "look-alike" in res.reason and res.T_map_from_cam is None, res.reason
+    xs = sorted(P[0, 3] for P, _ in res.hypotheses)
+    assert len(xs) == 2 and abs(xs[0] - T[0, 3]) < 0.1 and abs(xs[1] - xs[0] - 3.0) < 0.2, xs
+    assert res.hypotheses[0][1] >= res.hypotheses[1][1]  # the better first
+    off = loc(ambiguity_lookalike_ratio=0.0).localize(img, tni.CAM)
+    assert off.ok and not off.lookalike_free, (off.status, off.reason)
+    window = PosePrior(T[:3, 3] + [0.03, 0.0, 0.0], 0.5, T[:3, :3], 10.0)
+    res = loc().localize(img, tni.CAM, window)
+    assert res.ok and np.linalg.norm(res.T_map_from_cam[:3, 3] - T[:3, 3]) < 0.05, (res.status, res.reason)
+    res = loc().localize(tni._render(tex, tni._pose(1.0, -0.3, 1.0, 0.1)), tni.CAM)
+    assert res.ok and not res.lookalike_free, (res.status, res.reason)
+
+
+def test_node_never_publishes_a_single_image_no_stronger_than_the_maps_look_alike(twin_map, tmp_path):
+    """ambiguity_lookalike_ratio in the node, on the analysed twin map: the image at x = 1.4 rests on keyframes whose
+    view the map fits 3 m away with more inliers than the image has (128). Tracker off: FAILED 'ambiguous place',
+    nothing published; the parameter set to 0 at run time, the same image is published. Tracker on, driving from
+    there back along the plane: the first image is FAILED as well, but the tracker weighs its pose (the place it
+    supports, the look-alike probed), and every pose published is at the true place."""
+    import shutil
+
+    from rclpy.parameter import Parameter
+
+    from reloc_ros.cli.main import main as reloc_main
+
+    m = tmp_path / "twin"
+    shutil.copytree(twin_map, m)
+    assert reloc_main(["-q", "map", "analyse", str(m)]) == 0
+    common = dict(map_path=str(m), pose_frame="camera", tf_publish_rate_hz=0.0, tf_timeout=0.05, ambiguity_top_k=0)
+    T = tni._pose(1.4, -0.3, 1.4, 0.1)
+
+    def held(d):
+        return d["status"] == "FAILED" and d["reason_code"] == "ambiguous_place" and "look-alike" in d["reason"]
+
+    h = tni.Harness(dict(common, tf_mode="none", odom_jump_max_m=0.0))
+    try:
+        h.send(tni._render(tni._texture(), T), 100 * NS)
+        d = _done(h, 100 * NS, "the image")
+        assert held(d) and not h.poses, (d["status"], d["reason_code"], d["reason"])
+        assert h.node.set_parameters([Parameter("ambiguity_lookalike_ratio", value=0.0)])[0].successful
+        h.send(tni._render(tni._texture(), T), 101 * NS)
+        d = _done(h, 101 * NS, "the same image with the rule off")
+        assert d["status"] == "LOCALIZED", (d["status"], d["reason"])
+        _assert_published_within(h, 1.35, 1.45)
+    finally:
+        h.close()
+    h = tni.Harness(dict(common, tf_mode="map_odom", odom_jump_max_m=0.5, track_min_motion_m=0.3))
+    try:
+        _start(h)
+        drive = _drive_along_plane(h, np.linspace(1.4, 0.4, 11), 400, make_T(so3_exp([0, 0, 0.2]), [0.3, -0.1, 0.0]))
+        d = drive[0][1]
+        # the held pose starts a place whose look-alike (where the map says it is) is probed from this image on,
+        # and not found in 5 looks (as ambiguous hypotheses alone it would be credited the place's support instead)
+        assert held(d) and int(d["track_probes"]) == 1, (d["status"], d["reason"], d["track_probes"])
+        assert int(drive[-1][1]["track_probes"]) >= 5, [(x, e["status"], e["track_probes"]) for x, e in drive]
+        _assert_published_within(h, 0.35, 1.45)
+    finally:
+        h.close()

@@ -5,6 +5,7 @@ A result always has a status: LOCALIZED, or FAILED with the reason. A failure ne
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -209,6 +210,16 @@ class LocalizerConfig:
                                             "false: skipped there, since a rival outside the prior's pose window is "
                                             "ignored anyway and the tracker's publish gate checks each pose against "
                                             "the prediction (~12 ms per frame on maps with many look-alikes)")
+    ambiguity_lookalike_ratio: float = setting(1.0, "> 0: a pose localized without a prior is FAILED 'ambiguous "
+                                               "place' when the map's own look-alikes of the keyframes that support "
+                                               "it (the look-alike analysis: the inliers of each keyframe's view at "
+                                               "its look-alike, averaged with the weights of the keyframes' matches "
+                                               "that fit the pose) reach this many times the pose's inliers: the "
+                                               "image holds no more evidence for its place than the map's look-alike "
+                                               "does. The place tracker still weighs the pose and publishes it once "
+                                               "motion has ruled the look-alike out. Benchmark: the corridor's 16 "
+                                               "wrong single images 1.19-10.8 x, no other scene's poses above 0.93 x "
+                                               "but one office image (1.42 x); 0 = off", 0.0, None)
     epipolar_check: str = setting("auto", "FAILED when the essential matrices of the image with its retrieved "
                                   "keyframes (no map 3D involved) agree on a camera orientation more than "
                                   "epipolar_max_rot_deg from the PnP pose's (the map's 3D points fit a wrong pose); "
@@ -297,8 +308,9 @@ class LocalizationResult:
         coarse_T_map_from_cam: pose of the best retrieved keyframe (a coarse fallback, never a localization).
         inlier_xyz: ``[I x 3]`` map points of the inliers (for visualisation).
         timings_ms: per-stage wall time.
-        hypotheses: FAILED ``ambiguous`` / ``ambiguous place`` only: ``[(T_map_from_cam, inliers)]`` of the two
-            poses the image supports, the better first (never published; the place tracker weighs them with
+        hypotheses: FAILED ``ambiguous`` / ``ambiguous place`` only: ``[(T_map_from_cam, inliers)]`` of the
+            poses the image supports (two; for ``ambiguity_lookalike_ratio`` the pose and the map's look-alikes of
+            it, with the look-alike's inliers in the map's analysis), the better first (never published; the place tracker weighs them with
             motion, see reloc_ros/core/tracking.py).
         measurement_covariance: LOCALIZED with a keypoint-confidence factor above 1 only (DETECTION_SCORE_COVARIANCE):
             ``covariance`` without that factor. The place tracker weighs and gates poses with it (see
@@ -317,6 +329,9 @@ class LocalizationResult:
             tracker localizes the next images at too; None when the map does not record where its look-alikes are.
         low_light: the image was darker than ``low_light_brightness`` and enhanced before extraction
             (core/lowlight.py); the node reports it in /diagnostics.
+        held: FAILED by ``ambiguity_lookalike_ratio`` only: the LOCALIZED result the image gave before (its pose
+            and look-alikes). Never published as a single image; the place tracker weighs it like any pose and
+            publishes it once motion has ruled the look-alikes out (the node and ``reloc eval --track``).
     """
 
     status: Status
@@ -338,6 +353,7 @@ class LocalizationResult:
     lookalike_free: bool = False
     lookalike_poses: list | None = None
     low_light: bool = False
+    held: LocalizationResult | None = None
 
     @property
     def tracking_covariance(self) -> np.ndarray | None:
@@ -677,7 +693,34 @@ class Localizer:
             if not res.lookalike_free:
                 res.lookalike_poses = lookalike_poses(self.db.alias_relation, self.db.alias_inliers, ids,
                                                       res.T_map_from_cam)
+                if prior is None and cfg.ambiguity_lookalike_ratio > 0:
+                    self._lookalike_check(res, self._support_counts({int(e.keyframe): e for e in per_kf},
+                                                                    q.kpts_ideal, camera.K, res.T_map_from_cam))
         return self._finish(res, t0)
+
+    def _lookalike_check(self, res: LocalizationResult, support: dict[int, int]) -> None:
+        """FAILED 'ambiguous place' when the map's own look-alikes of the keyframes that support the pose
+        (``support``: keyframe -> its matches that fit the pose), their inliers in the map's analysis averaged with
+        those weights, reach ``ambiguity_lookalike_ratio`` x the pose's inliers (see the setting); the hypotheses are
+        the pose and the look-alike poses (the place tracker weighs them as for any ambiguous image). Only without a
+        prior: a pose window (a probe at a rival, the initial pose, an accepted place) says which place is meant."""
+        ratio = self.config.ambiguity_lookalike_ratio
+        if not support:
+            return
+        ks = np.fromiter(support, np.int64)
+        w = np.fromiter(support.values(), np.float64)
+        lookalike = int(round(float(w @ self.db.alias_inliers[ks]) / float(w.sum())))
+        if lookalike < ratio * max(res.num_inliers, 1):
+            return
+        T, n = res.T_map_from_cam, int(res.num_inliers)
+        held = copy.copy(res)  # fail() below replaces the attributes of res, not the arrays they held
+        others = res.lookalike_poses or []
+        where = (f" {min(float(np.linalg.norm(P[:3, 3] - T[:3, 3])) for P in others):.1f} m away" if others
+                 else " elsewhere")
+        res.fail(FailureCode.AMBIGUOUS_PLACE, f"the map fits this view as well{where}: its look-alikes had {lookalike} "
+                 f"inliers, this pose {n} (ambiguity_lookalike_ratio {ratio:g})")
+        res.hypotheses = sorted([(T, n)] + [(P, lookalike) for P in others], key=lambda h: -h[1]) if others else []
+        res.held = held
 
     def retrieval_k(self, prior: PosePrior | None) -> int:
         """Keyframes to retrieve for a query with ``prior``: ``tracked_top_k`` for the odometry prediction of an
@@ -847,9 +890,14 @@ class Localizer:
         at least ``min_inliers`` and :data:`PLACE_SUPPORT_FRACTION` of them reproject within the RANSAC threshold.
         They show the pose's own place, however far they are (a keyframe 1.2 m behind the camera in a corridor):
         the place check does not spend its slots on them."""
+        return list(self._support_counts(matched, kpts_ideal, K, T_map_from_cam))
+
+    def _support_counts(self, matched: dict, kpts_ideal: np.ndarray, K: np.ndarray,
+                        T_map_from_cam: np.ndarray) -> dict[int, int]:
+        """:meth:`_supporting`'s keyframes, each with its matches that reproject within the RANSAC threshold."""
         cfg = self.config
         T_cam_from_map = invert_T(T_map_from_cam)
-        out = []
+        out = {}
         for k, e in matched.items():
             n = len(e.matches)
             if n < cfg.min_inliers:
@@ -857,7 +905,7 @@ class Localizer:
             err = reprojection_errors(T_cam_from_map, K, kpts_ideal[e.matches[:, 0]], self._kf_xyz[k][e.matches[:, 1]])
             good = int(np.count_nonzero(err <= cfg.ransac_reproj_px * self._px_scale))
             if good >= cfg.min_inliers and good >= PLACE_SUPPORT_FRACTION * n:
-                out.append(int(k))
+                out[int(k)] = good
         return out
 
     def _solve_rival(self, ids: np.ndarray, kpts_ideal, K, size, T_map_from_cam: np.ndarray, n_inliers: int,

@@ -48,6 +48,8 @@ def _record(f: Frame, res) -> dict:
             rec["lookalike_poses"] = [np.asarray(T).tolist() for T in res.lookalike_poses]
     if res.hypotheses:  # an ambiguous image: the two poses it supports (the place tracker weighs them)
         rec["hypotheses"] = [[np.asarray(T).tolist(), int(n)] for T, n in res.hypotheses]
+    if res.held is not None:  # FAILED as the map's look-alike: the pose the place tracker still weighs
+        rec["held"] = _record(f, res.held)
     return rec
 
 
@@ -137,11 +139,12 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             T_odom = None if odo is None else odo[i]
             prior, src = tracker.choose_prior(stamp_ns, T_odom)
             rec = localize(f, prior)
-            if rec["ok"] and tracker.update(stamp_ns, np.asarray(rec["T_map_from_cam"]), T_odom,
-                                            _tracking_covariance(rec), rec.get("lookalike_free", False),
-                                            _lookalikes(rec)).accepted:
-                pub.append({**rec, "dt_s": _stamp_s(f, k0 + i) - t0})
-            elif not rec["ok"]:
+            pose = rec if rec["ok"] else rec.get("held")  # held: a single image no stronger than the look-alike
+            if pose is not None and tracker.update(stamp_ns, np.asarray(pose["T_map_from_cam"]), T_odom,
+                                                   _tracking_covariance(pose), pose.get("lookalike_free", False),
+                                                   _lookalikes(pose)).accepted:
+                pub.append({**pose, "dt_s": _stamp_s(f, k0 + i) - t0})
+            elif pose is None:
                 tracker.note_failure(src)
                 if rec.get("hypotheses"):
                     tracker.note_ambiguous(stamp_ns, rec["hypotheses"], T_odom)

@@ -104,11 +104,18 @@ def _relocalize(loc, db: MapDatabase, ids: np.ndarray) -> list[tuple[int, np.nda
     out = []
     for i in ids:
         f, cam = _keyframe_features(db, int(i), not same_state)
-        res = loc.localize_features(f, cam)
+        res = _pose_result(loc.localize_features(f, cam))
         if res.ok:
             sigma = float(np.sqrt(max(np.trace(res.covariance[:3, :3]), 0.0)))
             out.append((int(i), res.T_map_from_cam, sigma if np.isfinite(sigma) else 1.0))
     return out
+
+
+def _pose_result(res):
+    """The localizer's result, or the pose it held back as no stronger than the map's own look-alike
+    (``ambiguity_lookalike_ratio``): the map pipelines check every pose otherwise (against the recording's own pose,
+    or by the consensus of many keyframes), where a look-alike is an outlier like any wrong pose."""
+    return res.held if not res.ok and res.held is not None else res
 
 
 def _same_state(a: MapDatabase, b: MapDatabase) -> bool:
@@ -544,7 +551,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         if keep_all:
             keep.append(True)
             continue
-        res = loc.localize_features(fe, f.camera)
+        res = _pose_result(loc.localize_features(fe, f.camera))
         T = f.T_world_from_cam
         reason = None
         if not res.ok:

@@ -205,6 +205,12 @@ class FrameProcessor:
         odom = _Odometry(self.s.transforms, frame, p)
         if res.ok:
             self._track(res, frame, odom)
+        elif res.held is not None and self.s.tracker.config.enabled:
+            # no stronger than the map's own look-alike (ambiguity_lookalike_ratio): never published as a single
+            # image, but the tracker weighs its pose, and publishes it once motion has ruled the look-alike out
+            self._track(res.held, frame, odom)
+            if res.held.ok:
+                res = res.held
         elif res.hypotheses:  # an ambiguous image: both places gather support while none is accepted
             self.s.tracker.note_ambiguous(frame.stamp_ns, res.hypotheses, odom.T)
             with self.s.lock:
