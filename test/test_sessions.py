@@ -129,6 +129,22 @@ def test_merge_same_frame_and_known_transform(two_maps, tmp_path):
     assert rec["applied"] and rec["residual_m"]["median"] <= 0.05
 
 
+def test_align_auto_keeps_the_frame_of_a_map_whose_relocalizations_cannot_tell_a_move():
+    """--align auto's decision (map_sessions.same_frame), on the figures of real merges: the hall's night map (the
+    generator's session 2, in the same frame) relocalized with a 4.6 cm / 0.30 deg median residual, its own poses
+    5.8 cm / 0.35 deg off, the fit moving it 6.1 cm / 0.13 deg: the same frame (it was moved 6 cm, a loss at 5 cm
+    for every night keyframe). A 3 m / 35 deg move, a 8 cm offset measured by day (1 cm residual) and a scale change
+    are aligned; a 3 cm offset is within SAME_FRAME_TOL; the scatter rule stops at twice its distance."""
+    from reloc_ros.pipelines.map_sessions import SAME_FRAME_TOL, same_frame
+
+    assert same_frame((0.058, 0.35), (0.046, 0.30), (0.061, 0.13))
+    assert not same_frame((3.0, 35.0), (0.01, 0.2), (3.0, 35.0))
+    assert not same_frame((0.08, 0.1), (0.01, 0.1), (0.08, 0.1))
+    assert not same_frame((0.02, 0.1), (0.01, 0.1), (0.01, 0.1), scale=1.05)
+    assert same_frame((0.03, 0.1), (0.005, 0.1), (0.03, 0.1))
+    assert not same_frame((0.2, 0.5), (0.09, 0.5), (2.1 * SAME_FRAME_TOL[0], 0.5))
+
+
 def test_merge_refuses_what_it_cannot_merge(two_maps, tmp_path):
     from map_helpers import random_map
     from reloc_ros.core.learned import LearnedExtractor

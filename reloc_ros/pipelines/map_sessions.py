@@ -34,7 +34,10 @@ ALIGN_MIN_AGREE = 5  # relocalized keyframes that must agree on one transform (3
 ALIGN_CONSENSUS = (0.10, 2.0)  # (m, deg): a relocalized keyframe agrees with a candidate transform within this
 SAME_FRAME_TOL = (0.05, 1.0)  # (m, deg): --align auto keeps the frame when the fit is within this of the identity,
 SAME_FRAME_EXTRA = (0.01, 0.25)  # or when the map's own poses disagree with the relocalizations at most this more
-# than the fitted transform does (relocalized night keyframes scatter by ~4 cm / 1 deg around any fit)
+# than the fitted transform does (relocalized night keyframes scatter by ~4 cm / 1 deg around any fit),
+SAME_FRAME_SCATTER = 2.0  # or when the fit moves the map less than this x the relocalizations' median residual: they
+# cannot tell such a move from their own scatter (the hall's night map, in the same frame: 23 of 68 relocalized
+# keyframes agreeing, residual 4.6 cm / 0.30 deg, would have been moved 6.1 cm / 0.13 deg)
 PLACE_CELL = (0.5, 30.0)  # (m, deg): keyframes closer than this in position and viewing direction show one place
 APPEARANCE_SIM = 0.8  # global-descriptor similarity above which two keyframes of one place look the same
 
@@ -158,8 +161,7 @@ def align_map(ref: MapDatabase, other: MapDatabase, mode: str = "auto", sim3: bo
     transform; the one most others agree with (``ALIGN_CONSENSUS``) is refitted on those (:func:`_fit`).
 
     ``mode``: ``never`` keeps ``other``'s frame without looking; ``always`` applies the fit; ``auto`` applies it
-    unless ``other`` is in the same frame: its own poses explain the relocalizations about as well as the fit
-    (``SAME_FRAME_EXTRA``), or the fit is within ``SAME_FRAME_TOL`` of the identity.
+    unless ``other`` is in the same frame (:func:`same_frame`).
 
     Raises:
         MapError: fewer than ``ALIGN_MIN_AGREE`` relocalized keyframes agree (``auto``/``always``): the maps do not
@@ -198,14 +200,10 @@ def align_map(ref: MapDatabase, other: MapDatabase, mode: str = "auto", sim3: bo
             T, s = _fit([pairs[j] for j in idx], sim3, wts[idx])
     sel = [pairs[j] for j in idx]
     res = np.array([pose_errors(_apply(T, s, Tb), Ta) for Ta, Tb in sel])
-    # the same frame: the map's own poses explain the relocalizations about as well as the fit does (their median
-    # disagreement within SAME_FRAME_EXTRA of the fit's residual), or the fit is within SAME_FRAME_TOL of the identity
     as_is = np.array([pose_errors(Tb, Ta) for Ta, Tb in sel])
     mt, mr = float(np.median(as_is[:, 0])), float(np.median(as_is[:, 1]))
     dt, dr = pose_errors(T, np.eye(4))
-    same = (mt <= float(np.median(res[:, 0])) + SAME_FRAME_EXTRA[0] and
-            mr <= float(np.median(res[:, 1])) + SAME_FRAME_EXTRA[1]) or \
-        (dt <= SAME_FRAME_TOL[0] and dr <= SAME_FRAME_TOL[1] and abs(s - 1.0) <= 0.01)
+    same = same_frame((mt, mr), (float(np.median(res[:, 0])), float(np.median(res[:, 1]))), (dt, dr), s)
     applied = mode == "always" or not same
     reason = ("--align always" if mode == "always" else
               f"same frame: its relocalized keyframes are {mt:.3f} m / {mr:.2f} deg (median) from its own poses, "
@@ -220,6 +218,24 @@ def align_map(ref: MapDatabase, other: MapDatabase, mode: str = "auto", sim3: bo
     return Alignment(T if applied else np.eye(4), s if applied else 1.0, applied, len(ids), len(found), len(sel),
                      (float(np.median(res[:, 0])), float(res[:, 0].max())),
                      (float(np.median(res[:, 1])), float(res[:, 1].max())), reason, elsewhere)
+
+
+def same_frame(as_is: tuple[float, float], residual: tuple[float, float], move: tuple[float, float],
+               scale: float = 1.0) -> bool:
+    """``--align auto``'s decision: whether a map is already in the reference map's frame, from the median
+    disagreement (m, deg) of its relocalized keyframes with its own poses (``as_is``) and with the fitted transform
+    (``residual``), and how far the fit moves it (``move``): its own poses explain the relocalizations about as well
+    as the fit (``SAME_FRAME_EXTRA``), or the move is within ``SAME_FRAME_TOL`` of the identity, or within
+    ``SAME_FRAME_SCATTER`` x the residual (less than the relocalizations can tell; up to twice SAME_FRAME_TOL's
+    distance)."""
+    if abs(scale - 1.0) > 0.01:
+        return False
+    explained = as_is[0] <= residual[0] + SAME_FRAME_EXTRA[0] and as_is[1] <= residual[1] + SAME_FRAME_EXTRA[1]
+    small = move[0] <= SAME_FRAME_TOL[0] and move[1] <= SAME_FRAME_TOL[1]
+    # (at most twice SAME_FRAME_TOL's distance: the consensus lets residuals reach ALIGN_CONSENSUS)
+    unseen = (move[0] <= min(SAME_FRAME_SCATTER * residual[0], 2 * SAME_FRAME_TOL[0])
+              and move[1] <= min(SAME_FRAME_SCATTER * residual[1], SAME_FRAME_TOL[1]))
+    return explained or small or unseen
 
 
 def _agrees(err: tuple[float, float]) -> bool:
