@@ -213,6 +213,9 @@ def test_eval_track_cold_starts_on_the_scene(scene, tmp_path, capsys):
         res = json.loads(out.read_text())
         tr = res["track"]
         assert isinstance(res["localized_wrong"], int) and res["localized_wrong"] <= res["localized"]
+        held = res["lookalike_held"]  # FAILED by ambiguity_lookalike_ratio, each with the pose the tracker weighs
+        assert held["count"] == sum("held" in r for r in res["records"]) >= held["correct"] >= 0, held
+        assert held["count"] + res["localized"] <= res["queries"]
         assert tr["odometry"] == (not extra) and tr["starts"] == 4 and tr["frames"] == 2 * (6 + 4), tr
         assert tr["published"] == 0 and tr["published_wrong"] == 0 and tr["starts_without_pose"] == 4, tr
         assert set(tr["time_to_first_pose_s"]) == {"p50", "p95"}

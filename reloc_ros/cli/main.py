@@ -599,6 +599,10 @@ def _eval(args) -> int:
     print(f"position NEES: mean {nees['mean']:.2f}, median {nees['median']:.2f} (a calibrated covariance: mean 3, "
           "median 2.37; below, it is conservative, far above, overconfident)")
     print(f"localized outside ({WRONG_M} m, {WRONG_DEG} deg): {summary['localized_wrong']}")
+    held = summary.get("lookalike_held") or {}
+    if held.get("count"):
+        print(f"FAILED as no stronger than the map's own look-alike (ambiguity_lookalike_ratio; the place tracker "
+              f"still weighs them): {held['count']}, of which {held['correct']} within ({WRONG_M} m, {WRONG_DEG} deg)")
     if summary.get("low_light"):
         print(f"enhanced for low light (low_light_brightness): {summary['low_light']} of {summary['queries']} queries")
     if degradation:

@@ -76,6 +76,11 @@ def evaluate(localizer: Localizer, queries: list[Frame], show_progress: bool = T
     summary = summarize(records)
     summary["localized_wrong"] = sum(1 for r in records if r["ok"] and is_wrong(r["t_err"], r["r_err"]))
     summary["low_light"] = sum(1 for r in records if r["low_light"])  # enhanced (LocalizerConfig.low_light_brightness)
+    # FAILED as no stronger than the map's look-alike (ambiguity_lookalike_ratio): the place tracker still weighs them;
+    # of those, the ones whose pose was within (0.5 m, 5 deg) after all
+    held = [r["held"] for r in records if "held" in r]
+    summary["lookalike_held"] = {"count": len(held),
+                                 "correct": sum(1 for h in held if not is_wrong(h["t_err"], h["r_err"]))}
     nees = [r["nees_position"] for r in records if r["ok"]]
     # Normalised estimation error squared of the position (3 dof): 3 when the covariance is calibrated.
     summary["nees_position"] = {"mean": float(np.mean(nees)) if nees else float("nan"),
