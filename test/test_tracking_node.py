@@ -495,3 +495,26 @@ def test_node_never_publishes_a_single_image_no_stronger_than_the_maps_look_alik
         _assert_published_within(h, 0.35, 1.45)
     finally:
         h.close()
+
+
+def test_a_dim_image_on_a_tracked_frame_is_matched_against_top_k_keyframes(plane_map):
+    """tracked_top_k (3) applies to an accepted place's odometry prior only for images whose keypoints are sure: a dim
+    or noisy one (keypoint-confidence factor above 1) keeps top_k's 5 keyframes (on a 3-session office map at night,
+    3 keyframes gave poses 0.22 m / 5.5 deg off that the tracker published)."""
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.mapdb import MapDatabase, extractor_for_map
+    from reloc_ros.core.retrieval import PosePrior
+
+    db = MapDatabase.load(plane_map["map"])
+    T = tni._pose(0.0, 0.0, 0.0, 0.0)
+    tracked = PosePrior(T[:3, 3], 5.0, T[:3, :3], 90.0, tracked=True)  # a window around every keyframe
+    img = tni._render(tni._texture(), T)
+    counts = []
+    for factor in (1.0, 2.0):
+        loc = Localizer(db, extractor_for_map(db), LocalizerConfig())
+        loc.detection_score_factor = lambda features, image_quality=True, f=factor: f
+        assert loc.retrieval_k(tracked, dim=factor > 1.0) == (3 if factor == 1.0 else 5)
+        res = loc.localize(img, tni.CAM, tracked)
+        assert res.ok, res.reason
+        counts.append(len(res.candidates))
+    assert counts == [3, 5], counts
