@@ -55,6 +55,12 @@ def test_unknown_extractor_and_bad_config(capsys, tmp_path):
     code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path / "m"), "--dataset", str(tmp_path),
                               "--format", "posed_images", "--map-every", "2", "--config", str(cfg)])
     assert code == 2 and "bogus_key" in err and "valid keys" in err
+    cfg.write_text("ambiguity_lookalike_ration: 1\ntrack_min_motion: 0.5\n")  # typos: the closest key is named
+    code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path / "m"), "--dataset", str(tmp_path),
+                              "--format", "posed_images", "--map-every", "2", "--config", str(cfg), "--track"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "'ambiguity_lookalike_ration' -> 'ambiguity_lookalike_ratio'" in err, err
+    assert "'track_min_motion' -> 'track_min_motion_m'" in err and "with --track" in err, err
     # an option out of range is named as typed, not as the config field behind it
     common = ["-q", "eval", "--map", str(tmp_path / "m"), "--dataset", str(tmp_path), "--format", "posed_images",
               "--map-every", "2"]

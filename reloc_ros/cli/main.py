@@ -560,7 +560,7 @@ def _eval(args) -> int:
         value = getattr(args, name)
         if value is not None and (why := settings[name].why_not("--" + name.replace("_", "-"), value, sep=" ")):
             raise ValueError(why)
-    cfg = config_from_dict(LocalizerConfig, overrides)
+    cfg = config_from_dict(LocalizerConfig, overrides, tuple(tracker_keys))
     db = MapDatabase.load(args.map)
     if args.model is not None and db.extractor_identity.get("name") != "learned":
         raise ValueError(f"--model applies to learned maps; {args.map} was built with "

@@ -283,13 +283,20 @@ class LocalizerConfig:
                              "(pixels), or < 0 for the map's default")
 
 
-def config_from_dict(cls, d: dict | None):
-    """Build a config dataclass from a dict; unknown keys are an error that lists the valid ones."""
+def config_from_dict(cls, d: dict | None, also: tuple = ()):
+    """Build a config dataclass from a dict; unknown keys are an error that names the closest valid key (among the
+    fields and ``also``, other names the caller accepts) and lists the valid ones."""
+    import difflib
+
     d = dict(d or {})
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
+        hints = [f"{k!r} -> {m[0]!r}" for k in unknown
+                 if (m := difflib.get_close_matches(k, sorted(names | set(also)), n=1))]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        more = f", and with --track {sorted(also)}" if also else ""
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}{hint}; valid keys: {sorted(names)}{more}")
     return cls(**d)
 
 
@@ -718,8 +725,7 @@ class Localizer:
         T, n = res.T_map_from_cam, int(res.num_inliers)
         held = copy.copy(res)  # fail() below replaces the attributes of res, not the arrays they held
         others = res.lookalike_poses or []
-        where = (f" {min(float(np.linalg.norm(P[:3, 3] - T[:3, 3])) for P in others):.1f} m away" if others
-                 else " elsewhere")
+        where = " {:.1f} m / {:.0f} deg away".format(*min(pose_errors(P, T) for P in others)) if others else " elsewhere"
         res.fail(FailureCode.AMBIGUOUS_PLACE, f"the map fits this view as well{where}: its look-alikes had {lookalike} "
                  f"inliers, this pose {n} (ambiguity_lookalike_ratio {ratio:g})")
         res.hypotheses = sorted([(T, n)] + [(P, lookalike) for P in others], key=lambda h: -h[1]) if others else []
