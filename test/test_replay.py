@@ -127,6 +127,9 @@ def test_int8_copy_from_a_bag_builds_and_replays(scene, tmp_path, capsys):
 
 def test_offline_and_live_replay_agree(scene, tmp_path):
     offline = _offline(scene, "map_bag")
+    # the images FAILED as no stronger than the map's look-alike are counted, as their reason says
+    held = sum((r.get("reason") or "").startswith("the map fits this view as well") for r in offline["records"])
+    assert offline["replay"]["lookalike_held"] == held, offline["replay"]
     out = tmp_path / "live"
     janitor = ShmJanitor()
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
     if mismatch := loc.low_light_mismatch():
         log.warning("reloc: warning: %s (--config)", mismatch)
     run = ReplayRun("offline", str(bag), str(map_path), gt=gt)
-    no_gt = low_light = 0
+    no_gt = low_light = held = 0
     t0 = time.perf_counter()
     for item in progress_bar(iter_bag_images(bag, topics, gt=gt, every=every), "replay", show_progress):
         if item.T_world_from_cam is None:
@@ -48,13 +48,14 @@ def replay_offline(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
             image = degrade(image, tuple(degradation["presets"]), degradation["seed"], f"frame-{item.index:06d}")
         res = loc.localize(image, item.camera)
         low_light += res.low_light
+        held += res.held is not None  # FAILED as no stronger than the map's look-alike (ambiguity_lookalike_ratio)
         run.records.append(frame_record(f"frame-{item.index:06d}", item.stamp_ns, item.T_world_from_cam, res.ok,
                                         res.status.value, res.reason, res.T_map_from_cam, res.covariance,
                                         res.timings_ms, res.num_matches, res.num_inliers,
                                         res.code.value if res.code is not None else ""))
     if not run.records:
         raise DatasetError(f"{bag}: no image has ground truth ({no_gt} without); check --gt-topic / --gt-frame")
-    run.stats = {"images_with_gt": len(run.records), "no_gt": no_gt, "every": every,
+    run.stats = {"images_with_gt": len(run.records), "no_gt": no_gt, "every": every, "lookalike_held": held,
                  "wall_s": round(time.perf_counter() - t0, 2)}
     if config.low_light_brightness > 0:
         run.stats["low_light_images"] = low_light  # enhanced before extraction (LocalizerConfig.low_light_brightness)
