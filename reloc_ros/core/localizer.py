@@ -320,8 +320,8 @@ class LocalizationResult:
         timings_ms: per-stage wall time.
         hypotheses: FAILED ``ambiguous`` / ``ambiguous place`` only: ``[(T_map_from_cam, inliers)]`` of the
             poses the image supports (two; for ``ambiguity_lookalike_ratio`` the pose and the map's look-alikes of
-            it, with the look-alike's inliers in the map's analysis), the better first (never published; the place tracker weighs them with
-            motion, see reloc_ros/core/tracking.py).
+            it, with the look-alike's inliers in the map's analysis), the better first (never published; the place
+            tracker weighs them with motion, see reloc_ros/core/tracking.py).
         measurement_covariance: LOCALIZED with a keypoint-confidence factor above 1 only (DETECTION_SCORE_COVARIANCE):
             ``covariance`` without that factor. The place tracker weighs and gates poses with it (see
             :attr:`tracking_covariance`): the factor makes the published covariance honest for its consumers, but
@@ -725,7 +725,8 @@ class Localizer:
         T, n = res.T_map_from_cam, int(res.num_inliers)
         held = copy.copy(res)  # fail() below replaces the attributes of res, not the arrays they held
         others = res.lookalike_poses or []
-        where = " {:.1f} m / {:.0f} deg away".format(*min(pose_errors(P, T) for P in others)) if others else " elsewhere"
+        where = (" {:.1f} m / {:.0f} deg away".format(*min(pose_errors(P, T) for P in others)) if others
+                 else " elsewhere")
         res.fail(FailureCode.AMBIGUOUS_PLACE, f"the map fits this view as well{where}: its look-alikes had {lookalike} "
                  f"inliers, this pose {n} (ambiguity_lookalike_ratio {ratio:g})")
         res.hypotheses = sorted([(T, n)] + [(P, lookalike) for P in others], key=lambda h: -h[1]) if others else []
