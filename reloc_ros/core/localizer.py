@@ -696,16 +696,16 @@ class Localizer:
         res.T_map_from_cam, res.inlier_xyz = pose.T_map_from_cam, pose.inlier_xyz
         res.covariance, res.measurement_covariance = covs
         if self.db.alias_inliers is not None:
-            ids = (support[0][1] if support and support[0][0] is res.T_map_from_cam  # the pose was not refined
-                   else self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K,
-                                         res.T_map_from_cam))
-            res.lookalike_free = unique_place(self.db.alias_inliers, ids)
+            # supporting keyframe -> its matches that fit the pose
+            counts = (support[0][1] if support and support[0][0] is res.T_map_from_cam  # the pose was not refined
+                      else self._support_counts({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K,
+                                                res.T_map_from_cam))
+            res.lookalike_free = unique_place(self.db.alias_inliers, counts)
             if not res.lookalike_free:
-                res.lookalike_poses = lookalike_poses(self.db.alias_relation, self.db.alias_inliers, ids,
+                res.lookalike_poses = lookalike_poses(self.db.alias_relation, self.db.alias_inliers, counts,
                                                       res.T_map_from_cam)
                 if prior is None and cfg.ambiguity_lookalike_ratio > 0:
-                    self._lookalike_check(res, self._support_counts({int(e.keyframe): e for e in per_kf},
-                                                                    q.kpts_ideal, camera.K, res.T_map_from_cam))
+                    self._lookalike_check(res, counts)
         return self._finish(res, t0)
 
     def _lookalike_check(self, res: LocalizationResult, support: dict[int, int]) -> None:
@@ -789,7 +789,8 @@ class Localizer:
             # blur aside) mismatches in ways no keyframe view does, so it is checked (night images on a 2-session
             # hall map: 4 more wrong poses without this condition)
             if cfg.ambiguity_place_trust_map and self.db.alias_inliers is not None and not self._dim:
-                support.append((T, self._supporting({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K, T)))
+                support.append((T, self._support_counts({int(e.keyframe): e for e in per_kf}, q.kpts_ideal, camera.K,
+                                                        T)))
                 if unique_place(self.db.alias_inliers, support[0][1]):  # the map fits these views nowhere else
                     rival.append(None)
                     t["place_check"] = 0.0

@@ -282,6 +282,13 @@ class PlaceTracker:
             return len(self._places)
 
     @property
+    def weighs_held(self) -> bool:
+        """Whether a pose the localizer held back as no stronger than the map's own look-alike
+        (``LocalizationResult.held``) goes to :meth:`update`: only while the tracker is on, since with it off every
+        pose :meth:`update` sees is published, and a held one must not be."""
+        return self.config.enabled
+
+    @property
     def prior_releases(self) -> int:
         return self._prior.releases
 

@@ -144,7 +144,8 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             T_odom = None if odo is None else odo[i]
             prior, src = tracker.choose_prior(stamp_ns, T_odom)
             rec = localize(f, prior)
-            pose = rec if rec["ok"] else rec.get("held")  # held: a single image no stronger than the look-alike
+            # held: a single image no stronger than the map's look-alike, weighed by the tracker when it is on
+            pose = rec if rec["ok"] else (rec.get("held") if tracker.weighs_held else None)
             if pose is not None and tracker.update(stamp_ns, np.asarray(pose["T_map_from_cam"]), T_odom,
                                                    _tracking_covariance(pose), pose.get("lookalike_free", False),
                                                    _lookalikes(pose)).accepted:

@@ -205,7 +205,7 @@ class FrameProcessor:
         odom = _Odometry(self.s.transforms, frame, p)
         if res.ok:
             self._track(res, frame, odom)
-        elif res.held is not None and self.s.tracker.config.enabled:
+        elif res.held is not None and self.s.tracker.weighs_held:
             # no stronger than the map's own look-alike (ambiguity_lookalike_ratio): never published as a single
             # image, but the tracker weighs its pose, and publishes it once motion has ruled the look-alike out
             self._track(res.held, frame, odom)
