@@ -234,10 +234,28 @@ def test_eval_track_cold_starts_on_the_scene(scene, tmp_path, capsys):
                   str(cfg), "--json", str(out)]) == 0
     tr = json.loads(out.read_text())["track"]
     assert tr["config"]["min_motion_m"] == 0.0 and tr["published"] > 0 and tr["published_wrong"] == 0, tr
+    assert 0 <= tr["published_within_5cm_5deg"] <= tr["published"], tr
+
     # without --track they are refused, in one line
     assert reloc(["-q", "eval", "--map", str(scene["root"] / "map_folder"), "--dataset", str(scene["data"]),
                   "--format", "7scenes", "--config", str(cfg)]) == 2
     assert "apply with --track" in capsys.readouterr().err
+
+
+def test_track_summary_counts_what_was_published():
+    """The cold-start summary's counts, from known published poses: precise, correct but not precise, wrong."""
+    from reloc_ros.pipelines.evaluate import _track_summary
+
+    def pose(t, r, dt):
+        return {"t_err": t, "r_err": r, "dt_s": dt, "nees_position": 1.0, "name": "f", "num_inliers": 50}
+
+    starts = [{"sequence": "a", "start": 0, "frames": 10,
+               "published": [pose(0.01, 0.5, 1.0), pose(0.2, 1.0, 1.1), pose(0.04, 6.0, 1.2)]},
+              {"sequence": "a", "start": 10, "frames": 4, "published": []}]
+    s = _track_summary(starts)
+    assert (s["published"], s["published_within_5cm_5deg"], s["published_wrong"], s["starts_without_pose"]) == \
+        (3, 1, 1, 1), s
+    assert s["frames"] == 14 and s["starts_without_pose_frames"] == [4] and s["time_to_first_pose_s"]["p50"] == 1.0
 
 
 # --------------------------------------------------------------------------------------------------

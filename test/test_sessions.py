@@ -337,3 +337,36 @@ def test_keyframe_budget_keeps_each_recording_of_a_place():
     assert {(i // 6, grp[i]) for i in sel} == {(x, r) for x in range(6) for r in range(2)}
     sel = select_keyframes(T, G, max_per_place=1)  # without the recordings: one look per place
     assert len(sel) == 6
+
+
+def test_keyframe_budget_keeps_more_of_the_keyframes_that_cover_less():
+    """A day and a night recording of the same 4 m path: without weights the budget splits evenly between them; the
+    night keyframes' weight (their keypoints' low detection scores, coverage_weights) makes it keep more of them,
+    spread along the path, and still some of the day's."""
+    from types import SimpleNamespace
+
+    from reloc_ros.core.geometry import look_at
+    from reloc_ros.pipelines.map_sessions import BUDGET_CONFIDENCE_POWER, coverage_weights
+
+    rng = np.random.default_rng(2)
+    T, G, grp = [], [], []
+    for rec in range(2):
+        look = rng.normal(size=32)  # one look along the path per recording
+        for x in np.arange(0.0, 4.0, 0.05):
+            T.append(look_at([x, 0.0, 1.0], [x, 5.0, 1.0]))
+            g = look + rng.normal(scale=0.05, size=32)
+            G.append(g / np.linalg.norm(g))
+            grp.append(rec)
+    T, G, grp = np.stack(T), np.stack(G), np.array(grp)
+    day = SimpleNamespace(scores=np.full(50, 0.06, np.float32))
+    night = SimpleNamespace(scores=np.full(50, 0.01, np.float32))  # half the learned reference 0.02
+    w = coverage_weights([day if r == 0 else night for r in grp], "learned")
+    assert np.allclose(w[grp == 0], 1.0) and np.allclose(w[grp == 1], 4.0 ** BUDGET_CONFIDENCE_POWER)
+    assert coverage_weights([day, night], "sift") is None  # no reference for SIFT's responses
+    even = select_keyframes(T, G, max_keyframes=16, group=grp)
+    assert abs(int(np.sum(grp[even] == 1)) - 8) <= 1
+    sel = select_keyframes(T, G, max_keyframes=16, group=grp, weight=w)
+    n_night = int(np.sum(grp[sel] == 1))
+    assert 9 <= n_night <= 12
+    xs = np.sort(T[sel][grp[sel] == 1][:, 0, 3])
+    assert xs[0] < 0.5 and xs[-1] > 3.5 and np.max(np.diff(xs)) < 0.6  # spread along the whole path

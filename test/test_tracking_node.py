@@ -519,3 +519,26 @@ def test_a_dim_image_on_a_tracked_frame_is_matched_against_top_k_keyframes(plane
         assert res.ok, res.reason
         counts.append(len(res.candidates))
     assert counts == [3, 5], counts
+
+
+def test_tracked_frames_match_their_strongest_query_keypoints(plane_map):
+    """tracked_max_query_keypoints: with an accepted place's odometry prior an image's strongest N keypoints are
+    matched (and so at most N correspondences); without a prior, or for a dim image, all of them."""
+    from reloc_ros.core.localizer import Localizer, LocalizerConfig
+    from reloc_ros.core.mapdb import MapDatabase, extractor_for_map
+    from reloc_ros.core.retrieval import PosePrior
+
+    db = MapDatabase.load(plane_map["map"])
+    T = tni._pose(0.0, 0.0, 0.0, 0.0)
+    tracked = PosePrior(T[:3, 3], 5.0, T[:3, :3], 90.0, tracked=True)
+    img = tni._render(tni._texture(), T)
+    loc = Localizer(db, extractor_for_map(db), LocalizerConfig(tracked_max_query_keypoints=100))
+    feats = loc.extract(img)
+    assert len(feats) > 300, len(feats)
+    assert (loc.query_keypoints(tracked), loc.query_keypoints(None), loc.query_keypoints(tracked, dim=True)) == \
+        (100, 0, 0)
+    few = loc.localize(img, tni.CAM, tracked, features=feats)
+    every = Localizer(db, extractor_for_map(db), LocalizerConfig()).localize(img, tni.CAM, tracked, features=feats)
+    assert few.ok and every.ok, (few.reason, every.reason)
+    assert few.candidates == every.candidates and 0 < few.num_matches <= 100 < every.num_matches, \
+        (few.num_matches, every.num_matches)

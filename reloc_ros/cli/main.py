@@ -641,12 +641,13 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
     rows = {"all": tr, **tr["per_sequence"]}
     print(f"cold starts through the place tracker ({'odometry' if odometry else 'no odometry'}, a start every "
           f"{args.starts_every} frames, up to {args.track_frames} frames each: a start near a run's end has fewer):")
-    print("| run | starts | frames | published | published wrong | starts without pose | first pose p50 / p95 s | "
-          "NEES mean | NEES median (correct) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | starts | frames | published | within (5 cm, 5 deg) | published wrong | starts without pose | "
+          "first pose p50 / p95 s | NEES mean | NEES median (correct) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, t in rows.items():
         ttf = t["time_to_first_pose_s"]
-        print(f"| {name} | {t['starts']} | {t['frames']} | {t['published']} | {t['published_wrong']} | "
+        print(f"| {name} | {t['starts']} | {t['frames']} | {t['published']} | {t['published_within_5cm_5deg']} | "
+              f"{t['published_wrong']} | "
               f"{t['starts_without_pose']} | {ttf['p50']:.2f} / {ttf['p95']:.2f} | {t['nees_mean_published']:.2f} | "
               f"{t['nees_median_published_correct']:.2f} |")
     return tr

@@ -42,9 +42,12 @@ class Setting:
             return "one of " + "|".join(self.choices)
         if self.min is None and self.max is None:
             return ""
-        lo = "" if self.min is None else f"{'(' if self.min_exclusive else '['}{self.min:g}"
-        hi = "" if self.max is None else f"{self.max:g}]"
-        return f"{lo or '(-inf'}, {hi or 'inf)'}"
+        # one-sided ranges in words: "[0, inf)" made users write `inf` in YAML, which is not a number there
+        if self.max is None:
+            return f"{'>' if self.min_exclusive else '>='} {self.min:g}"
+        if self.min is None:
+            return f"<= {self.max:g}"
+        return f"{'(' if self.min_exclusive else '['}{self.min:g}, {self.max:g}]"
 
     def why_not(self, name: str, value, sep: str = "=") -> str | None:
         """Why ``value`` is outside this setting's choices or range, or None. ``sep`` joins name and value in the

@@ -149,6 +149,10 @@ class LocalizerConfig:
                                          "first) are matched by it", 1, 200)
     max_query_keypoints: int = setting(0, "> 0: match only the strongest this many query keypoints (matching cost "
                                        "is linear in it); 0: all the extractor gives", 0, None, param=None)
+    tracked_max_query_keypoints: int = setting(0, "> 0: with the prior of tracked_top_k (an accepted place's "
+                                               "odometry prediction, an image that is not dim or noisy), match only "
+                                               "the strongest this many query keypoints; 0: as max_query_keypoints",
+                                               0, None)
     max_map_keypoints: int = setting(1000, "> 0: per keyframe, match only the strongest this many keypoints that "
                                      "have 3D (fixed when the Localizer is made; matching cost is linear in it); 0: "
                                      "all of them", 0, None, param=None)
@@ -653,7 +657,7 @@ class Localizer:
             return self._finish(self._localize_without_pnp(res, features, camera), t0)
 
         t2 = time.perf_counter()
-        q = self._query(features, camera)
+        q = self._query(features, camera, self.query_keypoints(prior, self._dim))
         n_lg = cfg.lighterglue_keyframes if cfg.matcher == "lighterglue" else 0
         per_kf = self._match_lighterglue(q, cand[:n_lg], camera.size) + self._match(q.desc, q.sel, cand[n_lg:])
         t["matching"] = _ms(t2)
@@ -741,11 +745,21 @@ class Localizer:
             return cfg.tracked_top_k
         return cfg.top_k
 
-    def _query(self, features: Features, camera: Camera) -> "_Query":
-        """The query's undistorted keypoints and the descriptors that take part in matching."""
+    def query_keypoints(self, prior: PosePrior | None, dim: bool = False) -> int:
+        """The strongest query keypoints matched (0: all): ``tracked_max_query_keypoints`` (when set) for the
+        odometry prediction of an accepted place and an image that is not ``dim``, else ``max_query_keypoints``."""
+        cfg = self.config
+        if cfg.tracked_max_query_keypoints > 0 and prior is not None and prior.tracked and not dim:
+            return cfg.tracked_max_query_keypoints
+        return cfg.max_query_keypoints
+
+    def _query(self, features: Features, camera: Camera, limit: int | None = None) -> "_Query":
+        """The query's undistorted keypoints and the descriptors that take part in matching (the strongest
+        ``limit``, default ``max_query_keypoints``; 0: all)."""
         desc, sel = features.descriptors, None
-        if 0 < self.config.max_query_keypoints < len(desc):
-            sel = np.sort(np.argsort(-features.scores, kind="stable")[:self.config.max_query_keypoints])
+        limit = self.config.max_query_keypoints if limit is None else limit
+        if 0 < limit < len(desc):
+            sel = np.sort(np.argsort(-features.scores, kind="stable")[:limit])
             desc = desc[sel]
         return _Query(camera.undistort_points(features.keypoints), desc, sel)
 

@@ -54,7 +54,11 @@ def map_build_key(frames: list[Frame], extractor: FeatureExtractor, points: str,
                               len(cams))
         rows.append([f.name, np.round(np.asarray(f.T_world_from_cam, np.float64), 9).ravel().tolist(), cam,
                      size(f.image_path), size(f.depth_path), f.depth_scale])
-    budget = {"budget": [max_keyframes, max_per_place]} if max_keyframes or max_per_place else {}
+    from reloc_ros.pipelines.map_sessions import BUDGET_CONFIDENCE_POWER
+
+    # (the power: a budgeted map built before the weights is built again)
+    budget = ({"budget": [max_keyframes, max_per_place], "budget_confidence_power": BUDGET_CONFIDENCE_POWER}
+              if max_keyframes or max_per_place else {})
     if low_light_brightness > 0:  # absent when off: the keys of maps built before the option stay valid
         budget["low_light_brightness"] = float(low_light_brightness)
     return digest({**budget, "extractor": extractor.identity(), "points": points, "index": index_kind,
@@ -165,7 +169,8 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
     if max_keyframes or max_per_place:
         from reloc_ros.pipelines.map_sessions import _budget
 
-        keyframes, pruned = _budget(keyframes, max_keyframes, max_per_place)
+        keyframes, pruned = _budget(keyframes, max_keyframes, max_per_place,
+                                    extractor=extractor.identity().get("name"))
         stats["pruned"] = pruned
     manifest_info = {"points": points, "build": dict(info or {})}
     manifest_info["build"]["key"] = map_build_key(frames, extractor, points, index_kind, depth_scale, tri_cfg,
