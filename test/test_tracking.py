@@ -296,7 +296,7 @@ def test_the_publish_gate_withholds_outliers_that_the_covariance_does_not_cover(
         d = tr.update(stamp, T_map_odom @ T_odom_cam @ off, T_odom_cam, tight)
         assert not d.accepted and "withheld" in d.reason and d.code == FailureCode.INCONSISTENT, d
     assert np.allclose(tr.accepted_map_from_odom(), anchor)  # the outliers did not move the place
-    wide = np.diag([0.2 ** 2] * 3 + [np.radians(3.0) ** 2] * 3)
+    wide = np.diag([0.2 ** 2] * 3 + [np.radians(2.2) ** 2] * 3)  # (under track_publish_max_sigma_deg 2.5)
     stamp += DT
     assert tr.update(stamp, T_map_odom @ T_odom_cam @ off, T_odom_cam, wide).accepted  # covered: published
     T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
@@ -305,6 +305,37 @@ def test_the_publish_gate_withholds_outliers_that_the_covariance_does_not_cover(
     # without a covariance (or with the gate off) nothing is gated
     tr2 = PlaceTracker(TrackerConfig(publish_gate_sigma=0.0))
     assert tr2.config.publish_gate_sigma == 0.0
+
+
+def test_a_pose_too_uncertain_to_act_on_is_withheld_but_its_place_stays_accepted():
+    """publish_max_sigma_deg: with an accepted place, a correct pose whose published covariance gives 4 deg of
+    rotation sigma is withheld (UNCERTAIN; night corridor poses 6-9 deg off came with 3-29 deg sigmas), the next sure
+    pose is published at once (the place was not lost); the tracker's own covariance does not decide it; 0 = off."""
+    def run(cfg):
+        rng = np.random.default_rng(3)
+        T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+        tr = PlaceTracker(cfg)
+        tight = np.diag([0.012 ** 2] * 3 + [np.radians(0.2) ** 2] * 3)
+        loose = np.diag([0.05 ** 2] * 3 + [np.radians(0.5) ** 2, np.radians(4.0) ** 2, np.radians(0.5) ** 2])
+        stamp, d = 100 * NS, None
+        for _ in range(60):
+            T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+            stamp += DT
+            d = tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam, tight)
+        assert d.accepted
+        out = []
+        for cov, pub in ((tight, loose), (tight, tight)):
+            T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+            stamp += DT
+            out.append(tr.update(stamp, T_map_odom @ T_odom_cam, T_odom_cam, cov, published_covariance=pub))
+        return out, tr
+
+    (uncertain, sure), tr = run(TrackerConfig())
+    assert not uncertain.accepted and uncertain.code == FailureCode.UNCERTAIN, uncertain
+    assert "rotation sigma is 4.0 deg" in uncertain.reason and tr.has_accepted_place, uncertain.reason
+    assert sure.accepted, sure
+    (uncertain, sure), _ = run(TrackerConfig(publish_max_sigma_deg=0.0))
+    assert uncertain.accepted and sure.accepted
 
 
 def _corridor_run(max_probes: int):

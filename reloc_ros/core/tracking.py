@@ -97,6 +97,12 @@ class TrackerConfig:
                                         "further off it is withheld as an outlier and does not move the place "
                                         "(night images: runs of poses 0.3 m / 7 deg off with 2 cm sigmas); 0 = off",
                                         0.0, 1000.0, param="track_publish_gate_sigma")
+    publish_max_sigma_deg: float = setting(2.5, "a pose (of an accepted place) whose published covariance gives a "
+                                           "rotation sigma above this (deg, its largest axis) is withheld: at half "
+                                           "the 5 deg that count a pose wrong it is too uncertain to act on (night "
+                                           "corridor poses 5.6-9.4 deg off with sigmas of 3.3-29 deg, published by "
+                                           "two-session maps); its place stays accepted; 0 = off", 0.0, 180.0,
+                                           param="track_publish_max_sigma_deg")
     accept_after: int = setting(5, "support a place needs before its poses are published (consistent poses, "
                                 "decayed by odom_memory): after start, a bag loop, ~/relocalize or a new map", 1, 1000,
                                 param="odom_accept_after")
@@ -342,7 +348,7 @@ class PlaceTracker:
     # ----------------------------------------------------------------------------------------------
     def update(self, stamp_ns: int, T_map_from_cam: np.ndarray, T_odom_from_cam: np.ndarray | None = None,
                covariance: np.ndarray | None = None, lookalike_free: bool = False,
-               lookalike_poses: list | None = None) -> TrackDecision:
+               lookalike_poses: list | None = None, published_covariance: np.ndarray | None = None) -> TrackDecision:
         """Decide on one LOCALIZED camera pose (call :meth:`note_failure` for frames without one).
 
         Args:
@@ -358,10 +364,17 @@ class PlaceTracker:
                 rival of the place that is probed (:meth:`probes`); a place whose every pose was
                 look-alike free or came with its look-alikes, none of which the probes found, needs only
                 ``free_motion_m`` / ``free_motion_deg`` as well.
+            published_covariance: the covariance the pose would be published with
+                (``LocalizationResult.covariance``; default ``covariance``): a pose whose rotation sigma in it
+                exceeds ``publish_max_sigma_deg`` is not published (its place is accepted all the same).
         """
         with self._lock:
             d = self._update(int(stamp_ns), np.asarray(T_map_from_cam, np.float64), T_odom_from_cam, covariance,
                              bool(lookalike_free), lookalike_poses)
+            if d.accepted and self.config.enabled:
+                why = self._too_uncertain(covariance if published_covariance is None else published_covariance)
+                if why:
+                    d.accepted, d.code, d.reason = False, FailureCode.UNCERTAIN, why
             if d.accepted:
                 self._prior.last_good = (int(stamp_ns), np.asarray(T_map_from_cam)[:3, 3].copy())
                 self._prior.initial = None
@@ -369,6 +382,18 @@ class PlaceTracker:
             else:
                 self.rejected += 1
             return d
+
+    def _too_uncertain(self, covariance: np.ndarray | None) -> str:
+        """Why a pose with this published covariance is withheld (``publish_max_sigma_deg``), or ''."""
+        lim = self.config.publish_max_sigma_deg
+        c = _usable(covariance)
+        if lim <= 0 or c is None:
+            return ""
+        sigma = float(np.degrees(np.sqrt(max(float(np.linalg.eigvalsh(c[3:, 3:]).max()), 0.0))))
+        if sigma <= lim:
+            return ""
+        return (f"withheld: its rotation sigma is {sigma:.1f} deg (> track_publish_max_sigma_deg {lim:g}): too "
+                "uncertain to act on; the place stays accepted")
 
     def _predict(self, h: _Place, stamp_ns: int, T_odom: np.ndarray | None):
         """(predicted pose, tolerance m, tolerance deg) of place ``h`` at ``stamp_ns``, or None (cannot predict)."""

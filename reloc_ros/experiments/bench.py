@@ -214,9 +214,9 @@ def _variants(cfg: BenchConfig, maps: dict, int8_model: Path | None = None) -> l
                 "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu"}, "tracked": True})
     if cfg.quick:
         return out
-    out.append({"name": f"learned ort-cpu tracked tq1000 {res}", "extractor": "learned", "backend": "ort-cpu",
-                "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu"}, "tracked": True,
-                "config": {"tracked_max_query_keypoints": 1000}})
+    out.append({"name": f"learned ort-cpu tracked all-keypoints {res}", "extractor": "learned",
+                "backend": "ort-cpu", "size": full, "map": map_l, "extractor_kwargs": {"provider": "cpu"},
+                "tracked": True, "config": {"tracked_max_query_keypoints": 0}})
     out.append({"name": f"learned ort-cpu q1000 {res}", "extractor": "learned", "backend": "ort-cpu", "size": full,
                 "map": map_l, "extractor_kwargs": {"provider": "cpu"}, "config": {"max_query_keypoints": 1000}})
     out.append({"name": f"learned ort-cpu match-int8 {res}", "extractor": "learned", "backend": "ort-cpu",

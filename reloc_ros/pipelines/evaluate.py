@@ -148,7 +148,7 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             pose = rec if rec["ok"] else (rec.get("held") if tracker.weighs_held else None)
             if pose is not None and tracker.update(stamp_ns, np.asarray(pose["T_map_from_cam"]), T_odom,
                                                    _tracking_covariance(pose), pose.get("lookalike_free", False),
-                                                   _lookalikes(pose)).accepted:
+                                                   _lookalikes(pose), np.asarray(pose["covariance"])).accepted:
                 pub.append({**pose, "dt_s": _stamp_s(f, k0 + i) - t0})
             elif pose is None:
                 tracker.note_failure(src)

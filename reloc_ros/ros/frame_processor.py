@@ -243,7 +243,7 @@ class FrameProcessor:
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         tracker = self.s.tracker
         d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.tracking_covariance, res.lookalike_free,
-                           res.lookalike_poses)
+                           res.lookalike_poses, res.covariance)
         with self.s.lock:
             self.s.stats.record_tracking(d, tracker.config.enabled, odom.why_none)
         if d.accepted and d.switched:
