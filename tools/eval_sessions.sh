@@ -4,11 +4,12 @@
 # (reloc map update), the merge of sessions 0 and 1 (reloc map merge), the 3-session merge and the same pruned to
 # one session's keyframe count (--max-keyframes); every map localizes the query runs of sessions 0, 1 and 2.
 # Also: session 1's map moved by a known rigid transform, merged with --align auto (alignment error); the 3-session
-# map's cold-start study (reloc eval --track, with odometry) on the query runs of sessions 0 and 2.
+# and pruned maps' cold-start study (reloc eval --track, with odometry) on the query runs of sessions 0 and 2, and every
+# map's on session 2's (the night).
 # Usage: tools/eval_sessions.sh [OUT=data/sessions] [SCENES="office corridor hall storage"]
 # Environment: LOW_LIGHT=B builds the maps with --low-light-brightness B and localizes with low_light_brightness B
 # (docs/robustness.md; use another OUT: the maps differ).
-# Writes OUT/<scene>/*.json and prints the tables (tools/sessions_table.py). About 20 min per scene on 2 cores.
+# Writes OUT/<scene>/*.json and prints the tables (tools/sessions_table.py). About 40 min per scene on 2 cores.
 set -euo pipefail
 OUT=${1:-data/sessions}
 SCENES=${2:-"office corridor hall storage"}
@@ -40,7 +41,8 @@ for s in $SCENES; do
   for m in s0 s0+u1 m01 m012 m012-b$n; do
     for q in 0 1 2; do
       [ "$q" = 1 ] && [ "$m" != m012 ] && [ "$m" != "m012-b$n" ] && continue   # session 1 queries: budget study only
-      track=""; [ "$m" = m012 ] && [ "$q" != 1 ] && track="--track"   # cold starts through the tracker, odometry
+      # cold starts through the tracker (odometry): the 3-session maps on the day and night queries, every map at night
+      track=""; { [ "$q" = 2 ] || { [ "$q" = 0 ] && [[ "$m" == m012* ]]; }; } && track="--track"
       $RELOC -q eval --map "$D/map-$m" --dataset "$D/s$q" --format 7scenes $track "${EVAL_LL[@]}" \
         --json "$D/eval-$m-q$q.json" > /dev/null
     done

@@ -56,14 +56,16 @@ def main() -> None:
             extra.append(f"| {s} | {al['keyframes_agreeing']} / {al['keyframes_localized']} / "
                          f"{al['keyframes_sampled']} | {al['residual_m']['median']:.3f} / "
                          f"{al['residual_deg']['median']:.2f} | **{dt * 100:.2f} cm / {dr:.3f} deg** |")
-        for q in (0, 2):
-            f = D / f"eval-m012-q{q}.json"
-            if f.is_file() and "track" in json.loads(f.read_text()):
-                t = json.loads(f.read_text())["track"]
-                ft = t["time_to_first_pose_s"]
-                tracks.append(f"| {s} | session {q} | {t['starts']} | {t['published']} | **{t['published_wrong']}** | "
-                              f"{t['starts_without_pose']} | {num(ft.get('p50'))} / {num(ft.get('p95'))} | "
-                              f"{num(t['nees_mean_published'])} |")
+        for f in sorted(D.glob("eval-*-q[02].json")):
+            m, q = f.stem[len("eval-"):].rsplit("-q", 1)
+            t = json.loads(f.read_text()).get("track")
+            if t is None:
+                continue
+            ft = t["time_to_first_pose_s"]
+            tracks.append(f"| {s} | {m} | session {q} | {t['starts']} | {t['published']} | "
+                          f"{t.get('published_within_5cm_5deg', '-')} | **{t['published_wrong']}** | "
+                          f"{t['starts_without_pose']} | {num(ft.get('p50'))} / {num(ft.get('p95'))} | "
+                          f"{num(t['nees_mean_published'])} |")
         times = [(D / f"update-s{k}.time").read_text().split()[0] for k in (1, 2) if (D / f"update-s{k}.time").is_file()]
         if times:
             extra.append(f"| {s} | update times (s), session 1 into a 1-session map, session 2 into a 2-session map: "
@@ -73,10 +75,10 @@ def main() -> None:
     print("| scene | keyframes agreeing / localized / sampled | residual median (m / deg) | alignment error |")
     print("|---|---|---|---|")
     print("\n".join(extra))
-    print("\nCold starts on the 3-session map (reloc eval --track, odometry as in the bags, a start every 25 frames)\n")
-    print("| scene | queries | starts | published | published wrong | starts without pose | first pose p50 / p95 (s) "
-          "| NEES mean |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\nCold starts (reloc eval --track, odometry as in the bags, a start every 25 frames)\n")
+    print("| scene | map | queries | starts | published | within (5 cm, 5 deg) | published wrong | starts without pose "
+          "| first pose p50 / p95 (s) | NEES mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(tracks))
 
 
