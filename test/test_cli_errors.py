@@ -103,6 +103,17 @@ def test_track_start_spacing_is_refused_before_any_work(capsys, tmp_path):
     assert "map directory not found" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_track_settings_are_refused_before_any_work_under_their_own_names(capsys, tmp_path):
+    """A tracker setting out of range in --config is refused before the map is looked at (it used to come after the
+    whole single-image evaluation), named as written in the file, not as the config field behind it."""
+    cfg = tmp_path / "track.yaml"
+    cfg.write_text("track_publish_max_sigma_deg: -1\n")
+    code, err = _run(capsys, ["-q", "eval", "--map", str(tmp_path / "nomap"), "--dataset", str(tmp_path / "nods"),
+                              "--format", "7scenes", "--track", "--config", str(cfg)])
+    assert code == 2 and f"{cfg}: track_publish_max_sigma_deg=-1 is out of range [0, 180]" in err, err
+    assert "TrackerConfig" not in err and "map directory not found" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_eval_bag_start_frame_is_live_only(capsys, tmp_path):
     """`--start-frame` without `--live` is refused in one line (offline, it would be ignored: every image is
     localized on its own)."""
@@ -171,6 +182,12 @@ def test_map_build_and_map_info_report_the_same_counts(tmp_path, capsys):
     info = capsys.readouterr().out.splitlines()[0]
     counts = built.split(": ", 1)[1].rsplit(", ", 1)[0]  # "N keyframes, K keypoints, P with a 3D point (depth)"
     assert "with a 3D point (depth)" in counts and info.endswith(counts), (built, info)
+    # under a keyframe budget the same line says what the budget kept
+    assert main(["-q", "map", "build", "--dataset", str(tmp_path / "s"), "--format", "7scenes", "--extractor", "sift",
+                 "--out", str(tmp_path / "m4"), "--max-keyframes", "4"]) == 0
+    built = capsys.readouterr().out.strip().splitlines()[-1]
+    assert built.startswith(f"map written to {tmp_path / 'm4'}: 4 keyframes") and built.endswith(
+        "; the keyframe budget (--max-keyframes 4) kept 4 of 6"), built
 
 
 def test_eval_bag_degrade_is_offline_only(capsys, tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -373,8 +374,18 @@ def _map_build(args, argv) -> int:
             return 0
     else:
         db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, **kwargs)
-    print(f"map written to {db.path}: {_map_summary(db)}, {db.manifest['build']['seconds']:.1f} s")
+    print(f"map written to {db.path}: {_map_summary(db)}, {db.manifest['build']['seconds']:.1f} s"
+          + _budget_note(db.manifest.get("build", {}).get("pruned")))
     return 0
+
+
+def _budget_note(pruned: dict | None) -> str:
+    """'; the keyframe budget kept N of M' for a map whose keyframes a budget chose, else ''."""
+    if not pruned:
+        return ""
+    rule = ", ".join(f"--{k.replace('_', '-')} {pruned[k]}" for k in ("max_keyframes", "max_per_place")
+                     if pruned.get(k))
+    return f"; the keyframe budget ({rule}) kept {pruned['after']} of {pruned['before']}"
 
 
 def _map_merge(args, argv) -> int:
@@ -403,7 +414,7 @@ def _map_merge(args, argv) -> int:
                   "Multi-session maps)",
                   file=sys.stderr)
     print(f"merged map written to {db.path}: {_map_summary(db)}, {len(db.manifest['sessions'])} sessions, "
-          f"{db.manifest['build']['seconds']:.1f} s")
+          f"{db.manifest['build']['seconds']:.1f} s" + _budget_note(db.manifest.get("build", {}).get("pruned")))
     return 0
 
 
@@ -542,6 +553,14 @@ def _eval(args) -> int:
     if args.track and (args.starts_every < 1 or args.track_frames < 1):  # before the evaluation, not after it
         raise ValueError(f"--starts-every and --track-frames must be >= 1 (got {args.starts_every} and "
                          f"{args.track_frames})")
+    if args.track:  # checked before the evaluation too, and named as the user wrote them (the node's names)
+        try:
+            args.tracker_config = config_from_dict(TrackerConfig, args.tracker_overrides)
+        except ValueError as e:
+            msg = str(e)
+            for key, field_name in tracker_keys.items():
+                msg = re.sub(rf"\bTrackerConfig\.{field_name}\b", key, msg)
+            raise ValueError(f"{args.config}: {msg}" if args.config else msg) from None
     if args.aggregation is not None:
         overrides["aggregation"] = args.aggregation
     if args.top_k is not None:
@@ -619,8 +638,7 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
     """``reloc eval --track``: cold starts through the place tracker (reloc_ros.pipelines.evaluate.evaluate_track)."""
     import numpy as np
 
-    from reloc_ros.core.tracking import TrackerConfig
-    from reloc_ros.pipelines.evaluate import evaluate_track
+    from reloc_ros.pipelines.evaluate import WRONG_DEG, WRONG_M, evaluate_track
 
     odometry = None
     if not args.no_odometry:
@@ -633,14 +651,14 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
                 odometry[seq] = run_odometry(args.dataset, seq, np.stack([f.T_world_from_cam for f in frames]))
             except SynthError as e:
                 raise ValueError(f"--track: {e}") from None
-    from reloc_ros.core.localizer import config_from_dict
-
-    tracker = config_from_dict(TrackerConfig, args.tracker_overrides)
+    tracker = args.tracker_config
     tr = evaluate_track(loc, queries, odometry, tracker, args.starts_every, args.track_frames,
                         show_progress=not args.quiet, records=records, degradation=degradation_of(args))
     rows = {"all": tr, **tr["per_sequence"]}
     print(f"cold starts through the place tracker ({'odometry' if odometry else 'no odometry'}, a start every "
           f"{args.starts_every} frames, up to {args.track_frames} frames each: a start near a run's end has fewer):")
+    print(f"(published wrong: outside ({WRONG_M} m, {WRONG_DEG} deg); the NEES median is over the published poses "
+          "that are not wrong)")
     print("| run | starts | frames | published | within (5 cm, 5 deg) | published wrong | starts without pose | "
           "first pose p50 / p95 s | NEES mean | NEES median (correct) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
