@@ -375,12 +375,13 @@ def _map_build(args, argv) -> int:
     else:
         db = build_map(map_frames, extractor, points, args.out, args.overwrite, info, **kwargs)
     print(f"map written to {db.path}: {_map_summary(db)}, {db.manifest['build']['seconds']:.1f} s"
-          + _budget_note(db.manifest.get("build", {}).get("pruned")))
+          + _budget_note(db))
     return 0
 
 
-def _budget_note(pruned: dict | None) -> str:
+def _budget_note(db) -> str:
     """'; the keyframe budget kept N of M' for a map whose keyframes a budget chose, else ''."""
+    pruned = db.manifest.get("build", {}).get("pruned")
     if not pruned:
         return ""
     rule = ", ".join(f"--{k.replace('_', '-')} {pruned[k]}" for k in ("max_keyframes", "max_per_place")
@@ -414,7 +415,7 @@ def _map_merge(args, argv) -> int:
                   "Multi-session maps)",
                   file=sys.stderr)
     print(f"merged map written to {db.path}: {_map_summary(db)}, {len(db.manifest['sessions'])} sessions, "
-          f"{db.manifest['build']['seconds']:.1f} s" + _budget_note(db.manifest.get("build", {}).get("pruned")))
+          f"{db.manifest['build']['seconds']:.1f} s" + _budget_note(db))
     return 0
 
 

@@ -494,6 +494,12 @@ class _Pose(NamedTuple):
                    loc._covariance(pnp.covariance, z_med, n_keyframes), pnp.num_inliers, plain)
 
 
+def _sure_tracked(prior: PosePrior | None, dim: bool) -> bool:
+    """A frame whose prior is an accepted place's odometry prediction and whose image is not dim or noisy: the
+    frames ``tracked_top_k`` and ``tracked_max_query_keypoints`` apply to."""
+    return prior is not None and prior.tracked and not dim
+
+
 class Localizer:
     """Localize single images against a map.
 
@@ -743,15 +749,13 @@ class Localizer:
         accepted place (unless 0) when the image is not ``dim`` (keypoint-confidence factor above 1), else
         ``top_k``."""
         cfg = self.config
-        if prior is not None and prior.tracked and cfg.tracked_top_k > 0 and not dim:
-            return cfg.tracked_top_k
-        return cfg.top_k
+        return cfg.tracked_top_k if cfg.tracked_top_k > 0 and _sure_tracked(prior, dim) else cfg.top_k
 
     def query_keypoints(self, prior: PosePrior | None, dim: bool = False) -> int:
         """The strongest query keypoints matched (0: all): ``tracked_max_query_keypoints`` (when set) for the
         odometry prediction of an accepted place and an image that is not ``dim``, else ``max_query_keypoints``."""
         cfg = self.config
-        if cfg.tracked_max_query_keypoints > 0 and prior is not None and prior.tracked and not dim:
+        if cfg.tracked_max_query_keypoints > 0 and _sure_tracked(prior, dim):
             return cfg.tracked_max_query_keypoints
         return cfg.max_query_keypoints
 

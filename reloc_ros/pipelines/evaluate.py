@@ -197,7 +197,8 @@ def _track_summary(starts: list[dict]) -> dict:
 
     return {"starts": len(starts), "frames": sum(s["frames"] for s in starts), "published": len(pub),
             # the precise ones (what a robot gets from the map, waits and failures included, against "frames")
-            "published_within_5cm_5deg": sum(1 for r in pub if r["t_err"] <= 0.05 and r["r_err"] <= 5.0),
+            "published_within_5cm_5deg": sum(1 for r in pub if r["t_err"] <= RECALL_THRESHOLDS["5cm_5deg"][0]
+                                             and r["r_err"] <= RECALL_THRESHOLDS["5cm_5deg"][1]),
             "published_wrong": len(wrong), "starts_without_pose": sum(1 for s in starts if not s["published"]),
             # how many frames each start without a pose had (a start 25 frames before a sequence's end has 0.8 s)
             "starts_without_pose_frames": sorted(s["frames"] for s in starts if not s["published"]),
