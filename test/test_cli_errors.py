@@ -1,5 +1,7 @@
 """Bad paths and malformed files give one-line errors that say what is wrong (exit code 2, no traceback)."""
 
+import re
+
 import pytest
 
 from reloc_ros.cli.main import main
@@ -60,7 +62,8 @@ def test_unknown_extractor_and_bad_config(capsys, tmp_path):
                               "--format", "posed_images", "--map-every", "2", "--config", str(cfg), "--track"])
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "'ambiguity_lookalike_ration' -> 'ambiguity_lookalike_ratio'" in err, err
-    assert "'track_min_motion' -> 'track_min_motion_m'" in err and "with --track" in err, err
+    assert "'track_min_motion' -> 'track_min_motion_m'" in err and "valid keys" not in err, err  # no list
+    assert err.startswith(f"reloc: error: {cfg}: "), err  # which file
     # an option out of range is named as typed, not as the config field behind it
     common = ["-q", "eval", "--map", str(tmp_path / "m"), "--dataset", str(tmp_path), "--format", "posed_images",
               "--map-every", "2"]
@@ -179,9 +182,17 @@ def test_map_build_and_map_info_report_the_same_counts(tmp_path, capsys):
                  "--out", str(tmp_path / "m")]) == 0
     built = capsys.readouterr().out.strip().splitlines()[-1]
     assert main(["map", "info", str(tmp_path / "m")]) == 0
-    info = capsys.readouterr().out.splitlines()[0]
+    lines = capsys.readouterr().out.splitlines()
+    info = lines[0]
     counts = built.split(": ", 1)[1].rsplit(", ", 1)[0]  # "N keyframes, K keypoints, P with a 3D point (depth)"
     assert "with a 3D point (depth)" in counts and info.endswith(counts), (built, info)
+    # then labelled lines, not the whole manifest (that takes --manifest)
+    labels = [ln.split(":", 1)[0] for ln in lines[2:-1]]
+    assert labels == ["extractor", "map frame", "created", "built by", "files"], lines
+    assert lines[2].split()[1] == "sift" and "--extractor sift" in lines[5], lines
+    assert main(["map", "info", "--manifest", str(tmp_path / "m")]) == 0
+    full = capsys.readouterr().out
+    assert re.search(r"^  keyframes.h5: [0-9a-f]{64}$", full, re.M) and len(full.splitlines()) > 2 * len(lines), full
     # under a keyframe budget the same line says what the budget kept
     assert main(["-q", "map", "build", "--dataset", str(tmp_path / "s"), "--format", "7scenes", "--extractor", "sift",
                  "--out", str(tmp_path / "m4"), "--max-keyframes", "4"]) == 0

@@ -223,6 +223,7 @@ def test_eval_track_cold_starts_on_the_scene(scene, tmp_path, capsys):
         assert tr["published"] == 0 and tr["published_wrong"] == 0 and tr["starts_without_pose"] == 4, tr
         assert set(tr["time_to_first_pose_s"]) == {"p50", "p95"}
         assert isinstance(tr["probes"], int) and tr["probes"] >= 0  # look-alike probes (none without ambiguity)
+        assert tr["withheld"]["uncertain"]["poses"] == tr["withheld"]["publish_gate"]["poses"] == 0, tr  # no place
     assert "cold starts through the place tracker" in capsys.readouterr().out
     # the tracker's settings come from --config under their node parameter names: without the motion rule the
     # same starts publish
@@ -250,11 +251,14 @@ def test_track_summary_counts_what_was_published():
         return {"t_err": t, "r_err": r, "dt_s": dt, "nees_position": 1.0, "name": "f", "num_inliers": 50}
 
     starts = [{"sequence": "a", "start": 0, "frames": 10,
-               "published": [pose(0.01, 0.5, 1.0), pose(0.2, 1.0, 1.1), pose(0.04, 6.0, 1.2)]},
-              {"sequence": "a", "start": 10, "frames": 4, "published": []}]
+               "published": [pose(0.01, 0.5, 1.0), pose(0.2, 1.0, 1.1), pose(0.04, 6.0, 1.2)],
+               "withheld": [{**pose(0.3, 7.0, 1.3), "why": "uncertain"}, {**pose(0.02, 1.0, 1.4), "why": "uncertain"},
+                            {**pose(0.9, 1.0, 1.5), "why": "publish_gate"}]},
+              {"sequence": "a", "start": 10, "frames": 4, "published": [], "withheld": []}]
     s = _track_summary(starts)
     assert (s["published"], s["published_within_5cm_5deg"], s["published_wrong"], s["starts_without_pose"]) == \
         (3, 1, 1, 1), s
+    assert s["withheld"] == {"publish_gate": {"poses": 1, "wrong": 1}, "uncertain": {"poses": 2, "wrong": 1}}, s
     assert s["frames"] == 14 and s["starts_without_pose_frames"] == [4] and s["time_to_first_pose_s"]["p50"] == 1.0
 
 

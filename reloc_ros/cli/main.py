@@ -182,8 +182,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                         "extractor and weights, points, index, each frame's name, pose, camera and files), else "
                         "build it (replacing a map)")
     _add_budget_args(b)
-    i = msub.add_parser("info", help="print a map's manifest")
+    i = msub.add_parser("info", help="say what a map holds: counts, memory, extractor, frame, sessions, updates")
     i.add_argument("map", type=Path)
+    i.add_argument("--manifest", action="store_true", help="print the whole manifest (YAML) after the summary")
     a = msub.add_parser("analyse", help="find the map's look-alikes (keyframes whose view the map also fits at "
                                         "another place) and store them in the map, in place; build, merge and update "
                                         "do this themselves, older maps lack them (the node then asks for the full "
@@ -502,8 +503,55 @@ def _map_info(args) -> int:
     print(f"# in memory when loaded: {db.nbytes / 2**20:.1f} MiB"
           + (f"; sessions: {', '.join(s['name'] + ' (' + str(s.get('keyframes')) + ' keyframes)' for s in sessions)}"
              if sessions else ""))
-    print(yaml.safe_dump(db.manifest, sort_keys=False))
+    if args.manifest:
+        print(yaml.safe_dump(db.manifest, sort_keys=False))
+        return 0
+    for label, text in _map_details(db.manifest):
+        print(f"{label + ':':<14}{text}")
+    print("(the whole manifest, with the files' sha256 and the alignments' transforms: reloc map info MAP --manifest)")
     return 0
+
+
+def _map_details(m: dict) -> list[tuple[str, str]]:
+    """``reloc map info``'s labelled lines from a map's manifest: what a user checks before giving it to the node
+    (which network, which frame, how it was made, what each session and update added)."""
+    rows = []
+    ex = m.get("extractor") or {}
+    sha = str(ex.get("model_sha256") or "")
+    rows.append(("extractor", f"{ex.get('name', '?')}" + (f" (model sha256 {sha[:12]}..., " if sha else " (")
+                 + f"at most {ex.get('max_keypoints', '?')} keypoints, images up to {ex.get('max_side', '?')} px)"))
+    rows.append(("map frame", f"{m.get('map_frame', 'map')}; points from {m.get('points', '?')}; index "
+                 f"{(m.get('index') or {}).get('kind', '?')}"))
+    rows.append(("created", f"{m.get('created', '?')} by reloc_ros {m.get('reloc_ros_version', '?')} "
+                 f"(map format {m.get('format_version', '?')})"))
+    build = m.get("build") or {}
+    if build.get("command"):
+        took = f" ({build['seconds']:.1f} s)" if isinstance(build.get("seconds"), (int, float)) else ""
+        rows.append(("built by", f"{build['command']}{took}"))
+    for i, s in enumerate(m.get("sessions") or []):
+        al = s.get("alignment") or {}
+        if al:
+            how = ("moved into the first map's frame: " if al.get("applied") else "") + str(al.get("reason", ""))
+        else:  # the first map of a merge, or a session that `map update` added in the map's own frame
+            how = "the reference frame" if i == 0 else "added in the map's frame"
+        names = f", keyframe names {s['prefix']}..." if s.get("prefix") else ""
+        rows.append(("session", f"{s.get('name')} ({s.get('keyframes')} keyframes{names}): {how}"))
+    pruned = build.get("pruned") or {}
+    if pruned:
+        cap = pruned.get("max_per_place")
+        rows.append(("budget", f"kept {pruned.get('after')} of {pruned.get('before')} keyframes (--max-keyframes "
+                     f"{pruned.get('max_keyframes')}" + (f", --max-per-place {cap}" if cap else "") + ")"))
+    for u in m.get("updates") or []:
+        if not isinstance(u, dict):
+            continue
+        why = ", ".join(f"{k} {v}" for k, v in (u.get("why_kept") or {}).items() if v)
+        took = f" in {u['seconds']:.1f} s" if isinstance(u.get("seconds"), (int, float)) else ""
+        rows.append(("update", f"session {u.get('session', '?')}: kept {u.get('kept', '?')} of {u.get('frames', '?')} "
+                     f"images{took}" + (f" ({why})" if why else "")))
+    files = m.get("files") or {}
+    if files:
+        rows.append(("files", ", ".join(files) + " (sha256 recorded, checked at load)"))
+    return rows
 
 
 def _map_analyse(args) -> int:
@@ -580,7 +628,10 @@ def _eval(args) -> int:
         value = getattr(args, name)
         if value is not None and (why := settings[name].why_not("--" + name.replace("_", "-"), value, sep=" ")):
             raise ValueError(why)
-    cfg = config_from_dict(LocalizerConfig, overrides, tuple(tracker_keys))
+    try:
+        cfg = config_from_dict(LocalizerConfig, overrides, tuple(tracker_keys))
+    except ValueError as e:  # the options were checked above: what is left comes from the file
+        raise ValueError(f"{args.config}: {e}" if args.config else str(e)) from None
     db = MapDatabase.load(args.map)
     if args.model is not None and db.extractor_identity.get("name") != "learned":
         raise ValueError(f"--model applies to learned maps; {args.map} was built with "
@@ -669,6 +720,10 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
               f"{t['published_wrong']} | "
               f"{t['starts_without_pose']} | {ttf['p50']:.2f} / {ttf['p95']:.2f} | {t['nees_mean_published']:.2f} | "
               f"{t['nees_median_published_correct']:.2f} |")
+    w = tr["withheld"]
+    print(f"withheld poses of an accepted place: {w['publish_gate']['poses']} off odometry's prediction (publish gate; "
+          f"{w['publish_gate']['wrong']} of them wrong), {w['uncertain']['poses']} too uncertain "
+          f"(track_publish_max_sigma_deg; {w['uncertain']['wrong']} wrong)")
     return tr
 
 

@@ -290,19 +290,20 @@ class LocalizerConfig:
 
 
 def config_from_dict(cls, d: dict | None, also: tuple = ()):
-    """Build a config dataclass from a dict; unknown keys are an error that names the closest valid key (among the
-    fields and ``also``, other names the caller accepts) and lists the valid ones."""
+    """Build a config dataclass from a dict; unknown keys are an error that names the closest valid key of each
+    (among the fields and ``also``, other names the caller accepts), or, when one has none, lists the valid ones."""
     import difflib
 
     d = dict(d or {})
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        hints = [f"{k!r} -> {m[0]!r}" for k in unknown
-                 if (m := difflib.get_close_matches(k, sorted(names | set(also)), n=1))]
-        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        hints = {k: m[0] for k in unknown if (m := difflib.get_close_matches(k, sorted(names | set(also)), n=1))}
+        if len(hints) == len(unknown):  # every key a typo of a valid one: say which, not the whole list
+            fix = ", ".join(f"{k!r} -> {v!r}" for k, v in hints.items())
+            raise ValueError(f"unknown {cls.__name__} keys {unknown} (did you mean {fix}?)")
         more = f", and with --track {sorted(also)}" if also else ""
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}{hint}; valid keys: {sorted(names)}{more}")
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}{more}")
     return cls(**d)
 
 

@@ -12,6 +12,7 @@ from reloc_ros.core.degrade import degrade
 from reloc_ros.core.geometry import pose_errors
 from reloc_ros.core.localizer import Localizer
 from reloc_ros.core.metrics import RECALL_THRESHOLDS, summarize
+from reloc_ros.core.status import FailureCode
 from reloc_ros.core.tracking import PlaceTracker, TrackerConfig, run_probes
 from reloc_ros.datasets.base import Frame, load_image
 from reloc_ros.progress import progress_bar
@@ -107,7 +108,8 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
 
     Returns:
         ``{"starts", "frames", "published", "published_wrong", "starts_without_pose", "time_to_first_pose_s":
-        {"p50", "p95"}, "nees_mean_published", "nees_median_published_correct", "per_sequence", "config"}``.
+        {"p50", "p95"}, "nees_mean_published", "nees_median_published_correct", "withheld": {"publish_gate" |
+        "uncertain": {"poses", "wrong"}}, "per_sequence", "config"}``.
     """
     seqs: dict[str, list[Frame]] = {}
     for f in sorted(queries, key=lambda f: f.name):
@@ -138,7 +140,7 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
         odo = None if odometry is None else odometry[seq][k0:k0 + track_frames]
         tracker = PlaceTracker(config)
         t0 = _stamp_s(frames[0], 0)
-        pub = []
+        pub, withheld = [], []
         for i, f in enumerate(frames):
             stamp_ns = int(round(_stamp_s(f, k0 + i) * 1e9))
             T_odom = None if odo is None else odo[i]
@@ -146,16 +148,19 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
             rec = localize(f, prior)
             # held: a single image no stronger than the map's look-alike, weighed by the tracker when it is on
             pose = rec if rec["ok"] else (rec.get("held") if tracker.weighs_held else None)
-            if pose is not None and tracker.update(stamp_ns, np.asarray(pose["T_map_from_cam"]), T_odom,
-                                                   _tracking_covariance(pose), pose.get("lookalike_free", False),
-                                                   _lookalikes(pose), np.asarray(pose["covariance"])).accepted:
+            d = None if pose is None else tracker.update(
+                stamp_ns, np.asarray(pose["T_map_from_cam"]), T_odom, _tracking_covariance(pose),
+                pose.get("lookalike_free", False), _lookalikes(pose), np.asarray(pose["covariance"]))
+            if d is not None and d.accepted:
                 pub.append({**pose, "dt_s": _stamp_s(f, k0 + i) - t0})
+            elif d is not None and d.reason.startswith("withheld"):  # poses of an accepted place not published
+                withheld.append({**pose, "why": "uncertain" if d.code == FailureCode.UNCERTAIN else "publish_gate"})
             elif pose is None:
                 tracker.note_failure(src)
                 if rec.get("hypotheses"):
                     tracker.note_ambiguous(stamp_ns, rec["hypotheses"], T_odom)
             n_probes += run_probes(tracker, stamp_ns, T_odom, lambda pr: _pose_of(localize(f, pr)))
-        starts.append({"sequence": seq, "start": k0, "frames": len(frames), "published": pub})
+        starts.append({"sequence": seq, "start": k0, "frames": len(frames), "published": pub, "withheld": withheld})
     out = _track_summary(starts)
     out["per_sequence"] = {s: _track_summary([x for x in starts if x["sequence"] == s]) for s in seqs}
     out["odometry"] = odometry is not None
@@ -205,7 +210,12 @@ def _track_summary(starts: list[dict]) -> dict:
             "time_to_first_pose_s": {"p50": pct(first, 50), "p95": pct(first, 95)},
             "nees_mean_published": float(np.mean([r["nees_position"] for r in pub])) if pub else float("nan"),
             "nees_median_published_correct": float(np.median(nees_ok)) if nees_ok else float("nan"),
-            "wrong_examples": [{k: r[k] for k in ("name", "t_err", "r_err", "num_inliers")} for r in wrong[:5]]}
+            "wrong_examples": [{k: r[k] for k in ("name", "t_err", "r_err", "num_inliers")} for r in wrong[:5]],
+            # poses of an accepted place that were not published: by the publish gate (off odometry's prediction)
+            # or as too uncertain (TrackerConfig.publish_max_sigma_deg), and how many of them were wrong
+            "withheld": {why: {"poses": len(w), "wrong": sum(1 for r in w if is_wrong(r["t_err"], r["r_err"]))}
+                         for why in ("publish_gate", "uncertain")
+                         for w in [[r for s in starts for r in s["withheld"] if r["why"] == why]]}}
 
 
 # What the table's p50 / p95 columns are, for every kind of row (offline and live alike).
