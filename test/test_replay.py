@@ -258,7 +258,8 @@ def test_track_summary_counts_what_was_published():
     s = _track_summary(starts)
     assert (s["published"], s["published_within_5cm_5deg"], s["published_wrong"], s["starts_without_pose"]) == \
         (3, 1, 1, 1), s
-    assert s["withheld"] == {"publish_gate": {"poses": 1, "wrong": 1}, "uncertain": {"poses": 2, "wrong": 1}}, s
+    assert s["withheld"] == {"publish_gate": {"poses": 1, "wrong": 1, "within_5cm_5deg": 0},
+                             "uncertain": {"poses": 2, "wrong": 1, "within_5cm_5deg": 1}}, s
     assert s["frames"] == 14 and s["starts_without_pose_frames"] == [4] and s["time_to_first_pose_s"]["p50"] == 1.0
 
 

@@ -722,9 +722,10 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
               f"{t['starts_without_pose']} | {ttf['p50']:.2f} / {ttf['p95']:.2f} | {t['nees_mean_published']:.2f} | "
               f"{t['nees_median_published_correct']:.2f} |")
     w = tr["withheld"]
-    print(f"withheld poses of an accepted place: {w['publish_gate']['poses']} off odometry's prediction (publish gate; "
-          f"{w['publish_gate']['wrong']} of them wrong), {w['uncertain']['poses']} too uncertain "
-          f"(track_publish_max_sigma_deg; {w['uncertain']['wrong']} wrong)")
+    g, u = w["publish_gate"], w["uncertain"]
+    print(f"withheld poses of an accepted place: {g['poses']} off odometry's prediction (publish gate; of them "
+          f"{g['wrong']} wrong, {g['within_5cm_5deg']} within (5 cm, 5 deg)), {u['poses']} too uncertain "
+          f"(track_publish_max_sigma_deg; {u['wrong']} wrong, {u['within_5cm_5deg']} within (5 cm, 5 deg))")
     return tr
 
 

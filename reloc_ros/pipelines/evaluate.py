@@ -109,7 +109,7 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
     Returns:
         ``{"starts", "frames", "published", "published_wrong", "starts_without_pose", "time_to_first_pose_s":
         {"p50", "p95"}, "nees_mean_published", "nees_median_published_correct", "withheld": {"publish_gate" |
-        "uncertain": {"poses", "wrong"}}, "per_sequence", "config"}``.
+        "uncertain": {"poses", "wrong", "within_5cm_5deg"}}, "per_sequence", "config"}``.
     """
     seqs: dict[str, list[Frame]] = {}
     for f in sorted(queries, key=lambda f: f.name):
@@ -202,8 +202,7 @@ def _track_summary(starts: list[dict]) -> dict:
 
     return {"starts": len(starts), "frames": sum(s["frames"] for s in starts), "published": len(pub),
             # the precise ones (what a robot gets from the map, waits and failures included, against "frames")
-            "published_within_5cm_5deg": sum(1 for r in pub if r["t_err"] <= RECALL_THRESHOLDS["5cm_5deg"][0]
-                                             and r["r_err"] <= RECALL_THRESHOLDS["5cm_5deg"][1]),
+            "published_within_5cm_5deg": sum(1 for r in pub if _precise(r)),
             "published_wrong": len(wrong), "starts_without_pose": sum(1 for s in starts if not s["published"]),
             # how many frames each start without a pose had (a start 25 frames before a sequence's end has 0.8 s)
             "starts_without_pose_frames": sorted(s["frames"] for s in starts if not s["published"]),
@@ -213,9 +212,16 @@ def _track_summary(starts: list[dict]) -> dict:
             "wrong_examples": [{k: r[k] for k in ("name", "t_err", "r_err", "num_inliers")} for r in wrong[:5]],
             # poses of an accepted place that were not published: by the publish gate (off odometry's prediction)
             # or as too uncertain (TrackerConfig.publish_max_sigma_deg), and how many of them were wrong
-            "withheld": {why: {"poses": len(w), "wrong": sum(1 for r in w if is_wrong(r["t_err"], r["r_err"]))}
+            "withheld": {why: {"poses": len(w), "wrong": sum(1 for r in w if is_wrong(r["t_err"], r["r_err"])),
+                               "within_5cm_5deg": sum(1 for r in w if _precise(r))}
                          for why in ("publish_gate", "uncertain")
                          for w in [[r for s in starts for r in s["withheld"] if r["why"] == why]]}}
+
+
+def _precise(r: dict) -> bool:
+    """A record within the finest recall threshold, (5 cm, 5 deg)."""
+    t, deg = RECALL_THRESHOLDS["5cm_5deg"]
+    return r["t_err"] <= t and r["r_err"] <= deg
 
 
 # What the table's p50 / p95 columns are, for every kind of row (offline and live alike).
