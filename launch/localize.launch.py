@@ -17,6 +17,10 @@ Arguments:
     autostart      true: the node configures and activates itself (standalone); false: it waits for lifecycle
                    transitions - use false under Nav2's lifecycle_manager (add reloc_node to its node_names), whose
                    configure would otherwise find the node already active and fail
+    tf_mode        map_odom (odometry on TF: the node publishes map -> odom), map_base (no odometry: map ->
+                   base_link) or none (no TF, e.g. when robot_localization or AMCL publishes map -> odom);
+                   '' (default) keeps the params file's value (map_odom in config/localizer.yaml)
+    rviz_config    RViz config file (default: share/reloc_ros/config/reloc.rviz)
 """
 
 import os
@@ -55,6 +59,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("autostart", default_value="true",
                               description="configure and activate at start; false under Nav2's lifecycle_manager"),
         DeclareLaunchArgument("rviz_config", default_value=default_rviz, description="RViz config file"),
+        DeclareLaunchArgument("tf_mode", default_value="",
+                              description="map_odom | map_base (no odometry) | none; '' = the params file's"),
     ]
     env = [
         SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")),
@@ -72,7 +78,8 @@ def generate_launch_description() -> LaunchDescription:
 
 
 def _reloc_node(context):
-    """The node; map / model override the params file only when given (an empty argument keeps the file's)."""
+    """The node; map / model / tf_mode override the params file only when given (an empty argument keeps the
+    file's)."""
     overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1"),
                  "autostart": LaunchConfiguration("autostart").perform(context).lower() in ("true", "1")}
     map_path = LaunchConfiguration("map").perform(context)
@@ -81,6 +88,9 @@ def _reloc_node(context):
         overrides["map_path"] = map_path
     if model_path:
         overrides["model_path"] = model_path
+    tf_mode = LaunchConfiguration("tf_mode").perform(context)
+    if tf_mode:  # the node checks the value at start and says what it accepts
+        overrides["tf_mode"] = tf_mode
     node = Node(
         package=PACKAGE,
         executable=EXECUTABLE,

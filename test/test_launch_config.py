@@ -100,7 +100,7 @@ def test_launch_arguments_are_declared_and_used():
     tree = _tree()
     declared = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
     expected = {"map", "model", "params_file", "namespace", "use_sim_time", "image", "camera_info", "rviz",
-                "autostart"}
+                "autostart", "tf_mode", "rviz_config", "fastdds_profile"}
     assert expected <= declared, f"missing launch arguments: {expected - declared}"
     used = _launch_config_names(tree)
     assert declared == used, f"declared but unused: {declared - used}; used but undeclared: {used - declared}"
@@ -121,7 +121,7 @@ def test_parameter_overrides_and_remappings_match_the_node():
     ros_builtin = {"use_sim_time"}
     unknown = names - set(PARAMS_BY_NAME) - ros_builtin
     assert not unknown, f"launch file sets parameters the node does not declare: {unknown}"
-    assert {"map_path", "model_path"} <= names
+    assert {"map_path", "model_path", "tf_mode"} <= names
     # the params file argument is passed to the node
     assert "params_file" in _launch_config_names(_kw(node, "parameters"))
     # remappings: from-names are the node's relative input topics

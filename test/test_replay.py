@@ -131,15 +131,15 @@ def test_offline_and_live_replay_agree(scene, tmp_path):
     held = sum((r.get("reason") or "").startswith("the map fits this view as well") for r in offline["records"])
     assert offline["replay"]["lookalike_held"] == held, offline["replay"]
     out = tmp_path / "live"
+    # the node's own parameters file as a robot would have it (8 frames: compare every localization, without the
+    # tracker's confirmation at start), given as --config: without its settings the node would publish nothing yet
+    params = _node_params_file(tmp_path, odom_accept_after=1, track_min_motion_m=0.0)
     janitor = ShmJanitor()
     t0 = time.perf_counter()
     # rate 0.1: the 30 Hz bag plays at 3 Hz, so the node (a few hundred ms a frame here) handles most frames
     r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "eval-bag", "--live", "--rate", "0.1",
                         "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]), "--out", str(out),
-                        "--domain-id", ENV["ROS_DOMAIN_ID"],
-                        # 8 frames: compare every localization, without the odometry gate's confirmation at start
-                        "--node-arg=-p", "--node-arg=odom_accept_after:=1",
-                        "--node-arg=-p", "--node-arg=track_min_motion_m:=0.0"],
+                        "--domain-id", ENV["ROS_DOMAIN_ID"], "--config", str(params)],
                        env=ENV, capture_output=True, text=True, timeout=240, cwd=str(REPO))
     wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -164,6 +164,52 @@ def test_offline_and_live_replay_agree(scene, tmp_path):
     assert not left, f"shared-memory files left behind by the live replay: {left}"
     print(f"\nlive replay {wall:.1f} s: handled {live['queries']} / {N_QUERY}, median (m, deg) live {m_live.round(4)} "
           f"vs offline {m_off.round(4)}")
+
+
+def _node_params_file(tmp_path, **values) -> Path:
+    """config/localizer.yaml (the node's ROS 2 parameters file) with ``values`` changed."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "config" / "localizer.yaml").read_text())
+    data["/**/reloc_node"]["ros__parameters"].update(values)
+    path = tmp_path / "robot_params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_nodes_parameters_file_serves_as_config(scene, tmp_path, capsys):
+    """`reloc eval --config` and `eval-bag --config` read the node's own parameters file: the localizer's settings
+    are used, the tracker's with --track, the node's frames, topics and rates are left out with a one-line note;
+    what cannot apply is refused before any work."""
+    params = _node_params_file(tmp_path, top_k=2, track_min_motion_m=0.0, track_min_motion_deg=0.0)
+    common = ["-q", "eval", "--map", str(scene["root"] / "map_folder"), "--dataset", str(scene["data"]),
+              "--format", "7scenes", "--config", str(params)]
+    out = tmp_path / "eval.json"
+    assert reloc(common + ["--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "settings not used (the node's frames, topics, rates and map: no offline meaning): " in err, err
+    assert "settings not used (the place tracker's settings: they apply with --track)" in err, err
+    assert json.loads(out.read_text())["config"]["top_k"] == 2
+    assert reloc(common + ["--track", "--starts-every", "4", "--track-frames", "6", "--json", str(out)]) == 0
+    tr = json.loads(out.read_text())["track"]  # the file's motion rule off: these short starts publish
+    assert tr["config"]["min_motion_m"] == 0.0 and tr["published"] > 0 and tr["published_wrong"] == 0, tr
+    assert "place tracker's settings" not in capsys.readouterr().err
+    # eval-bag offline: the localizer's settings; the tracker's are noted as not used (no tracker offline)
+    assert reloc(["-q", "eval-bag", "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]),
+                  "--config", str(params), "--json", str(out)]) == 0
+    assert "offline replay localizes each image on its own" in capsys.readouterr().err
+    # refused before any work: an evaluation-only setting for the live node; a file for another node
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("max_map_keypoints: 500\ntop_k: 3\n")
+    assert reloc(["-q", "eval-bag", "--live", "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]),
+                  "--config", str(plain), "--domain-id", ENV["ROS_DOMAIN_ID"]]) == 2
+    err = capsys.readouterr().err
+    assert "not node parameters, which the live node cannot take: max_map_keypoints" in err, err
+    other = tmp_path / "other.yaml"
+    other.write_text("/other_node:\n  ros__parameters:\n    top_k: 3\n")
+    assert reloc(common[:-1] + [str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "without an entry for reloc_node (it has /other_node)" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_live_replay_starts_in_the_middle_of_the_bag(scene, tmp_path):

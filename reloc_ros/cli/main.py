@@ -225,8 +225,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     _add_dataset_args(e)
     e.add_argument("--json", type=Path, default=None, help="write the summary (and per-query records) here")
     e.add_argument("--config", type=Path, default=None,
-                   help="YAML file with LocalizerConfig overrides (and with --track the place tracker's settings under "
-                   "their node parameter names, e.g. track_min_motion_m)")
+                   help="YAML file of settings: the localizer's (the node's parameter names, e.g. top_k: 3, and "
+                        "evaluation-only ones such as max_map_keypoints) and with --track the place tracker's (e.g. "
+                        "track_min_motion_m); or the node's ROS 2 parameters file itself (config/localizer.yaml "
+                        "layout), whose frame, topic and map settings are then left out with a note")
     e.add_argument("--method", choices=["pnp", "retrieval", "2d2d"], default=None,
                    help="pnp (default): 2D-3D + PnP; retrieval: the top-1 keyframe's pose (coarse); "
                         "2d2d: essential matrices against the top-K keyframes (no map 3D needed)")
@@ -572,8 +574,6 @@ def _map_analyse(args) -> int:
 
 
 def _eval(args) -> int:
-    import yaml
-
     from reloc_ros.core.config import settings_of
     from reloc_ros.core.localizer import Localizer, LocalizerConfig, config_from_dict, extractor_for_map
     from reloc_ros.core.mapdb import MapDatabase
@@ -585,20 +585,22 @@ def _eval(args) -> int:
                          "--bag BAG` (offline through the localizer, or --live through reloc_node)")
     overrides = {}
     if args.config:
-        try:
-            overrides = yaml.safe_load(Path(args.config).read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{args.config}: not valid YAML ({e}); it should map LocalizerConfig keys to values")
-        if not isinstance(overrides, dict):
-            raise ValueError(f"{args.config}: expected a mapping of LocalizerConfig keys to values, "
-                             f"got a {type(overrides).__name__}")
+        from reloc_ros.cli.settings_file import read_settings_file
+
+        file = read_settings_file(args.config)
+        file.drop(file.node_only(), "the node's frames, topics, rates and map: no offline meaning")
+        args.model = file.model_path(args.model)
+        if file.params_file and not args.track:  # the node's own file sets the tracker too: used with --track
+            file.drop(file.tracker_keys(), "the place tracker's settings: they apply with --track")
+        overrides = file.values
     # the place tracker's settings under their node parameter names (track_*), for --track
     from reloc_ros.core.tracking import TrackerConfig
 
     tracker_keys = {st.param or name: name for name, _, st in settings_of(TrackerConfig) if st.param is not None}
     given = sorted(k for k in overrides if k in tracker_keys)
     if given and not args.track:
-        raise ValueError(f"{args.config}: {', '.join(given)} apply with --track (the place tracker's cold starts)")
+        raise ValueError(f"{args.config}: {', '.join(given)} only apply with --track (the place tracker's cold "
+                         "starts)")
     args.tracker_overrides = {tracker_keys[k]: overrides.pop(k) for k in given}
     if args.track and (args.starts_every < 1 or args.track_frames < 1):  # before the evaluation, not after it
         raise ValueError(f"--starts-every and --track-frames must be >= 1 (got {args.starts_every} and "
@@ -652,6 +654,7 @@ def _eval(args) -> int:
     if leaked:
         raise ValueError(f"{len(leaked)} query images are also in the map (e.g. {leaked[0]}): use the same "
                          "--map-every / split as for `reloc map build` and `reloc map update`")
+    odometry = _track_odometry(args, queries) if args.track else None  # before the evaluation: it may refuse
     degradation = degradation_of(args)
     summary, records = evaluate(loc, queries, show_progress=not args.quiet,
                                 sequence_labels=ds.meta.get("sequence_labels"), degradation=degradation)
@@ -681,33 +684,38 @@ def _eval(args) -> int:
         print(f"query images degraded: {', '.join(degradation['presets'])} (seed {degradation['seed']}); the map's "
               "images were not")
     if args.track:
-        summary["track"] = _eval_track(args, ds, loc, queries, records)
+        summary["track"] = _eval_track(args, loc, queries, records, odometry)
     if args.json:
         write_json(args.json, {**summary, "records": records})
     return 0
 
 
-def _eval_track(args, ds, loc, queries, records) -> dict:
-    """``reloc eval --track``: cold starts through the place tracker (reloc_ros.pipelines.evaluate.evaluate_track)."""
+def _track_odometry(args, queries) -> dict | None:
+    """``reloc eval --track``'s odometry per query sequence, as the scene's bags carry it (None: --no-odometry)."""
     import numpy as np
 
+    if args.no_odometry:
+        return None
+    from reloc_ros.datasets.synthetic.writer import SynthError, run_odometry
+
+    odometry = {}
+    for seq in sorted({q.sequence for q in queries}):
+        frames = sorted((q for q in queries if q.sequence == seq), key=lambda q: q.name)
+        try:
+            odometry[seq] = run_odometry(args.dataset, seq, np.stack([f.T_world_from_cam for f in frames]))
+        except SynthError as e:
+            raise ValueError(f"--track: {e}") from None
+    return odometry
+
+
+def _eval_track(args, loc, queries, records, odometry: dict | None) -> dict:
+    """``reloc eval --track``: cold starts through the place tracker (reloc_ros.pipelines.evaluate.evaluate_track)."""
     from reloc_ros.pipelines.evaluate import WRONG_DEG, WRONG_M, evaluate_track
 
-    odometry = None
-    if not args.no_odometry:
-        from reloc_ros.datasets.synthetic.writer import SynthError, run_odometry
-
-        odometry = {}
-        for seq in sorted({q.sequence for q in queries}):
-            frames = sorted((q for q in queries if q.sequence == seq), key=lambda q: q.name)
-            try:
-                odometry[seq] = run_odometry(args.dataset, seq, np.stack([f.T_world_from_cam for f in frames]))
-            except SynthError as e:
-                raise ValueError(f"--track: {e}") from None
     tracker = args.tracker_config
     tr = evaluate_track(loc, queries, odometry, tracker, args.starts_every, args.track_frames,
                         show_progress=not args.quiet, records=records, degradation=degradation_of(args))
-    rows = {"all": tr, **tr["per_sequence"]}
+    rows = {"all": tr, **{name or "(one run)": t for name, t in tr["per_sequence"].items()}}
     print(f"cold starts through the place tracker ({'odometry' if odometry else 'no odometry'}, a start every "
           f"{args.starts_every} frames, up to {args.track_frames} frames each: a start near a run's end has fewer):")
     print(f"(published wrong: outside ({WRONG_M} m, {WRONG_DEG} deg); the NEES median is over the published poses "
@@ -723,9 +731,10 @@ def _eval_track(args, ds, loc, queries, records) -> dict:
               f"{t['nees_median_published_correct']:.2f} |")
     w = tr["withheld"]
     g, u = w["publish_gate"], w["uncertain"]
-    print(f"withheld poses of an accepted place: {g['poses']} off odometry's prediction (publish gate; of them "
-          f"{g['wrong']} wrong, {g['within_5cm_5deg']} within (5 cm, 5 deg)), {u['poses']} too uncertain "
-          f"(track_publish_max_sigma_deg; {u['wrong']} wrong, {u['within_5cm_5deg']} within (5 cm, 5 deg))")
+    gate = (f"{g['poses']} off odometry's prediction (publish gate; of them {g['wrong']} wrong, "
+            f"{g['within_5cm_5deg']} within (5 cm, 5 deg)), ") if odometry else ""  # the gate needs odometry
+    print(f"withheld poses of an accepted place: {gate}{u['poses']} too uncertain (track_publish_max_sigma_deg; "
+          f"{u['wrong']} wrong, {u['within_5cm_5deg']} within (5 cm, 5 deg))")
     return tr
 
 

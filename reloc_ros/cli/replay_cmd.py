@@ -26,7 +26,11 @@ def add_parsers(sub) -> dict:
                    help="--live: start playing at the K-th image (the node starts cold in the middle of the "
                         "recording; what was recorded before is not played)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="offline: localize every N-th image")
-    p.add_argument("--config", type=Path, default=None, help="offline: YAML file with LocalizerConfig overrides")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML file of settings (the node's parameter names; offline also the evaluation-only ones "
+                        "such as max_map_keypoints), or the node's ROS 2 parameters file itself (config/localizer.yaml "
+                        "layout): offline the localizer's settings are used, live the node gets them all but the map, "
+                        "the clock and the pose frame, which the replay sets")
     p.add_argument("--node-arg", action="append", default=[], metavar="ARG",
                    help="--live: extra ROS argument of the node, repeatable (e.g. --node-arg=-p "
                         "--node-arg=top_k:=3)")
@@ -60,23 +64,54 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     if args.live and degradation:
         raise ValueError("--degrade works offline (the images go through the Localizer in this process); drop "
                          "--live, or play a degraded copy of the bag")
+    file = None
+    if args.config:
+        from reloc_ros.cli.settings_file import read_settings_file
+
+        file = read_settings_file(args.config)
+        args.model = file.model_path(args.model)
     if args.live:
-        from reloc_ros.replay.live import LiveOptions, ReplayError, replay_live
+        import tempfile
+
+        from reloc_ros.replay.live import NODE_NAME, LiveOptions, ReplayError, replay_live
 
         node_args = list(args.node_arg)
         if args.model is not None:
             node_args += ["-p", f"model_path:={Path(args.model).resolve()}"]
+        tmp = None
+        if file is not None:  # the node gets the file's settings, then the replay's own (map, clock, pose frame)
+            file.drop(["map_path", "use_sim_time", "pose_frame"], "the live replay sets them")
+            if unknown := file.not_node_parameters():
+                raise ValueError(f"{args.config}: not node parameters, which the live node cannot take: "
+                                 f"{', '.join(unknown)} (run offline, without --live, or drop them)")
+            tmp = tempfile.NamedTemporaryFile("w", prefix="reloc_replay_params_", suffix=".yaml", delete=False)
+            with tmp:
+                yaml.safe_dump({f"/**/{NODE_NAME}": {"ros__parameters": file.values}}, tmp)
         opts = LiveOptions(rate=args.rate, domain_id=args.domain_id, node_args=node_args,
-                           start_frame=args.start_frame)
+                           start_frame=args.start_frame, params_file=None if tmp is None else Path(tmp.name))
         try:
             run = replay_live(args.map, args.bag, topics, opts)
         except ReplayError as e:
             raise ValueError(str(e)) from None
+        finally:
+            if tmp is not None:  # the file this command wrote
+                Path(tmp.name).unlink(missing_ok=True)
     else:
         from reloc_ros.replay.offline import replay_offline
 
-        overrides = (yaml.safe_load(Path(args.config).read_text()) or {}) if args.config else {}
-        cfg = config_from_dict(LocalizerConfig, overrides)
+        overrides = {}
+        if file is not None:  # offline: the images go through the Localizer alone (no node, no tracker)
+            file.drop(file.node_only(), "the node's frames, topics, rates and map: no offline meaning")
+            tracker = file.tracker_keys()
+            if tracker and not file.params_file:
+                raise ValueError(f"{args.config}: {', '.join(tracker)} set the node's place tracker, which an "
+                                 "offline replay does not run: use --live (or `reloc eval --track`)")
+            file.drop(tracker, "the place tracker's settings: offline replay localizes each image on its own")
+            overrides = file.values
+        try:
+            cfg = config_from_dict(LocalizerConfig, overrides)
+        except ValueError as e:
+            raise ValueError(f"{args.config}: {e}") from None
         run = replay_offline(args.map, args.bag, topics, cfg, every=args.every, show_progress=not args.quiet,
                              model=args.model, degradation=degradation)
     summary = write_report(run, args.out) if args.out else summarize_run(run)

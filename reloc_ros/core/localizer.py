@@ -148,7 +148,10 @@ class LocalizerConfig:
     lighterglue_keyframes: int = setting(1, "matcher lighterglue: this many of the retrieved keyframes (best "
                                          "first) are matched by it", 1, 200)
     max_query_keypoints: int = setting(0, "> 0: match only the strongest this many query keypoints (matching cost "
-                                       "is linear in it); 0: all the extractor gives", 0, None, param=None)
+                                       "is linear in it; 1000: 18 % faster at 640x480 in the bench, but on Strecha "
+                                       "a Herz-Jesus query lost and castle's median 0.040 -> 0.052 m, "
+                                       "docs/performance.md); "
+                                       "0: all the extractor gives", 0, None)
     tracked_max_query_keypoints: int = setting(1000, "> 0: with the prior of tracked_top_k (an accepted place's "
                                                "odometry prediction, an image that is not dim or noisy), match only "
                                                "the strongest this many query keypoints (bench, tracked frames: "
@@ -299,11 +302,12 @@ def config_from_dict(cls, d: dict | None, also: tuple = ()):
     unknown = sorted(set(d) - names)
     if unknown:
         hints = {k: m[0] for k in unknown if (m := difflib.get_close_matches(k, sorted(names | set(also)), n=1))}
+        what = f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
         if len(hints) == len(unknown):  # every key a typo of a valid one: say which, not the whole list
-            fix = ", ".join(f"{k!r} -> {v!r}" for k, v in hints.items())
-            raise ValueError(f"unknown {cls.__name__} keys {unknown} (did you mean {fix}?)")
-        more = f", and with --track {sorted(also)}" if also else ""
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}{more}")
+            fix = ", ".join(f"{v!r}" + (f" for {k!r}" if len(unknown) > 1 else "") for k, v in hints.items())
+            raise ValueError(f"{what} (did you mean {fix}?)")
+        more = f", and with --track {', '.join(sorted(also))}" if also else ""
+        raise ValueError(f"{what} of the {cls.__name__}; valid settings: {', '.join(sorted(names))}{more}")
     return cls(**d)
 
 

@@ -56,6 +56,7 @@ class LiveOptions:
     finish_timeout_s: float = 60.0  # after the last image: wait this long for the node to handle it
     log_path: Path | None = None  # the node's output (default: a temporary file, shown in errors)
     start_frame: int = 0  # play from the image with this index on (a node started in the middle of a recording)
+    params_file: Path | None = None  # a ROS 2 parameters file for the node, read before the replay's own settings
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +250,9 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
                           "`python tools/build_tf2_msgs.py` (the Makefile does both), or use offline replay") from None
     log_path = Path(options.log_path or Path(tempfile.mkdtemp(prefix="reloc_replay_")) / "reloc_node.log")
     has_tf = playlist.has_tf
-    ros_args = ["-r", f"__node:={NODE_NAME}", "-p", f"map_path:={Path(map_path).resolve()}",
+    ros_args = ["-r", f"__node:={NODE_NAME}",
+                *(["--params-file", str(Path(options.params_file).resolve())] if options.params_file else []),
+                "-p", f"map_path:={Path(map_path).resolve()}",
                 "-p", "use_sim_time:=true", "-p", "pose_frame:=camera",
                 "-r", f"image:={topics.image}", "-r", f"camera_info:={topics.info_topic}",
                 *([] if has_tf else ["-p", "tf_mode:=none"]),  # no odometry in the bag: nothing to compose with
