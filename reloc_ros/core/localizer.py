@@ -204,13 +204,13 @@ class LocalizerConfig:
                                        0.0, None, param=None)
     ambiguity_place_keyframes: int = setting(5, "at most this many of them are matched (most similar first)", 1,
                                              None, param=None)
-    ambiguity_place_facing_deg: float = setting(90.0, "> 0: retrieved keyframes within ambiguity_place_m whose "
-                                                "viewing direction is more than this many degrees from the pose's "
-                                                "also show another place (a look-alike seen the other way round "
-                                                "0.7 m away), solved as a group of their own with their own "
-                                                "ambiguity_place_keyframes slots; 0 = distance only (on the "
-                                                "benchmark 90 FAILED storage's one wrong single image at -2.7 "
-                                                "points of recall there, -4.4 on the corridor)", 0.0, 180.0)
+    ambiguity_place_facing_deg: float = setting(90.0, "> 0: retrieved keyframes within 1 m of the pose "
+                                                "(ambiguity_place_m) whose viewing direction is more than this many "
+                                                "degrees from the pose's also show another place (a look-alike seen "
+                                                "the other way round 0.7 m away), solved as a group of their own "
+                                                "(up to 5 keyframes, ambiguity_place_keyframes); 0 = distance only "
+                                                "(on the benchmark 90 FAILED storage's one wrong single image at "
+                                                "-2.7 points of recall there, -4.4 on the corridor)", 0.0, 180.0)
     ambiguity_place_trust_map: bool = setting(True, "skip the place check for a pose whose supporting keyframes "
                                               "have no look-alike in the map (the map's look-alike analysis, "
                                               "reloc_ros/core/aliases.py), unless the image is dim or noisy (its "
@@ -254,7 +254,8 @@ class LocalizerConfig:
     guided_radius_px: float = setting(0.0, "> 0 (e.g. 4): refine a localized pose by guided matching: the matched "
                                       "keyframes' points projected with it, each matched to the most similar "
                                       "keypoint within this radius (px), PnP again; the refined pose replaces it when "
-                                      "it has more inliers and lies within ambiguity_min_dist_m / 5 deg, so what "
+                                      "it has more inliers and lies within 0.25 m (ambiguity_min_dist_m) / 5 deg, "
+                                      "so what "
                                       "localizes does not change, only the precision (synthetic R@5cm +0.75 points, "
                                       "+8 ms at 640x480 on 2 cores); 0 = off", 0.0, 100.0)
     map_point_sigma_rel: float = setting(-1.0, "1-sigma map-point error as a fraction of depth, added to the "
