@@ -86,8 +86,9 @@ class NodeConfig:
                            "odometry); none: no TF", choices=("map_odom", "map_base", "none"))
     pose_frame: str = setting("base", "the body whose pose ~/pose* carry: base (base_frame, for Nav2 / "
                               "robot_localization) or camera (the optical frame)", choices=("base", "camera"))
-    tf_publish_rate_hz: float = setting(20.0, "republish the last map->odom at this rate, stamped now + "
-                                        "transform_tolerance (0: only when a new pose arrives)", 0.0, 1000.0)
+    tf_publish_rate_hz: float = setting(20.0, "republish the last transform (map->odom; map->base_frame with "
+                                        "tf_mode map_base) at this rate, stamped now + transform_tolerance (0: only "
+                                        "when a new pose arrives)", 0.0, 1000.0)
     transform_tolerance: float = setting(0.1, "seconds the republished TF is future-dated (AMCL-style)", 0.0, 10.0)
     tf_timeout: float = setting(0.2, "seconds to wait for odom / camera TF at the image stamp", 0.0, 10.0)
     # -- outputs
