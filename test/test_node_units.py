@@ -421,3 +421,33 @@ def test_help_prints_usage_without_ros():
     r = subprocess.run([sys.executable, "-m", "reloc_ros.ros.node", "--bogus"], env=env, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "unknown arguments" in r.stderr
+
+
+def test_a_new_transform_is_future_dated_at_once():
+    """REP-105 timing: a new map -> odom goes out at its image stamp, which is older than the last future-dated
+    republication (stamped now + transform_tolerance); the republication right after the frame (``only_new``) makes
+    the newest stamp on /tf carry the new value, so that a lookup of the latest transform never returns the old one,
+    and it is sent once (the timer's republications go on as before)."""
+    from reloc_ros.ros.outputs import Outputs
+
+    class Tf:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, msgs):
+            self.sent += [(conv.stamp_to_ns(m.header.stamp), m.transform.translation.x) for m in msgs]
+
+    tf, out = Tf(), Outputs()
+    ms = 1_000_000
+    T0, T1 = make_T(np.eye(3), [0.0, 0, 0]), make_T(np.eye(3), [1.0, 0, 0])
+    out.send_transform(tf, T0, "map", "odom", 100 * ms)
+    out.republish(tf, 150 * ms, 0.1)  # the timer: T0 at 250 ms
+    out.send_transform(tf, T1, "map", "odom", 200 * ms)  # a new pose of an image 200 ms: older than 250
+    assert max(tf.sent)[1] == 0.0  # the newest stamp still says T0 ...
+    out.republish(tf, 160 * ms, 0.1, only_new=True)  # ... until the frame's own republication: T1 at 260 ms
+    assert max(tf.sent) == (260 * ms, 1.0), tf.sent
+    n = len(tf.sent)
+    out.republish(tf, 170 * ms, 0.1, only_new=True)  # nothing new: not sent again
+    assert len(tf.sent) == n
+    out.republish(tf, 180 * ms, 0.1)  # the timer
+    assert tf.sent[-1] == (280 * ms, 1.0) and len({s for s, _ in tf.sent}) == len(tf.sent), tf.sent

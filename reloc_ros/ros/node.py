@@ -356,14 +356,16 @@ class RelocNode(LifecycleNode):
         self.get_logger().info("relocalize requested: " + response.message)
         return response
 
-    def _republish_tf(self) -> None:
-        self._out.republish(self._tf, self.get_clock().now().nanoseconds, self._cfg.transform_tolerance)
+    def _republish_tf(self, only_new: bool = False) -> None:
+        self._out.republish(self._tf, self.get_clock().now().nanoseconds, self._cfg.transform_tolerance, only_new)
 
     # =============================================================================================
     # worker threads (ros/frame_worker.py) running a frame's steps (ros/frame_processor.py)
     def _frame_done(self, frame: Frame) -> None:
         with self._lock:
             self._done_stamp_ns = frame.stamp_ns
+        if self._cfg.tf_publish_rate_hz > 0:  # a new transform: future-dated at once, not at the next timer tick
+            self._republish_tf(only_new=True)
         self._publish_diagnostics()
 
     def _forget_rate_limit(self) -> None:

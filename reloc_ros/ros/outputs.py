@@ -29,6 +29,7 @@ class Outputs:
         self._pubs: dict = {}
         self._path = Path()
         self._transform: tuple | None = None  # (T, parent, child): the last map -> odom (or map -> base)
+        self._unrepublished = False  # the last transform was sent at its image stamp only
         self._last_republished_ns = -1  # newest stamp of a periodic republication
         self._sent_stamps: collections.deque = collections.deque(maxlen=256)  # stamps we sent on /tf
 
@@ -143,18 +144,24 @@ class Outputs:
         not drop the new value as repeated data. Returns the stamp sent."""
         with self._lock:
             self._transform = (T, parent, child)
+            self._unrepublished = True
         return self._send(tf, T, parent, child, stamp)
 
-    def republish(self, tf, now_ns: int, tolerance_s: float) -> None:
-        """The last transform again, stamped ``now + tolerance`` (AMCL-style), unless the clock has not moved."""
-        with self._lock:
-            m = self._transform
-        if m is None or tf is None:
-            return
+    def republish(self, tf, now_ns: int, tolerance_s: float, only_new: bool = False) -> None:
+        """The last transform again, stamped ``now + tolerance`` (AMCL-style), unless the clock has not moved.
+
+        ``only_new``: only if the last transform has not been republished yet. The node calls it so right after a
+        frame: a new transform goes out at its (older) image stamp, and until the next periodic republication the
+        newest stamp on /tf (an earlier future-dated one) would still carry the previous value."""
         stamp = now_ns + int(tolerance_s * 1e9)
-        if stamp <= self._last_republished_ns or stamp in self._sent_stamps:
-            return  # clock paused (sim time): nothing new to say
-        self._last_republished_ns = stamp
+        with self._lock:  # the timer and the frame worker both call this
+            m = self._transform
+            if m is None or tf is None or (only_new and not self._unrepublished):
+                return
+            if stamp <= self._last_republished_ns or stamp in self._sent_stamps:
+                return  # clock paused (sim time): nothing new to say
+            self._last_republished_ns = stamp
+            self._unrepublished = False
         self._send(tf, *m, stamp)
 
     def _send(self, tf, T: np.ndarray, parent: str, child: str, stamp: int) -> int:
