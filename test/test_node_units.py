@@ -451,3 +451,30 @@ def test_a_new_transform_is_future_dated_at_once():
     assert len(tf.sent) == n
     out.republish(tf, 180 * ms, 0.1)  # the timer
     assert tf.sent[-1] == (280 * ms, 1.0) and len({s for s, _ in tf.sent}) == len(tf.sent), tf.sent
+
+
+def test_path_and_markers_are_sent_only_while_subscribed():
+    """~/path (up to 1000 poses: ~2.8 ms a frame to serialize, listener or not) and ~/markers are built and sent
+    only while someone subscribes; the path keeps its poses meanwhile, ~/pose is always sent."""
+    from reloc_ros.ros.outputs import Outputs
+
+    class Pub:
+        def __init__(self, subs):
+            self.subs, self.msgs = subs, []
+
+        def get_subscription_count(self):
+            return self.subs
+
+        def publish(self, m):
+            self.msgs.append(m)
+
+    out = Outputs()
+    out._pubs = {k: Pub(0) for k in ("pose", "pose_cov", "path", "markers")}
+    for i in range(3):
+        out.pose(np.eye(4), np.eye(6), "map", i + 1, 1000)
+        out.markers(np.zeros((5, 3)), np.zeros((2, 3)), True, "map", i + 1)
+    assert len(out._pubs["pose"].msgs) == 3 and not out._pubs["path"].msgs and not out._pubs["markers"].msgs
+    out._pubs["path"].subs = out._pubs["markers"].subs = 1  # RViz connects
+    out.pose(np.eye(4), np.eye(6), "map", 4, 1000)
+    out.markers(np.zeros((5, 3)), np.zeros((2, 3)), True, "map", 4)
+    assert len(out._pubs["path"].msgs[-1].poses) == 4 and len(out._pubs["markers"].msgs) == 1

@@ -75,14 +75,18 @@ class Outputs:
             if len(self._path.poses) > path_max:
                 del self._path.poses[: len(self._path.poses) - path_max]
             path = Path(header=self._path.header, poses=list(self._path.poses))
-        self._pubs["path"].publish(path)
+        if _subscribed(self._pubs["path"]):  # 1000 poses cost ~2.7 ms a frame to send: only for a viewer
+            self._pubs["path"].publish(path)
 
     def coarse(self, T: np.ndarray, cov: np.ndarray, frame: str, stamp: int) -> None:
         self._pubs["pose_coarse"].publish(conv.pose_with_covariance_stamped(T, cov, frame, stamp))
 
     def markers(self, inlier_xyz: np.ndarray | None, keyframe_centers: np.ndarray, localized: bool, frame: str,
                 stamp: int) -> None:
-        """The matched map points (green) and the retrieved keyframes (orange, red when the frame failed)."""
+        """The matched map points (green) and the retrieved keyframes (orange, red when the frame failed), while
+        someone (RViz) subscribes."""
+        if not _subscribed(self._pubs.get("markers")):
+            return
         hdr = conv.header(frame, stamp)
         pts = Marker(header=hdr, ns="matched_points", id=0)
         if localized and inlier_xyz is not None and len(inlier_xyz):
@@ -171,3 +175,11 @@ class Outputs:
             self._sent_stamps.append(stamp)
         tf.send([conv.transform_stamped(T, parent, child, stamp)])
         return stamp
+
+
+def _subscribed(pub) -> bool:
+    """Whether a publisher has a subscriber (the frame's visualisation is built and sent only then)."""
+    try:
+        return pub is not None and pub.get_subscription_count() > 0
+    except Exception:  # noqa: BLE001 - a publisher destroyed during shutdown
+        return False

@@ -153,8 +153,9 @@ TOPICS = {
         "~/pose": "geometry_msgs/PoseStamped",
         "~/pose_with_covariance": "geometry_msgs/PoseWithCovarianceStamped (for robot_localization / Nav2)",
         "~/pose_coarse": "geometry_msgs/PoseWithCovarianceStamped (only with publish_coarse)",
-        "~/path": "nav_msgs/Path",
-        "~/markers": "visualization_msgs/MarkerArray (matched map points, retrieved keyframes)",
+        "~/path": "nav_msgs/Path (the last path_max_length poses; sent only while subscribed, e.g. by RViz)",
+        "~/markers": "visualization_msgs/MarkerArray (matched map points, retrieved keyframes; sent only while "
+                     "subscribed)",
         "~/map_points": "sensor_msgs/PointCloud2 (latched, TRANSIENT_LOCAL)",
         "~/map_keyframes": "visualization_msgs/MarkerArray (latched): keyframe positions, magenta where the map has a "
                            "look-alike (the robot needs more motion there after a cold start)",
