@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"({waited[k]} handled frames held back until the place was confirmed by motion), "
                             f"output {r['replay']['output_rate_hz']} Hz" for k, r in rows.items() if r["mode"] == "live")
     live_counts += ("\n(live rows count what the node published: after a cold start its tracker publishes nothing "
-                    "until the robot has moved enough for a look-alike place to have disagreed; offline rows are "
-                    "single images)")
+                    "until the robot has moved far enough to rule out a look-alike place; offline rows are single "
+                    "images)")
     times = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in timings.items())
     print(f"\n{table}\n\nper-stage latency p50 (ms; live: end_to_end = image sent -> pose received):\n{stages}\n"
           f"\nlive replays:\n{live_counts}\n\ntimings: {times}; report in {out}/")

@@ -181,30 +181,46 @@ def test_the_nodes_parameters_file_serves_as_config(scene, tmp_path, capsys):
     """`reloc eval --config` and `eval-bag --config` read the node's own parameters file: the localizer's settings
     are used, the tracker's with --track, the node's frames, topics and rates are left out with a one-line note;
     what cannot apply is refused before any work."""
-    params = _node_params_file(tmp_path, top_k=2, track_min_motion_m=0.0, track_min_motion_deg=0.0)
+    # the node's own file unchanged: used as it is, without a word
     common = ["-q", "eval", "--map", str(scene["root"] / "map_folder"), "--dataset", str(scene["data"]),
-              "--format", "7scenes", "--config", str(params)]
+              "--format", "7scenes", "--config"]
     out = tmp_path / "eval.json"
+    assert reloc(common + [str(REPO / "config" / "localizer.yaml"), "--json", str(out)]) == 0
+    assert "note" not in capsys.readouterr().err
+    # changed: what does not apply here is named with its value, once
+    params = _node_params_file(tmp_path, top_k=2, track_min_motion_m=0.0, track_min_motion_deg=0.0,
+                               tf_mode="map_base")
+    common.append(str(params))
     assert reloc(common + ["--json", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "settings not used (the node's frames, topics, rates and map: no offline meaning): " in err, err
-    assert "settings not used (the place tracker's settings: they apply with --track)" in err, err
+    assert "not used (the node's frames, topics, rates and map: no offline meaning): tf_mode 'map_base'\n" in err, err
+    assert ("not used (the place tracker's settings: they apply with --track): track_min_motion_deg 0.0, "
+            "track_min_motion_m 0.0\n") in err, err
     assert json.loads(out.read_text())["config"]["top_k"] == 2
+    # the command line wins over the file, and says so
+    assert reloc(common + ["--top-k", "4", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["top_k"] == 4
+    assert "--top-k 4 is used, not the file's top_k 2" in capsys.readouterr().err
     assert reloc(common + ["--track", "--starts-every", "4", "--track-frames", "6", "--json", str(out)]) == 0
     tr = json.loads(out.read_text())["track"]  # the file's motion rule off: these short starts publish
     assert tr["config"]["min_motion_m"] == 0.0 and tr["published"] > 0 and tr["published_wrong"] == 0, tr
-    assert "place tracker's settings" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "place tracker's settings" not in err and "tf_mode map_base: --track replays" in err, err
     # eval-bag offline: the localizer's settings; the tracker's are noted as not used (no tracker offline)
     assert reloc(["-q", "eval-bag", "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]),
                   "--config", str(params), "--json", str(out)]) == 0
     assert "offline replay localizes each image on its own" in capsys.readouterr().err
     # refused before any work: an evaluation-only setting for the live node; a file for another node
     plain = tmp_path / "plain.yaml"
+    live = ["-q", "eval-bag", "--live", "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]),
+            "--config", str(plain), "--domain-id", ENV["ROS_DOMAIN_ID"]]
     plain.write_text("max_map_keypoints: 500\ntop_k: 3\n")
-    assert reloc(["-q", "eval-bag", "--live", "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]),
-                  "--config", str(plain), "--domain-id", ENV["ROS_DOMAIN_ID"]]) == 2
+    assert reloc(live) == 2
     err = capsys.readouterr().err
     assert "not node parameters, which the live node cannot take: max_map_keypoints" in err, err
+    plain.write_text("top_kk: 3\n")  # a typo: named as offline
+    assert reloc(live) == 2
+    assert "unknown setting 'top_kk' (did you mean 'top_k'?)" in capsys.readouterr().err
     other = tmp_path / "other.yaml"
     other.write_text("/other_node:\n  ros__parameters:\n    top_k: 3\n")
     assert reloc(common[:-1] + [str(other)]) == 2

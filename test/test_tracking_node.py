@@ -537,6 +537,11 @@ def test_tracked_frames_match_their_strongest_query_keypoints(plane_map):
     assert len(feats) > 300, len(feats)
     assert (loc.query_keypoints(tracked), loc.query_keypoints(None), loc.query_keypoints(tracked, dim=True)) == \
         (100, 0, 0)
+    # a cap on every frame (max_query_keypoints) is never exceeded on tracked frames either
+    for m, want in ((60, 60), (500, 100)):
+        capped = Localizer(db, extractor_for_map(db), LocalizerConfig(tracked_max_query_keypoints=100,
+                                                                      max_query_keypoints=m))
+        assert (capped.query_keypoints(tracked), capped.query_keypoints(None)) == (want, m)
     few = loc.localize(img, tni.CAM, tracked, features=feats)
     every = Localizer(db, extractor_for_map(db), LocalizerConfig()).localize(img, tni.CAM, tracked, features=feats)
     assert few.ok and every.ok, (few.reason, every.reason)

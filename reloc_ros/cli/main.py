@@ -185,7 +185,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     _add_budget_args(b)
     i = msub.add_parser("info", help="say what a map holds: counts, memory, extractor, frame, sessions, updates")
     i.add_argument("map", type=Path)
-    i.add_argument("--manifest", action="store_true", help="print the whole manifest (YAML) after the summary")
+    i.add_argument("--manifest", action="store_true",
+                   help="print the whole manifest (YAML) after the two counts lines, instead of the labelled summary")
     a = msub.add_parser("analyse", help="find the map's look-alikes (keyframes whose view the map also fits at "
                                         "another place) and store them in the map, in place; build, merge and update "
                                         "do this themselves, older maps lack them (the node then asks for the full "
@@ -588,10 +589,16 @@ def _eval(args) -> int:
         from reloc_ros.cli.settings_file import read_settings_file
 
         file = read_settings_file(args.config)
+        if args.track and file.values.get("tf_mode", "map_odom") != "map_odom" and not args.no_odometry:
+            file.note(f"tf_mode {file.values['tf_mode']}: --track replays the recording's odometry all the same "
+                      "(add --no-odometry for a robot without odometry)")
         file.drop(file.node_only(), "the node's frames, topics, rates and map: no offline meaning")
         args.model = file.model_path(args.model)
         if file.params_file and not args.track:  # the node's own file sets the tracker too: used with --track
             file.drop(file.tracker_keys(), "the place tracker's settings: they apply with --track")
+        for key, option in (("top_k", "--top-k"), ("matcher", "--matcher"), ("method", "--method"),
+                            ("lighterglue_keyframes", "--lighterglue-keyframes"), ("aggregation", "--aggregation")):
+            file.overridden(key, option, getattr(args, key))
         overrides = file.values
     # the place tracker's settings under their node parameter names (track_*), for --track
     from reloc_ros.core.tracking import TrackerConfig

@@ -49,6 +49,7 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     import yaml
 
     from reloc_ros.cli.main import _bag_topics, degradation_of
+    from reloc_ros.core.config import settings_of
     from reloc_ros.core.localizer import LocalizerConfig, config_from_dict
     from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, WRONG_DEG, WRONG_M, format_table, write_json
     from reloc_ros.replay.report import summarize_run, write_report
@@ -81,6 +82,7 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
         tmp = None
         if file is not None:  # the node gets the file's settings, then the replay's own (map, clock, pose frame)
             file.drop(["map_path", "use_sim_time", "pose_frame"], "the live replay sets them")
+            file.refuse_unknown(name for name, _, _ in settings_of(LocalizerConfig))  # typos as offline
             if unknown := file.not_node_parameters():
                 raise ValueError(f"{args.config}: not node parameters, which the live node cannot take: "
                                  f"{', '.join(unknown)} (run offline, without --live, or drop them)")
@@ -104,8 +106,9 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
             file.drop(file.node_only(), "the node's frames, topics, rates and map: no offline meaning")
             tracker = file.tracker_keys()
             if tracker and not file.params_file:
-                raise ValueError(f"{args.config}: {', '.join(tracker)} set the node's place tracker, which an "
-                                 "offline replay does not run: use --live (or `reloc eval --track`)")
+                raise ValueError(f"{args.config}: {', '.join(tracker)} {'set' if len(tracker) > 1 else 'sets'} the "
+                                 "node's place tracker, which an offline replay does not run: use --live (or `reloc "
+                                 "eval --track`)")
             file.drop(tracker, "the place tracker's settings: offline replay localizes each image on its own")
             overrides = file.values
         try:

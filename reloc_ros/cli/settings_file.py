@@ -29,6 +29,7 @@ class SettingsFile:
 
     def __init__(self, path: Path, values: dict, params_file: bool):
         self.path, self.values, self.params_file = Path(path), dict(values), params_file
+        self.values_given = dict(values)  # as read (the notes quote them after they are dropped)
 
     def node_only(self) -> list[str]:
         """The keys that are node parameters configuring neither the localizer nor the tracker (no meaning
@@ -40,16 +41,45 @@ class SettingsFile:
         return sorted(k for k in self.values if k in node)
 
     def model_path(self, given: Path | None) -> Path | None:
-        """The network file to use: ``given`` (the command's --model), else the file's ``model_path`` when set
-        (taken out of the settings either way). ValueError when both are set and differ."""
+        """The network file to use: ``given`` (the command's --model, which wins, with a note when the file says
+        otherwise), else the file's ``model_path`` when set (taken out of the settings either way).
+
+        Raises:
+            ValueError: the file's model_path is not a string or names no file.
+        """
         value = self.values.pop("model_path", "") or ""
         if not isinstance(value, str):
             raise ValueError(f"{self.path}: model_path must be a string (a file), got {value!r}")
         if not value:
             return given
-        if given is not None and Path(given).resolve() != Path(value).resolve():
-            raise ValueError(f"{self.path} sets model_path {value} and --model gives {given}: drop one")
+        if given is not None:
+            if Path(given).resolve() != Path(value).resolve():
+                self.note(f"--model {given} is used, not the file's model_path {value}")
+            return given
+        if not Path(value).is_file():
+            raise ValueError(f"{self.path}: model_path {value} is not a file: give the ONNX file the map was built "
+                             "with, or '' for the extractor the map records")
         return Path(value)
+
+    def overridden(self, key: str, option: str, value) -> None:
+        """A command-line option that sets ``key`` too: the option wins; say so when the file said otherwise."""
+        if value is not None and key in self.values and self.values[key] != value:
+            self.note(f"{option} {value} is used, not the file's {key} {self.values[key]!r}")
+
+    def refuse_unknown(self, known) -> None:
+        """ValueError for keys that are no setting at all (among ``known`` and the node's parameters): the
+        closest valid name, as for the node's own parameters."""
+        import difflib
+
+        from reloc_ros.ros.parameters import PARAMS_BY_NAME
+
+        names = set(known) | set(PARAMS_BY_NAME) | set(ROS_BUILTINS)
+        unknown = sorted(k for k in self.values if k not in names)
+        if unknown:
+            hints = [m[0] for k in unknown if (m := difflib.get_close_matches(k, sorted(names), n=1))]
+            hint = f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
+            raise ValueError(f"{self.path}: unknown setting{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(repr, unknown))}{hint}")
 
     def not_node_parameters(self) -> list[str]:
         """The keys that are no parameter of the node (evaluation-only settings such as max_map_keypoints, or
@@ -65,16 +95,24 @@ class SettingsFile:
         return sorted(k for k in self.values if k in TRACKER_FIELDS)
 
     def drop(self, keys, why: str) -> None:
-        """Remove ``keys`` and say so on stderr in one line (``why``: why they do not apply)."""
-        import sys
+        """Remove ``keys``; those set to something else than the node's default are named on stderr in one line
+        (``why``: why they do not apply). The node's own file, unchanged, passes without a word."""
+        from reloc_ros.ros.parameters import PARAMS_BY_NAME
 
         keys = [k for k in keys if k in self.values]
-        if keys:
-            for k in keys:
-                del self.values[k]
-            shown = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-            print(f"reloc: note: {self.path}: {len(keys)} setting{'s' if len(keys) > 1 else ''} not used ({why}): "
-                  f"{shown}", file=sys.stderr)
+        changed = [k for k in keys if self.values[k] != (PARAMS_BY_NAME[k].default if k in PARAMS_BY_NAME
+                                                          else False)]
+        for k in keys:
+            del self.values[k]
+        if changed:
+            shown = ", ".join(f"{k} {_short(self.values_given[k])}" for k in changed[:6])
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            self.note(f"not used ({why}): {shown}{more}")
+
+    def note(self, text: str) -> None:
+        import sys
+
+        print(f"reloc: note: {self.path}: {text}", file=sys.stderr)
 
 
 def read_settings_file(path) -> SettingsFile:
@@ -113,6 +151,11 @@ def read_settings_file(path) -> SettingsFile:
             raise ValueError(f"{path}: {k}: ros__parameters must be a mapping of parameters to values")
         values.update(params)
     return SettingsFile(path, values, True)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _for_this_node(key: str) -> bool:

@@ -148,15 +148,15 @@ class LocalizerConfig:
     lighterglue_keyframes: int = setting(1, "matcher lighterglue: this many of the retrieved keyframes (best "
                                          "first) are matched by it", 1, 200)
     max_query_keypoints: int = setting(0, "> 0: match only the strongest this many query keypoints (matching cost "
-                                       "is linear in it; 1000: 18 % faster at 640x480 in the bench, but on Strecha "
-                                       "a Herz-Jesus query lost and castle's median 0.040 -> 0.052 m, "
-                                       "docs/performance.md); "
-                                       "0: all the extractor gives", 0, None)
+                                       "is linear in it; 1000: 43.0 instead of 54.3 ms p50 in the bench, but on "
+                                       "Strecha a Herz-Jesus query lost and castle's median 0.040 -> 0.052 m, "
+                                       "docs/performance.md); 0: all the extractor gives", 0, None)
     tracked_max_query_keypoints: int = setting(1000, "> 0: with the prior of tracked_top_k (an accepted place's "
                                                "odometry prediction, an image that is not dim or noisy), match only "
                                                "the strongest this many query keypoints (bench, tracked frames: "
                                                "41.0 -> 35.5 ms p50; the node at 30 Hz handles 13 % more frames; "
-                                               "cold starts: 0 wrong as with all); 0: as max_query_keypoints",
+                                               "cold starts: 0 wrong as with all; never more than max_query_keypoints when "
+                                               "that is set); 0: as max_query_keypoints",
                                                0, None)
     max_map_keypoints: int = setting(1000, "> 0: per keyframe, match only the strongest this many keypoints that "
                                      "have 3D (fixed when the Localizer is made; matching cost is linear in it); 0: "
@@ -759,10 +759,12 @@ class Localizer:
 
     def query_keypoints(self, prior: PosePrior | None, dim: bool = False) -> int:
         """The strongest query keypoints matched (0: all): ``tracked_max_query_keypoints`` (when set) for the
-        odometry prediction of an accepted place and an image that is not ``dim``, else ``max_query_keypoints``."""
+        odometry prediction of an accepted place and an image that is not ``dim``, but never more than
+        ``max_query_keypoints`` (when set); else ``max_query_keypoints``."""
         cfg = self.config
         if cfg.tracked_max_query_keypoints > 0 and _sure_tracked(prior, dim):
-            return cfg.tracked_max_query_keypoints
+            t = cfg.tracked_max_query_keypoints
+            return min(t, cfg.max_query_keypoints) if cfg.max_query_keypoints > 0 else t
         return cfg.max_query_keypoints
 
     def _query(self, features: Features, camera: Camera, limit: int | None = None) -> "_Query":

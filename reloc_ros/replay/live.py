@@ -215,7 +215,8 @@ def _wait(pred, timeout: float, what: str, node: NodeProcess) -> None:
         if not node.alive():
             refused = [ln for ln in node.tail().splitlines() if ln.startswith("reloc_node: ")]
             if node.proc.returncode == 2 and refused:  # the node's own one-line refusal (a bad parameter, file)
-                raise ReplayError(f"{refused[-1]} (the node's arguments: --node-arg, --model)")
+                sources = "--config, --node-arg, --model" if node.has_params_file else "--node-arg, --model"
+                raise ReplayError(f"{refused[-1]} (the node's arguments: {sources})")
             raise ReplayError(f"reloc_node exited (code {node.proc.returncode}) while waiting for {what}; its log:\n"
                               f"{node.tail()}")
         if time.monotonic() > deadline:

@@ -61,6 +61,7 @@ class NodeProcess:
 
     def __init__(self, env: dict, ros_args: list[str], log_path: Path, cwd: Path | None = None):
         self.log_path = Path(log_path)
+        self.has_params_file = "--params-file" in ros_args  # a refused setting may come from it (eval-bag --config)
         self._log = open(self.log_path, "w")
         cmd = [sys.executable, "-m", "reloc_ros.ros.node", "--ros-args", *ros_args]
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
