@@ -730,12 +730,19 @@ def _eval_track(args, loc, queries, records, odometry: dict | None) -> dict:
     print("| run | starts | frames | published | within (5 cm, 5 deg) | published wrong | starts without pose | "
           "first pose p50 / p95 s | NEES mean | NEES median (correct) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    def num(v) -> str:  # no published pose: no figure
+        return "-" if v != v else f"{v:.2f}"
+
     for name, t in rows.items():
         ttf = t["time_to_first_pose_s"]
         print(f"| {name} | {t['starts']} | {t['frames']} | {t['published']} | {t['published_within_5cm_5deg']} | "
-              f"{t['published_wrong']} | "
-              f"{t['starts_without_pose']} | {ttf['p50']:.2f} / {ttf['p95']:.2f} | {t['nees_mean_published']:.2f} | "
-              f"{t['nees_median_published_correct']:.2f} |")
+              f"{t['published_wrong']} | {t['starts_without_pose']} | {num(ttf['p50'])} / {num(ttf['p95'])} | "
+              f"{num(t['nees_mean_published'])} | {num(t['nees_median_published_correct'])} |")
+    if not tr["published"]:
+        print(f"no start published a pose (each had up to {args.track_frames} frames): the tracker needs "
+              f"{tracker.min_motion_m:g} m or {tracker.min_motion_deg:g} deg of consistent motion "
+              f"({tracker.free_motion_m:g} m / {tracker.free_motion_deg:g} deg where the map knows no look-alike); "
+              "the single-image results above say whether the images localize at all")
     w = tr["withheld"]
     g, u = w["publish_gate"], w["uncertain"]
     gate = (f"{g['poses']} off odometry's prediction (publish gate; of them {g['wrong']} wrong, "

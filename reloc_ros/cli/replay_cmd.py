@@ -51,7 +51,8 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     from reloc_ros.cli.main import _bag_topics, degradation_of
     from reloc_ros.core.config import settings_of
     from reloc_ros.core.localizer import LocalizerConfig, config_from_dict
-    from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, WRONG_DEG, WRONG_M, format_table, write_json
+    from reloc_ros.pipelines.evaluate import LATENCY_DEFINITION, OFFLINE_LATENCY_DEFINITION, WRONG_DEG, WRONG_M, \
+        format_table, write_json
     from reloc_ros.replay.report import summarize_run, write_report
 
     if args.every < 1:
@@ -120,7 +121,7 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     summary = write_report(run, args.out) if args.out else summarize_run(run)
     label = f" degraded {'+'.join(degradation['presets'])}" if degradation else ""
     print(format_table({f"{run.mode}{label} {Path(run.bag).name}": summary}))
-    print(LATENCY_DEFINITION)
+    print(LATENCY_DEFINITION if run.mode == "live" else OFFLINE_LATENCY_DEFINITION)
     what = "published" if run.mode == "live" else "localized"
     print(f"{what} outside ({WRONG_M} m, {WRONG_DEG} deg): {summary['localized_wrong']}")
     if degradation:

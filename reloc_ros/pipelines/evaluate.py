@@ -17,7 +17,8 @@ from reloc_ros.core.tracking import PlaceTracker, TrackerConfig, run_probes
 from reloc_ros.datasets.base import Frame, load_image
 from reloc_ros.progress import progress_bar
 
-__all__ = ["evaluate", "evaluate_track", "format_table", "write_json", "is_wrong", "WRONG_M", "WRONG_DEG"]
+__all__ = ["evaluate", "evaluate_track", "format_table", "write_json", "is_wrong", "WRONG_M", "WRONG_DEG",
+           "LATENCY_DEFINITION", "OFFLINE_LATENCY_DEFINITION"]
 
 # A pose farther than this from the ground truth is wrong (the trust figures: published_wrong, localized_wrong).
 WRONG_M, WRONG_DEG = 0.5, 5.0
@@ -228,6 +229,8 @@ def _precise(r: dict) -> bool:
 LATENCY_DEFINITION = ("p50 / p95 ms: the localizer's time per image (extraction to the gated pose, the stages' "
                       "`total`); a live row's image -> pose time is its `end_to_end` stage. Live rows count the "
                       "images the node handled; images it dropped are counted beside the table.")
+OFFLINE_LATENCY_DEFINITION = ("p50 / p95 ms: the localizer's time per image (extraction to the gated pose, the "
+                              "stages' `total`), every image localized on its own.")
 
 
 def format_table(rows: dict[str, dict]) -> str:
