@@ -389,9 +389,13 @@ def _budget_note(db) -> str:
     pruned = db.manifest.get("build", {}).get("pruned")
     if not pruned:
         return ""
-    rule = ", ".join(f"--{k.replace('_', '-')} {pruned[k]}" for k in ("max_keyframes", "max_per_place")
+    return f"; the keyframe budget ({_budget_rule(pruned)}) kept {pruned['after']} of {pruned['before']}"
+
+
+def _budget_rule(pruned: dict) -> str:
+    """The options of a manifest's ``build.pruned``: '--max-keyframes N[, --max-per-place K]'."""
+    return ", ".join(f"--{k.replace('_', '-')} {pruned[k]}" for k in ("max_keyframes", "max_per_place")
                      if pruned.get(k))
-    return f"; the keyframe budget ({rule}) kept {pruned['after']} of {pruned['before']}"
 
 
 def _map_merge(args, argv) -> int:
@@ -542,9 +546,8 @@ def _map_details(m: dict) -> list[tuple[str, str]]:
         rows.append(("session", f"{s.get('name')} ({s.get('keyframes')} keyframes{names}): {how}"))
     pruned = build.get("pruned") or {}
     if pruned:
-        cap = pruned.get("max_per_place")
-        rows.append(("budget", f"kept {pruned.get('after')} of {pruned.get('before')} keyframes (--max-keyframes "
-                     f"{pruned.get('max_keyframes')}" + (f", --max-per-place {cap}" if cap else "") + ")"))
+        rows.append(("budget", f"kept {pruned.get('after')} of {pruned.get('before')} keyframes "
+                     f"({_budget_rule(pruned)})"))
     for u in m.get("updates") or []:
         if not isinstance(u, dict):
             continue
@@ -602,8 +605,7 @@ def _eval(args) -> int:
         overrides = file.values
     # the place tracker's settings under their node parameter names (track_*), for --track
     from reloc_ros.core.tracking import TrackerConfig
-
-    tracker_keys = {st.param or name: name for name, _, st in settings_of(TrackerConfig) if st.param is not None}
+    from reloc_ros.ros.parameters import TRACKER_FIELDS as tracker_keys
     given = sorted(k for k in overrides if k in tracker_keys)
     if given and not args.track:
         raise ValueError(f"{args.config}: {', '.join(given)} only apply with --track (the place tracker's cold "
@@ -730,6 +732,7 @@ def _eval_track(args, loc, queries, records, odometry: dict | None) -> dict:
     print("| run | starts | frames | published | within (5 cm, 5 deg) | published wrong | starts without pose | "
           "first pose p50 / p95 s | NEES mean | NEES median (correct) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+
     def num(v) -> str:  # no published pose: no figure
         return "-" if v != v else f"{v:.2f}"
 

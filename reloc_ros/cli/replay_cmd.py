@@ -75,7 +75,8 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     if args.live:
         import tempfile
 
-        from reloc_ros.replay.live import NODE_NAME, LiveOptions, ReplayError, replay_live
+        from reloc_ros.replay.live import LiveOptions, ReplayError, replay_live
+        from reloc_ros.ros.parameters import NODE_NAME
 
         node_args = list(args.node_arg)
         if args.model is not None:

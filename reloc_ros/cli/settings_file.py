@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SettingsFile", "read_settings_file", "NODE_NAME"]
+from reloc_ros.ros.parameters import LOCALIZER_FIELDS, NODE_NAME, PARAMS_BY_NAME, TRACKER_FIELDS, is_ros_builtin
 
-NODE_NAME = "reloc_node"
-ROS_BUILTINS = ("use_sim_time",)  # parameters every ROS 2 node has
+__all__ = ["SettingsFile", "read_settings_file"]
 
 
 class SettingsFile:
@@ -29,16 +28,12 @@ class SettingsFile:
 
     def __init__(self, path: Path, values: dict, params_file: bool):
         self.path, self.values, self.params_file = Path(path), dict(values), params_file
-        self.values_given = dict(values)  # as read (the notes quote them after they are dropped)
 
     def node_only(self) -> list[str]:
         """The keys that are node parameters configuring neither the localizer nor the tracker (no meaning
         offline)."""
-        from reloc_ros.ros.parameters import LOCALIZER_FIELDS, PARAMS_BY_NAME, TRACKER_FIELDS
-
-        node = (set(PARAMS_BY_NAME) - set(LOCALIZER_FIELDS) - set(TRACKER_FIELDS) - {"model_path"}) | \
-            set(ROS_BUILTINS)
-        return sorted(k for k in self.values if k in node)
+        node = set(PARAMS_BY_NAME) - set(LOCALIZER_FIELDS) - set(TRACKER_FIELDS) - {"model_path"}
+        return sorted(k for k in self.values if k in node or is_ros_builtin(k))
 
     def model_path(self, given: Path | None) -> Path | None:
         """The network file to use: ``given`` (the command's --model, which wins, with a note when the file says
@@ -71,10 +66,8 @@ class SettingsFile:
         closest valid name, as for the node's own parameters."""
         import difflib
 
-        from reloc_ros.ros.parameters import PARAMS_BY_NAME
-
-        names = set(known) | set(PARAMS_BY_NAME) | set(ROS_BUILTINS)
-        unknown = sorted(k for k in self.values if k not in names)
+        names = set(known) | set(PARAMS_BY_NAME)
+        unknown = sorted(k for k in self.values if k not in names and not is_ros_builtin(k))
         if unknown:
             hints = [m[0] for k in unknown if (m := difflib.get_close_matches(k, sorted(names), n=1))]
             hint = f" (did you mean {', '.join(map(repr, hints))}?)" if hints else ""
@@ -84,30 +77,21 @@ class SettingsFile:
     def not_node_parameters(self) -> list[str]:
         """The keys that are no parameter of the node (evaluation-only settings such as max_map_keypoints, or
         unknown)."""
-        from reloc_ros.ros.parameters import PARAMS_BY_NAME
-
-        return sorted(k for k in self.values if k not in PARAMS_BY_NAME and k not in ROS_BUILTINS)
+        return sorted(k for k in self.values if k not in PARAMS_BY_NAME and not is_ros_builtin(k))
 
     def tracker_keys(self) -> list[str]:
         """The keys that set the place tracker (its node parameter names)."""
-        from reloc_ros.ros.parameters import TRACKER_FIELDS
-
         return sorted(k for k in self.values if k in TRACKER_FIELDS)
 
     def drop(self, keys, why: str) -> None:
         """Remove ``keys``; those set to something else than the node's default are named on stderr in one line
         (``why``: why they do not apply). The node's own file, unchanged, passes without a word."""
-        from reloc_ros.ros.parameters import PARAMS_BY_NAME
-
-        keys = [k for k in keys if k in self.values]
-        changed = [k for k in keys if self.values[k] != (PARAMS_BY_NAME[k].default if k in PARAMS_BY_NAME
-                                                          else False)]
-        for k in keys:
-            del self.values[k]
+        dropped = {k: self.values.pop(k) for k in keys if k in self.values}
+        changed = [f"{k} {_short(v)}" for k, v in dropped.items()
+                   if v != (PARAMS_BY_NAME[k].default if k in PARAMS_BY_NAME else False)]
         if changed:
-            shown = ", ".join(f"{k} {_short(self.values_given[k])}" for k in changed[:6])
             more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
-            self.note(f"not used ({why}): {shown}{more}")
+            self.note(f"not used ({why}): {', '.join(changed[:6])}{more}")
 
     def note(self, text: str) -> None:
         import sys

@@ -155,8 +155,8 @@ class LocalizerConfig:
                                                "odometry prediction, an image that is not dim or noisy), match only "
                                                "the strongest this many query keypoints (bench, tracked frames: "
                                                "41.0 -> 35.5 ms p50; the node at 30 Hz handles 13 % more frames; "
-                                               "cold starts: 0 wrong as with all; never more than max_query_keypoints when "
-                                               "that is set); 0: as max_query_keypoints",
+                                               "cold starts: 0 wrong as with all; never more than "
+                                               "max_query_keypoints when that is set); 0: as max_query_keypoints",
                                                0, None)
     max_map_keypoints: int = setting(1000, "> 0: per keyframe, match only the strongest this many keypoints that "
                                      "have 3D (fixed when the Localizer is made; matching cost is linear in it); 0: "
@@ -255,8 +255,8 @@ class LocalizerConfig:
                                       "keyframes' points projected with it, each matched to the most similar "
                                       "keypoint within this radius (px), PnP again; the refined pose replaces it when "
                                       "it has more inliers and lies within 0.25 m (ambiguity_min_dist_m) / 5 deg, "
-                                      "so what "
-                                      "localizes does not change, only the precision (synthetic R@5cm +0.75 points, "
+                                      "so what localizes does not change, only the precision (synthetic R@5cm +0.75 "
+                                      "points, "
                                       "+8 ms at 640x480 on 2 cores); 0 = off", 0.0, 100.0)
     map_point_sigma_rel: float = setting(-1.0, "1-sigma map-point error as a fraction of depth, added to the "
                                          "covariance per contributing keyframe; < 0 = the default for the map's "

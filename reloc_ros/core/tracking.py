@@ -194,6 +194,8 @@ class TrackDecision:
         motion_m, motion_deg: travel and turn the place's support spans.
         hypotheses: places kept.
         odometry: the pose was checked with odometry (else against the pose sequence).
+        withheld: a pose of the accepted place that is not published: "publish_gate" (off odometry's prediction)
+            or "uncertain" (``publish_max_sigma_deg``); "" otherwise.
     """
 
     accepted: bool
@@ -208,6 +210,7 @@ class TrackDecision:
     motion_deg: float = 0.0
     hypotheses: int = 0
     odometry: bool = False
+    withheld: str = ""
 
 
 @dataclass(eq=False)  # compared by identity
@@ -374,7 +377,7 @@ class PlaceTracker:
             if d.accepted and self.config.enabled:
                 why = self._too_uncertain(covariance if published_covariance is None else published_covariance)
                 if why:
-                    d.accepted, d.code, d.reason = False, FailureCode.UNCERTAIN, why
+                    d.accepted, d.code, d.reason, d.withheld = False, FailureCode.UNCERTAIN, why, "uncertain"
             if d.accepted:
                 self._prior.last_good = (int(stamp_ns), np.asarray(T_map_from_cam)[:3, 3].copy())
                 self._prior.initial = None
@@ -435,7 +438,7 @@ class PlaceTracker:
                 h = best[1]
                 return TrackDecision(False, why, FailureCode.INCONSISTENT, False, best[2], best[3], h.support,
                                      max((x.support for x in self._places if x is not h), default=0.0),
-                                     h.motion_m, h.motion_deg, len(self._places), True)
+                                     h.motion_m, h.motion_deg, len(self._places), True, "publish_gate")
         self._decay()
         h, jump_m, jump_deg = self._support(best, T, stamp_ns, T_odom, covariance, 1.0, lookalike_free,
                                             lookalike_poses is not None)

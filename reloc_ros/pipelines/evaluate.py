@@ -12,7 +12,6 @@ from reloc_ros.core.degrade import degrade
 from reloc_ros.core.geometry import pose_errors
 from reloc_ros.core.localizer import Localizer
 from reloc_ros.core.metrics import RECALL_THRESHOLDS, summarize
-from reloc_ros.core.status import FailureCode
 from reloc_ros.core.tracking import PlaceTracker, TrackerConfig, run_probes
 from reloc_ros.datasets.base import Frame, load_image
 from reloc_ros.progress import progress_bar
@@ -154,8 +153,8 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
                 pose.get("lookalike_free", False), _lookalikes(pose), np.asarray(pose["covariance"]))
             if d is not None and d.accepted:
                 pub.append({**pose, "dt_s": _stamp_s(f, k0 + i) - t0})
-            elif d is not None and d.reason.startswith("withheld"):  # poses of an accepted place not published
-                withheld.append({**pose, "why": "uncertain" if d.code == FailureCode.UNCERTAIN else "publish_gate"})
+            elif d is not None and d.withheld:  # a pose of an accepted place, not published
+                withheld.append({**pose, "why": d.withheld})
             elif pose is None:
                 tracker.note_failure(src)
                 if rec.get("hypotheses"):

@@ -33,10 +33,10 @@ from reloc_ros.datasets.rosbag import NS, BagTopics, bag_dir, open_reader, read_
 from reloc_ros.replay.ros_process import NodeProcess, ros_env, use_ros_env
 from reloc_ros.replay.run import ReplayRun, frame_record
 from reloc_ros.replay.shm import ShmCleanup
+from reloc_ros.ros.parameters import NODE_NAME
 
 __all__ = ["replay_live", "LiveOptions", "ReplayError"]
 
-NODE_NAME = "reloc_node"
 _STAGE_SUFFIX = "_ms"
 _NOT_STAGES = {"latency_p50_ms", "latency_p95_ms"}
 

@@ -53,13 +53,12 @@ from reloc_ros.ros.frame_tf import FrameTransforms
 from reloc_ros.ros.frame_worker import Frame, FrameWorkers
 from reloc_ros.ros.map_holder import MapHolder
 from reloc_ros.ros.outputs import Outputs
-from reloc_ros.ros.parameters import PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, coerce, \
+from reloc_ros.ros.parameters import NODE_NAME, PARAMETERS, PARAMS_BY_NAME, RELOAD_PARAMS, TRACKER_FIELDS, coerce, \
     localizer_config_from, node_config_from, tracker_config_from, unknown_parameters, usage, validate_all
 from reloc_ros.ros.tf_buffer import TfClient, TfUnavailableError
 
 __all__ = ["RelocNode", "main", "PARAMETERS", "NODE_NAME"]
 
-NODE_NAME = "reloc_node"
 NS = 1_000_000_000
 
 _RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

@@ -74,9 +74,10 @@ class Outputs:
             self._path.poses.append(ps)
             if len(self._path.poses) > path_max:
                 del self._path.poses[: len(self._path.poses) - path_max]
+            if not _subscribed(self._pubs["path"]):  # 1000 poses cost ~2.7 ms a frame to send: only for a viewer
+                return
             path = Path(header=self._path.header, poses=list(self._path.poses))
-        if _subscribed(self._pubs["path"]):  # 1000 poses cost ~2.7 ms a frame to send: only for a viewer
-            self._pubs["path"].publish(path)
+        self._pubs["path"].publish(path)
 
     def coarse(self, T: np.ndarray, cov: np.ndarray, frame: str, stamp: int) -> None:
         self._pubs["pose_coarse"].publish(conv.pose_with_covariance_stamped(T, cov, frame, stamp))

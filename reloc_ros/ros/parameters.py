@@ -15,7 +15,7 @@ import numpy as np
 from reloc_ros.core.config import Setting, check_fields, setting, settings_of
 
 __all__ = ["ParamSpec", "NodeConfig", "PARAMETERS", "PARAMS_BY_NAME", "LOCALIZER_FIELDS", "TRACKER_FIELDS",
-           "RELOAD_PARAMS", "validate", "validate_all", "coerce", "unknown_parameters", "parse_base_from_camera",
+           "NODE_NAME", "is_ros_builtin", "RELOAD_PARAMS", "validate", "validate_all", "coerce", "unknown_parameters", "parse_base_from_camera",
            "localizer_config_from", "tracker_config_from", "node_config_from", "TOPICS", "SERVICES", "usage"]
 
 
@@ -138,6 +138,7 @@ def _derive_parameters() -> tuple[ParamSpec, ...]:
 
 PARAMETERS: tuple[ParamSpec, ...] = _derive_parameters()
 PARAMS_BY_NAME = {p.name: p for p in PARAMETERS}
+NODE_NAME = "reloc_node"  # the node's default name (launch file, live replay, parameters files)
 LOCALIZER_FIELDS = {p.name: p.config_field for p in PARAMETERS if p.config_field}
 TRACKER_FIELDS = {p.name: p.tracker_field for p in PARAMETERS if p.tracker_field}
 
@@ -247,15 +248,19 @@ def validate_all(current: dict, changes: dict) -> str | None:
     return None
 
 
+def is_ros_builtin(name: str) -> bool:
+    """A parameter every ROS 2 node has, not one of ours (``use_sim_time``, QoS overrides, ...)."""
+    return name in ("use_sim_time", "start_type_description_service") or name.startswith("qos_overrides")
+
+
 def unknown_parameters(given) -> list[tuple[str, str]]:
     """(name, message) for each parameter in ``given`` (names set with -p or --params-file) that the node does not
     have, the message naming the closest one (a typo such as ``topk`` would otherwise be ignored without a word)."""
     import difflib
 
     ours = [s.name for s in PARAMETERS]
-    known = set(ours) | {"use_sim_time", "start_type_description_service"}
     out = []
-    for name in sorted(n for n in given if n not in known and not n.startswith("qos_overrides.")):
+    for name in sorted(n for n in given if n not in ours and not is_ros_builtin(n)):
         close = difflib.get_close_matches(name, ours, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "`reloc_node --help` lists the parameters"
         out.append((name, f"unknown parameter {name!r} is ignored: {hint}"))
