@@ -266,7 +266,7 @@ def _cli_max_side_too_small(tmp):
 
 CLI_CASES = [
     ("map image not decodable", _cli_corrupt_map_image, "cannot decode image"),
-    ("--overwrite onto a non-map directory", _cli_overwrite_non_map, "not a reloc_ros map: refusing"),
+    ("--overwrite onto a non-map directory", _cli_overwrite_non_map, "holds files that are not a reloc_ros map"),
     ("map info on a file", _cli_map_info_file, "map directory not found"),
     ("map info on a non-map directory", _cli_map_info_not_a_map, "no manifest.yaml"),
     ("eval with a truncated map", _cli_eval_corrupt_map, "sha256"),

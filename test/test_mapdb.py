@@ -85,9 +85,35 @@ def test_refuses_to_overwrite_non_map(tmp_path):
     (tmp_path / "notamap").mkdir()
     (tmp_path / "notamap" / "precious.txt").write_text("x")
     db, _ = _random_db(np.random.default_rng(2))
-    with pytest.raises(MapError, match="not a reloc_ros map"):
-        db.save(tmp_path / "notamap", overwrite=True)
+    for overwrite in (False, True):  # the same answer either way: not "pass --overwrite", then "refusing"
+        with pytest.raises(MapError, match="holds files that are not a reloc_ros map: write the map to a new or empty"):
+            db.save(tmp_path / "notamap", overwrite=overwrite)
     assert (tmp_path / "notamap" / "precious.txt").exists()
+    (tmp_path / "empty").mkdir()  # a folder made for the map: no --overwrite needed
+    db.save(tmp_path / "empty")
+    assert len(MapDatabase.load(tmp_path / "empty")) == len(db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "notamap"]  # no temp dir left behind
+
+
+def test_replacing_a_map_keeps_the_owners_files_in_its_folder(tmp_path):
+    """A map folder may hold its owner's notes and photos: `map build --overwrite`, `map update`, `map merge
+    --overwrite` and `map analyse` replace the map's own files and keep the rest, content and all."""
+    rng = np.random.default_rng(4)
+    db, _ = _random_db(rng)
+    m = db.save(tmp_path / "m")
+    (m / "README_robot.txt").write_text("calibrated 2026-12-01")
+    (m / "photos").mkdir()
+    (m / "photos" / "p.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (m / "latest").symlink_to("photos")
+    db_new, _ = _random_db(rng, n_kf=6)
+    db_new.save(m, overwrite=True)
+    assert len(MapDatabase.load(m)) == 6
+    assert (m / "README_robot.txt").read_text() == "calibrated 2026-12-01"
+    assert (m / "photos" / "p.jpg").read_bytes() == b"\xff\xd8 not really a jpeg"
+    assert (m / "latest").is_symlink() and (m / "latest" / "p.jpg").is_file()
+    db_new.save(m, overwrite=True, write_ply=False)  # a map file the new map does not have is the map's: not kept
+    assert not (m / "points.ply").exists() and (m / "README_robot.txt").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 
 @pytest.fixture

@@ -136,13 +136,18 @@ def test_offline_and_live_replay_agree(scene, tmp_path):
     params = _node_params_file(tmp_path, odom_accept_after=1, track_min_motion_m=0.0)
     janitor = ShmJanitor()
     t0 = time.perf_counter()
+    scratch = tmp_path / "tmpdir"  # the command's temporary files (the node's log, the parameters it wrote)
+    scratch.mkdir()
     # rate 0.1: the 30 Hz bag plays at 3 Hz, so the node (a few hundred ms a frame here) handles most frames
     r = subprocess.run([sys.executable, "-m", "reloc_ros.cli.main", "-q", "eval-bag", "--live", "--rate", "0.1",
                         "--map", str(scene["root"] / "map_bag"), "--bag", str(scene["query"]), "--out", str(out),
                         "--domain-id", ENV["ROS_DOMAIN_ID"], "--config", str(params)],
-                       env=ENV, capture_output=True, text=True, timeout=240, cwd=str(REPO))
+                       env={**ENV, "TMPDIR": str(scratch)}, capture_output=True, text=True, timeout=240,
+                       cwd=str(REPO))
     wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # a run that went well leaves nothing of its own behind (DDS keeps a one-line session file, .ses, for the machine)
+    assert not [p for p in scratch.iterdir() if p.name != ".ses"], list(scratch.iterdir())
     live = json.loads((out / "report.json").read_text())
     assert live["mode"] == "live" and live["replay"]["images_sent"] == live["replay"]["frames_received"] == N_QUERY
     assert live["queries"] >= 3 and live["localized"] >= live["queries"] // 2, live["replay"]
@@ -316,13 +321,19 @@ def test_track_summary_counts_what_was_published():
                "published": [pose(0.01, 0.5, 1.0), pose(0.2, 1.0, 1.1), pose(0.04, 6.0, 1.2)],
                "withheld": [{**pose(0.3, 7.0, 1.3), "why": "uncertain"}, {**pose(0.02, 1.0, 1.4), "why": "uncertain"},
                             {**pose(0.9, 1.0, 1.5), "why": "publish_gate"}]},
-              {"sequence": "a", "start": 10, "frames": 4, "published": [], "withheld": []}]
+              {"sequence": "a", "start": 10, "frames": 4, "published": [], "withheld": [],
+               "places_at_end": {"true": 3.0, "other": 4.5}},  # the images favoured a look-alike
+              {"sequence": "b", "start": 0, "frames": 6, "published": [], "withheld": [],
+               "places_at_end": {"true": 4.0, "other": 1.0}}]
     s = _track_summary(starts)
     assert (s["published"], s["published_within_5cm_5deg"], s["published_wrong"], s["starts_without_pose"]) == \
-        (3, 1, 1, 1), s
+        (3, 1, 1, 2), s
+    assert s["starts_without_pose_lookalike_led"] == 1 and [(d["sequence"], d["support_other_place"])
+                                                            for d in s["starts_without_pose_detail"]] == \
+        [("a", 4.5), ("b", 1.0)], s
     assert s["withheld"] == {"publish_gate": {"poses": 1, "wrong": 1, "within_5cm_5deg": 0},
                              "uncertain": {"poses": 2, "wrong": 1, "within_5cm_5deg": 1}}, s
-    assert s["frames"] == 14 and s["starts_without_pose_frames"] == [4] and s["time_to_first_pose_s"]["p50"] == 1.0
+    assert s["frames"] == 20 and s["starts_without_pose_frames"] == [4, 6] and s["time_to_first_pose_s"]["p50"] == 1.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,6 +354,7 @@ def _copy_bag(src: Path, dst: Path, keep, storage: str = "MCAP") -> Path:
     ("no_camera_info", "camera_info"),
     ("no_ground_truth", "--gt-frame"),
     ("missing_image_topic", "no image topic '/nope'"),
+    ("wrong_camera_info_topic", "pass --camera-info-topic /camera/camera_info. Topics in the bag"),
     ("not_a_bag", "not a rosbag2 directory"),
     ("no_tf_chain", "no TF chain from 'world'"),
 ])
@@ -354,7 +366,9 @@ def test_bad_bags_give_clear_errors(scene, tmp_path, capsys, case, expected):
     elif case == "no_ground_truth":
         bag = _copy_bag(q, tmp_path / "b", lambda t: t != "/ground_truth/camera_pose")
     elif case == "missing_image_topic":
-        bag, extra = q, ["--image-topic", "/nope"]
+        bag, extra = q, ["--image-topic", "nope"]  # relative: resolved in the root namespace
+    elif case == "wrong_camera_info_topic":
+        bag, extra = q, ["--camera-info-topic", "/camera/info"]
     elif case == "not_a_bag":
         bag = scene["data"]
     else:

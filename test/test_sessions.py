@@ -152,8 +152,10 @@ def test_merge_refuses_what_it_cannot_merge(two_maps, tmp_path):
 
     root, a, b, _ = two_maps
     sift = random_map(tmp_path / "sift")
-    with pytest.raises(MapError, match="another extractor"):
+    with pytest.raises(MapError, match="is a sift map, .* a learned one: .*rebuild one with the other's --extractor") \
+            as e:
         merge_maps([a, sift], tmp_path / "x")
+    assert len(str(e.value)) < 400, str(e.value)  # one line a user reads, not the extractors' every setting
     # another place altogether: nothing relocalizes, nothing to align on
     generate("hall", tmp_path / "hall", n_map=12, n_query=1, seed=1, stride=10, camera=DEFAULT_CAMERA.scaled(0.5),
              workers=1, progress=False)
@@ -270,6 +272,42 @@ def test_update_adds_a_session_and_survives_sigkill(two_maps, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     kept = MapDatabase.load(m2)  # verifies every file's sha256
     assert kept.manifest["files"] == files and len(kept) == len(before2)
+
+
+def test_update_refuses_a_recording_in_another_frame_or_with_another_camera(two_maps, tmp_path):
+    """`map update` adds a session in the map's frame. A recording whose poses are 2 m off the map's frame (most of
+    its localized frames lie far from their own poses) is refused with the way out (`map merge`, which aligns), and
+    so is one whose images do not match their camera, or of which too few frames localize to tell (unless the user
+    vouches for its frame); nothing is written."""
+    import dataclasses
+    import shutil
+
+    from reloc_ros.datasets.base import DatasetError
+    from reloc_ros.pipelines.map_sessions import _frame_check
+
+    root, a, b, query_frames = two_maps
+    m = tmp_path / "m"
+    shutil.copytree(a, m)
+    files = dict(MapDatabase.load(m).manifest["files"])
+    moved = np.eye(4)
+    moved[0, 3] = 2.0
+    shifted = [dataclasses.replace(f, T_world_from_cam=moved @ f.T_world_from_cam) for f in query_frames]
+    with pytest.raises(ValueError, match=r"lie far from their own poses \(median 2\.\d\d m.*`reloc map merge`.*nothing "
+                                         "was written"):
+        update_map(m, shifted, "shifted", show_progress=False)
+    other_cam = [dataclasses.replace(f, camera=f.camera.scaled(2.0)) for f in query_frames]
+    with pytest.raises(DatasetError, match="but its camera says .*fix the camera.*nothing was written"):
+        update_map(m, other_cam, "cam", show_progress=False)
+    assert MapDatabase.load(m).manifest["files"] == files
+    # the rule itself: more than half of >= 5 localized frames wrong refuses, and so do too few localized frames to
+    # tell, unless the user vouches for the frame (--trust-poses, or --keep-all, which localizes nothing)
+    _frame_check(m, [(0.01, 0.2)] * 6 + [(2.0, 0.1)] * 5, 40, False)
+    with pytest.raises(ValueError, match="6 of the 11 new frames"):
+        _frame_check(m, [(0.01, 0.2)] * 5 + [(2.0, 0.1)] * 6, 40, False)
+    with pytest.raises(ValueError, match="only 5 of the 120 new frames localize .*--trust-poses"):
+        _frame_check(m, [(0.01, 0.2)] * 5, 120, False)
+    _frame_check(m, [(0.01, 0.2)] * 5, 100, False)
+    _frame_check(m, [(0.01, 0.2)] * 2 + [(2.0, 0.1)] * 9, 60, True)
 
 
 def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_together(two_maps, tmp_path):

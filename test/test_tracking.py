@@ -159,6 +159,29 @@ def test_a_cold_start_at_an_alias_publishes_no_wrong_pose():
         assert 11 + 39 <= published[0][0] <= 11 + 42, (with_odom, published[0])
 
 
+def test_places_say_which_place_the_images_favoured_when_nothing_was_published():
+    """A start whose images support a look-alike 3 m away as often as the true place publishes nothing: neither
+    place dominates. ``places`` lists both, strongest first, each with the pose it predicts now (odometry) or its last
+    pose and that pose's stamp (without); ``reloc eval --track`` compares them with the ground truth."""
+    alias = make_T(np.eye(3), [3.0, 0.0, 0.0])
+    for with_odom in (True, False):
+        rng = np.random.default_rng(3)
+        T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+        tr = PlaceTracker(TrackerConfig())
+        for k in range(60):
+            T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+            T_true = T_map_odom @ T_odom_cam
+            d = tr.update((k + 1) * DT, alias @ T_true if k % 2 else T_true, T_odom_cam if with_odom else None)
+            assert not d.accepted, (with_odom, k, d)
+        places = tr.places((k + 1) * DT, T_odom_cam if with_odom else None)
+        assert len(places) == 2, places
+        (s_alias, T_a, t_a), (s_true, T_t, t_t) = places
+        assert s_alias > s_true > 5 and s_alias < 1.5 * s_true, places  # the look-alike had the last pose
+        assert np.allclose(T_a, alias @ T_true, atol=0.05) and t_a == (k + 1) * DT, (with_odom, T_a, T_true)
+        # the true place's last pose was a frame ago: with odometry it is predicted to now
+        assert t_t == ((k + 1) * DT if with_odom else k * DT), (with_odom, t_t)
+
+
 def test_without_odometry_a_jump_starts_a_new_place_and_a_lost_track_is_forgotten():
     rng = np.random.default_rng(3)
     T = _rand_T(rng)

@@ -117,9 +117,16 @@ def _load_build_dataset(args):
     from reloc_ros.datasets import load_dataset
     from reloc_ros.datasets.rosbag import load_bag
 
+    if args.bag is not None and args.dataset is not None:
+        raise ValueError("give one input: --dataset DIR --format F (a folder of posed images), or --bag BAG (a "
+                         "rosbag2), not both")
     if args.format is None and args.bag is not None:
         args.format = "rosbag"
     if args.format is None:
+        if args.dataset is not None:
+            from reloc_ros.datasets import FORMATS
+            raise ValueError(f"--dataset {args.dataset} needs --format F: one of "
+                             f"{', '.join(sorted(f for f in FORMATS if f != 'rosbag'))}")
         raise ValueError("give the input: --dataset DIR --format F, or --bag BAG")
     if args.format == "rosbag":
         if args.bag is None or args.dataset is not None:
@@ -214,7 +221,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                    help="name of the new session (its keyframes' name prefix; default s<N>)")
     u.add_argument("--keep-all", action="store_true",
                    help="add every frame (default: only frames the map fails to localize, localizes with few "
-                        "inliers or off their pose, or whose place has no keyframe that looks like them)")
+                        "inliers or off their pose, or whose place has no keyframe that looks like them); the "
+                        "recording's frame is then not checked")
+    u.add_argument("--trust-poses", action="store_true",
+                   help="the recording is in the map's frame even though too few of its frames localize in the map "
+                        "to check it (e.g. a night visit); without it such a recording is refused, as is one whose "
+                        "localized frames mostly lie far from their own poses (another frame: use `map merge`)")
     u.add_argument("--low-light-brightness", type=float, default=None, metavar="B",
                    help="enhance new images darker than B before extraction (as `map build --low-light-brightness`) "
                         "and record the rule in the map: for adding a night session to a map built without it; a map "
@@ -275,8 +287,21 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     return ap, handlers
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its clean-up runs (temporary folders, a map half written)."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     ap, handlers = _parser()
     # `reloc data synth ...` forwards its arguments (including -h) to the generator's own parser; the global -q
     # before it is the generator's --quiet.
@@ -328,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reloc: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("reloc: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # `reloc map info M | head`: the reader has gone; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
@@ -338,10 +366,15 @@ def main(argv: list[str] | None = None) -> int:
 def _map_build(args, argv) -> int:
     from reloc_ros.pipelines.build_map import build_map, build_or_reuse_map
     from reloc_ros.core.features import create_extractor
+    from reloc_ros.core.mapdb import check_map_out
     from reloc_ros.core.points import TriangulationConfig
 
     ds, map_frames, info = _map_input(args, argv)
     points = args.points or ("depth" if all(f.depth_path for f in map_frames) else "triangulate")
+    depth_like = [t for t in ds.meta.get("other_image_topics", []) if "depth" in t.lower()]
+    if args.format == "rosbag" and points == "triangulate" and args.points is None and depth_like:
+        print(f"reloc: note: the bag has {', '.join(depth_like)}, which is not used: the map's points are "
+              f"triangulated (minutes); for depth points pass --depth-topic {depth_like[0]}", file=sys.stderr)
     if args.depth_scale is not None and points != "learned":
         raise ValueError(f"--depth-scale applies to --points learned only (this map's points: {points})")
     if args.max_side is not None and args.max_side < 32:
@@ -354,9 +387,8 @@ def _map_build(args, argv) -> int:
     extractor = create_extractor(args.extractor, **kwargs)
     if args.model is not None:  # recorded after the command, as before
         info = {"command": info.pop("command"), "model": str(Path(args.model).resolve()), **info}
-    if args.out.exists() and not (args.overwrite or args.reuse):  # before the work, not after it
-        raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
-                         "new one is complete), or --reuse to keep a map of these inputs")
+    if not args.reuse:  # before the work, not after it
+        check_map_out(args.out, args.overwrite, "--reuse to keep a map of these inputs")
     _check_low_light(args.low_light_brightness)
     kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit",
                   **{k: v for k, v in _budget_of(args).items() if v},
@@ -399,11 +431,10 @@ def _budget_rule(pruned: dict) -> str:
 
 
 def _map_merge(args, argv) -> int:
+    from reloc_ros.core.mapdb import check_map_out
     from reloc_ros.pipelines.map_sessions import merge_maps
 
-    if args.out.exists() and not args.overwrite:
-        raise ValueError(f"{args.out} already exists: pass --overwrite to replace it (the old map stays until the "
-                         "new one is complete)")
+    check_map_out(args.out, args.overwrite)
     if any(Path(p).resolve() == args.out.resolve() for p in args.maps):
         raise ValueError(f"--out {args.out} is one of the maps to merge: write the merged map elsewhere")
     db, records = merge_maps(args.maps, args.out, args.align, args.sim3, overwrite=args.overwrite,
@@ -435,13 +466,18 @@ def _map_update(args, argv) -> int:
     _, frames, info = _map_input(args, argv)
     if args.low_light_brightness is not None:
         _check_low_light(args.low_light_brightness)
-    db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all,
+    _check_rewritable(Path(args.map), "map update")
+    db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all, trust_poses=args.trust_poses,
                         show_progress=not args.quiet, low_light_brightness=args.low_light_brightness,
                         **_budget_of(args))
     why = "--keep-all" if args.keep_all else (", ".join(f"{v} {k}" for k, v in st["why_kept"].items() if v)
                                                or "none adds anything")
     print(f"map {db.path} updated with session {st['session']}: {st['kept']} of {st['frames']} frames added "
           f"({why}); now {_map_summary(db)}, {st['seconds']:.1f} s")
+    if st.get("pruned"):
+        p = st["pruned"]
+        print(f"the keyframe budget ({_budget_rule(p)}) kept {p['after']} of {p['before']} keyframes, "
+              f"{db.manifest['sessions'][-1]['keyframes']} of them from session {st['session']}")
     if st.get("dark_images"):
         print(f"reloc: note: {st['dark_images']} of the {st['frames']} new images are night-dark (median grey level "
               f"below {NIGHT_BRIGHTNESS:g}) and were used as they are: to localize at night with low_light_brightness "
@@ -553,12 +589,25 @@ def _map_details(m: dict) -> list[tuple[str, str]]:
             continue
         why = ", ".join(f"{k} {v}" for k, v in (u.get("why_kept") or {}).items() if v)
         took = f" in {u['seconds']:.1f} s" if isinstance(u.get("seconds"), (int, float)) else ""
+        pr = u.get("pruned") or {}
+        budget = (f"; the budget ({_budget_rule(pr)}) kept {pr.get('after')} of {pr.get('before')} keyframes"
+                  if pr else "")
         rows.append(("update", f"session {u.get('session', '?')}: kept {u.get('kept', '?')} of {u.get('frames', '?')} "
-                     f"images{took}" + (f" ({why})" if why else "")))
+                     f"images{took}" + (f" ({why})" if why else "") + budget))
     files = m.get("files") or {}
     if files:
         rows.append(("files", ", ".join(files) + " (sha256 recorded, checked at load)"))
     return rows
+
+
+def _check_rewritable(folder: Path, command: str) -> None:
+    """Before the work: a map rewritten in place needs its folder and the folder above writable (the new map is
+    written beside it and swapped in)."""
+    if not folder.is_dir():
+        return  # the command's own loading says what is wrong
+    for p in (folder, folder.absolute().parent):
+        if not os.access(p, os.W_OK):
+            raise PermissionError(f"{p} is not writable and `reloc {command}` rewrites {folder} in place")
 
 
 def _map_analyse(args) -> int:
@@ -567,9 +616,7 @@ def _map_analyse(args) -> int:
 
     db = MapDatabase.load(args.map)
     folder = Path(db.path)
-    for p in (folder, folder.parent):  # the map is replaced in place (a new folder beside it): say so before the work
-        if not os.access(p, os.W_OK):
-            raise PermissionError(f"{p} is not writable and `reloc map analyse` rewrites {folder} in place")
+    _check_rewritable(folder, "map analyse")
     report = mark_aliases(db, extractor_for_map(db))
     db.save(db.path, overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"),
             write_ply=(Path(db.path) / "points.ply").is_file())
@@ -746,6 +793,11 @@ def _eval_track(args, loc, queries, records, odometry: dict | None) -> dict:
               f"{tracker.min_motion_m:g} m or {tracker.min_motion_deg:g} deg of consistent motion "
               f"({tracker.free_motion_m:g} m / {tracker.free_motion_deg:g} deg where the map knows no look-alike); "
               "the single-image results above say whether the images localize at all")
+    if tr["starts_without_pose"]:
+        led = tr["starts_without_pose_lookalike_led"]
+        print(f"starts without a pose: {tr['starts_without_pose']}; at the end of {led} of them another place had at "
+              "least the true place's support (the images favoured a look-alike: publishing the best-supported place "
+              "would have published a wrong pose; JSON track.starts_without_pose_detail)")
     w = tr["withheld"]
     g, u = w["publish_gate"], w["uncertain"]
     gate = (f"{g['poses']} off odometry's prediction (publish gate; of them {g['wrong']} wrong, "

@@ -37,6 +37,7 @@ from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import FeatureExtractor, create_extractor, extractor_class, sha256_file
 
 __all__ = ["MapError", "Keyframe", "MapDatabase", "FORMAT_VERSION", "POINT_SOURCES", "write_map_atomic",
+           "check_map_out",
            "extractor_for_map", "check_extractor", "identity_differences"]
 
 FORMAT_VERSION = 1
@@ -444,19 +445,66 @@ def _remove_stale_temp_dirs(out: Path) -> None:
             pass  # another user's live process
 
 
-def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
-    """Run ``write_fn(tmp_dir)`` and move the result to ``out`` atomically.
+# The files of a map folder; anything else in it is its owner's and is kept when the map is replaced.
+MAP_FILES = ("manifest.yaml", "keyframes.h5", "global.faiss", "points.ply")
+
+
+def check_map_out(out: Path, overwrite: bool, alternative: str = "") -> None:
+    """Whether a map may be written to ``out``: a new or empty folder, or a map with ``overwrite``.
 
     Raises:
-        MapError: ``out`` exists and ``overwrite`` is False, or ``out`` is not a map directory.
+        MapError: ``out`` is a map and ``overwrite`` is False (``alternative``: another way, e.g. '--reuse ...'),
+            or ``out`` is something else than a map or an empty folder.
+    """
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise MapError(f"{out} exists and is not a folder: write the map to a new or empty folder")
+    if not (out / "manifest.yaml").is_file():
+        if any(out.iterdir()):
+            raise MapError(f"{out} holds files that are not a reloc_ros map: write the map to a new or empty folder")
+        return
+    if not overwrite:
+        raise MapError(f"{out} already exists: pass --overwrite to replace it (the old map stays until the new one "
+                       "is complete; files of yours in the folder are kept)" + (f", or {alternative}" if alternative
+                                                                                 else ""))
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _carry_over(old: Path, new: Path) -> list[str]:
+    """Put into ``new`` what the map folder ``old`` holds besides the map's own files (``MAP_FILES``): the owner's
+    notes, photos, ... (hard links, else copies: ``old`` is deleted after the swap). Returns their names."""
+    kept = []
+    for e in sorted(old.iterdir()):
+        dst = new / e.name
+        if e.name in MAP_FILES or dst.exists() or dst.is_symlink():
+            continue
+        if e.is_symlink():
+            os.symlink(os.readlink(e), dst)
+        elif e.is_dir():
+            shutil.copytree(e, dst, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(e, dst)
+        kept.append(e.name)
+    return kept
+
+
+def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
+    """Run ``write_fn(tmp_dir)`` and move the result to ``out`` atomically. Files in an existing ``out`` that are
+    not the map's own (``MAP_FILES``) are kept.
+
+    Raises:
+        MapError: see :func:`check_map_out`.
     """
     out = Path(out).absolute()
-    if out.exists():
-        if not overwrite:
-            raise MapError(f"{out} already exists: pass --overwrite to replace it (the old map stays until the "
-                           "new one is complete)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.yaml").is_file()):
-            raise MapError(f"{out} exists and is not a reloc_ros map: refusing to replace it")
+    check_map_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
@@ -470,7 +518,10 @@ def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
             os.chmod(fh_path, 0o666 & ~umask)
             with open(fh_path, "rb") as fh:
                 os.fsync(fh.fileno())
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # an empty folder the user made for the map
         if out.exists():
+            _carry_over(out, tmp)
             if _exchange(tmp, out):
                 shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old map
                 return out

@@ -301,6 +301,18 @@ class PlaceTracker:
     def prior_releases(self) -> int:
         return self._prior.releases
 
+    def places(self, stamp_ns: int, T_odom_from_cam: np.ndarray | None = None) -> list[tuple[float, np.ndarray, int]]:
+        """The places held, strongest first, as ``(support, camera pose, stamp_ns)``: the pose the place predicts
+        at ``stamp_ns`` (with odometry), else its last supporting pose and that pose's stamp (for ``reloc eval
+        --track``'s account of a start that published nothing: which place the images favoured)."""
+        with self._lock:
+            out = []
+            for h in self._places:
+                pred = self._predict(h, stamp_ns, T_odom_from_cam) if T_odom_from_cam is not None else None
+                out.append((h.support, pred[0], int(stamp_ns)) if pred is not None
+                           else (h.support, h.T_last, h.t_last_ns))
+            return out
+
     def _leader_accepted(self) -> _Place | None:
         if self._accepted_uid is None or not self._places or self._places[0].uid != self._accepted_uid:
             return None

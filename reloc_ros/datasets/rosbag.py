@@ -65,6 +65,13 @@ class BagTopics:
     max_gt_gap_s: float = 0.5  # no ground truth inside a gap between two samples longer than this
     camera_info_tolerance_s: float = 0.005  # a CameraInfo matches an image within this stamp difference
 
+    def __post_init__(self):
+        # a bag stores fully qualified names: a relative name resolves in the root namespace, as for a node there
+        for name in ("image", "camera_info", "depth", "gt_topic"):
+            v = getattr(self, name)
+            if v and not v.startswith("/"):
+                setattr(self, name, "/" + v)
+
     @property
     def info_topic(self) -> str:
         if self.camera_info:
@@ -155,7 +162,10 @@ def require_topic(topics: dict, topic: str, types: tuple[str, ...], what: str, h
 def require_camera_topics(topics_in_bag: dict, topics: "BagTopics") -> None:
     """Refuse a bag without the image topic or its camera_info topic (see :func:`require_topic`)."""
     require_topic(topics_in_bag, topics.image, (IMAGE_TYPE,), "image", "pass --image-topic TOPIC")
+    infos = sorted(t for t, m in topics_in_bag.items() if m == INFO_TYPE)
     require_topic(topics_in_bag, topics.info_topic, (INFO_TYPE,), "camera_info",
+                  f"pass --camera-info-topic {infos[0]}" if len(infos) == 1 else
+                  f"pass --camera-info-topic TOPIC (one of {', '.join(infos)})" if infos else
                   "record the camera's camera_info topic with the images (the intrinsics are needed)")
 
 
@@ -405,12 +415,19 @@ def load_bag(path, topics: BagTopics = BagTopics(), every: int = 1) -> Dataset:
     except BaseException:
         shutil.rmtree(cache, ignore_errors=True)
         raise
+    r = open_reader(bag)
+    try:  # what else the bag has: a depth topic the command was not given (map build says so)
+        others = sorted(c.topic for c in r.connections if c.msgtype == IMAGE_TYPE and c.topic not in
+                        (topics.image, topics.depth))
+    finally:
+        r.close()
     holder = _CacheDir(cache)
     for f in frames:
         f.cache_dir = holder  # the files live as long as any frame (or the Dataset) that refers to them
     source = f"tf:{topics.gt_frame}" if topics.gt_frame else topics.gt_topic
     return Dataset(root=bag, format=FORMAT, frames=frames,
                    meta={"skipped_no_gt": skipped, "bag": str(bag), "gt_source": source, "image_cache": holder,
+                         "other_image_topics": others,
                          "topics": {"image": topics.image, "camera_info": topics.info_topic, "depth": topics.depth}})
 
 

@@ -107,7 +107,9 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
         records: :func:`evaluate`'s records of the same queries (localized without a prior): reused, not redone.
 
     Returns:
-        ``{"starts", "frames", "published", "published_wrong", "starts_without_pose", "time_to_first_pose_s":
+        ``{"starts", "frames", "published", "published_wrong", "starts_without_pose",
+        "starts_without_pose_lookalike_led" (of those, the starts at whose end a wrong place had at least the true
+        place's support), "starts_without_pose_detail", "time_to_first_pose_s":
         {"p50", "p95"}, "nees_mean_published", "nees_median_published_correct", "withheld": {"publish_gate" |
         "uncertain": {"poses", "wrong", "within_5cm_5deg"}}, "per_sequence", "config"}``.
     """
@@ -160,7 +162,11 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
                 if rec.get("hypotheses"):
                     tracker.note_ambiguous(stamp_ns, rec["hypotheses"], T_odom)
             n_probes += run_probes(tracker, stamp_ns, T_odom, lambda pr: _pose_of(localize(f, pr)))
-        starts.append({"sequence": seq, "start": k0, "frames": len(frames), "published": pub, "withheld": withheld})
+        start = {"sequence": seq, "start": k0, "frames": len(frames), "published": pub, "withheld": withheld}
+        if not pub:  # why nothing: which place the images favoured by the start's end
+            truth = {int(round(_stamp_s(f, k0 + i) * 1e9)): f.T_world_from_cam for i, f in enumerate(frames)}
+            start["places_at_end"] = _places_at_end(tracker.places(stamp_ns, T_odom), truth)
+        starts.append(start)
     out = _track_summary(starts)
     out["per_sequence"] = {s: _track_summary([x for x in starts if x["sequence"] == s]) for s in seqs}
     out["odometry"] = odometry is not None
@@ -168,6 +174,21 @@ def evaluate_track(localizer: Localizer, queries: list[Frame], odometry: dict | 
     out["localizations"] = len(cache)
     out["probes"] = n_probes  # extra localizations at a rival place (TrackerConfig.max_probes)
     return out
+
+
+def _places_at_end(places: list, truth: dict) -> dict:
+    """The support of the true place (its pose within (0.5 m, 5 deg) of the ground truth) and of the strongest
+    other place, as the tracker held them at a start's end (:meth:`PlaceTracker.places`)."""
+    true = other = 0.0
+    for support, T, stamp_ns in places:
+        T_true = truth.get(stamp_ns)
+        if T_true is None:
+            continue
+        if is_wrong(*pose_errors(T, T_true)):
+            other = max(other, support)
+        else:
+            true = max(true, support)
+    return {"true": true, "other": other}
 
 
 def _pose_of(rec: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -206,6 +227,16 @@ def _track_summary(starts: list[dict]) -> dict:
             "published_wrong": len(wrong), "starts_without_pose": sum(1 for s in starts if not s["published"]),
             # how many frames each start without a pose had (a start 25 frames before a sequence's end has 0.8 s)
             "starts_without_pose_frames": sorted(s["frames"] for s in starts if not s["published"]),
+            # of those, the starts at whose end another place had at least the true place's support: the images
+            # favoured a look-alike, and publishing the best-supported place would have published a wrong pose
+            "starts_without_pose_lookalike_led": sum(
+                1 for s in starts if not s["published"] and s["places_at_end"]["other"] > 0
+                and s["places_at_end"]["other"] >= s["places_at_end"]["true"]),
+            "starts_without_pose_detail": [
+                {"sequence": s["sequence"], "start": s["start"], "frames": s["frames"],
+                 "support_true_place": round(s["places_at_end"]["true"], 2),
+                 "support_other_place": round(s["places_at_end"]["other"], 2)}
+                for s in starts if not s["published"]],
             "time_to_first_pose_s": {"p50": pct(first, 50), "p95": pct(first, 95)},
             "nees_mean_published": float(np.mean([r["nees_position"] for r in pub])) if pub else float("nan"),
             "nees_median_published_correct": float(np.median(nees_ok)) if nees_ok else float("nan"),

@@ -353,11 +353,18 @@ def _recount(sessions: list[dict], names: list[str]) -> None:
 def _check_compatible(a: MapDatabase, b: MapDatabase) -> None:
     ia, ib = a.extractor_identity, b.extractor_identity
     diff = sorted(k for k in set(ia) | set(ib) if ia.get(k) != ib.get(k))
+    if ia.get("name") != ib.get("name"):
+        raise MapError(f"{b.path} is a {ib.get('name')} map, {a.path} a {ia.get('name')} one: maps merge only when "
+                       f"their features are comparable; rebuild one with the other's --extractor")
     if diff:
-        raise MapError(f"{b.path} was built with another extractor than {a.path} (" +
-                       ", ".join(f"{k}: {ia.get(k)!r} vs {ib.get(k)!r}" for k in diff) +
+        def short(v) -> str:
+            r = repr(v)
+            return r if len(r) <= 24 else r[:20] + "...'"
+        raise MapError(f"{b.path} was built with other extractor settings than {a.path} (" +
+                       ", ".join(f"{k}: {short(ia.get(k))} vs {short(ib.get(k))}" for k in diff[:4]) +
+                       (f" and {len(diff) - 4} more" if len(diff) > 4 else "") +
                        "): maps merge only when their features are comparable; rebuild one with the other's "
-                       "extractor and model")
+                       "extractor settings and model")
     if a.descriptors.shape[1] != b.descriptors.shape[1] or a.global_desc.shape[1] != b.global_desc.shape[1]:
         raise MapError(f"{a.path} and {b.path} have different descriptor sizes: rebuild one with the other's extractor")
 
@@ -510,6 +517,13 @@ UPDATE_MIN_INLIER_FRACTION = 0.25
 
 
 UPDATE_POSE_TOL = (0.05, 2.0)  # (m, deg): a new frame localized further from its own pose than this is kept
+# The recording must be in the map's frame (map merge aligns one that is not): when at least UPDATE_FRAME_MIN_CHECK of
+# its frames localize and more than UPDATE_FRAME_MAX_WRONG of them lie outside (0.5 m, 5 deg) of their own poses, the
+# update is refused. A session in other light localizes fewer frames, not mostly wrong ones (night queries on the
+# benchmark's day maps: at most 34 % of the localized ones outside (0.5 m, 5 deg), the hall with the low-light mode).
+UPDATE_FRAME_MIN_CHECK = 5
+UPDATE_FRAME_MAX_WRONG = 0.5
+UPDATE_FRAME_CHECK_SHARE = 0.05  # fewer localized frames than this share (or 5): the frame cannot be checked
 
 
 def _off(err: tuple[float, float]) -> bool:
@@ -518,8 +532,12 @@ def _off(err: tuple[float, float]) -> bool:
 
 def update_map(map_path: Path, frames: list[Frame], session: str | None = None, info: dict | None = None,
                max_keyframes: int | None = None, max_per_place: int | None = None, keep_all: bool = False,
-               show_progress: bool = True, low_light_brightness: float | None = None) -> tuple[MapDatabase, dict]:
+               show_progress: bool = True, low_light_brightness: float | None = None,
+               trust_poses: bool = False) -> tuple[MapDatabase, dict]:
     """Add a session to a map without re-extracting its keyframes; written atomically in place.
+
+    The recording must be in the map's frame: it is refused when most of its frames that localize lie far from
+    their own poses, or when too few localize to tell (``trust_poses``: the caller vouches for its frame).
 
     The new frames (in the map's frame) are extracted with the map's extractor and localized in the current map;
     a frame is kept when the map fails to localize it, localizes it with fewer inliers than
@@ -543,8 +561,9 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     if points not in ("depth", "learned", "triangulate"):
         raise MapError(f"{map_path}: unknown points mode {points!r} in the manifest; rebuild the map")
     if points == "depth" and any(f.depth_path is None for f in frames):
-        raise DatasetError(f"{map_path} takes its 3D points from depth images but {next(f.name for f in frames if f.depth_path is None)} "
-                           "has none: add a session with depth, or build a new map with --points triangulate")
+        raise DatasetError(f"{map_path} takes its 3D points from depth images but "
+                           f"{next(f.name for f in frames if f.depth_path is None)} has none: add a session with depth "
+                           "(from a bag: --depth-topic TOPIC), or build a new map with --points triangulate")
     sessions = sessions_of(db, map_path)  # the map's own keyframes keep their names (checked before the work)
     taken = {(s.get("prefix") or "").rstrip("/") for s in sessions} | {s.get("name") for s in sessions}
     if session is None:  # the first free s<N>
@@ -559,6 +578,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}))
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
+    localized = []  # (m, deg) between the map's pose of each localized new frame and the frame's own pose
     dup = []  # the frames whose image is a keyframe of the map already (the same recording added again)
 
     def features_of(i: int):
@@ -578,6 +598,10 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         if rule <= 0:
             n_dark += lowlight.brightness(image) < lowlight.NIGHT_BRIGHTNESS
         fe = lowlight.extract(extractor, image, rule)
+        if fe.image_size != f.camera.size:
+            raise DatasetError(f"{f.image_path} is {fe.image_size[0]}x{fe.image_size[1]} but its camera says "
+                               f"{f.camera.width}x{f.camera.height}: fix the camera (camera.yaml, or the camera_info "
+                               "topic); nothing was written")
         if fe.global_desc is None:
             fe.global_desc = extractor.describe_global(fe)
         feats.append(fe)
@@ -591,6 +615,8 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
             continue
         res = _pose_result(loc.localize_features(fe, f.camera))
         T = f.T_world_from_cam
+        if res.ok:
+            localized.append(pose_errors(res.T_map_from_cam, T))
         reason = None
         if not res.ok:
             reason = "not localized"
@@ -610,6 +636,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
                          f"images, e.g. {dup[0]}): this recording was added before; nothing was written")
     if dup:
         why["already in the map"] = len(dup)
+    _frame_check(map_path, localized, len(frames) - len(dup), keep_all or trust_poses)
     sel = [i for i, k in enumerate(keep) if k]
     prefix = name + "/"
     old = keyframes_of(db)
@@ -649,6 +676,25 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     mark_aliases(out, extractor, kind)
     out.save(Path(map_path), overwrite=True, index_kind=kind)
     return out, stats
+
+
+def _frame_check(map_path: Path, localized: list[tuple[float, float]], offered: int, unchecked: bool) -> None:
+    """Refuse a recording whose localized frames mostly disagree with their own poses (another frame, another
+    place, wrong poses or camera), or of which too few frames localize to tell (``unchecked``: the user vouches)."""
+    if unchecked:
+        return
+    wrong = [e for e in localized if e[0] > 0.5 or e[1] > 5.0]
+    if len(localized) >= UPDATE_FRAME_MIN_CHECK and len(wrong) > UPDATE_FRAME_MAX_WRONG * len(localized):
+        m, deg = np.median(np.asarray(wrong), axis=0)
+        raise ValueError(f"{len(wrong)} of the {len(localized)} new frames that localize in {map_path} lie far from "
+                         f"their own poses (median {m:.2f} m / {deg:.1f} deg): the recording is not in the map's "
+                         "frame (build a map of it and `reloc map merge` the two: merge aligns them), or its poses "
+                         "or camera are wrong; nothing was written")
+    if len(localized) < max(UPDATE_FRAME_MIN_CHECK, UPDATE_FRAME_CHECK_SHARE * offered):
+        raise ValueError(f"only {len(localized)} of the {offered} new frames localize in {map_path}, too few to check "
+                         "that the recording is of this place and in the map's frame; nothing was written. If it is "
+                         "(e.g. at night, in the frame of the robot's SLAM map), pass --trust-poses; if it is in "
+                         "another frame, build a map of it and `reloc map merge` the two (merge aligns them)")
 
 
 def _new_keyframes(db: MapDatabase, frames: list[Frame], feats: list[Features]) -> list[Keyframe]:

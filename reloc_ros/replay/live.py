@@ -19,6 +19,8 @@ then SIGTERM, then SIGKILL), and the Fast DDS shared-memory files the replay's p
 from __future__ import annotations
 
 import atexit
+import os
+import shutil
 import struct
 import tempfile
 import threading
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reloc_ros.core.mapdb import MapError
 from reloc_ros.datasets.base import DatasetError
 from reloc_ros.datasets.rosbag import NS, BagTopics, bag_dir, open_reader, read_ground_truth, require_camera_topics
 from reloc_ros.replay.ros_process import NodeProcess, ros_env, use_ros_env
@@ -217,8 +220,8 @@ def _wait(pred, timeout: float, what: str, node: NodeProcess) -> None:
             if node.proc.returncode == 2 and refused:  # the node's own one-line refusal (a bad parameter, file)
                 sources = "--config, --node-arg, --model" if node.has_params_file else "--node-arg, --model"
                 raise ReplayError(f"{refused[-1]} (the node's arguments: {sources})")
-            raise ReplayError(f"reloc_node exited (code {node.proc.returncode}) while waiting for {what}; its log:\n"
-                              f"{node.tail()}")
+            raise ReplayError(f"reloc_node exited (code {node.proc.returncode}) while waiting for {what}; its log "
+                              f"({node.log_path}):\n{node.tail()}")
         if time.monotonic() > deadline:
             raise ReplayError(f"timed out after {timeout:.0f} s waiting for {what}; node log ({node.log_path}):\n"
                               f"{node.tail()}")
@@ -238,10 +241,17 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         raise ValueError(f"--rate must be > 0 (got {options.rate})")
     if options.start_frame < 0:
         raise ValueError(f"--start-frame must be >= 0 (got {options.start_frame})")
+    mp = Path(map_path)
+    if not mp.is_dir():  # before a node is started for it (as offline)
+        raise MapError(f"map directory not found: {mp}")
+    if not (mp / "manifest.yaml").is_file():
+        raise MapError(f"{mp} is not a reloc_ros map: no manifest.yaml (build one with `reloc map build`)")
     bag = bag_dir(bag)
     gt = read_ground_truth(bag, topics)
     playlist = _playlist(bag, topics)
+    log_dir_before = os.environ.get("ROS_LOG_DIR")
     env = ros_env(options.domain_id, "reloc_replay_log_", keep=True)  # this process's and the node's
+    made = [env["ROS_LOG_DIR"]] if env["ROS_LOG_DIR"] != log_dir_before else []  # temporary folders of this run
     use_ros_env(env)  # read by rcl when this process's context starts
     try:
         import rclpy  # noqa: F401
@@ -249,7 +259,9 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
     except ImportError as e:
         raise ReplayError(f"live replay needs rclpy and tf2_msgs ({e}): install the [ros] extra and run "
                           "`python tools/build_tf2_msgs.py` (the Makefile does both), or use offline replay") from None
-    log_path = Path(options.log_path or Path(tempfile.mkdtemp(prefix="reloc_replay_")) / "reloc_node.log")
+    if options.log_path is None:
+        made.append(tempfile.mkdtemp(prefix="reloc_replay_"))
+    log_path = Path(options.log_path or Path(made[-1]) / "reloc_node.log")
     has_tf = playlist.has_tf
     ros_args = ["-r", f"__node:={NODE_NAME}",
                 *(["--params-file", str(Path(options.params_file).resolve())] if options.params_file else []),
@@ -259,6 +271,7 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
                 *([] if has_tf else ["-p", "tf_mode:=none"]),  # no odometry in the bag: nothing to compose with
                 *options.node_args]
     shm = ShmCleanup()
+    ok = False
     node = NodeProcess(env, ros_args, log_path)
     graph = None
     try:
@@ -282,7 +295,10 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         _wait(finished, options.finish_timeout_s, "reloc_node to handle the last image", node)
         _wait(lambda: _delivered(graph), 5.0, "the last poses to arrive", node)
         run = _score(graph, sent, gt, str(bag), str(map_path), options.start_frame)
-        run.stats.update(startup_s=round(startup_s, 2), rate=options.rate, node_log=str(log_path))
+        run.stats.update(startup_s=round(startup_s, 2), rate=options.rate)
+        if options.log_path is not None:
+            run.stats["node_log"] = str(log_path)
+        ok = True
         return run
     finally:
         if graph is not None:
@@ -290,6 +306,11 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         node.stop()
         shm.cleanup()  # what the node left; this process's own ports are still mapped until it exits:
         atexit.register(shm.cleanup, include_own=True)
+        if ok:  # the logs of a run that went well are not kept (a failed run's errors name its node log)
+            for d in made:
+                shutil.rmtree(d, ignore_errors=True)
+            if made and made[0] == os.environ.get("ROS_LOG_DIR") and log_dir_before is None:
+                os.environ.pop("ROS_LOG_DIR")  # the next run makes its own
 
 
 def _play(graph: _Graph, playlist: _Playlist, topics: BagTopics, rate: float, start_frame: int = 0
