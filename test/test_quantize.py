@@ -108,6 +108,17 @@ def test_a_map_built_with_an_int8_copy_names_it_when_refusing_another_model(scen
     assert code == 2 and f"it was built with --model {int8_model}" in err and "model_path" in err, err
     assert main(["-q", "eval", "--map", str(m), "--dataset", str(scene / "office"), "--format", "7scenes",
                  "--model", str(int8_model)]) == 0
+    # the map's upkeep takes the same file: look-alike analysis, and an update with an evening visit (--keep-all
+    # adds it without the frame check)
+    assert main(["-q", "map", "analyse", str(m)]) == 2 and "map analyse" in capsys.readouterr().err
+    assert main(["-q", "map", "analyse", str(m), "--model", str(int8_model)]) == 0
+    from reloc_ros.datasets.synthetic import generate
+    from reloc_ros.datasets.synthetic.writer import DEFAULT_CAMERA
+    generate("office", scene / "evening", n_map=6, n_query=1, seed=4, stride=10, camera=DEFAULT_CAMERA, workers=1,
+             progress=False, session=1)
+    assert main(["-q", "map", "update", str(m), "--dataset", str(scene / "evening"), "--format", "7scenes",
+                 "--keep-all", "--model", str(int8_model)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
     code = main(["-q", "map", "build", "--dataset", str(scene / "office"), "--format", "7scenes", "--extractor",
                  "sift", "--model", str(int8_model), "--out", str(scene / "m_sift")])
     assert code == 2 and "--model applies to --extractor learned only" in capsys.readouterr().err

@@ -64,6 +64,12 @@ def _add_budget_args(p: argparse.ArgumentParser) -> None:
                    help="keep at most K keyframes per place (0.5 m, 30 deg cell), the most different looks first")
 
 
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None,
+                   help="the ONNX file a learned map was built with when it is not the shipped network (`map build "
+                        "--model`, e.g. an INT8 copy from `reloc quantize`); the map's weights hash must match")
+
+
 def _budget_of(args) -> dict:
     for name in ("max_keyframes", "max_per_place"):
         v = getattr(args, name)
@@ -199,9 +205,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
                                         "do this themselves, older maps lack them (the node then asks for the full "
                                         "cold-start motion everywhere)")
     a.add_argument("map", type=Path, help="map directory (replaced atomically)")
+    _add_model_arg(a)
     m = msub.add_parser("merge", help="merge maps of several sessions into one (aligned to the first map's frame)")
     m.add_argument("maps", nargs="+", type=Path, help="map directories; the first one's frame is the merged map's")
     m.add_argument("--out", required=True, type=Path, help="merged map directory to write")
+    _add_model_arg(m)
     m.add_argument("--align", choices=["auto", "never", "always"], default="auto",
                    help="auto (default): relocalize 150 of each map's keyframes in the first map and move the map "
                         "only when it is in another frame: its own poses disagree with the relocalizations by more "
@@ -217,6 +225,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict]:
     u.add_argument("map", type=Path, help="map directory to update (replaced atomically)")
     _add_dataset_args(u, dataset_required=False)
     _add_bag_args(u, depth=True)
+    _add_model_arg(u)
     u.add_argument("--session", default=None,
                    help="name of the new session (its keyframes' name prefix; default s<N>)")
     u.add_argument("--keep-all", action="store_true",
@@ -437,7 +446,7 @@ def _map_merge(args, argv) -> int:
     check_map_out(args.out, args.overwrite)
     if any(Path(p).resolve() == args.out.resolve() for p in args.maps):
         raise ValueError(f"--out {args.out} is one of the maps to merge: write the merged map elsewhere")
-    db, records = merge_maps(args.maps, args.out, args.align, args.sim3, overwrite=args.overwrite,
+    db, records = merge_maps(args.maps, args.out, args.align, args.sim3, overwrite=args.overwrite, model=args.model,
                              info={"command": "reloc " + " ".join(shlex.quote(a) for a in argv)}, **_budget_of(args))
     for r in records[1:]:
         print(f"{r['map']}: {r['reason']}" + (f" ({r['keyframes_agreeing']} of {r['keyframes_sampled']} sampled "
@@ -468,6 +477,7 @@ def _map_update(args, argv) -> int:
         _check_low_light(args.low_light_brightness)
     _check_rewritable(Path(args.map), "map update")
     db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all, trust_poses=args.trust_poses,
+                        model=args.model,
                         show_progress=not args.quiet, low_light_brightness=args.low_light_brightness,
                         **_budget_of(args))
     why = "--keep-all" if args.keep_all else (", ".join(f"{v} {k}" for k, v in st["why_kept"].items() if v)
@@ -617,7 +627,7 @@ def _map_analyse(args) -> int:
     db = MapDatabase.load(args.map)
     folder = Path(db.path)
     _check_rewritable(folder, "map analyse")
-    report = mark_aliases(db, extractor_for_map(db))
+    report = mark_aliases(db, extractor_for_map(db, **({"model_path": args.model} if args.model else {})))
     db.save(db.path, overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"),
             write_ply=(Path(db.path) / "points.ply").is_file())
     print(f"map {db.path}: {report.summary()}")

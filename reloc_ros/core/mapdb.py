@@ -571,8 +571,8 @@ def check_extractor(db: MapDatabase, ex: FeatureExtractor) -> None:
         hint = "use the model it was built with"
         built_with = (db.manifest.get("build") or {}).get("model") or _build_option(db, "--model")
         if "model_sha256" in diff and built_with:
-            hint = (f"it was built with --model {built_with}: pass that file (node parameter model_path, "
-                    f"`reloc eval --model`)")
+            hint = (f"it was built with --model {built_with}: pass that file (node parameter model_path; `--model` "
+                    f"of `reloc eval`, `eval-bag`, `map update`, `map merge`, `map analyse`)")
         raise MapError(f"map {db.path} was built with another extractor ({details}): rebuild the map with "
                        f"`reloc map build ... --extractor {have.get('name')}` or {hint}")
 

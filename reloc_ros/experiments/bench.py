@@ -591,8 +591,8 @@ def format_scaling(r: dict) -> str:
           f"{x['localizer_setup_s']:.2f}", f"{x['load_s'] + x['localizer_setup_s']:.2f}", f"{x['peak_rss_mb']:.0f}",
           f"{x['rss_with_localizer_mb']:.0f}", f"{x['loadavg_before'][0]:.1f}"] for x in r["map_load"]])
     matching = _table(
-        ["query kp", "keyframes", "map kp", "reference ms", "batched ms (1024-row blocks)", "256-row blocks",
-         "one block", "matches", "identical"],
+        ["query kp", "keyframes", "map kp", "reference ms", "localizer's matcher ms (its defaults)",
+         "256-row blocks, 1 thread", "one block, 1 thread", "matches", "identical"],
         [[f"{x['query_keypoints']}", f"{x['keyframes']}", f"{x['map_keypoints']}", f"{x['reference_ms_p50']:.1f}",
           f"{x['batched_ms_p50']:.1f}", f"{x['batched_block256_ms_p50']:.1f}", f"{x['batched_one_block_ms_p50']:.1f}",
           f"{x['matches']}", f"{x['identical']}"] for x in r["matching"]])

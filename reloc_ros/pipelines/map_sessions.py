@@ -350,6 +350,11 @@ def _recount(sessions: list[dict], names: list[str]) -> None:
             s["keyframes"] = sum(1 for n in names if not any(q and n.startswith(q) for q in prefixes))
 
 
+def _model_kwargs(model: Path | None) -> dict:
+    """``extractor_for_map``'s keyword for a map built with ``map build --model``."""
+    return {} if model is None else {"model_path": Path(model)}
+
+
 def _check_compatible(a: MapDatabase, b: MapDatabase) -> None:
     ia, ib = a.extractor_identity, b.extractor_identity
     diff = sorted(k for k in set(ia) | set(ib) if ia.get(k) != ib.get(k))
@@ -393,11 +398,13 @@ def _merged_low_light(dbs: list[MapDatabase], paths: list[Path]) -> dict:
 
 def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = False,
                max_keyframes: int | None = None, max_per_place: int | None = None, overwrite: bool = False,
-               info: dict | None = None) -> tuple[MapDatabase, list[dict]]:
+               info: dict | None = None, model: Path | None = None) -> tuple[MapDatabase, list[dict]]:
     """Merge maps into one in the first map's frame (see :func:`align_map` for ``align`` / ``sim3``).
 
     Each input map's keyframes get a session prefix (``s0/``, ``s1/``, ...; maps that already list sessions keep
     theirs and the new ones continue the numbering). Points keep what each map gave them (moved by the alignment).
+
+    ``model``: the ONNX file of learned maps built with one that is not the shipped network (``map build --model``).
 
     Returns:
         (the written map, one record per input map: its alignment).
@@ -409,7 +416,7 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     ref = dbs[0]
     for db in dbs[1:]:
         _check_compatible(ref, db)
-    extractor = extractor_for_map(ref)
+    extractor = extractor_for_map(ref, **_model_kwargs(model))
     sessions, keyframes, records = [], [], []
     seen: dict[tuple, str] = {}  # session key -> the map it came in with
     loc = None
@@ -533,7 +540,7 @@ def _off(err: tuple[float, float]) -> bool:
 def update_map(map_path: Path, frames: list[Frame], session: str | None = None, info: dict | None = None,
                max_keyframes: int | None = None, max_per_place: int | None = None, keep_all: bool = False,
                show_progress: bool = True, low_light_brightness: float | None = None,
-               trust_poses: bool = False) -> tuple[MapDatabase, dict]:
+               trust_poses: bool = False, model: Path | None = None) -> tuple[MapDatabase, dict]:
     """Add a session to a map without re-extracting its keyframes; written atomically in place.
 
     The recording must be in the map's frame: it is refused when most of its frames that localize lie far from
@@ -575,7 +582,8 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
                              "prefixes the session's keyframe names)")
         if name in taken:
             raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
-    extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}))
+    extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}),
+                                  **_model_kwargs(model))
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
     localized = []  # (m, deg) between the map's pose of each localized new frame and the frame's own pose
