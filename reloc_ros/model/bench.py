@@ -2,6 +2,7 @@
 
     python -m reloc_ros.model.bench --onnx models/relocnet_v1.onnx     # the shipped network, 640 x 480
     python -m reloc_ros.model.bench --backbones                        # XFeat vs EfficientNet-Lite0 encoders
+    python -m reloc_ros.model.bench --profile                          # where the query graph's time goes
 
 Prints a table; a benchmark, not a test. The EfficientNet-Lite0 encoder here is only its layer structure
 (MBConv blocks, no squeeze-excitation, ReLU6; same shapes as the ImageNet weights in the
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ort_session", "ort_latency", "main"]
+__all__ = ["ort_session", "ort_latency", "profile_query_graph", "main"]
 
 
 def ort_session(path, threads: int = 2):
@@ -45,6 +46,41 @@ def ort_latency(path, size_hw=(480, 640), channels: int = 1, runs: int = 50, war
         sess.run(None, {name: x})
         ts.append(time.perf_counter() - t)
     return float(np.median(ts) * 1e3), float(np.percentile(ts, 90) * 1e3)
+
+
+def profile_query_graph(path=None, threads: int = 2, runs: int = 30) -> tuple[float, list[tuple[str, float, str]]]:
+    """ONNX Runtime's profile of the graph a query runs (the shipped network without its depth head) at 640 x 480:
+    (median ms of a run, [(operator, ms per run, largest output shape)] over all nodes of each operator type)."""
+    import collections
+    import json
+    import onnxruntime as ort
+
+    from reloc_ros.core.learned import QUERY_OUTPUTS, _pruned_model, find_default_model, session_options
+
+    so = session_options(ort, threads)
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(_pruned_model(Path(path or find_default_model()), QUERY_OUTPUTS), so,
+                                    providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).random((1, 1, 480, 640), dtype=np.float32)
+        for _ in range(5):
+            sess.run(None, {"image": x})
+        ts = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            sess.run(None, {"image": x})
+            ts.append(time.perf_counter() - t)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    total = collections.defaultdict(float)
+    shape = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op = e["args"].get("op_name", "?")
+            total[op] += e["dur"] / 1000.0 / (runs + 5)
+            shape.setdefault(op, str(e["args"].get("output_type_shape", "")))
+    rows = sorted(((op, ms, shape[op]) for op, ms in total.items()), key=lambda r: -r[1])
+    return float(np.median(ts) * 1e3), rows
 
 
 def _lite0_encoder():
@@ -118,6 +154,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--onnx", type=Path, default=None, help="time this model at 640 x 480")
     ap.add_argument("--backbones", action="store_true", help="compare the candidate encoders")
+    ap.add_argument("--profile", action="store_true",
+                    help="per-operator time of the query graph (the shipped network without its depth head)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args(argv)
@@ -125,6 +163,12 @@ def main(argv=None) -> int:
         print(f"{'encoder':40s} {'median ms':>10s} {'p90 ms':>8s} {'params':>10s}")
         for name, med, p90, n in compare_backbones(args.threads, args.runs):
             print(f"{name:40s} {med:10.1f} {p90:8.1f} {n:10d}")
+    if args.profile:
+        med, rows = profile_query_graph(args.onnx, args.threads, min(args.runs, 30))
+        print(f"query graph at 640 x 480, {args.threads} threads: median {med:.1f} ms a run; per operator type:")
+        for op, ms, _ in rows[:8]:
+            print(f"  {op:24s} {ms:6.2f} ms")
+        return 0
     if args.onnx:
         med, p90 = ort_latency(args.onnx, runs=args.runs, threads=args.threads)
         print(f"{args.onnx}: 640 x 480, {args.threads} threads, {args.runs} runs: "
