@@ -114,6 +114,39 @@ def test_replacing_a_map_keeps_the_owners_files_in_its_folder(tmp_path):
     db_new.save(m, overwrite=True, write_ply=False)  # a map file the new map does not have is the map's: not kept
     assert not (m / "points.ply").exists() and (m / "README_robot.txt").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    # the owner's files are moved, not copied: same inode, same owner; a private folder stays private
+    ino = (m / "photos" / "p.jpg").stat().st_ino
+    m.chmod(0o700)
+    db.save(m, overwrite=True)
+    assert (m / "photos" / "p.jpg").stat().st_ino == ino and (m.stat().st_mode & 0o777) == 0o700
+    # a map folder reached through a symlink: the folder it points to is replaced, the link stays a link
+    (tmp_path / "current").symlink_to("m")
+    db_new.save(tmp_path / "current", overwrite=True)
+    assert (tmp_path / "current").is_symlink() and len(MapDatabase.load(m)) == 6
+    assert (m / "README_robot.txt").read_text() == "calibrated 2026-12-01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "m"]
+
+
+def test_a_killed_swap_never_costs_the_owner_files(tmp_path):
+    """A temporary folder of a process that no longer exists is deleted by the next write only when it holds nothing
+    but map files (a map half written); one that holds other files (the old map folder of a swap killed before its
+    owner's files moved over) is kept, visible, with them; and a folder that merely looks like one is not touched."""
+    db, _ = _random_db(np.random.default_rng(5))
+    db.save(tmp_path / "m")
+    dead = 999_999_999  # no such process
+    half = tmp_path / f".m.tmp-{dead}-abcd1234"
+    half.mkdir()
+    (half / "keyframes.h5").write_bytes(b"half")
+    swapped = tmp_path / f".m.tmp-{dead}-efgh5678"
+    swapped.mkdir()
+    (swapped / "manifest.yaml").write_text("old map")
+    (swapped / "notes.txt").write_text("mine")
+    lookalike = tmp_path / f".m.tmp-{dead}-mine"  # not mkdtemp's 8 characters
+    lookalike.mkdir()
+    db.save(tmp_path / "m", overwrite=True)
+    assert not half.exists() and not swapped.exists() and lookalike.is_dir()
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("m.previous-")]
+    assert len(kept) == 1 and (kept[0] / "notes.txt").read_text() == "mine", list(tmp_path.iterdir())
 
 
 @pytest.fixture

@@ -299,15 +299,17 @@ def test_update_refuses_a_recording_in_another_frame_or_with_another_camera(two_
     with pytest.raises(DatasetError, match="but its camera says .*fix the camera.*nothing was written"):
         update_map(m, other_cam, "cam", show_progress=False)
     assert MapDatabase.load(m).manifest["files"] == files
-    # the rule itself: more than half of >= 5 localized frames wrong refuses, and so do too few localized frames to
-    # tell, unless the user vouches for the frame (--trust-poses, or --keep-all, which localizes nothing)
-    _frame_check(m, [(0.01, 0.2)] * 6 + [(2.0, 0.1)] * 5, 40, False)
-    with pytest.raises(ValueError, match="6 of the 11 new frames"):
-        _frame_check(m, [(0.01, 0.2)] * 5 + [(2.0, 0.1)] * 6, 40, False)
-    with pytest.raises(ValueError, match="only 5 of the 120 new frames localize .*--trust-poses"):
-        _frame_check(m, [(0.01, 0.2)] * 5, 120, False)
-    _frame_check(m, [(0.01, 0.2)] * 5, 100, False)
-    _frame_check(m, [(0.01, 0.2)] * 2 + [(2.0, 0.1)] * 9, 60, True)
+    # the rule itself: more than half of >= 5 localized frames wrong refuses, with or without --trust-poses (which
+    # vouches only when too few frames localize to tell); --keep-all localizes nothing and checks nothing
+    _frame_check(m, [(0.01, 0.2)] * 6 + [(2.0, 0.1)] * 5, 40, False, False)
+    for trust in (False, True):
+        with pytest.raises(ValueError, match="6 of the 11 new frames"):
+            _frame_check(m, [(0.01, 0.2)] * 5 + [(2.0, 0.1)] * 6, 40, False, trust)
+    with pytest.raises(ValueError, match="5 of the 120 new frames localize .*6 are needed .*--trust-poses"):
+        _frame_check(m, [(0.01, 0.2)] * 5, 120, False, False)
+    _frame_check(m, [(0.01, 0.2)] * 5, 120, False, True)
+    _frame_check(m, [(0.01, 0.2)] * 5, 100, False, False)
+    _frame_check(m, [], 60, True, False)
 
 
 def test_update_of_a_triangulated_map_triangulates_old_and_new_keyframes_together(two_maps, tmp_path):

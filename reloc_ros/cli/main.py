@@ -309,8 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    own_handler = (threading.current_thread() is threading.main_thread()
+                   and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if own_handler:
         signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        if own_handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: list[str]) -> int:
     ap, handlers = _parser()
     # `reloc data synth ...` forwards its arguments (including -h) to the generator's own parser; the global -q
     # before it is the generator's --quiet.
@@ -383,7 +393,8 @@ def _map_build(args, argv) -> int:
     depth_like = [t for t in ds.meta.get("other_image_topics", []) if "depth" in t.lower()]
     if args.format == "rosbag" and points == "triangulate" and args.points is None and depth_like:
         print(f"reloc: note: the bag has {', '.join(depth_like)}, which is not used: the map's points are "
-              f"triangulated (minutes); for depth points pass --depth-topic {depth_like[0]}", file=sys.stderr)
+              f"triangulated (minutes); for depth points from depth images registered to the colour images, pass "
+              f"--depth-topic {depth_like[0]}", file=sys.stderr)
     if args.depth_scale is not None and points != "learned":
         raise ValueError(f"--depth-scale applies to --points learned only (this map's points: {points})")
     if args.max_side is not None and args.max_side < 32:
@@ -396,8 +407,8 @@ def _map_build(args, argv) -> int:
     extractor = create_extractor(args.extractor, **kwargs)
     if args.model is not None:  # recorded after the command, as before
         info = {"command": info.pop("command"), "model": str(Path(args.model).resolve()), **info}
-    if not args.reuse:  # before the work, not after it
-        check_map_out(args.out, args.overwrite, "--reuse to keep a map of these inputs")
+    # before the work, not after it (--reuse replaces a map of other inputs: only a map may be there)
+    check_map_out(args.out, args.overwrite or args.reuse, "--reuse to keep a map of these inputs")
     _check_low_light(args.low_light_brightness)
     kwargs = dict(show_progress=not args.quiet, index_kind=args.index, depth_scale=args.depth_scale or "fit",
                   **{k: v for k, v in _budget_of(args).items() if v},
@@ -472,10 +483,10 @@ def _map_update(args, argv) -> int:
     from reloc_ros.core.lowlight import NIGHT_BRIGHTNESS
     from reloc_ros.pipelines.map_sessions import update_map
 
-    _, frames, info = _map_input(args, argv)
+    _check_rewritable(Path(args.map), "map update")  # before the bag is decoded
     if args.low_light_brightness is not None:
         _check_low_light(args.low_light_brightness)
-    _check_rewritable(Path(args.map), "map update")
+    _, frames, info = _map_input(args, argv)
     db, st = update_map(args.map, frames, args.session, info, keep_all=args.keep_all, trust_poses=args.trust_poses,
                         model=args.model,
                         show_progress=not args.quiet, low_light_brightness=args.low_light_brightness,
@@ -627,7 +638,8 @@ def _map_analyse(args) -> int:
     db = MapDatabase.load(args.map)
     folder = Path(db.path)
     _check_rewritable(folder, "map analyse")
-    report = mark_aliases(db, extractor_for_map(db, **({"model_path": args.model} if args.model else {})))
+    from reloc_ros.pipelines.map_sessions import _model_kwargs
+    report = mark_aliases(db, extractor_for_map(db, **_model_kwargs(args.model, db)))
     db.save(db.path, overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"),
             write_ply=(Path(db.path) / "points.ply").is_file())
     print(f"map {db.path}: {report.summary()}")

@@ -131,6 +131,8 @@ def _eval_bag(args: argparse.Namespace, argv: list[str]) -> int:
     st = summary["latency_ms"]["stages"]
     print("stage p50 ms: " + ", ".join(f"{k} {v['p50']:.1f}" for k, v in st.items()))
     print("replay: " + ", ".join(f"{k} {v}" for k, v in run.stats.items() if k != "node_log"))
+    if run.stats.get("node_log"):
+        print(f"the node's log: {run.stats['node_log']}")
     if args.out:
         print(f"report written to {args.out}/ (summary.md, report.json, plots, trajectory_*.tum)")
     if args.json:

@@ -18,11 +18,17 @@ intact. Nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime
+import glob
+import logging
 import os
+import re
 import shlex
 import shutil
+import signal
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,8 @@ import yaml
 from reloc_ros import __version__
 from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import FeatureExtractor, create_extractor, extractor_class, sha256_file
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MapError", "Keyframe", "MapDatabase", "FORMAT_VERSION", "POINT_SOURCES", "write_map_atomic",
            "check_map_out",
@@ -428,21 +436,29 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+_TEMP_SUFFIX = re.compile(r"(\d+)-[a-z0-9_]{8}")  # "<pid>-<mkdtemp's 8 characters>"
+
+
 def _remove_stale_temp_dirs(out: Path) -> None:
-    """Delete temporary build directories of ``out`` left by killed builds (their process no longer exists)."""
-    for d in out.parent.glob(f".{out.name}.tmp-*-*"):
-        try:
-            pid = int(d.name[len(f".{out.name}.tmp-"):].split("-")[0])
-        except ValueError:
+    """Delete temporary build directories of ``out`` left by killed builds (their process no longer exists): only
+    folders named exactly as :func:`write_map_atomic` names them."""
+    prefix = f".{out.name}.tmp-"
+    for d in out.parent.glob(glob.escape(prefix) + "*"):
+        m = _TEMP_SUFFIX.fullmatch(d.name[len(prefix):])
+        if m is None or d.is_symlink() or not d.is_dir():
             continue
+        pid = int(m.group(1))
         if pid == os.getpid():
             continue
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
-        except PermissionError:
-            pass  # another user's live process
+            if all(e.name in MAP_FILES for e in d.iterdir()):  # a map half written: ours to delete
+                shutil.rmtree(d, ignore_errors=True)
+            else:  # an old map folder with its owner's files, from a swap that was killed: keep them
+                _retire_old_map(d, None, out)
+        except (PermissionError, OverflowError):
+            pass  # another user's live process, or no pid at all
 
 
 # The files of a map folder; anything else in it is its owner's and is kept when the map is replaced.
@@ -471,69 +487,93 @@ def check_map_out(out: Path, overwrite: bool, alternative: str = "") -> None:
                                                                                  else ""))
 
 
-def _link_or_copy(src, dst) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def _carry_over(old: Path, new: Path) -> list[str]:
-    """Put into ``new`` what the map folder ``old`` holds besides the map's own files (``MAP_FILES``): the owner's
-    notes, photos, ... (hard links, else copies: ``old`` is deleted after the swap). Returns their names."""
-    kept = []
-    for e in sorted(old.iterdir()):
+def _retire_old_map(old: Path, new: Path | None, out: Path) -> None:
+    """After the swap: move into the new map folder ``new`` what the old one (``old``) holds besides the map's own
+    files (renames in one file system: nothing is copied, ownership and content stay), then delete the old map's
+    files and folder. Whatever cannot be moved (a name the new map uses, a mount point; everything when ``new`` is
+    None) stays in a visible folder beside the map, with a warning: nothing of the owner's is deleted."""
+    for e in sorted(old.iterdir()) if new is not None else ():
         dst = new / e.name
         if e.name in MAP_FILES or dst.exists() or dst.is_symlink():
             continue
-        if e.is_symlink():
-            os.symlink(os.readlink(e), dst)
-        elif e.is_dir():
-            shutil.copytree(e, dst, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(e, dst)
-        kept.append(e.name)
-    return kept
+        try:
+            os.rename(e, dst)
+        except OSError:
+            pass  # left in old, kept below
+    for name in MAP_FILES:
+        f = old / name
+        if f.is_file() and not f.is_symlink():
+            f.unlink()
+    try:
+        old.rmdir()
+    except OSError:  # not empty: the owner's files that could not be moved
+        kept = out.parent / f"{out.name}.previous-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        os.rename(old, kept)
+        log.warning("reloc: warning: %s held files that could not be moved into the new map (%s): kept in %s",
+                    out, ", ".join(sorted(p.name for p in kept.iterdir())[:5]), kept)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block is done (delivered right after it)."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
     """Run ``write_fn(tmp_dir)`` and move the result to ``out`` atomically. Files in an existing ``out`` that are
-    not the map's own (``MAP_FILES``) are kept.
+    not the map's own (``MAP_FILES``) are kept (moved into the new folder), and so is the old folder's mode. A
+    symlink ``out`` is followed: the folder it points to is replaced.
 
     Raises:
         MapError: see :func:`check_map_out`.
     """
     out = Path(out).absolute()
+    if out.is_symlink():
+        out = out.resolve()
     check_map_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_dirs(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         write_fn(tmp)
-        # readable by other users (a node running as another user) under the usual umask: mkdtemp made it 0700
+        # readable by other users (a node running as another user) under the usual umask: mkdtemp made it 0700; a
+        # folder being replaced keeps its own mode
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
         for fh_path in tmp.iterdir():  # make the data durable before the swap
             os.chmod(fh_path, 0o666 & ~umask)
             with open(fh_path, "rb") as fh:
                 os.fsync(fh.fileno())
+        check_map_out(out, overwrite)  # again: another process may have written there meanwhile
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # an empty folder the user made for the map
-        if out.exists():
-            _carry_over(out, tmp)
-            if _exchange(tmp, out):
-                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old map
-                return out
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        os.chmod(tmp, stat.S_IMODE(os.stat(out).st_mode) if out.exists() else 0o777 & ~umask)
+        with _signals_held():  # the swap and the owner's files moving over: not cut short by Ctrl-C or SIGTERM
+            if out.exists():
+                if _exchange(tmp, out):
+                    tmp, old = None, tmp  # tmp's path now holds the old map
+                else:
+                    old = out.parent / f".{out.name}.old-{os.getpid()}"
+                    os.rename(out, old)
+                    try:
+                        os.rename(tmp, out)
+                    except BaseException:
+                        os.rename(old, out)  # put the old map back
+                        raise
+                    tmp = None
+                _retire_old_map(old, out, out)
+            else:
+                os.rename(tmp, out)
+                tmp = None
         return out
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

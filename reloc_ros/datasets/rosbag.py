@@ -69,7 +69,7 @@ class BagTopics:
         # a bag stores fully qualified names: a relative name resolves in the root namespace, as for a node there
         for name in ("image", "camera_info", "depth", "gt_topic"):
             v = getattr(self, name)
-            if v and not v.startswith("/"):
+            if v and not v.startswith(("/", "~")):
                 setattr(self, name, "/" + v)
 
     @property
@@ -391,6 +391,12 @@ def load_bag(path, topics: BagTopics = BagTopics(), every: int = 1) -> Dataset:
         DatasetError: see :func:`iter_bag_images` and :func:`read_ground_truth`; no image with ground truth.
     """
     bag = bag_dir(path)
+    r = open_reader(bag)
+    try:  # what else the bag has: a depth topic the command was not given (map build says so)
+        others = sorted(c.topic for c in r.connections if c.msgtype == IMAGE_TYPE and c.topic not in
+                        (topics.image, topics.depth))
+    finally:
+        r.close()
     cache = Path(tempfile.mkdtemp(prefix="reloc_bag_"))
     try:
         frames, skipped = [], 0
@@ -415,12 +421,6 @@ def load_bag(path, topics: BagTopics = BagTopics(), every: int = 1) -> Dataset:
     except BaseException:
         shutil.rmtree(cache, ignore_errors=True)
         raise
-    r = open_reader(bag)
-    try:  # what else the bag has: a depth topic the command was not given (map build says so)
-        others = sorted(c.topic for c in r.connections if c.msgtype == IMAGE_TYPE and c.topic not in
-                        (topics.image, topics.depth))
-    finally:
-        r.close()
     holder = _CacheDir(cache)
     for f in frames:
         f.cache_dir = holder  # the files live as long as any frame (or the Dataset) that refers to them

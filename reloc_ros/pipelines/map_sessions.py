@@ -350,9 +350,14 @@ def _recount(sessions: list[dict], names: list[str]) -> None:
             s["keyframes"] = sum(1 for n in names if not any(q and n.startswith(q) for q in prefixes))
 
 
-def _model_kwargs(model: Path | None) -> dict:
-    """``extractor_for_map``'s keyword for a map built with ``map build --model``."""
-    return {} if model is None else {"model_path": Path(model)}
+def _model_kwargs(model: Path | None, db: MapDatabase | None = None) -> dict:
+    """``extractor_for_map``'s keyword for a map built with ``map build --model`` (learned maps only)."""
+    if model is None:
+        return {}
+    if db is not None and db.extractor_identity.get("name") != "learned":
+        raise ValueError(f"--model applies to learned maps; {db.path} was built with "
+                         f"{db.extractor_identity.get('name')!r}")
+    return {"model_path": Path(model)}
 
 
 def _check_compatible(a: MapDatabase, b: MapDatabase) -> None:
@@ -364,7 +369,7 @@ def _check_compatible(a: MapDatabase, b: MapDatabase) -> None:
     if diff:
         def short(v) -> str:
             r = repr(v)
-            return r if len(r) <= 24 else r[:20] + "...'"
+            return r if len(r) <= 24 else r[:20] + "..."
         raise MapError(f"{b.path} was built with other extractor settings than {a.path} (" +
                        ", ".join(f"{k}: {short(ia.get(k))} vs {short(ib.get(k))}" for k in diff[:4]) +
                        (f" and {len(diff) - 4} more" if len(diff) > 4 else "") +
@@ -416,7 +421,7 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     ref = dbs[0]
     for db in dbs[1:]:
         _check_compatible(ref, db)
-    extractor = extractor_for_map(ref, **_model_kwargs(model))
+    extractor = extractor_for_map(ref, **_model_kwargs(model, ref))
     sessions, keyframes, records = [], [], []
     seen: dict[tuple, str] = {}  # session key -> the map it came in with
     loc = None
@@ -583,7 +588,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         if name in taken:
             raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
     extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}),
-                                  **_model_kwargs(model))
+                                  **_model_kwargs(model, db))
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
     localized = []  # (m, deg) between the map's pose of each localized new frame and the frame's own pose
@@ -644,7 +649,7 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
                          f"images, e.g. {dup[0]}): this recording was added before; nothing was written")
     if dup:
         why["already in the map"] = len(dup)
-    _frame_check(map_path, localized, len(frames) - len(dup), keep_all or trust_poses)
+    _frame_check(map_path, localized, len(frames) - len(dup), keep_all, trust_poses)
     sel = [i for i, k in enumerate(keep) if k]
     prefix = name + "/"
     old = keyframes_of(db)
@@ -686,10 +691,12 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
     return out, stats
 
 
-def _frame_check(map_path: Path, localized: list[tuple[float, float]], offered: int, unchecked: bool) -> None:
+def _frame_check(map_path: Path, localized: list[tuple[float, float]], offered: int, keep_all: bool,
+                 trust_poses: bool) -> None:
     """Refuse a recording whose localized frames mostly disagree with their own poses (another frame, another
-    place, wrong poses or camera), or of which too few frames localize to tell (``unchecked``: the user vouches)."""
-    if unchecked:
+    place, wrong poses or camera), or of which too few frames localize to tell (``trust_poses``: the user vouches
+    for its frame; ``keep_all``: nothing was localized, nothing can be checked)."""
+    if keep_all:
         return
     wrong = [e for e in localized if e[0] > 0.5 or e[1] > 5.0]
     if len(localized) >= UPDATE_FRAME_MIN_CHECK and len(wrong) > UPDATE_FRAME_MAX_WRONG * len(localized):
@@ -698,11 +705,13 @@ def _frame_check(map_path: Path, localized: list[tuple[float, float]], offered: 
                          f"their own poses (median {m:.2f} m / {deg:.1f} deg): the recording is not in the map's "
                          "frame (build a map of it and `reloc map merge` the two: merge aligns them), or its poses "
                          "or camera are wrong; nothing was written")
-    if len(localized) < max(UPDATE_FRAME_MIN_CHECK, UPDATE_FRAME_CHECK_SHARE * offered):
-        raise ValueError(f"only {len(localized)} of the {offered} new frames localize in {map_path}, too few to check "
-                         "that the recording is of this place and in the map's frame; nothing was written. If it is "
-                         "(e.g. at night, in the frame of the robot's SLAM map), pass --trust-poses; if it is in "
-                         "another frame, build a map of it and `reloc map merge` the two (merge aligns them)")
+    need = max(UPDATE_FRAME_MIN_CHECK, int(np.ceil(UPDATE_FRAME_CHECK_SHARE * offered)))
+    if len(localized) < need and not trust_poses:
+        raise ValueError(f"{len(localized)} of the {offered} new frames localize in {map_path}; {need} are needed to "
+                         "check that the recording is of this place and in the map's frame; nothing was written. If "
+                         "it is (e.g. at night, or mostly new rooms, in the frame of the robot's SLAM map), pass "
+                         "--trust-poses; if it is in another frame, build a map of it and `reloc map merge` the two "
+                         "(merge aligns them)")
 
 
 def _new_keyframes(db: MapDatabase, frames: list[Frame], feats: list[Features]) -> list[Keyframe]:

@@ -296,9 +296,10 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         _wait(lambda: _delivered(graph), 5.0, "the last poses to arrive", node)
         run = _score(graph, sent, gt, str(bag), str(map_path), options.start_frame)
         run.stats.update(startup_s=round(startup_s, 2), rate=options.rate)
-        if options.log_path is not None:
+        troubled = "Traceback" in node.log()
+        if options.log_path is not None or troubled:
             run.stats["node_log"] = str(log_path)
-        ok = True
+        ok = not troubled  # a node log with a traceback is kept (and named) even when the run went well
         return run
     finally:
         if graph is not None:
