@@ -125,6 +125,23 @@ def test_a_place_whose_map_look_alikes_the_probes_do_not_find_needs_less_motion(
     assert k is None or d.motion_m >= 1.0, (k, d)
 
 
+def test_a_place_whose_first_pose_came_without_odometry_counts_the_motion_odometry_sees_later():
+    """TF is often late for the first frames (a start, a bag loop that cleared the buffer): a place whose first pose
+    had no odometry and the next ones had must still count the motion odometry sees (it stayed at 0 m for good, so
+    the node published nothing after a bag loop)."""
+    rng = np.random.default_rng(7)
+    T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)
+    tr = PlaceTracker(TrackerConfig())
+    accepted_at = None
+    for k in range(80):
+        T_odom_cam, T_map_odom = _drive(rng, T_odom_cam, T_map_odom, 0.03)
+        d = tr.update((k + 1) * DT, T_map_odom @ T_odom_cam, None if k == 0 else T_odom_cam)
+        if d.accepted and accepted_at is None:
+            accepted_at = k
+    assert accepted_at is not None and 33 <= accepted_at <= 37, (accepted_at, d)
+    assert d.odometry and d.motion_m >= 1.0
+
+
 def test_a_turn_in_place_counts_as_motion():
     rng = np.random.default_rng(1)
     T_map_odom, T_odom_cam = _rand_T(rng), _rand_T(rng)

@@ -584,6 +584,9 @@ class PlaceTracker:
         if has_odom:  # follow the pose (odometry drifts slowly), as far as its covariance says it knows better
             h.T_map_from_odom = _follow(h, T, T_odom, covariance)
             h.T_odom_last = T_odom
+            if not h.motion_in_odom:  # odometry came after the place's first poses (TF late after a start or a
+                # bag loop): its motion is measured by odometry from here on, what the poses showed is kept
+                h.motion_in_odom, h.T_ref = True, T_odom
         if h.motion_in_odom == has_odom:
             m, r = pose_errors(T_odom if has_odom else T, h.T_ref)
             h.motion_m, h.motion_deg = max(h.motion_m, m), max(h.motion_deg, r)

@@ -5,8 +5,10 @@ reload keeps it). No rclpy: the node passes its logger and what to do after a re
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from reloc_ros.core.localizer import Localizer, LocalizerConfig, extractor_for_map
@@ -68,9 +70,11 @@ class MapHolder:
         self.loaded = dict.fromkeys(RELOAD_PARAMS, "")  # what the localizer was loaded from
         self.error = ""  # why the last load failed ('' after a success)
         self._gen = 0  # reload requests: only the newest one's result counts
+        self._stamp: tuple | None = None  # the loaded map's manifest on disk when it was loaded (map_stamp)
 
     def load_now(self, want: dict, config: LocalizerConfig) -> bool:
         """Load in this thread (configure); on failure the error is kept and False returned."""
+        stamp = map_stamp(want["map_path"])
         try:
             loc = load_localizer(want, config, self._log)
         except Exception as e:
@@ -78,13 +82,22 @@ class MapHolder:
             self._log.error(self.error)
             return False
         with self._lock:
-            self.localizer, self.loaded, self.error = loc, dict(want), ""
+            self.localizer, self.loaded, self.error, self._stamp = loc, dict(want), "", stamp
         return True
 
-    def clear(self) -> None:
+    def changed_on_disk(self) -> bool:
+        """Whether the loaded map's folder now holds another map than the one loaded (e.g. `reloc map update`)."""
         with self._lock:
+            path, stamp = self.loaded.get("map_path"), self._stamp
+        return bool(path) and map_stamp(path) != stamp
+
+    def clear(self) -> None:
+        """Forget the map (cleanup); a reload still running is dropped when it finishes."""
+        with self._lock:
+            self._gen += 1
             self.localizer = None
             self.loaded = dict.fromkeys(RELOAD_PARAMS, "")
+            self._stamp = None
 
     def reload(self, want: dict, config: LocalizerConfig, swapped: Callable[[], None],
                failed: Callable[[dict, bool], None]) -> None:
@@ -98,6 +111,7 @@ class MapHolder:
                          daemon=True).start()
 
     def _reload(self, want: dict, config: LocalizerConfig, gen: int, swapped, failed) -> None:
+        stamp = map_stamp(want["map_path"])
         try:
             loc = load_localizer(want, config, self._log)
         except Exception as e:  # MapError, ExtractorError, OSError, ...
@@ -113,6 +127,16 @@ class MapHolder:
             return
         with self._lock:
             if gen != self._gen:
-                return  # a newer request superseded this one
-            self.localizer, self.loaded, self.error = loc, dict(want), ""
+                return  # a newer request (or a cleanup) superseded this one
+            self.localizer, self.loaded, self.error, self._stamp = loc, dict(want), "", stamp
         swapped()
+
+
+def map_stamp(path) -> tuple | None:
+    """(inode, mtime, size) of a map folder's manifest: a map replaced on disk (atomically, by `reloc map build
+    --overwrite` / `update` / `analyse`) has another; None when there is none."""
+    try:
+        st = os.stat(Path(path) / "manifest.yaml")
+    except (OSError, TypeError, ValueError):
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size

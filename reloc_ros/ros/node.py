@@ -152,8 +152,11 @@ class RelocNode(LifecycleNode):
             self.get_logger().info(f"pipeline={self._cfg.pipeline} applies at the next activation")
         if any(k in changed for k in RELOAD_PARAMS):
             want = {k: self._p[k] for k in RELOAD_PARAMS}
-            if self._state_label in ("inactive", "active") and want != self._loaded:
-                self._start_reload(want)
+            if self._state_label in ("inactive", "active") and (want != self._loaded or self._map.changed_on_disk()):
+                self._start_reload(want)  # the same map_path again reloads a map changed on disk (map update)
+            elif self._state_label in ("inactive", "active") and "map_path" in changed:
+                self.get_logger().info(f"map_path {want['map_path']!r}: the map on disk is the one in use, nothing "
+                                       "to reload")
             elif self._state_label == "unconfigured" and self._cfg.autostart and self._autostart_timer is None:
                 # A map given after a failed start: configure and activate from the executor thread.
                 self._autostart_timer = self.create_timer(0.01, self._autostart_once)
@@ -260,6 +263,11 @@ class RelocNode(LifecycleNode):
         self._restart_timer("_tf_timer", 0.0, None)
 
     def _destroy_configured(self) -> None:
+        # cleanup forgets what the frames so far taught: the places, the path and TF stamps sent, the last image
+        # stamp (a configure after it starts like a first start, e.g. a recording played again from its start)
+        self._tracker.reset()
+        self._out.reset(tf_stamps=True)
+        self._steps.last_stamp_ns = None
         self._out.destroy(self)
         if self._tf is not None:
             self._tf.destroy()

@@ -55,7 +55,8 @@ class NodeConfig:
 
     # -- map and model
     map_path: str = setting("", "map directory (built with `reloc map build`); setting it at runtime loads that map "
-                            "in the background, keeping the current one until the new one loaded cleanly")
+                            "in the background, keeping the current one until the new one loaded cleanly; setting "
+                            "the same folder again reloads it when the map there changed (`reloc map update`)")
     model_path: str = setting("", "model file of a learned extractor ('' = the extractor recorded in the map, "
                               "e.g. SIFT)")
     inference_provider: str = setting("cpu", "ONNX Runtime provider for the learned model",
