@@ -566,6 +566,17 @@ def test_timestamps_stepping_back_are_dropped_and_counted(bench):
     assert bench.good_frame("an out-of-order frame")["status"] == "LOCALIZED"
 
 
+def test_an_image_stamped_0_is_an_input_error_not_a_time_jump(bench):
+    """A driver that does not stamp its images (header.stamp 0): one input error that says so; not a bag loop that
+    resets the tracker (as it was), and the next good frame localizes."""
+    d0 = bench.good_frame("start")
+    bench.send_raw(numpy_to_image(bench.good_image(), "rgb8"), bench.info(), 0)
+    bench.h.wait(lambda: any("header.stamp is 0" in kv.value for s in bench.h.diags for kv in s.values),
+                 "the unstamped image reported")
+    d = bench.good_frame("an unstamped image")
+    assert d["status"] == "LOCALIZED" and d["resets"] == d0["resets"], d
+
+
 def test_odometry_missing_then_stale_then_invalid(bench):
     """map_odom without odom->base: localized, the pose published, map->odom not (and said why); stale odometry
     (older than the image) likewise; NaN / zero-quaternion transforms on /tf are ignored and counted."""

@@ -302,6 +302,18 @@ def test_missing_tf_is_reported_not_published(plane_map, harness_factory):
     assert not h.poses and not [t for t in h.tf if t.header.frame_id == "map"]
 
 
+def test_odometry_missing_under_map_odom_is_reported(plane_map, harness_factory):
+    """tf_mode map_odom with the tracker on, but TF cannot give odom -> base -> camera (here: no TF at all, and a
+    camera_frame TF does not know): the tracker falls back to the pose sequence, and /diagnostics and the log say
+    why (they said nothing)."""
+    h = harness_factory(map_path=str(plane_map["map"]), tf_mode="map_odom", pose_frame="camera", tf_timeout=0.05,
+                        odom_jump_max_m=0.5, camera_frame="no_such_frame")
+    h.wait(lambda: h.pub_image.get_subscription_count() > 0, "matching")
+    h.send(_render(plane_map["tex"], _query(30)), 70 * NS)
+    h.wait(lambda: any("no odometry at the image stamp" in kv.value and "does not exist in TF" in kv.value
+                       for s in h.diags for kv in s.values), "the missing odometry reported")
+
+
 def test_failure_never_published_coarse_only_on_its_topic(plane_map, harness_factory):
     """An image of an unmapped surface FAILS: no pose, no TF; with publish_coarse the retrieved keyframe's pose
     goes to ~/pose_coarse only, with a large covariance."""

@@ -162,6 +162,11 @@ class FrameProcessor:
         """What a frame needs before feature extraction: its stamp in order (a jump back resets state), the map, its
         camera (CameraInfo) and image. None when the frame ends here (counted or reported as an input error)."""
         stamp, last = frame.stamp_ns, self.last_stamp_ns
+        if stamp <= 0:
+            self._settle()
+            self.input_error("image header.stamp is 0: the camera driver does not stamp its images; the node needs "
+                             "the capture time (for odometry, TF and the tracker): fix the driver's stamps")
+            return None
         if last is not None and stamp < last:
             self._settle()
             if last - stamp > p.time_jump_reset_s * NS:
@@ -242,6 +247,9 @@ class FrameProcessor:
         """Turn a LOCALIZED result FAILED unless the place tracker accepts it (see :mod:`reloc_ros.core.tracking`):
         checked against odometry when odom->base exists at the stamp, else against the pose sequence."""
         tracker = self.s.tracker
+        if odom.T is None and odom.expected and tracker.config.enabled:  # e.g. a camera_frame TF does not know
+            self._tf_error(f"no odometry at the image stamp ({odom.why_none}); tf_mode map_odom expects odom -> "
+                           "base -> camera: the place tracker checks the pose sequence instead")
         d = tracker.update(frame.stamp_ns, res.T_map_from_cam, odom.T, res.tracking_covariance, res.lookalike_free,
                            res.lookalike_poses, res.covariance)
         with self.s.lock:
@@ -341,3 +349,8 @@ class _Odometry:
     @property
     def why_none(self) -> str:
         return self._lookup[1]
+
+    @property
+    def expected(self) -> bool:
+        """Whether the node expects odometry (``tf_mode`` map_odom)."""
+        return self._args[2].tf_mode == "map_odom"

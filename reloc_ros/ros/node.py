@@ -213,6 +213,7 @@ class RelocNode(LifecycleNode):
             self._srv = self.create_service(Trigger, "~/relocalize", self._on_relocalize)
             self._publish_map()
             self._state_label = "inactive"
+            self._publish_diagnostics()
             return TransitionCallbackReturn.SUCCESS
         except Exception:
             self.get_logger().error("configure failed:\n" + traceback.format_exc())
@@ -228,6 +229,7 @@ class RelocNode(LifecycleNode):
             self._frames.start(self._cfg.pipeline)
             self._state_label = "active"
             self._restart_tf_timer()
+            self._publish_diagnostics()
             self.get_logger().info(f"active: localizing images from {self.resolve_topic_name('image')} "
                                    f"({'pipelined' if self._frames.handover is not None else 'one worker'})")
             return super().on_activate(state)
@@ -238,6 +240,7 @@ class RelocNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_active()
         self._state_label = "inactive"
+        self._publish_diagnostics()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -253,6 +256,7 @@ class RelocNode(LifecycleNode):
         self._stop_active()
         self._destroy_configured()
         self._state_label = label
+        self._publish_diagnostics()
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_active(self) -> None:
@@ -293,14 +297,18 @@ class RelocNode(LifecycleNode):
         self._autostart_timer = None
         self.autostart()
 
-    def _restart_timer(self, attr: str, rate_hz: float, callback) -> None:
-        """(Re)create the timer held in ``attr`` at ``rate_hz`` (none when <= 0)."""
+    def _restart_timer(self, attr: str, rate_hz: float, callback, steady: bool = False) -> None:
+        """(Re)create the timer held in ``attr`` at ``rate_hz`` (none when <= 0); ``steady``: on the steady clock,
+        not the node's (which stands still under use_sim_time until /clock arrives)."""
         if getattr(self, attr) is not None:
             self.destroy_timer(getattr(self, attr))
-        setattr(self, attr, self.create_timer(1.0 / rate_hz, callback) if rate_hz > 0 else None)
+        clock = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME) if steady else None
+        setattr(self, attr, self.create_timer(1.0 / rate_hz, callback, clock=clock) if rate_hz > 0 else None)
 
     def _restart_diag_timer(self) -> None:
-        self._restart_timer("_diag_timer", float(self._cfg.diagnostics_rate_hz), self._publish_diagnostics)
+        # steady: /diagnostics must go on when the clock does not (use_sim_time and no /clock is itself a fault)
+        self._restart_timer("_diag_timer", float(self._cfg.diagnostics_rate_hz), self._publish_diagnostics,
+                            steady=True)
 
     def _restart_tf_timer(self) -> None:
         self._restart_timer("_tf_timer", float(self._cfg.tf_publish_rate_hz), self._republish_tf)
