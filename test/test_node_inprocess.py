@@ -725,3 +725,14 @@ def test_node_swaps_live_to_a_merged_map(plane_map, harness_factory, tmp_path):
     assert node.set_parameters([Parameter("map_path", value=str(tmp_path / "merged"))])[0].successful
     h.wait(lambda: node._localizer is not merged_loc, "the map changed on disk to be reloaded")
     assert len(node._localizer.db) == len(db)
+    # a folder whose new map does not load: the map in use stays, the parameter is set back, and setting it back is
+    # not taken for another request (the reload is tried once, not in a loop)
+    in_use = node._localizer
+    kf = tmp_path / "merged" / "keyframes.h5"
+    kf.write_bytes(kf.read_bytes()[:-100])  # its sha256 no longer matches the manifest
+    (tmp_path / "merged" / "manifest.yaml").touch()
+    assert node.set_parameters([Parameter("map_path", value=str(tmp_path / "merged"))])[0].successful
+    h.wait(lambda: "does not match the sha256" in node._map.error, "the failed reload")
+    gen = node._map._gen
+    time.sleep(1.0)
+    assert node._map._gen == gen and node._localizer is in_use, (gen, node._map._gen)

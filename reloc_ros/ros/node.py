@@ -74,6 +74,7 @@ class RelocNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._lock = threading.RLock()
         self._ready = False
+        self._restoring = False  # map_path & co. being set back after a failed reload (see _reload_failed)
         self._p: dict = {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -150,7 +151,7 @@ class RelocNode(LifecycleNode):
             self._restart_tf_timer()
         if "pipeline" in changed and self._state_label == "active":
             self.get_logger().info(f"pipeline={self._cfg.pipeline} applies at the next activation")
-        if any(k in changed for k in RELOAD_PARAMS):
+        if any(k in changed for k in RELOAD_PARAMS) and not self._restoring:
             want = {k: self._p[k] for k in RELOAD_PARAMS}
             if self._state_label in ("inactive", "active") and (want != self._loaded or self._map.changed_on_disk()):
                 self._start_reload(want)  # the same map_path again reloads a map changed on disk (map update)
@@ -191,7 +192,11 @@ class RelocNode(LifecycleNode):
             with self._lock:
                 self._p.update(loaded)
                 self._cfg = node_config_from(self._p)
-            self.set_parameters([rclpy.parameter.Parameter(k, value=v) for k, v in loaded.items()])
+            self._restoring = True  # setting them back is not a request to reload (the folder may hold the bad map)
+            try:
+                self.set_parameters([rclpy.parameter.Parameter(k, value=v) for k, v in loaded.items()])
+            finally:
+                self._restoring = False
         self._publish_diagnostics()
 
     # =============================================================================================
