@@ -226,6 +226,21 @@ def test_lifecycle_and_camera_pose(plane_map, harness_factory):
     assert node.lifecycle_state == "unconfigured" and node._localizer is None
 
 
+def test_under_a_lifecycle_manager_a_bad_map_path_leaves_the_node_up_and_unconfigured(plane_map, harness_factory,
+                                                                                      tmp_path):
+    """autostart false (Nav2): a map_path that names no map does not stop the node (it did: rc 2 at start); it stays
+    unconfigured, configure fails with the reason, and once map_path names a map, configure and activate succeed.
+    Standalone (autostart true) such a start is still refused at once (test_cli_errors)."""
+    h = harness_factory(map_path=str(tmp_path / "no_such_map"), autostart=False, tf_mode="none", pose_frame="camera")
+    assert h.node.lifecycle_state == "unconfigured"
+    assert h.node.trigger_configure() != TransitionCallbackReturn.SUCCESS
+    assert h.node.lifecycle_state == "unconfigured" and "not found" in h.node._map.error, h.node._map.error
+    assert not h.node.set_parameters([Parameter("map_path", value=str(tmp_path / "still_none"))])[0].successful
+    assert h.node.set_parameters([Parameter("map_path", value=str(plane_map["map"]))])[0].successful
+    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS and h.node.lifecycle_state == "active"
+
+
 def test_configure_fails_cleanly_on_a_corrupt_map(plane_map, harness_factory):
     h = harness_factory(map_path=str(plane_map["bad"]), autostart=False)
     assert h.node.trigger_configure() == TransitionCallbackReturn.FAILURE

@@ -124,12 +124,22 @@ class RelocNode(LifecycleNode):
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Refuse a value with the reason, never accept one the localizer or tracker would then refuse."""
         why = validate_all(self._p if self._ready else {}, {p.name: p.value for p in params})
+        if why and not self._ready and [p.name for p in params] == ["map_path"] and self._managed_start():
+            # under a lifecycle manager (autostart false) the node stays up, unconfigured, as Nav2's nodes do: its
+            # configure fails with the reason until map_path names a map (it can be set at runtime)
+            self.get_logger().error(f"{why}: the node stays unconfigured; configure fails until map_path names a map")
+            return SetParametersResult(successful=True)
         loc = self._localizer if self._ready else None
         if why is None and loc is not None and any(p.name == "matcher" and p.value == "lighterglue" for p in params):
             why = loc.lighterglue_unsupported()
         if why is None and any(p.name == "matching_precision" and p.value == "int8" for p in params):
             why = int8_unavailable()
         return SetParametersResult(successful=why is None, reason=why or "")
+
+    def _managed_start(self) -> bool:
+        """Whether the node was started with ``autostart`` false (for a lifecycle manager)."""
+        ov = getattr(self, "_parameter_overrides", {}).get("autostart")
+        return ov is not None and ov.value is False
 
     def _on_parameters_set(self, params) -> None:
         if not self._ready:
