@@ -1,5 +1,7 @@
 """Map database: save/load round trip, atomic replacement, and refusal of corrupt or mismatched maps."""
 
+import os
+
 import faiss
 import numpy as np
 import pytest
@@ -130,7 +132,7 @@ def test_replacing_a_map_keeps_the_owners_files_in_its_folder(tmp_path):
 def test_a_killed_swap_never_costs_the_owner_files(tmp_path):
     """A temporary folder of a process that no longer exists is deleted by the next write only when it holds nothing
     but map files (a map half written); one that holds other files (the old map folder of a swap killed before its
-    owner's files moved over) is kept, visible, with them; and a folder that merely looks like one is not touched."""
+    owner's files moved over) gives them to the map's folder; a folder that merely looks like one is not touched."""
     db, _ = _random_db(np.random.default_rng(5))
     db.save(tmp_path / "m")
     dead = 999_999_999  # no such process
@@ -145,8 +147,15 @@ def test_a_killed_swap_never_costs_the_owner_files(tmp_path):
     lookalike.mkdir()
     db.save(tmp_path / "m", overwrite=True)
     assert not half.exists() and not swapped.exists() and lookalike.is_dir()
-    kept = [p for p in tmp_path.iterdir() if p.name.startswith("m.previous-")]
-    assert len(kept) == 1 and (kept[0] / "notes.txt").read_text() == "mine", list(tmp_path.iterdir())
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"  # moved into the map's folder
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("m.previous-")]
+    # where the file system has no RENAME_EXCHANGE the swap is two renames: killed between them, the map's path is
+    # empty and the old map waits as .m.old-PID; the next write puts it back first (then replaces it as asked)
+    os.rename(tmp_path / "m", tmp_path / f".m.old-{dead}")
+    (tmp_path / f".m.old-{dead}" / "more.txt").write_text("also mine")
+    with pytest.raises(MapError, match="--overwrite"):  # the map is back, so this write needs --overwrite
+        db.save(tmp_path / "m")
+    assert len(MapDatabase.load(tmp_path / "m")) == len(db) and (tmp_path / "m" / "more.txt").is_file()
 
 
 @pytest.fixture

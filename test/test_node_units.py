@@ -478,3 +478,33 @@ def test_path_and_markers_are_sent_only_while_subscribed():
     out.pose(np.eye(4), np.eye(6), "map", 4, 1000)
     out.markers(np.zeros((5, 3)), np.zeros((2, 3)), True, "map", 4)
     assert len(out._pubs["path"].msgs[-1].poses) == 4 and len(out._pubs["markers"].msgs) == 1
+
+
+def test_map_holder_drops_a_reload_that_was_cancelled_or_outlived_a_cleanup(monkeypatch):
+    """A map being loaded in the background is not swapped in when map_path was set back to the map in use meanwhile
+    (``cancel``) or the node was cleaned up (``clear``): the parameter would name one map and the node use another."""
+    import logging
+
+    from reloc_ros.ros import map_holder as mh
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_load(want, config, log):
+        started.set()
+        release.wait(5)
+        return object()  # stands for a Localizer
+
+    monkeypatch.setattr(mh, "load_localizer", slow_load)
+    for stop in ("cancel", "clear"):
+        holder = mh.MapHolder(threading.Lock(), logging.getLogger("test"))
+        swapped = []
+        started.clear()
+        release.clear()
+        holder.reload({"map_path": "/maps/q", "model_path": "", "inference_provider": "cpu"}, None,
+                      lambda: swapped.append(1), lambda loaded, newest: None)
+        assert started.wait(5)
+        assert getattr(holder, stop)() in (True, None)
+        release.set()
+        time.sleep(0.2)
+        assert not swapped and holder.localizer is None and holder.loaded["map_path"] == "", stop
+    assert holder.cancel() is False  # nothing running: nothing to drop

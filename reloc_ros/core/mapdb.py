@@ -30,6 +30,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,28 +438,39 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 _TEMP_SUFFIX = re.compile(r"(\d+)-[a-z0-9_]{8}")  # "<pid>-<mkdtemp's 8 characters>"
+_OLD_SUFFIX = re.compile(r"(\d+)")  # ".NAME.old-<pid>": the old map while the fallback swap renames
 
 
 def _remove_stale_temp_dirs(out: Path) -> None:
-    """Delete temporary build directories of ``out`` left by killed builds (their process no longer exists): only
-    folders named exactly as :func:`write_map_atomic` names them."""
-    prefix = f".{out.name}.tmp-"
-    for d in out.parent.glob(glob.escape(prefix) + "*"):
-        m = _TEMP_SUFFIX.fullmatch(d.name[len(prefix):])
-        if m is None or d.is_symlink() or not d.is_dir():
-            continue
-        pid = int(m.group(1))
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            if all(e.name in MAP_FILES for e in d.iterdir()):  # a map half written: ours to delete
-                shutil.rmtree(d, ignore_errors=True)
-            else:  # an old map folder with its owner's files, from a swap that was killed: keep them
-                _retire_old_map(d, None, out)
-        except (PermissionError, OverflowError):
-            pass  # another user's live process, or no pid at all
+    """Tidy what killed writes of ``out`` left (their process no longer exists), only folders named exactly as
+    :func:`write_map_atomic` names them: ``out`` missing and the old map of a two-rename swap cut in two goes back
+    to ``out``; an old map folder holding its owner's files is retired into ``out`` (:func:`_retire_old_map`); a map
+    half written is deleted."""
+    for kind, pattern in (("tmp", _TEMP_SUFFIX), ("old", _OLD_SUFFIX)):
+        prefix = f".{out.name}.{kind}-"
+        for d in sorted(out.parent.glob(glob.escape(prefix) + "*")):
+            m = pattern.fullmatch(d.name[len(prefix):])
+            if m is None or d.is_symlink() or not d.is_dir() or _alive(int(m.group(1))):
+                continue
+            if kind == "old" and not out.exists() and (d / "manifest.yaml").is_file():
+                os.rename(d, out)  # the old map of a two-rename swap killed halfway: back in its place
+            elif all(e.name in MAP_FILES for e in d.iterdir()) and kind == "tmp":
+                shutil.rmtree(d, ignore_errors=True)  # a map half written: ours to delete
+            else:  # an old map folder (with its owner's files) from a swap that was killed: keep them
+                _retire_old_map(d, out if out.is_dir() else None, out)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be writing (this one, a live one, or one we may not signal)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 # The files of a map folder; anything else in it is its owner's and is kept when the map is replaced.
@@ -507,7 +519,12 @@ def _retire_old_map(old: Path, new: Path | None, out: Path) -> None:
     try:
         old.rmdir()
     except OSError:  # not empty: the owner's files that could not be moved
-        kept = out.parent / f"{out.name}.previous-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        base = f"{out.name}.previous-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        kept = out.parent / base
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = out.parent / f"{base}-{n}"
         os.rename(old, kept)
         log.warning("reloc: warning: %s held files that could not be moved into the new map (%s): kept in %s",
                     out, ", ".join(sorted(p.name for p in kept.iterdir())[:5]), kept)
@@ -515,13 +532,26 @@ def _retire_old_map(old: Path, new: Path | None, out: Path) -> None:
 
 @contextlib.contextmanager
 def _signals_held():
-    """SIGINT and SIGTERM wait until the block is done (delivered right after it)."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    """SIGINT and SIGTERM wait until the block is done, then act as they would have. Python runs signal handlers
+    in the main thread only, so there the handlers are replaced for the block (blocking the signal in this thread
+    would not do: another thread can receive it, and the main thread then raises KeyboardInterrupt anyway); in any
+    other thread nothing can interrupt the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    before = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for s, h in before.items():
+            signal.signal(s, h)
+        if got:
+            handler = before[got[0]]
+            if callable(handler):
+                handler(got[0], None)  # e.g. KeyboardInterrupt, or the CLI's SIGTERM clean-up
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), got[0])
 
 
 def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
@@ -557,13 +587,17 @@ def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
             if out.exists():
                 if _exchange(tmp, out):
                     tmp, old = None, tmp  # tmp's path now holds the old map
-                else:
+                else:  # no RENAME_EXCHANGE here (NFS, ...): two renames; a kill between them is repaired by the
+                    # next write's clean-up of stale folders (the old map goes back to out)
                     old = out.parent / f".{out.name}.old-{os.getpid()}"
-                    os.rename(out, old)
+                    moved = False
                     try:
+                        os.rename(out, old)
+                        moved = True
                         os.rename(tmp, out)
                     except BaseException:
-                        os.rename(old, out)  # put the old map back
+                        if moved and not out.exists():
+                            os.rename(old, out)  # put the old map back
                         raise
                     tmp = None
                 _retire_old_map(old, out, out)

@@ -36,6 +36,12 @@ class CameraInfoSync:
     def __len__(self) -> int:
         return len(self._infos)
 
+    def clear(self) -> None:
+        """Forget the CameraInfos received (cleanup)."""
+        with self._lock:
+            self._infos.clear()
+            self._stamps_match = False
+
     def _snapshot(self) -> list:
         with self._lock:
             return list(self._infos)

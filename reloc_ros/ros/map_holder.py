@@ -71,6 +71,7 @@ class MapHolder:
         self.error = ""  # why the last load failed ('' after a success)
         self._gen = 0  # reload requests: only the newest one's result counts
         self._stamp: tuple | None = None  # the loaded map's manifest on disk when it was loaded (map_stamp)
+        self._pending = False  # a reload is running
 
     def load_now(self, want: dict, config: LocalizerConfig) -> bool:
         """Load in this thread (configure); on failure the error is kept and False returned."""
@@ -85,6 +86,14 @@ class MapHolder:
             self.localizer, self.loaded, self.error, self._stamp = loc, dict(want), "", stamp
         return True
 
+    def cancel(self) -> bool:
+        """Drop a reload still running (its map is not swapped in); True when there was one."""
+        with self._lock:
+            pending = self._pending
+            self._gen += 1
+            self._pending = False
+        return pending
+
     def changed_on_disk(self) -> bool:
         """Whether the loaded map's folder now holds another map than the one loaded (e.g. `reloc map update`)."""
         with self._lock:
@@ -95,6 +104,7 @@ class MapHolder:
         """Forget the map (cleanup); a reload still running is dropped when it finishes."""
         with self._lock:
             self._gen += 1
+            self._pending = False
             self.localizer = None
             self.loaded = dict.fromkeys(RELOAD_PARAMS, "")
             self._stamp = None
@@ -106,6 +116,7 @@ class MapHolder:
         with self._lock:
             self._gen += 1
             gen = self._gen
+            self._pending = True
         self._log.info(f"loading map {want['map_path']} in the background (current map stays until then)")
         threading.Thread(target=self._reload, args=(want, config, gen, swapped, failed), name="reloc_map_reload",
                          daemon=True).start()
@@ -117,6 +128,8 @@ class MapHolder:
         except Exception as e:  # MapError, ExtractorError, OSError, ...
             with self._lock:
                 newest = gen == self._gen
+                if newest:
+                    self._pending = False
                 loaded = dict(self.loaded)
                 msg = (f"reloading {want['map_path']!r} failed, keeping {loaded['map_path']!r} (the parameters "
                        f"{', '.join(RELOAD_PARAMS)} are set back to it): {e}")
@@ -127,8 +140,9 @@ class MapHolder:
             return
         with self._lock:
             if gen != self._gen:
-                return  # a newer request (or a cleanup) superseded this one
+                return  # a newer request (or a cleanup, or a revert) superseded this one
             self.localizer, self.loaded, self.error, self._stamp = loc, dict(want), "", stamp
+            self._pending = False
         swapped()
 
 

@@ -74,7 +74,7 @@ class RelocNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._lock = threading.RLock()
         self._ready = False
-        self._restoring = False  # map_path & co. being set back after a failed reload (see _reload_failed)
+        self._restoring = None  # the thread setting map_path & co. back after a failed reload (_reload_failed)
         self._p: dict = {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -161,16 +161,21 @@ class RelocNode(LifecycleNode):
             self._restart_tf_timer()
         if "pipeline" in changed and self._state_label == "active":
             self.get_logger().info(f"pipeline={self._cfg.pipeline} applies at the next activation")
-        if any(k in changed for k in RELOAD_PARAMS) and not self._restoring:
+        if any(k in changed for k in RELOAD_PARAMS) and self._restoring != threading.get_ident():
             want = {k: self._p[k] for k in RELOAD_PARAMS}
             if self._state_label in ("inactive", "active") and (want != self._loaded or self._map.changed_on_disk()):
                 self._start_reload(want)  # the same map_path again reloads a map changed on disk (map update)
             elif self._state_label in ("inactive", "active") and "map_path" in changed:
-                self.get_logger().info(f"map_path {want['map_path']!r}: the map on disk is the one in use, nothing "
-                                       "to reload")
+                if self._map.cancel():  # set back to the map in use while another one was loading: that one is dropped
+                    self.get_logger().info(f"map_path {want['map_path']!r}: back to the map in use; the map being "
+                                           "loaded is dropped")
+                else:
+                    self.get_logger().info(f"map_path {want['map_path']!r}: the map on disk is the one in use, "
+                                           "nothing to reload")
             elif self._state_label == "unconfigured" and self._cfg.autostart and self._autostart_timer is None:
                 # A map given after a failed start: configure and activate from the executor thread.
-                self._autostart_timer = self.create_timer(0.01, self._autostart_once)
+                self._autostart_timer = self.create_timer(0.01, self._autostart_once, clock=rclpy.clock.Clock(
+                    clock_type=rclpy.clock.ClockType.STEADY_TIME))  # also under use_sim_time without /clock
         frames = ("tf_mode", "pose_frame", "map_frame", "odom_frame", "base_frame", "camera_frame", "base_from_camera")
         if any(k in changed for k in frames):
             self._out.reset()  # stop republishing a transform computed with the old frames
@@ -202,11 +207,13 @@ class RelocNode(LifecycleNode):
             with self._lock:
                 self._p.update(loaded)
                 self._cfg = node_config_from(self._p)
-            self._restoring = True  # setting them back is not a request to reload (the folder may hold the bad map)
+            # setting them back is not a request to reload (the folder may hold the map that failed); only this
+            # thread's call is meant: the parameter callbacks run in the caller's thread
+            self._restoring = threading.get_ident()
             try:
                 self.set_parameters([rclpy.parameter.Parameter(k, value=v) for k, v in loaded.items()])
             finally:
-                self._restoring = False
+                self._restoring = None
         self._publish_diagnostics()
 
     # =============================================================================================
@@ -287,6 +294,7 @@ class RelocNode(LifecycleNode):
         self._tracker.reset()
         self._out.reset(tf_stamps=True)
         self._steps.last_stamp_ns = None
+        self._cameras.clear()  # a CameraInfo of before is not the calibration of what comes next
         self._out.destroy(self)
         if self._tf is not None:
             self._tf.destroy()
