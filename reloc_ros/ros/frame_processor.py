@@ -164,8 +164,9 @@ class FrameProcessor:
         stamp, last = frame.stamp_ns, self.last_stamp_ns
         if stamp <= 0:
             self._settle()
-            self.input_error("image header.stamp is 0: the camera driver does not stamp its images; the node needs "
-                             "the capture time (for odometry, TF and the tracker): fix the driver's stamps")
+            self.input_error("image header.stamp is 0: the camera driver does not stamp its images (or it is a "
+                             "simulator's very first frame); the node needs the capture time (for odometry, TF and "
+                             "the tracker): fix the driver's stamps")
             return None
         if last is not None and stamp < last:
             self._settle()
