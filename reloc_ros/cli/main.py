@@ -638,8 +638,7 @@ def _map_analyse(args) -> int:
     db = MapDatabase.load(args.map)
     folder = Path(db.path)
     _check_rewritable(folder, "map analyse")
-    from reloc_ros.pipelines.map_sessions import _model_kwargs
-    report = mark_aliases(db, extractor_for_map(db, **_model_kwargs(args.model, db)))
+    report = mark_aliases(db, extractor_for_map(db, model_path=args.model))
     db.save(db.path, overwrite=True, index_kind=(db.manifest.get("index") or {}).get("requested", "auto"),
             write_ply=(Path(db.path) / "points.ply").is_file())
     print(f"map {db.path}: {report.summary()}")
@@ -714,10 +713,7 @@ def _eval(args) -> int:
     except ValueError as e:  # the options were checked above: what is left comes from the file
         raise ValueError(f"{args.config}: {e}" if args.config else str(e)) from None
     db = MapDatabase.load(args.map)
-    if args.model is not None and db.extractor_identity.get("name") != "learned":
-        raise ValueError(f"--model applies to learned maps; {args.map} was built with "
-                         f"{db.extractor_identity.get('name')!r}")
-    loc = Localizer(db, extractor_for_map(db, **({"model_path": args.model} if args.model else {})), cfg)
+    loc = Localizer(db, extractor_for_map(db, model_path=args.model), cfg)  # --model on a SIFT map: refused there
     if mismatch := loc.low_light_mismatch():
         print(f"reloc: warning: {mismatch} (--config)", file=sys.stderr)
     ds = load_dataset(args.dataset, args.format)

@@ -149,7 +149,8 @@ class LocalizerConfig:
                                          "first) are matched by it", 1, 200)
     max_query_keypoints: int = setting(0, "> 0: match only the strongest this many query keypoints (matching cost "
                                        "is linear in it; 1000: 43.0 instead of 54.3 ms p50 in the bench, but on "
-                                       "Strecha castle 10 instead of 18 of 22 within 5 cm, its median 0.037 -> 0.051 m, "
+                                       "Strecha castle 10 instead of 18 of 22 within 5 cm, its median 0.037 -> "
+                                       "0.051 m, "
                                        "docs/performance.md); 0: all the extractor gives", 0, None)
     tracked_max_query_keypoints: int = setting(1000, "> 0: with the prior of tracked_top_k (an accepted place's "
                                                "odometry prediction, an image that is not dim or noisy), match only "
@@ -261,7 +262,8 @@ class LocalizerConfig:
     map_point_sigma_rel: float = setting(-1.0, "1-sigma map-point error as a fraction of depth, added to the "
                                          "covariance per contributing keyframe; < 0 = the default for the map's "
                                          "point source (depth 0.001, triangulate 0.013, learned 0.13; a triangulated "
-                                         "map that records its point uncertainty, shown by `reloc map info`: that)", -1.0, 10.0)
+                                         "map that records its point uncertainty, shown by `reloc map info`: "
+                                         "that)", -1.0, 10.0)
     prior_sigma_m: float = setting(5.0, "std-dev (m) of a pose prior (last good pose) used to re-rank retrieval",
                                    0.0, 1e6, min_exclusive=True)
     blas_threads: int = setting(1, "> 0: limit the process's BLAS (numpy matching) to this many threads when a "

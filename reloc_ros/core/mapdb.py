@@ -46,8 +46,7 @@ from reloc_ros.core.features import FeatureExtractor, create_extractor, extracto
 log = logging.getLogger(__name__)
 
 __all__ = ["MapError", "Keyframe", "MapDatabase", "FORMAT_VERSION", "POINT_SOURCES", "write_map_atomic",
-           "check_map_out",
-           "extractor_for_map", "check_extractor", "identity_differences"]
+           "check_map_out", "manifest_path", "extractor_for_map", "check_extractor", "identity_differences"]
 
 FORMAT_VERSION = 1
 # Point source codes stored per keypoint.
@@ -270,11 +269,7 @@ class MapDatabase:
                 truncated HDF5, or an index that disagrees with the keyframes.
         """
         path = Path(path)
-        if not path.is_dir():
-            raise MapError(f"map directory not found: {path} (build one with `reloc map build ... --out {path}`)")
-        man_path = path / "manifest.yaml"
-        if not man_path.is_file():
-            raise MapError(f"{path} is not a reloc_ros map: no manifest.yaml (build one with `reloc map build`)")
+        man_path = manifest_path(path)
         try:
             manifest = yaml.safe_load(man_path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -325,6 +320,16 @@ class MapDatabase:
 
 
 # -------------------------------------------------------------------------------------------------
+
+
+def manifest_path(path: Path) -> Path:
+    """The manifest of the map folder ``path``; MapError when there is no folder or no manifest in it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MapError(f"map directory not found: {path} (build one with `reloc map build ... --out {path}`)")
+    if not (path / "manifest.yaml").is_file():
+        raise MapError(f"{path} is not a reloc_ros map: no manifest.yaml (build one with `reloc map build`)")
+    return path / "manifest.yaml"
 
 
 def _write_h5(path: Path, db: MapDatabase) -> None:
@@ -454,10 +459,10 @@ def _remove_stale_temp_dirs(out: Path) -> None:
                 continue
             if kind == "old" and not out.exists() and (d / "manifest.yaml").is_file():
                 os.rename(d, out)  # the old map of a two-rename swap killed halfway: back in its place
-            elif all(e.name in MAP_FILES for e in d.iterdir()) and kind == "tmp":
+            elif kind == "tmp" and all(e.name in MAP_FILES for e in d.iterdir()):
                 shutil.rmtree(d, ignore_errors=True)  # a map half written: ours to delete
             else:  # an old map folder (with its owner's files) from a swap that was killed: keep them
-                _retire_old_map(d, out if out.is_dir() else None, out)
+                _retire_old_map(d, out)
 
 
 def _alive(pid: int) -> bool:
@@ -469,7 +474,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError):
-        return True
+        pass
     return True
 
 
@@ -499,13 +504,13 @@ def check_map_out(out: Path, overwrite: bool, alternative: str = "") -> None:
                                                                                  else ""))
 
 
-def _retire_old_map(old: Path, new: Path | None, out: Path) -> None:
-    """After the swap: move into the new map folder ``new`` what the old one (``old``) holds besides the map's own
-    files (renames in one file system: nothing is copied, ownership and content stay), then delete the old map's
-    files and folder. Whatever cannot be moved (a name the new map uses, a mount point; everything when ``new`` is
-    None) stays in a visible folder beside the map, with a warning: nothing of the owner's is deleted."""
-    for e in sorted(old.iterdir()) if new is not None else ():
-        dst = new / e.name
+def _retire_old_map(old: Path, out: Path) -> None:
+    """After the swap: move into the map folder ``out`` what the old one (``old``) holds besides the map's own files
+    (renames in one file system: nothing is copied, ownership and content stay), then delete the old map's files
+    and folder. Whatever cannot be moved (a name the new map uses, a mount point; everything when ``out`` is no
+    folder) stays in a visible folder beside the map, with a warning: nothing of the owner's is deleted."""
+    for e in sorted(old.iterdir()) if out.is_dir() else ():
+        dst = out / e.name
         if e.name in MAP_FILES or dst.exists() or dst.is_symlink():
             continue
         try:
@@ -600,7 +605,7 @@ def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
                             os.rename(old, out)  # put the old map back
                         raise
                     tmp = None
-                _retire_old_map(old, out, out)
+                _retire_old_map(old, out)
             else:
                 os.rename(tmp, out)
                 tmp = None
@@ -613,13 +618,18 @@ def write_map_atomic(out: Path, write_fn, overwrite: bool = False) -> Path:
 
 # ------------------------------------------------------------------------------------------------------------------
 # the extractor a map was built with: made from its manifest, and checked against it
-def extractor_for_map(db: MapDatabase, **kwargs) -> FeatureExtractor:
+def extractor_for_map(db: MapDatabase, model_path=None, **kwargs) -> FeatureExtractor:
     """The extractor recorded in a map's manifest, with the map's stored state (e.g. VLAD vocabulary), set up for
-    localizing queries (its ``QUERY_PARAMS``, e.g. the learned one without its depth head; ``kwargs`` override)."""
+    localizing queries (its ``QUERY_PARAMS``, e.g. the learned one without its depth head; ``kwargs`` override).
+    ``model_path``: the network file of a learned map built with another than the shipped one (``--model``)."""
     ident = db.extractor_identity
     name = ident.get("name")
     if not name:
         raise MapError(f"{db.path}: manifest has no extractor name; rebuild the map")
+    if model_path is not None:
+        if name != "learned":
+            raise MapError(f"--model applies to learned maps; {db.path} was built with {name!r}")
+        kwargs["model_path"] = Path(model_path)
     cls = extractor_class(name)
     params = {**cls.params_from_identity(ident), **cls.QUERY_PARAMS}
     params.update(kwargs)

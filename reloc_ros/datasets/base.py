@@ -103,6 +103,14 @@ def evenly_spaced(n: int, k: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
 
 
+def check_image_size(frame: Frame, size: tuple[int, int], then: str = "") -> None:
+    """DatasetError when ``frame``'s image, ``size`` (w, h), is not the size its camera describes (``then``: what
+    the message adds)."""
+    if tuple(size) != frame.camera.size:
+        raise DatasetError(f"{frame.image_path} is {size[0]}x{size[1]} but its camera says "
+                           f"{frame.camera.width}x{frame.camera.height}{then}")
+
+
 def load_image(frame_or_path, gray: bool = False) -> np.ndarray:
     """Read an image as RGB ``[H x W x 3] uint8`` (or ``[H x W]`` grey).
 

@@ -180,7 +180,7 @@ def run_ablation(dataset: Path, fmt: str, map_every: int | None, work: Path,
             db = dbs[mpath]
             if row.model not in extractors:
                 path = _model_path(row.model, variants_dir)
-                extractors[row.model] = extractor_for_map(db, **({"model_path": path} if path else {}))
+                extractors[row.model] = extractor_for_map(db, model_path=path or None)
             ex = extractors[row.model]
             cfg = LocalizerConfig(method=row.method, aggregation=row.aggregation)
             cache = work / "results" / f"{mpath.name}_{row.method}_agg{int(row.aggregation)}.json"

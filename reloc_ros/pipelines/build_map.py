@@ -15,7 +15,7 @@ from reloc_ros.core.features import ExtractorError, FeatureExtractor
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError
 from reloc_ros.core.points import (TriangulationConfig, fit_depth_scale, points_from_depth, sample_depth,
                                    triangulate_keyframes)
-from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced, load_depth, load_image
+from reloc_ros.datasets.base import DatasetError, Frame, check_image_size, evenly_spaced, load_depth, load_image
 from reloc_ros.progress import progress_bar
 
 __all__ = ["build_map", "build_or_reuse_map", "map_build_key", "frame_points", "make_keyframe", "POINT_MODES",
@@ -129,9 +129,7 @@ def build_map(frames: list[Frame], extractor: FeatureExtractor, points: str, out
     feats, kp_ideal = [], []
     for f in progress_bar(frames, "extract", show_progress):
         fe = lowlight.extract(extractor, load_image(f), low_light_brightness)
-        if fe.image_size != f.camera.size:
-            raise DatasetError(f"{f.image_path} is {fe.image_size[0]}x{fe.image_size[1]} but its camera says "
-                               f"{f.camera.width}x{f.camera.height}")
+        check_image_size(f, fe.image_size)
         feats.append(fe)
         kp_ideal.append(f.camera.undistort_points(fe.keypoints).astype(np.float32))
     if extractor.needs_fit:

@@ -22,7 +22,8 @@ from reloc_ros.core.camera import Camera
 from reloc_ros.core.features import Features, FeatureExtractor
 from reloc_ros.core.geometry import cameras_near, invert_T, pose_errors
 from reloc_ros.core.mapdb import POINT_SOURCES, Keyframe, MapDatabase, MapError, extractor_for_map
-from reloc_ros.datasets.base import DatasetError, Frame, evenly_spaced
+from reloc_ros.datasets.base import DatasetError, Frame, check_image_size, evenly_spaced
+from reloc_ros.pipelines.evaluate import is_wrong
 
 __all__ = ["keyframes_of", "sessions_of", "merge_maps", "update_map", "select_keyframes", "Alignment", "align_map"]
 
@@ -350,16 +351,6 @@ def _recount(sessions: list[dict], names: list[str]) -> None:
             s["keyframes"] = sum(1 for n in names if not any(q and n.startswith(q) for q in prefixes))
 
 
-def _model_kwargs(model: Path | None, db: MapDatabase | None = None) -> dict:
-    """``extractor_for_map``'s keyword for a map built with ``map build --model`` (learned maps only)."""
-    if model is None:
-        return {}
-    if db is not None and db.extractor_identity.get("name") != "learned":
-        raise ValueError(f"--model applies to learned maps; {db.path} was built with "
-                         f"{db.extractor_identity.get('name')!r}")
-    return {"model_path": Path(model)}
-
-
 def _check_compatible(a: MapDatabase, b: MapDatabase) -> None:
     ia, ib = a.extractor_identity, b.extractor_identity
     diff = sorted(k for k in set(ia) | set(ib) if ia.get(k) != ib.get(k))
@@ -421,7 +412,7 @@ def merge_maps(paths: list[Path], out: Path, align: str = "auto", sim3: bool = F
     ref = dbs[0]
     for db in dbs[1:]:
         _check_compatible(ref, db)
-    extractor = extractor_for_map(ref, **_model_kwargs(model, ref))
+    extractor = extractor_for_map(ref, model_path=model)
     sessions, keyframes, records = [], [], []
     seen: dict[tuple, str] = {}  # session key -> the map it came in with
     loc = None
@@ -587,8 +578,8 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
                              "prefixes the session's keyframe names)")
         if name in taken:
             raise ValueError(f"{map_path} already has a session {name!r}: pass another --session name")
-    extractor = extractor_for_map(db, **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}),
-                                  **_model_kwargs(model, db))
+    extractor = extractor_for_map(db, model_path=model,
+                                  **({"outputs": "all"} if db.extractor_identity.get("name") == "learned" else {}))
     loc = Localizer(db, extractor)
     feats, keep, why = [], [], {"not localized": 0, "few inliers": 0, "off its pose": 0, "new appearance": 0}
     localized = []  # (m, deg) between the map's pose of each localized new frame and the frame's own pose
@@ -611,10 +602,8 @@ def update_map(map_path: Path, frames: list[Frame], session: str | None = None, 
         if rule <= 0:
             n_dark += lowlight.brightness(image) < lowlight.NIGHT_BRIGHTNESS
         fe = lowlight.extract(extractor, image, rule)
-        if fe.image_size != f.camera.size:
-            raise DatasetError(f"{f.image_path} is {fe.image_size[0]}x{fe.image_size[1]} but its camera says "
-                               f"{f.camera.width}x{f.camera.height}: fix the camera (camera.yaml, or the camera_info "
-                               "topic); nothing was written")
+        check_image_size(f, fe.image_size, ": fix the camera (camera.yaml, or the camera_info topic); nothing was "
+                                           "written")
         if fe.global_desc is None:
             fe.global_desc = extractor.describe_global(fe)
         feats.append(fe)
@@ -698,7 +687,7 @@ def _frame_check(map_path: Path, localized: list[tuple[float, float]], offered: 
     for its frame; ``keep_all``: nothing was localized, nothing can be checked)."""
     if keep_all:
         return
-    wrong = [e for e in localized if e[0] > 0.5 or e[1] > 5.0]
+    wrong = [e for e in localized if is_wrong(*e)]
     if len(localized) >= UPDATE_FRAME_MIN_CHECK and len(wrong) > UPDATE_FRAME_MAX_WRONG * len(localized):
         m, deg = np.median(np.asarray(wrong), axis=0)
         raise ValueError(f"{len(wrong)} of the {len(localized)} new frames that localize in {map_path} lie far from "

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reloc_ros.core.mapdb import MapError
+from reloc_ros.core.mapdb import manifest_path
 from reloc_ros.datasets.base import DatasetError
 from reloc_ros.datasets.rosbag import NS, BagTopics, bag_dir, open_reader, read_ground_truth, require_camera_topics
 from reloc_ros.replay.ros_process import NodeProcess, ros_env, use_ros_env
@@ -241,17 +241,15 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         raise ValueError(f"--rate must be > 0 (got {options.rate})")
     if options.start_frame < 0:
         raise ValueError(f"--start-frame must be >= 0 (got {options.start_frame})")
-    mp = Path(map_path)
-    if not mp.is_dir():  # before a node is started for it (as offline)
-        raise MapError(f"map directory not found: {mp}")
-    if not (mp / "manifest.yaml").is_file():
-        raise MapError(f"{mp} is not a reloc_ros map: no manifest.yaml (build one with `reloc map build`)")
+    manifest_path(map_path)  # a folder that is no map: said before a node is started for it (as offline)
     bag = bag_dir(bag)
     gt = read_ground_truth(bag, topics)
     playlist = _playlist(bag, topics)
     log_dir_before = os.environ.get("ROS_LOG_DIR")
     env = ros_env(options.domain_id, "reloc_replay_log_", keep=True)  # this process's and the node's
-    made = [env["ROS_LOG_DIR"]] if env["ROS_LOG_DIR"] != log_dir_before else []  # temporary folders of this run
+    # the temporary folders of this run, removed after a run that went well: ROS_LOG_DIR unless the environment
+    # named one (ros_env keeps it then), and the node's log folder unless options.log_path names the file
+    ros_log_dir = env["ROS_LOG_DIR"] if env["ROS_LOG_DIR"] != log_dir_before else None
     use_ros_env(env)  # read by rcl when this process's context starts
     try:
         import rclpy  # noqa: F401
@@ -259,9 +257,8 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
     except ImportError as e:
         raise ReplayError(f"live replay needs rclpy and tf2_msgs ({e}): install the [ros] extra and run "
                           "`python tools/build_tf2_msgs.py` (the Makefile does both), or use offline replay") from None
-    if options.log_path is None:
-        made.append(tempfile.mkdtemp(prefix="reloc_replay_"))
-    log_path = Path(options.log_path or Path(made[-1]) / "reloc_node.log")
+    node_log_dir = None if options.log_path is not None else tempfile.mkdtemp(prefix="reloc_replay_")
+    log_path = Path(options.log_path or Path(node_log_dir) / "reloc_node.log")
     has_tf = playlist.has_tf
     ros_args = ["-r", f"__node:={NODE_NAME}",
                 *(["--params-file", str(Path(options.params_file).resolve())] if options.params_file else []),
@@ -308,10 +305,11 @@ def replay_live(map_path: Path, bag: Path, topics: BagTopics = BagTopics(),
         shm.cleanup()  # what the node left; this process's own ports are still mapped until it exits:
         atexit.register(shm.cleanup, include_own=True)
         if ok:  # the logs of a run that went well are not kept (a failed run's errors name its node log)
-            for d in made:
-                shutil.rmtree(d, ignore_errors=True)
-            if made and made[0] == os.environ.get("ROS_LOG_DIR") and log_dir_before is None:
-                os.environ.pop("ROS_LOG_DIR")  # the next run makes its own
+            for d in (ros_log_dir, node_log_dir):
+                if d is not None:
+                    shutil.rmtree(d, ignore_errors=True)
+            if ros_log_dir is not None:
+                os.environ.pop("ROS_LOG_DIR", None)  # the next run makes its own
 
 
 def _play(graph: _Graph, playlist: _Playlist, topics: BagTopics, rate: float, start_frame: int = 0

@@ -174,8 +174,7 @@ class RelocNode(LifecycleNode):
                                            "nothing to reload")
             elif self._state_label == "unconfigured" and self._cfg.autostart and self._autostart_timer is None:
                 # A map given after a failed start: configure and activate from the executor thread.
-                self._autostart_timer = self.create_timer(0.01, self._autostart_once, clock=rclpy.clock.Clock(
-                    clock_type=rclpy.clock.ClockType.STEADY_TIME))  # also under use_sim_time without /clock
+                self._restart_timer("_autostart_timer", 100.0, self._autostart_once, steady=True)  # sim time too
         frames = ("tf_mode", "pose_frame", "map_frame", "odom_frame", "base_frame", "camera_frame", "base_from_camera")
         if any(k in changed for k in frames):
             self._out.reset()  # stop republishing a transform computed with the old frames

@@ -15,7 +15,8 @@ import numpy as np
 from reloc_ros.core.config import Setting, check_fields, setting, settings_of
 
 __all__ = ["ParamSpec", "NodeConfig", "PARAMETERS", "PARAMS_BY_NAME", "LOCALIZER_FIELDS", "TRACKER_FIELDS",
-           "NODE_NAME", "is_ros_builtin", "RELOAD_PARAMS", "validate", "validate_all", "coerce", "unknown_parameters", "parse_base_from_camera",
+           "NODE_NAME", "is_ros_builtin", "RELOAD_PARAMS", "validate", "validate_all", "coerce", "unknown_parameters",
+           "parse_base_from_camera",
            "localizer_config_from", "tracker_config_from", "node_config_from", "TOPICS", "SERVICES", "usage"]
 
 
